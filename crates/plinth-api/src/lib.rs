@@ -1,0 +1,15 @@
+//! Plinth's wire types: everything that crosses the HTTP boundary as JSON, and the stable
+//! error-code catalogue. This crate is a leaf: it depends on nothing heavier than serde, so the
+//! CLI, the server, the core and future clients all share one definition of each body.
+
+pub mod audit;
+pub mod error;
+pub mod identity;
+pub mod page;
+pub mod registry;
+
+pub use error::{Code, ErrorBody, ErrorDetail};
+pub use page::Page;
+
+/// The API version prefix every REST route lives under.
+pub const API_PREFIX: &str = "/api/v1";

@@ -1,0 +1,100 @@
+//! Plinth's domain, independent of HTTP: identities and authorization, the audit log, the model
+//! registry, and the stores they persist to.
+//!
+//! [`Plinth`] is the one entry point. Every method that touches team data takes the caller's
+//! [`auth::Principal`] and authorizes it itself, so the HTTP API, the CLI and background jobs all
+//! pass through the same checks.
+
+pub mod audit;
+pub mod auth;
+mod card;
+pub mod error;
+pub mod identity;
+pub mod registry;
+pub mod store;
+pub mod util;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use error::{Error, Result};
+use store::Db;
+use store::artifacts::{ArtifactStore, LocalArtifacts, Staging};
+
+/// How to open the core.
+#[derive(Debug, Clone)]
+pub struct CoreOptions {
+    /// Where local state lives: the SQLite database (by default), artifacts and staging.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// The largest model artifact accepted, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+/// The core service.
+#[derive(Clone)]
+pub struct Plinth {
+    pub(crate) db: Db,
+    pub(crate) artifacts: Arc<dyn ArtifactStore>,
+    staging: Staging,
+    max_upload_bytes: u64,
+}
+
+impl Plinth {
+    /// Opens the stores (creating and migrating them as needed) and cleans up what an interrupted
+    /// run left behind.
+    pub async fn open(opts: &CoreOptions) -> Result<Plinth> {
+        std::fs::create_dir_all(&opts.data_dir).map_err(|e| {
+            Error::new(
+                plinth_api::Code::Unavailable,
+                format!("cannot create data directory {}: {e}", opts.data_dir.display()),
+            )
+        })?;
+        let url = match &opts.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", opts.data_dir.join("plinth.db").display()),
+        };
+        let db = Db::open(&url).await?;
+        let artifacts: Arc<dyn ArtifactStore> =
+            Arc::new(LocalArtifacts::open(opts.data_dir.join("artifacts"))?);
+        let staging = Staging::open(opts.data_dir.join("staging"))?;
+        let core = Plinth { db, artifacts, staging, max_upload_bytes: opts.max_upload_bytes };
+        let removed = core.collect_orphan_artifacts().await?;
+        if removed > 0 {
+            tracing::info!(removed, "deleted artifacts of registrations that never committed");
+        }
+        Ok(core)
+    }
+
+    /// The staging area for uploads.
+    pub fn staging(&self) -> &Staging {
+        &self.staging
+    }
+
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.max_upload_bytes
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn artifact_store(&self) -> &dyn ArtifactStore {
+        self.artifacts.as_ref()
+    }
+
+    /// Resolves an API key to its principal.
+    pub async fn authenticate(&self, presented_key: &str) -> Result<auth::Principal> {
+        auth::authenticate(&self.db, presented_key).await
+    }
+
+    /// True when the stores answer.
+    pub async fn ready(&self) -> bool {
+        self.db.ping().await
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}

@@ -1,0 +1,82 @@
+//! Versioned migrations. Each migration is portable SQL plus optional per-dialect extras; the
+//! applied versions are recorded in `plinth_schema`. A database newer than this binary is refused.
+
+use sqlx::Executor;
+
+use super::{Db, Dialect};
+use crate::error::{Error, Result};
+use crate::util::now_micros;
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    common: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "identity, audit and registry",
+    common: include_str!("migrations/0001_init.sql"),
+    sqlite: include_str!("migrations/0001_init.sqlite.sql"),
+    postgres: include_str!("migrations/0001_init.postgres.sql"),
+}];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+pub(super) async fn run(db: &Db) -> Result<()> {
+    let mut conn = db.pool.acquire().await?;
+    if db.dialect == Dialect::Postgres {
+        // Several replicas may start at once: one migrates, the others wait.
+        conn.execute("SELECT pg_advisory_lock(727046)").await?;
+    }
+    let result = apply(db, &mut conn).await;
+    if db.dialect == Dialect::Postgres {
+        let _ = conn.execute("SELECT pg_advisory_unlock(727046)").await;
+    }
+    result
+}
+
+async fn apply(db: &Db, conn: &mut sqlx::AnyConnection) -> Result<()> {
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS plinth_schema (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM plinth_schema").fetch_one(&mut *conn).await?;
+    let current = current.unwrap_or(0);
+    if current > SCHEMA_VERSION {
+        return Err(Error::new(
+            plinth_api::Code::Unavailable,
+            format!(
+                "the metadata database has schema version {current}, newer than this binary's {SCHEMA_VERSION}: upgrade Plinth"
+            ),
+        ));
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let _guard = match &db.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let extra = match db.dialect {
+            Dialect::Sqlite => m.sqlite,
+            Dialect::Postgres => m.postgres,
+        };
+        sqlx::raw_sql(m.common).execute(&mut *tx).await?;
+        if !extra.trim().is_empty() {
+            sqlx::raw_sql(extra).execute(&mut *tx).await?;
+        }
+        sqlx::query("INSERT INTO plinth_schema (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(now_micros())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Small shared pieces: ids, clock, names, cursors and page limits.
+
+use base64::Engine;
+use plinth_api::page::{DEFAULT_LIMIT, MAX_LIMIT};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+
+/// A new opaque, time-ordered id with a type prefix, e.g. `mdl_0190c3...`.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Now, in microseconds since the Unix epoch: the unit every timestamp is stored in.
+pub fn now_micros() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
+}
+
+pub fn micros_to_time(micros: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+pub fn time_to_micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1000) as i64
+}
+
+/// The naming rule for teams, users, models and other named objects.
+pub fn check_name(field: &str, name: &str) -> Result<()> {
+    let ok = (1..=63).contains(&name.len())
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(Error::invalid_name(field, name)) }
+}
+
+/// Free text: bounded length, no control characters except newline and tab.
+pub fn check_text(field: &str, text: &str, max_chars: usize) -> Result<()> {
+    if text.chars().count() > max_chars {
+        return Err(Error::invalid(field, format!("longer than {max_chars} characters")));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+        return Err(Error::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// The page size to use, from the caller's `limit`.
+pub fn page_limit(limit: Option<u32>) -> Result<i64> {
+    match limit {
+        None => Ok(i64::from(DEFAULT_LIMIT)),
+        Some(0) => Err(Error::invalid("limit", "must be at least 1")),
+        Some(n) if n > MAX_LIMIT => {
+            Err(Error::invalid("limit", format!("must be at most {MAX_LIMIT}")))
+        }
+        Some(n) => Ok(i64::from(n)),
+    }
+}
+
+const CURSOR_SEP: char = '\u{1f}';
+
+/// Encodes the sort key of the last item of a page as an opaque cursor.
+pub fn encode_cursor(parts: &[&str]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(parts.join(&CURSOR_SEP.to_string()))
+}
+
+/// Decodes a cursor made by [`encode_cursor`] with `n` parts.
+pub fn decode_cursor(cursor: &str, n: usize) -> Result<Vec<String>> {
+    let bad = || Error::invalid("cursor", "not a cursor returned by this endpoint");
+    let bytes =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let parts: Vec<String> = text.split(CURSOR_SEP).map(str::to_string).collect();
+    if parts.len() != n {
+        return Err(bad());
+    }
+    Ok(parts)
+}

@@ -1,0 +1,56 @@
+//! The one mapping from core errors to HTTP responses: the status comes from the code's catalogue
+//! entry, the body is `{"error": {...}}`, and internal details go to the log, never the body.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use plinth_api::{Code, ErrorBody, ErrorDetail};
+use plinth_core::Error;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        ApiError(Error::new(code, message))
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        ApiError(error)
+    }
+}
+
+pub fn status_of(code: Code) -> StatusCode {
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let request_id = crate::current_request_id();
+        if e.code == Code::Internal {
+            tracing::error!(request_id = ?request_id, error = %e, source = ?e.source, "internal error");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: e.code,
+                kind: e.code.kind().to_string(),
+                message: e.message,
+                field: e.field,
+                request_id,
+            },
+        };
+        let mut response = (status_of(e.code), axum::Json(body)).into_response();
+        if e.code == Code::Unavailable {
+            response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        }
+        if matches!(e.code, Code::Unauthenticated | Code::KeyExpired | Code::KeyRevoked) {
+            response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,127 @@
+//! Plinth's HTTP API over [`plinth_core::Plinth`]: REST under `/api/v1`, health probes, and the
+//! OpenAPI document generated from the handlers.
+//!
+//! HTTP authenticates (the [`extract::Caller`] extractor) and the core authorizes. Handlers are
+//! thin: parse, call one core method, render.
+
+pub mod error;
+pub mod extract;
+pub mod openapi;
+mod routes;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use plinth_api::Code;
+use plinth_core::Plinth;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::extract::RequestId;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub core: Plinth,
+}
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being served, if any.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(|id| id.clone()).ok()
+}
+
+/// The largest JSON body accepted (uploads have their own, configured limit).
+pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let (api, _) = openapi::router().split_for_parts();
+    Router::new()
+        .merge(routes::health::router())
+        .merge(api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(middleware::from_fn(method_not_allowed))
+        .layer(middleware::from_fn(request_id))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(Code::Internal, "internal error").into_response()
+        }))
+        .with_state(state)
+}
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()));
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// axum answers a wrong method with an empty 405; give it the error shape.
+async fn method_not_allowed(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && response.headers().get("content-type").is_none()
+    {
+        let allow = response.headers().get("allow").cloned();
+        let mut r = ApiError::new(
+            Code::MethodNotAllowed,
+            format!("this endpoint does not accept {method}"),
+        )
+        .into_response();
+        if let Some(allow) = allow {
+            r.headers_mut().insert("allow", allow);
+        }
+        return r;
+    }
+    response
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        Code::RouteNotFound,
+        format!("no endpoint at {} {}", req.method(), req.uri().path()),
+    )
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests (for at
+/// most `grace`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    });
+    tokio::select! {
+        res = server => res,
+        _ = async { let _ = rx.await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("graceful shutdown took longer than {grace:?}; closing remaining connections");
+            Ok(())
+        }
+    }
+}

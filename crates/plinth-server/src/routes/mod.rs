@@ -1,0 +1,6 @@
+//! The REST routes, one module per area.
+
+pub mod audit;
+pub mod health;
+pub mod identity;
+pub mod registry;

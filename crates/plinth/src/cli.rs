@@ -1,0 +1,1040 @@
+//! The command line: one subcommand per task, each a thin call to the HTTP API.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use plinth_api::Page;
+use plinth_api::audit::AuditEntry;
+use plinth_api::identity::{ApiKeyInfo, CreatedApiKey, Membership, PrincipalInfo, Team, WhoAmI};
+use plinth_api::registry::{Model, ModelVersion};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::client::{self, Client, Profile};
+use crate::config::{self, Overrides};
+use crate::output;
+
+/// A mistake in how the command was called (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "plinth",
+    version,
+    about = "Plinth: the AI platform product teams share.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// Print the server's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The profile to use (see `plinth login`).
+    #[arg(long, global = true, env = "PLINTH_PROFILE", default_value = "default")]
+    profile: String,
+    /// Server URL, overriding the profile.
+    #[arg(long, global = true, env = "PLINTH_URL")]
+    url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the Plinth server.
+    Serve(ServeArgs),
+    /// Save a server URL and API key in a profile.
+    Login {
+        #[arg(long)]
+        url: String,
+        /// The API key; `-` reads it from standard input. Default: $PLINTH_KEY.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Show who the current key belongs to.
+    Whoami,
+    /// Teams and their members.
+    #[command(subcommand)]
+    Team(TeamCmd),
+    /// Users (platform admins).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Service accounts owned by a team.
+    #[command(subcommand, name = "service-account")]
+    ServiceAccount(ServiceAccountCmd),
+    /// API keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Registered models.
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// Model versions: upload, inspect, edit the card, download.
+    #[command(subcommand)]
+    Version(VersionCmd),
+    /// Read the audit log.
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// A TOML configuration file (see config/plinth.example.toml). Default: $PLINTH_CONFIG.
+    #[arg(long, env = "PLINTH_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    listen: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// postgres://... to keep metadata in PostgreSQL.
+    #[arg(long)]
+    database_url: Option<String>,
+    #[arg(long)]
+    max_upload_bytes: Option<u64>,
+    #[arg(long)]
+    log_format: Option<String>,
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TeamCmd {
+    Create {
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List(PageArgs),
+    Show {
+        name: String,
+    },
+    Members {
+        team: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Add a member or change its role: viewer, developer or maintainer.
+    AddMember {
+        team: String,
+        principal: String,
+        #[arg(long)]
+        role: String,
+    },
+    RemoveMember {
+        team: String,
+        principal: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCmd {
+    Create {
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// reviewer or admin
+        #[arg(long)]
+        platform_role: Option<String>,
+    },
+    List(PageArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceAccountCmd {
+    Create {
+        team: String,
+        name: String,
+        /// The account's role in its team (default viewer).
+        #[arg(long)]
+        role: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCmd {
+    /// Create a key (shown once).
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+        /// Whose key: a user name or team/service-account (default: you).
+        #[arg(long)]
+        principal: Option<String>,
+        /// Expiry as a duration from now: 30d, 12h, 90m.
+        #[arg(long, conflicts_with = "expires_at")]
+        expires_in: Option<String>,
+        /// Expiry as an RFC 3339 time.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        principal: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Revoke {
+        id: String,
+    },
+    /// Print a new random key without contacting a server (for PLINTH_BOOTSTRAP_ADMIN_KEY).
+    Generate,
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCmd {
+    /// Register a model: TEAM/NAME.
+    Create {
+        model: String,
+        /// binary_classification, multiclass_classification or regression
+        #[arg(long)]
+        task: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// key=value, repeatable
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long = "owner")]
+        owners: Vec<String>,
+    },
+    /// List or search models.
+    List(ModelListArgs),
+    Show {
+        model: String,
+    },
+    Update {
+        model: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Replace all tags (key=value, repeatable).
+        #[arg(long = "tag")]
+        tags: Option<Vec<String>>,
+        #[arg(long = "owner")]
+        owners: Option<Vec<String>>,
+    },
+    Archive {
+        model: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ModelListArgs {
+    #[arg(long)]
+    team: Option<String>,
+    /// Name contains this text.
+    #[arg(long)]
+    q: Option<String>,
+    /// key or key=value
+    #[arg(long)]
+    tag: Option<String>,
+    #[arg(long)]
+    format: Option<String>,
+    #[arg(long)]
+    task: Option<String>,
+    #[arg(long)]
+    include_archived: bool,
+    #[command(flatten)]
+    page: PageArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum VersionCmd {
+    /// Upload a model file as a new version of TEAM/NAME.
+    Upload {
+        model: String,
+        file: PathBuf,
+        #[arg(long)]
+        description: Option<String>,
+        /// Refuse unless the file is this format: onnx, lightgbm or xgboost.
+        #[arg(long)]
+        format: Option<String>,
+        /// A JSON file with the signature (required when the format carries none).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// A JSON file with the model card.
+        #[arg(long)]
+        card: Option<PathBuf>,
+        /// A JSON file with the lineage.
+        #[arg(long)]
+        lineage: Option<PathBuf>,
+    },
+    List {
+        model: String,
+        #[arg(long)]
+        include_archived: bool,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show TEAM/NAME@VERSION.
+    Show {
+        #[arg(value_name = "TEAM/MODEL@VERSION")]
+        spec: String,
+    },
+    /// Replace the model card of TEAM/NAME@VERSION from a JSON file.
+    Card {
+        #[arg(value_name = "TEAM/MODEL@VERSION")]
+        spec: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    Archive {
+        #[arg(value_name = "TEAM/MODEL@VERSION")]
+        spec: String,
+    },
+    Download {
+        #[arg(value_name = "TEAM/MODEL@VERSION")]
+        spec: String,
+        /// Where to write (default: the artifact's file name).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct AuditArgs {
+    #[arg(long)]
+    team: Option<String>,
+    /// Action prefix, e.g. model. or key.revoke
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    actor: Option<String>,
+    /// RFC 3339 time or a duration ago (e.g. 24h).
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    #[command(flatten)]
+    page: PageArgs,
+}
+
+#[derive(Args, Debug, Default)]
+struct PageArgs {
+    #[arg(long)]
+    limit: Option<u32>,
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+impl PageArgs {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(l) = self.limit {
+            q.push(("limit", l.to_string()));
+        }
+        if let Some(c) = &self.cursor {
+            q.push(("cursor", c.clone()));
+        }
+        q
+    }
+}
+
+fn split_model(s: &str) -> Result<(String, String)> {
+    match s.split_once('/') {
+        Some((t, m)) if !t.is_empty() && !m.is_empty() && !m.contains('/') => {
+            Ok((t.to_string(), m.to_string()))
+        }
+        _ => Err(usage(format!("'{s}' is not TEAM/MODEL"))),
+    }
+}
+
+fn split_version(s: &str) -> Result<(String, String, u32)> {
+    let (model, v) =
+        s.split_once('@').ok_or_else(|| usage(format!("'{s}' is not TEAM/MODEL@VERSION")))?;
+    let (team, model) = split_model(model)?;
+    let v = v.parse().map_err(|_| usage(format!("'{v}' is not a version number")))?;
+    Ok((team, model, v))
+}
+
+fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>> {
+    tags.iter()
+        .map(|t| {
+            t.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| usage(format!("tag '{t}' is not key=value")))
+        })
+        .collect()
+}
+
+fn parse_duration(s: &str) -> Result<time::Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 =
+        num.parse().map_err(|_| usage(format!("'{s}' is not a duration like 30d, 12h or 90m")))?;
+    Ok(match unit {
+        "d" => time::Duration::days(n),
+        "h" => time::Duration::hours(n),
+        "m" => time::Duration::minutes(n),
+        "s" => time::Duration::seconds(n),
+        _ => return Err(usage(format!("'{s}' is not a duration like 30d, 12h or 90m"))),
+    })
+}
+
+fn parse_time(s: &str) -> Result<String> {
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t.format(&Rfc3339)?);
+    }
+    let ago = parse_duration(s)?;
+    Ok((OffsetDateTime::now_utc() - ago).format(&Rfc3339)?)
+}
+
+fn read_json(path: &PathBuf) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+fn connect(global: &Global) -> Result<Client> {
+    let path = client::profiles_path();
+    let profiles = client::read_profiles(&path)?;
+    let profile = profiles.profiles.get(&global.profile).cloned().unwrap_or_default();
+    let url = global.url.clone().unwrap_or(profile.url);
+    let key = std::env::var("PLINTH_KEY").ok().filter(|k| !k.is_empty()).unwrap_or(profile.key);
+    if url.is_empty() || key.is_empty() {
+        bail!(
+            "not logged in: run `plinth login --url <server> --key <api key>` (profile '{}', file {})",
+            global.profile,
+            path.display()
+        );
+    }
+    Client::new(&url, &key)
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Serve(args) => {
+            let mut flags = Overrides::default();
+            let mut set = |k: &'static str, v: Option<String>| {
+                if let Some(v) = v {
+                    flags.values.insert(k, v);
+                }
+            };
+            set("listen", args.listen);
+            set("data_dir", args.data_dir.map(|p| p.display().to_string()));
+            set("database_url", args.database_url);
+            set("max_upload_bytes", args.max_upload_bytes.map(|v| v.to_string()));
+            set("log_format", args.log_format);
+            set("log_level", args.log_level);
+            let env: BTreeMap<String, String> =
+                std::env::vars().filter(|(k, _)| k.starts_with("PLINTH_")).collect();
+            let config = config::load(args.config.as_deref(), &env, &flags)
+                .map_err(|e| usage(format!("{e:#}")))?;
+            crate::serve::run(config).await
+        }
+        Command::Login { url, key } => {
+            let key = match key.as_deref() {
+                Some("-") => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim().to_string()
+                }
+                Some(k) => k.to_string(),
+                None => std::env::var("PLINTH_KEY")
+                    .map_err(|_| usage("give --key <api key>, --key - (stdin) or PLINTH_KEY"))?,
+            };
+            let who: WhoAmI = Client::new(&url, &key)?.get("/whoami", &[]).await?;
+            let path = client::profiles_path();
+            let mut profiles = client::read_profiles(&path)?;
+            profiles.profiles.insert(g.profile.clone(), Profile { url: url.clone(), key });
+            client::write_profiles(&path, &profiles)?;
+            if g.json {
+                output::json(&who);
+            } else {
+                println!(
+                    "logged in to {url} as {} (profile '{}', saved in {})",
+                    who.principal.name,
+                    g.profile,
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Whoami => {
+            let who: WhoAmI = connect(g)?.get("/whoami", &[]).await?;
+            if g.json {
+                output::json(&who);
+            } else {
+                output::fields(&[
+                    ("name", who.principal.name.clone()),
+                    ("kind", who.principal.kind.as_str().into()),
+                    (
+                        "platform role",
+                        who.principal
+                            .platform_role
+                            .map(|r| r.as_str().to_string())
+                            .unwrap_or_else(|| "-".into()),
+                    ),
+                    ("key", who.key_id.clone()),
+                ]);
+                if !who.memberships.is_empty() {
+                    output::table(
+                        &["team", "role"],
+                        who.memberships
+                            .iter()
+                            .map(|m| vec![m.team.clone(), m.role.as_str().into()])
+                            .collect(),
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Team(cmd) => team(g, cmd).await,
+        Command::User(cmd) => user(g, cmd).await,
+        Command::ServiceAccount(ServiceAccountCmd::Create { team, name, role }) => {
+            let p: PrincipalInfo = connect(g)?
+                .post(
+                    &format!("/teams/{team}/service-accounts"),
+                    &json!({"name": name, "role": role}),
+                )
+                .await?;
+            if g.json {
+                output::json(&p);
+            } else {
+                println!("created service account {} ({})", p.name, p.id);
+            }
+            Ok(())
+        }
+        Command::Key(cmd) => key(g, cmd).await,
+        Command::Model(cmd) => model(g, cmd).await,
+        Command::Version(cmd) => version(g, cmd).await,
+        Command::Audit(args) => audit(g, args).await,
+    }
+}
+
+async fn team(g: &Global, cmd: TeamCmd) -> Result<()> {
+    let c = connect(g)?;
+    match cmd {
+        TeamCmd::Create { name, display_name, description } => {
+            let t: Team = c.post("/teams", &json!({"name": name, "display_name": display_name, "description": description})).await?;
+            if g.json { output::json(&t) } else { println!("created team {} ({})", t.name, t.id) }
+        }
+        TeamCmd::List(page) => {
+            let p: Page<Team> = c.get("/teams", &page.query()).await?;
+            if g.json {
+                output::json(&p);
+            } else {
+                output::table(
+                    &["team", "display name", "your role", "created"],
+                    p.items
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.name.clone(),
+                                t.display_name.clone(),
+                                t.your_role
+                                    .map(|r| r.as_str().to_string())
+                                    .unwrap_or_else(|| "-".into()),
+                                output::time(&t.created_at),
+                            ]
+                        })
+                        .collect(),
+                );
+                output::more(&p.next_cursor);
+            }
+        }
+        TeamCmd::Show { name } => {
+            let t: Team = c.get(&format!("/teams/{name}"), &[]).await?;
+            if g.json {
+                output::json(&t)
+            } else {
+                output::fields(&[
+                    ("name", t.name),
+                    ("id", t.id),
+                    ("display name", t.display_name),
+                    ("description", t.description),
+                    ("created", output::time(&t.created_at)),
+                ]);
+            }
+        }
+        TeamCmd::Members { team, page } => {
+            let p: Page<Membership> =
+                c.get(&format!("/teams/{team}/members"), &page.query()).await?;
+            if g.json {
+                output::json(&p);
+            } else {
+                output::table(
+                    &["principal", "kind", "role", "since"],
+                    p.items
+                        .iter()
+                        .map(|m| {
+                            vec![
+                                m.principal.clone(),
+                                m.principal_kind.as_str().into(),
+                                m.role.as_str().into(),
+                                output::time(&m.since),
+                            ]
+                        })
+                        .collect(),
+                );
+                output::more(&p.next_cursor);
+            }
+        }
+        TeamCmd::AddMember { team, principal, role } => {
+            let m: Membership = c
+                .put(&format!("/teams/{team}/members/{principal}"), &json!({"role": role}))
+                .await?;
+            if g.json {
+                output::json(&m)
+            } else {
+                println!("{} is {} in {}", m.principal, m.role.as_str(), m.team)
+            }
+        }
+        TeamCmd::RemoveMember { team, principal } => {
+            let _: Value = c.delete(&format!("/teams/{team}/members/{principal}")).await?;
+            if g.json {
+                output::json(&json!({"removed": principal}))
+            } else {
+                println!("removed {principal} from {team}")
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn user(g: &Global, cmd: UserCmd) -> Result<()> {
+    let c = connect(g)?;
+    match cmd {
+        UserCmd::Create { name, display_name, email, platform_role } => {
+            let u: PrincipalInfo = c.post("/users", &json!({"name": name, "display_name": display_name, "email": email, "platform_role": platform_role})).await?;
+            if g.json { output::json(&u) } else { println!("created user {} ({})", u.name, u.id) }
+        }
+        UserCmd::List(page) => {
+            let p: Page<PrincipalInfo> = c.get("/users", &page.query()).await?;
+            if g.json {
+                output::json(&p);
+            } else {
+                output::table(
+                    &["user", "email", "platform role", "created"],
+                    p.items
+                        .iter()
+                        .map(|u| {
+                            vec![
+                                u.name.clone(),
+                                u.email.clone().unwrap_or_default(),
+                                u.platform_role
+                                    .map(|r| r.as_str().to_string())
+                                    .unwrap_or_else(|| "-".into()),
+                                output::time(&u.created_at),
+                            ]
+                        })
+                        .collect(),
+                );
+                output::more(&p.next_cursor);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn key(g: &Global, cmd: KeyCmd) -> Result<()> {
+    if let KeyCmd::Generate = cmd {
+        let (_, full, _) = plinth_core::auth::generate_key();
+        println!("{full}");
+        return Ok(());
+    }
+    let c = connect(g)?;
+    match cmd {
+        KeyCmd::Create { name, principal, expires_in, expires_at } => {
+            let expires_at = match (expires_in, expires_at) {
+                (Some(d), _) => {
+                    Some((OffsetDateTime::now_utc() + parse_duration(&d)?).format(&Rfc3339)?)
+                }
+                (None, Some(t)) => Some(t),
+                (None, None) => None,
+            };
+            let k: CreatedApiKey = c
+                .post(
+                    "/keys",
+                    &json!({"name": name, "principal": principal, "expires_at": expires_at}),
+                )
+                .await?;
+            if g.json {
+                output::json(&k);
+            } else {
+                println!(
+                    "created key {} for {} (expires {})",
+                    k.key.id,
+                    k.key.principal,
+                    output::opt_time(&k.key.expires_at)
+                );
+                println!("secret (shown only now): {}", k.secret);
+            }
+        }
+        KeyCmd::List { principal, page } => {
+            let mut q = page.query();
+            if let Some(p) = principal {
+                q.push(("principal", p));
+            }
+            let p: Page<ApiKeyInfo> = c.get("/keys", &q).await?;
+            if g.json {
+                output::json(&p);
+            } else {
+                output::table(
+                    &["id", "name", "principal", "created", "expires", "revoked", "last used"],
+                    p.items
+                        .iter()
+                        .map(|k| {
+                            vec![
+                                k.id.clone(),
+                                k.name.clone(),
+                                k.principal.clone(),
+                                output::time(&k.created_at),
+                                output::opt_time(&k.expires_at),
+                                output::opt_time(&k.revoked_at),
+                                output::opt_time(&k.last_used_at),
+                            ]
+                        })
+                        .collect(),
+                );
+                output::more(&p.next_cursor);
+            }
+        }
+        KeyCmd::Revoke { id } => {
+            let k: ApiKeyInfo = c.delete(&format!("/keys/{id}")).await?;
+            if g.json { output::json(&k) } else { println!("revoked {}", k.id) }
+        }
+        KeyCmd::Generate => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn model_rows(models: &[Model]) -> Vec<Vec<String>> {
+    models
+        .iter()
+        .map(|m| {
+            vec![
+                format!("{}/{}", m.team, m.name),
+                m.task.as_str().into(),
+                m.latest_version.to_string(),
+                m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+                output::time(&m.updated_at),
+                if m.archived_at.is_some() { "archived".into() } else { String::new() },
+            ]
+        })
+        .collect()
+}
+
+async fn model(g: &Global, cmd: ModelCmd) -> Result<()> {
+    let c = connect(g)?;
+    match cmd {
+        ModelCmd::Create { model, task, description, tags, owners } => {
+            let (team, name) = split_model(&model)?;
+            let owners = (!owners.is_empty()).then_some(owners);
+            let m: Model = c
+                .post(&format!("/teams/{team}/models"), &json!({"name": name, "task": task, "description": description, "tags": parse_tags(&tags)?, "owners": owners}))
+                .await?;
+            if g.json {
+                output::json(&m)
+            } else {
+                println!("registered model {}/{} ({})", m.team, m.name, m.id)
+            }
+        }
+        ModelCmd::List(a) => {
+            let mut q = a.page.query();
+            for (k, v) in [
+                ("team", a.team),
+                ("q", a.q),
+                ("tag", a.tag),
+                ("format", a.format),
+                ("task", a.task),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            if a.include_archived {
+                q.push(("include_archived", "true".into()));
+            }
+            let p: Page<Model> = c.get("/models", &q).await?;
+            if g.json {
+                output::json(&p);
+            } else {
+                output::table(
+                    &["model", "task", "latest", "tags", "updated", ""],
+                    model_rows(&p.items),
+                );
+                output::more(&p.next_cursor);
+            }
+        }
+        ModelCmd::Show { model } => {
+            let (team, name) = split_model(&model)?;
+            let m: Model = c.get(&format!("/teams/{team}/models/{name}"), &[]).await?;
+            if g.json {
+                output::json(&m);
+            } else {
+                output::fields(&[
+                    ("model", format!("{}/{}", m.team, m.name)),
+                    ("id", m.id.clone()),
+                    ("task", m.task.as_str().into()),
+                    ("description", m.description.clone()),
+                    ("owners", m.owners.join(", ")),
+                    (
+                        "tags",
+                        m.tags
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
+                    ("latest version", m.latest_version.to_string()),
+                    ("created", format!("{} by {}", output::time(&m.created_at), m.created_by)),
+                    ("archived", output::opt_time(&m.archived_at)),
+                ]);
+            }
+        }
+        ModelCmd::Update { model, description, tags, owners } => {
+            let (team, name) = split_model(&model)?;
+            let tags = tags.map(|t| parse_tags(&t)).transpose()?;
+            let m: Model = c
+                .patch(
+                    &format!("/teams/{team}/models/{name}"),
+                    &json!({"description": description, "tags": tags, "owners": owners}),
+                )
+                .await?;
+            if g.json { output::json(&m) } else { println!("updated {}/{}", m.team, m.name) }
+        }
+        ModelCmd::Archive { model } => {
+            let (team, name) = split_model(&model)?;
+            let m: Model =
+                c.post(&format!("/teams/{team}/models/{name}/archive"), &json!({})).await?;
+            if g.json { output::json(&m) } else { println!("archived {}/{}", m.team, m.name) }
+        }
+    }
+    Ok(())
+}
+
+fn show_version(g: &Global, v: &ModelVersion) {
+    if g.json {
+        output::json(v);
+        return;
+    }
+    let sig = |ts: &[plinth_api::registry::TensorSpec]| {
+        ts.iter()
+            .map(|t| format!("{} {:?} {:?}", t.name, t.datatype, t.shape))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    output::fields(&[
+        ("version", format!("{}/{}@{}", v.team, v.model, v.version)),
+        ("id", v.id.clone()),
+        ("format", v.artifact.format.as_str().into()),
+        ("file", format!("{} ({} bytes)", v.artifact.filename, v.artifact.size_bytes)),
+        ("sha256", v.artifact.sha256.clone()),
+        ("inputs", sig(&v.signature.inputs)),
+        ("outputs", sig(&v.signature.outputs)),
+        (
+            "features",
+            v.signature.feature_names.as_ref().map(|f| f.join(", ")).unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "risk tier",
+            v.card.risk_tier.map(|r| format!("{r:?}").to_lowercase()).unwrap_or_else(|| "-".into()),
+        ),
+        ("approval", format!("{:?}", v.approval).to_lowercase()),
+        ("lineage", format!("{:?}", v.lineage.source).to_lowercase()),
+        ("created", format!("{} by {}", output::time(&v.created_at), v.created_by)),
+    ]);
+}
+
+async fn version(g: &Global, cmd: VersionCmd) -> Result<()> {
+    let c = connect(g)?;
+    match cmd {
+        VersionCmd::Upload { model, file, description, format, signature, card, lineage } => {
+            let (team, name) = split_model(&model)?;
+            let mut meta = json!({});
+            if let Some(d) = description {
+                meta["description"] = json!(d);
+            }
+            if let Some(f) = format {
+                meta["format"] = json!(f);
+            }
+            for (k, path) in [("signature", signature), ("card", card), ("lineage", lineage)] {
+                if let Some(p) = path {
+                    meta[k] = read_json(&p)?;
+                }
+            }
+            let v: ModelVersion =
+                c.upload(&format!("/teams/{team}/models/{name}/versions"), &meta, &file).await?;
+            if g.json {
+                output::json(&v);
+            } else {
+                println!(
+                    "registered {}/{}@{} ({}, {} bytes, sha256 {})",
+                    v.team,
+                    v.model,
+                    v.version,
+                    v.artifact.format.as_str(),
+                    v.artifact.size_bytes,
+                    v.artifact.sha256
+                );
+            }
+        }
+        VersionCmd::List { model, include_archived, page } => {
+            let (team, name) = split_model(&model)?;
+            let mut q = page.query();
+            if include_archived {
+                q.push(("include_archived", "true".into()));
+            }
+            let p: Page<ModelVersion> =
+                c.get(&format!("/teams/{team}/models/{name}/versions"), &q).await?;
+            if g.json {
+                output::json(&p);
+            } else {
+                output::table(
+                    &["version", "format", "size", "sha256", "created", "by", ""],
+                    p.items
+                        .iter()
+                        .map(|v| {
+                            vec![
+                                v.version.to_string(),
+                                v.artifact.format.as_str().into(),
+                                v.artifact.size_bytes.to_string(),
+                                v.artifact.sha256[..12].to_string(),
+                                output::time(&v.created_at),
+                                v.created_by.clone(),
+                                if v.archived_at.is_some() {
+                                    "archived".into()
+                                } else {
+                                    String::new()
+                                },
+                            ]
+                        })
+                        .collect(),
+                );
+                output::more(&p.next_cursor);
+            }
+        }
+        VersionCmd::Show { spec } => {
+            let (team, name, v) = split_version(&spec)?;
+            let v: ModelVersion =
+                c.get(&format!("/teams/{team}/models/{name}/versions/{v}"), &[]).await?;
+            show_version(g, &v);
+        }
+        VersionCmd::Card { spec, file } => {
+            let (team, name, v) = split_version(&spec)?;
+            let v: ModelVersion = c
+                .patch(
+                    &format!("/teams/{team}/models/{name}/versions/{v}"),
+                    &json!({"card": read_json(&file)?}),
+                )
+                .await?;
+            show_version(g, &v);
+        }
+        VersionCmd::Archive { spec } => {
+            let (team, name, v) = split_version(&spec)?;
+            let v: ModelVersion = c
+                .post(&format!("/teams/{team}/models/{name}/versions/{v}/archive"), &json!({}))
+                .await?;
+            if g.json {
+                output::json(&v)
+            } else {
+                println!("archived {}/{}@{}", v.team, v.model, v.version)
+            }
+        }
+        VersionCmd::Download { spec, output: out } => {
+            let (team, name, v) = split_version(&spec)?;
+            let info: ModelVersion =
+                c.get(&format!("/teams/{team}/models/{name}/versions/{v}"), &[]).await?;
+            let dest = out.unwrap_or_else(|| PathBuf::from(&info.artifact.filename));
+            let (bytes, sha) = c
+                .download(&format!("/teams/{team}/models/{name}/versions/{v}/artifact"), &dest)
+                .await?;
+            if g.json {
+                output::json(&json!({"path": dest, "bytes": bytes, "sha256": sha}));
+            } else {
+                println!(
+                    "wrote {} ({bytes} bytes, sha256 {})",
+                    dest.display(),
+                    sha.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn audit(g: &Global, a: AuditArgs) -> Result<()> {
+    let c = connect(g)?;
+    let mut q = a.page.query();
+    for (k, v) in [("team", a.team), ("action", a.action), ("actor", a.actor)] {
+        if let Some(v) = v {
+            q.push((k, v));
+        }
+    }
+    if let Some(s) = a.since {
+        q.push(("since", parse_time(&s)?));
+    }
+    if let Some(u) = a.until {
+        q.push(("until", parse_time(&u)?));
+    }
+    let p: Page<AuditEntry> = c.get("/audit", &q).await?;
+    if g.json {
+        output::json(&p);
+    } else {
+        output::table(
+            &["at", "actor", "team", "action", "object", "summary"],
+            p.items
+                .iter()
+                .map(|e| {
+                    let mut summary = e.summary.to_string();
+                    if summary.len() > 80 {
+                        summary.truncate(77);
+                        summary.push_str("...");
+                    }
+                    vec![
+                        output::time(&e.at),
+                        e.actor.clone(),
+                        e.team.clone().unwrap_or_else(|| "-".into()),
+                        e.action.clone(),
+                        e.object_name.clone(),
+                        summary,
+                    ]
+                })
+                .collect(),
+        );
+        output::more(&p.next_cursor);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn model_and_version_specs_parse() {
+        assert_eq!(split_version("fraud/churn@3").unwrap(), ("fraud".into(), "churn".into(), 3));
+        assert!(split_model("fraud").is_err());
+        assert!(split_version("fraud/churn").is_err());
+        assert_eq!(parse_duration("30d").unwrap(), time::Duration::days(30));
+        assert!(parse_duration("thirty").is_err());
+    }
+}

@@ -1,0 +1,244 @@
+//! Server configuration: one struct, read from a TOML file, then `PLINTH_*` environment
+//! variables, then command-line flags (each overriding the one before). Unknown keys are refused.
+//! Secrets are held in [`Secret`], whose `Debug` never shows the value.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// A value that must never reach a log.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    #[cfg(test)]
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Everything `plinth serve` can be told. See `config/plinth.example.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where local state lives (SQLite database, artifacts, staging).
+    pub data_dir: PathBuf,
+    /// `postgres://...` to keep metadata in PostgreSQL; default SQLite in `data_dir`.
+    pub database_url: Option<Secret>,
+    /// The largest model artifact accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// The platform admin key to create at first start, instead of generating one.
+    pub bootstrap_admin_key: Option<Secret>,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// A tracing filter, e.g. `info` or `plinth=debug,info`.
+    pub log_level: String,
+    /// How long to let in-flight requests finish on shutdown, in seconds.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            data_dir: PathBuf::from(".plinth-data"),
+            database_url: None,
+            max_upload_bytes: 512 * 1024 * 1024,
+            bootstrap_admin_key: None,
+            log_format: "text".into(),
+            log_level: "info".into(),
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// The keys of [`Config`], for environment variables (`PLINTH_` + upper case).
+pub const KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "max_upload_bytes",
+    "bootstrap_admin_key",
+    "log_format",
+    "log_level",
+    "shutdown_grace_seconds",
+];
+
+/// `PLINTH_*` variables that belong to the CLI, not to the server.
+const CLIENT_ENV: &[&str] =
+    &["PLINTH_URL", "PLINTH_KEY", "PLINTH_PROFILE", "PLINTH_CONFIG", "PLINTH_PROFILES_FILE"];
+
+/// Flags given on the command line (the highest layer).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub values: BTreeMap<&'static str, String>,
+}
+
+/// Builds the configuration: defaults < file < environment < flags.
+pub fn load(
+    file: Option<&Path>,
+    env: &BTreeMap<String, String>,
+    flags: &Overrides,
+) -> Result<Config> {
+    let mut table = toml::Table::new();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        table = text
+            .parse::<toml::Table>()
+            .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+        for key in table.keys() {
+            if !KEYS.contains(&key.as_str()) {
+                bail!(
+                    "config file {}: unknown key '{key}' (known keys: {})",
+                    path.display(),
+                    KEYS.join(", ")
+                );
+            }
+        }
+    }
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("PLINTH_") else { continue };
+        if CLIENT_ENV.contains(&name.as_str()) {
+            continue;
+        }
+        let key = rest.to_ascii_lowercase();
+        let Some(&key) = KEYS.iter().find(|k| **k == key) else {
+            bail!(
+                "environment variable {name} is not a Plinth setting (known: {})",
+                KEYS.iter()
+                    .map(|k| format!("PLINTH_{}", k.to_ascii_uppercase()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        table.insert(key.to_string(), typed(key, value)?);
+    }
+    for (key, value) in &flags.values {
+        table.insert(key.to_string(), typed(key, value)?);
+    }
+    let config: Config = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {e}"))?;
+    if !matches!(config.log_format.as_str(), "text" | "json") {
+        bail!(
+            "invalid configuration: log_format must be 'text' or 'json', not '{}'",
+            config.log_format
+        );
+    }
+    if config.max_upload_bytes == 0 {
+        bail!("invalid configuration: max_upload_bytes must be positive");
+    }
+    Ok(config)
+}
+
+fn typed(key: &str, value: &str) -> Result<toml::Value> {
+    Ok(match key {
+        "max_upload_bytes" | "shutdown_grace_seconds" => toml::Value::Integer(
+            value
+                .trim()
+                .parse()
+                .with_context(|| format!("{key} must be a whole number, not '{value}'"))?,
+        ),
+        _ => toml::Value::String(value.to_string()),
+    })
+}
+
+/// The database URL with any password hidden, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn layers_apply_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plinth.toml");
+        std::fs::write(
+            &file,
+            "listen = '127.0.0.1:1000'\ndata_dir = '/from/file'\nlog_level = 'debug'\n",
+        )
+        .unwrap();
+        let mut flags = Overrides::default();
+        flags.values.insert("listen", "127.0.0.1:3000".into());
+        let c = load(
+            Some(&file),
+            &env(&[("PLINTH_LISTEN", "127.0.0.1:2000"), ("PLINTH_DATA_DIR", "/from/env")]),
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 3000);
+        assert_eq!(c.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plinth.toml");
+        std::fs::write(&file, "listn = '127.0.0.1:1000'\n").unwrap();
+        let err =
+            load(Some(&file), &BTreeMap::new(), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("unknown key 'listn'"), "{err}");
+        let err = load(None, &env(&[("PLINTH_DATADIR", "x")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PLINTH_DATADIR"), "{err}");
+    }
+
+    #[test]
+    fn the_example_file_lists_every_key_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/plinth.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in KEYS {
+            assert!(
+                text.contains(&format!("{key} = ")),
+                "config/plinth.example.toml does not document '{key}'"
+            );
+        }
+        let parsed = load(Some(&path), &BTreeMap::new(), &Overrides::default()).unwrap();
+        assert_eq!(parsed, Config::default(), "the example's values are the defaults");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let c = Config {
+            database_url: Some(Secret::new("postgres://u:hunter2@db/x")),
+            bootstrap_admin_key: Some(Secret::new("plk_topsecret")),
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("topsecret"), "{shown}");
+        assert_eq!(redact_url("postgres://u:hunter2@db:5432/x"), "postgres://u:***@db:5432/x");
+    }
+}

@@ -1,0 +1,56 @@
+//! The `plinth` binary: `plinth serve` runs the platform; every other subcommand is a client of
+//! its HTTP API. Exit codes: 0 success, 1 error, 2 usage error.
+
+mod cli;
+mod client;
+mod config;
+mod output;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cli::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(usage) = e.downcast_ref::<cli::UsageError>() {
+                eprintln!("error: {usage}");
+                return ExitCode::from(2);
+            }
+            match e.downcast_ref::<client::ServerError>() {
+                Some(server) => {
+                    let field = server
+                        .body
+                        .error
+                        .field
+                        .as_deref()
+                        .map(|f| format!(" [field: {f}]"))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "error: {}: {}{field}",
+                        server.body.error.code, server.body.error.message
+                    );
+                }
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(1)
+        }
+    }
+}

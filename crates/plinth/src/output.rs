@@ -1,0 +1,46 @@
+//! Rendering for the CLI: human tables by default, the server's JSON with `--json`.
+
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{ContentArrangement, Table};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Prints `value` as pretty JSON.
+pub fn json(value: &impl Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into()));
+}
+
+/// Prints a table with a header row.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    for row in rows {
+        t.add_row(row);
+    }
+    println!("{t}");
+}
+
+/// Prints `key: value` lines.
+pub fn fields(pairs: &[(&str, String)]) {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in pairs {
+        println!("{k:width$}  {v}");
+    }
+}
+
+pub fn time(t: &OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+pub fn opt_time(t: &Option<OffsetDateTime>) -> String {
+    t.as_ref().map(time).unwrap_or_else(|| "-".into())
+}
+
+pub fn more(next: &Option<String>) {
+    if let Some(cursor) = next {
+        eprintln!("(more results: pass --cursor {cursor})");
+    }
+}

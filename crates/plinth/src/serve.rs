@@ -1,0 +1,85 @@
+//! `plinth serve`: open the stores, bootstrap the admin on first start, serve until a signal.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use plinth_core::{CoreOptions, Plinth};
+use plinth_server::AppState;
+
+use crate::config::{Config, redact_url};
+
+pub async fn run(config: Config) -> Result<()> {
+    init_tracing(&config);
+    tracing::info!(
+        listen = %config.listen,
+        data_dir = %config.data_dir.display(),
+        database = %config.database_url.as_ref().map(|u| redact_url(u.expose())).unwrap_or_else(|| "sqlite (in data_dir)".into()),
+        max_upload_bytes = config.max_upload_bytes,
+        "starting plinth"
+    );
+    let core = Plinth::open(&CoreOptions {
+        data_dir: config.data_dir.clone(),
+        database_url: config.database_url.as_ref().map(|u| u.expose().to_string()),
+        max_upload_bytes: config.max_upload_bytes,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    match core.bootstrap(config.bootstrap_admin_key.as_ref().map(|k| k.expose())).await {
+        Ok(Some(key)) => {
+            // Shown once, on the terminal, never in the log.
+            eprintln!(
+                "\nPlinth bootstrapped a platform admin. Its API key is shown only now:\n\n    {key}\n\nLog in with:  plinth login --url http://{} --key {key}\n",
+                config.listen
+            );
+        }
+        Ok(None) => {}
+        Err(e) => anyhow::bail!("bootstrap failed: {}", e.message),
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "plinth is ready");
+    // Scripts starting Plinth on port 0 read the address from this line.
+    eprintln!("listening on http://{addr}");
+    plinth_server::serve(
+        listener,
+        AppState { core: core.clone() },
+        shutdown_signal(),
+        Duration::from_secs(config.shutdown_grace_seconds),
+    )
+    .await?;
+    core.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ =
+        if config.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
+}

@@ -1,0 +1,489 @@
+//! The test harness: in-process Plinth servers on port 0 (one shared per metadata backend, or a
+//! dedicated one for restart tests), an HTTP helper, and unique names so tests can share a server.
+//!
+//! Every test runs against both metadata backends: SQLite (embedded) and PostgreSQL (at
+//! `PLINTH_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432`; each server gets a
+//! fresh database there).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use plinth_core::auth::Principal;
+use plinth_core::{CoreOptions, Plinth};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
+}
+
+/// A name no other test uses: `<prefix>-<n>-<random>`.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    static SALT: OnceLock<u32> = OnceLock::new();
+    let salt = SALT.get_or_init(|| {
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (t.subsec_nanos() ^ std::process::id()) % 0xffffff
+    });
+    format!("{prefix}-{}-{salt:06x}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn postgres_base() -> String {
+    std::env::var("PLINTH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Creates an empty PostgreSQL database and returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let base = postgres_base();
+    let mut conn =
+        sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap_or_else(|e| {
+            panic!("the PostgreSQL tests need a server at {base} (PLINTH_TEST_POSTGRES_URL): {e}")
+        });
+    let name = unique("plinth_test").replace('-', "_");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    format!("{base}/{name}")
+}
+
+/// Options for a dedicated server.
+#[derive(Clone)]
+pub struct ServerOptions {
+    pub backend: Backend,
+    pub max_upload_bytes: u64,
+    /// Reuse a data directory and database (for restart tests).
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+}
+
+impl ServerOptions {
+    pub fn new(backend: Backend) -> Self {
+        ServerOptions {
+            backend,
+            max_upload_bytes: 64 * 1024 * 1024,
+            data_dir: None,
+            database_url: None,
+        }
+    }
+}
+
+/// A Plinth server running in this process, on its own runtime, on 127.0.0.1:<port 0>.
+pub struct TestServer {
+    pub url: String,
+    pub admin_key: String,
+    pub core: Plinth,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
+    _tmp: Option<tempfile::TempDir>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestServer {
+    /// The server shared by all tests of a backend.
+    pub fn shared(backend: Backend) -> &'static TestServer {
+        static SQLITE: OnceLock<TestServer> = OnceLock::new();
+        static POSTGRES: OnceLock<TestServer> = OnceLock::new();
+        let cell = match backend {
+            Backend::Sqlite => &SQLITE,
+            Backend::Postgres => &POSTGRES,
+        };
+        cell.get_or_init(|| {
+            std::thread::spawn(move || TestServer::start_blocking(ServerOptions::new(backend)))
+                .join()
+                .expect("server starts")
+        })
+    }
+
+    /// Starts a dedicated server (call from a plain thread, not inside a runtime).
+    pub fn start_blocking(opts: ServerOptions) -> TestServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (tmp, data_dir) = match &opts.data_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let tmp = tempfile::tempdir().expect("temp dir");
+                let dir = tmp.path().to_path_buf();
+                (Some(tmp), dir)
+            }
+        };
+        let database_url = match (&opts.database_url, opts.backend) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Backend::Postgres) => Some(runtime.block_on(fresh_postgres_database())),
+            (None, Backend::Sqlite) => None,
+        };
+        let (core, admin_key, listener) = runtime.block_on(async {
+            let core = Plinth::open(&CoreOptions {
+                data_dir: data_dir.clone(),
+                database_url: database_url.clone(),
+                max_upload_bytes: opts.max_upload_bytes,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("core opens: {e}"));
+            // Restarts reuse the admin key recorded beside the data.
+            let key_file = data_dir.join("test-admin-key");
+            let admin_key = match core.bootstrap(None).await.expect("bootstrap") {
+                Some(key) => {
+                    std::fs::write(&key_file, &key).expect("write key");
+                    key
+                }
+                None => std::fs::read_to_string(&key_file)
+                    .expect("admin key of a bootstrapped test server"),
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            (core, admin_key, listener)
+        });
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let state = plinth_server::AppState { core: core.clone() };
+        runtime.spawn(async move {
+            let _ = plinth_server::serve(
+                listener,
+                state,
+                async {
+                    let _ = rx.await;
+                },
+                std::time::Duration::from_secs(5),
+            )
+            .await;
+            let _ = done_tx.send(());
+        });
+        TestServer {
+            url,
+            admin_key,
+            core,
+            data_dir,
+            database_url,
+            shutdown: Some(tx),
+            done: Some(std::sync::Mutex::new(done_rx)),
+            _tmp: tmp,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Starts a dedicated server from async code.
+    pub async fn start(opts: ServerOptions) -> TestServer {
+        tokio::task::spawn_blocking(move || TestServer::start_blocking(opts))
+            .await
+            .expect("server starts")
+    }
+
+    /// Stops the server gracefully and keeps its data (returned for a restart).
+    pub async fn stop(mut self) -> (Option<tempfile::TempDir>, PathBuf, Option<String>) {
+        let data_dir = self.data_dir.clone();
+        let database_url = self.database_url.clone();
+        let tmp = self._tmp.take();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let done = self.done.take();
+        let runtime = self.runtime.take();
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(done) = done {
+                let _ = done.lock().expect("lock").recv_timeout(std::time::Duration::from_secs(10));
+            }
+            if let Some(rt) = runtime {
+                rt.block_on(core.close());
+                rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            }
+        })
+        .await
+        .expect("stop");
+        (tmp, data_dir, database_url)
+    }
+
+    pub fn admin(&self) -> Api {
+        Api::new(&self.url, &self.admin_key)
+    }
+
+    pub fn anonymous(&self) -> Api {
+        Api::new(&self.url, "")
+    }
+
+    /// The admin as a core principal, for calling the core directly.
+    pub async fn admin_principal(&self) -> Principal {
+        self.core.authenticate(&self.admin_key).await.expect("admin key")
+    }
+
+    /// Creates a user with a key.
+    pub async fn user(&self, prefix: &str) -> (String, Api) {
+        let name = unique(prefix);
+        self.admin().post("/users", &json!({"name": name})).await.ok(StatusCode::CREATED);
+        let key =
+            self.admin().post("/keys", &json!({"principal": name})).await.ok(StatusCode::CREATED);
+        (name, Api::new(&self.url, key["secret"].as_str().expect("secret")))
+    }
+
+    /// A new team with a maintainer, a developer and a viewer.
+    pub async fn team(&self) -> TeamFixture {
+        let team = unique("team");
+        self.admin().post("/teams", &json!({"name": team})).await.ok(StatusCode::CREATED);
+        let mut apis = Vec::new();
+        for role in ["maintainer", "developer", "viewer"] {
+            let (name, api) = self.user(role).await;
+            self.admin()
+                .put(&format!("/teams/{team}/members/{name}"), &json!({"role": role}))
+                .await
+                .ok(StatusCode::OK);
+            apis.push((name, api));
+        }
+        let mut it = apis.into_iter();
+        TeamFixture {
+            team,
+            maintainer: it.next().unwrap(),
+            developer: it.next().unwrap(),
+            viewer: it.next().unwrap(),
+        }
+    }
+
+    /// Files under the artifact store.
+    pub fn artifact_files(&self) -> Vec<PathBuf> {
+        walk(&self.data_dir.join("artifacts"))
+    }
+
+    /// Files in the upload staging area.
+    pub fn staging_files(&self) -> Vec<PathBuf> {
+        walk(&self.data_dir.join("staging"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // A runtime cannot be dropped inside another runtime: let a plain thread do it.
+        if let Some(rt) = self.runtime.take() {
+            std::thread::spawn(move || rt.shutdown_timeout(std::time::Duration::from_secs(5)));
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub struct TeamFixture {
+    pub team: String,
+    pub maintainer: (String, Api),
+    pub developer: (String, Api),
+    pub viewer: (String, Api),
+}
+
+/// A response: status and JSON body (or `null`).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Resp {
+    /// Asserts the status and returns the body.
+    #[track_caller]
+    pub fn ok(self, status: StatusCode) -> Value {
+        assert_eq!(self.status, status, "unexpected answer: {}", self.body);
+        self.body
+    }
+
+    /// Asserts an error answer with this status and code; returns the error object.
+    #[track_caller]
+    pub fn err(self, status: StatusCode, code: &str) -> Value {
+        assert_eq!(self.status, status, "unexpected answer: {}", self.body);
+        assert_eq!(self.body["error"]["code"], code, "unexpected error: {}", self.body);
+        assert!(
+            self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "no message: {}",
+            self.body
+        );
+        self.body["error"].clone()
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Api {
+    pub fn new(base: &str, key: &str) -> Api {
+        Api { http: reqwest::Client::new(), base: base.to_string(), key: key.to_string() }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn with_key(&self, key: &str) -> Api {
+        Api::new(&self.base, key)
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with('/')
+            && !path.starts_with("/api/")
+            && !path.starts_with("/healthz")
+            && !path.starts_with("/readyz")
+        {
+            format!("{}/api/v1{path}", self.base)
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        let req = if self.key.is_empty() { req } else { req.bearer_auth(&self.key) };
+        let r = req.send().await.expect("request sent");
+        let status = r.status();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Resp { status, body, headers }
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path))
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Resp {
+        self.send(self.http.put(self.url(path)).json(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Resp {
+        self.send(self.http.patch(self.url(path)).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(self.http.delete(self.url(path))).await
+    }
+
+    /// Uploads bytes as a new version, with optional metadata JSON.
+    pub async fn upload(
+        &self,
+        team: &str,
+        model: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+        metadata: Option<Value>,
+    ) -> Resp {
+        let mut form = reqwest::multipart::Form::new();
+        if let Some(m) = metadata {
+            form = form.part(
+                "metadata",
+                reqwest::multipart::Part::text(m.to_string()).mime_str("application/json").unwrap(),
+            );
+        }
+        form = form.part(
+            "artifact",
+            reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
+        );
+        self.send(
+            self.http
+                .post(self.url(&format!("/teams/{team}/models/{model}/versions")))
+                .multipart(form),
+        )
+        .await
+    }
+
+    pub async fn upload_fixture(&self, team: &str, model: &str, fixture: &str) -> Resp {
+        let bytes = std::fs::read(fixtures().join(fixture))
+            .unwrap_or_else(|e| panic!("fixture {fixture}: {e}"));
+        self.upload(team, model, fixture.rsplit('/').next().unwrap(), bytes, None).await
+    }
+
+    /// Every page of a list endpoint, following cursors.
+    pub async fn all_pages(&self, path: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let p = match &cursor {
+                Some(c) => format!("{path}{sep}cursor={c}"),
+                None => path.to_string(),
+            };
+            let page = self.get(&p).await.ok(StatusCode::OK);
+            items.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return items,
+            }
+        }
+    }
+}
+
+/// Declares tests that take the shared server of each backend: `async fn name(srv: &TestServer)`.
+macro_rules! shared_server_tests {
+    ($(async fn $name:ident($srv:ident: &TestServer) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run($srv: &'static crate::harness::TestServer) $body
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() { run(crate::harness::TestServer::shared(crate::harness::Backend::Sqlite)).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() { run(crate::harness::TestServer::shared(crate::harness::Backend::Postgres)).await }
+            }
+        )*
+    };
+}
+
+/// Declares tests that start their own servers: `async fn name(backend: Backend)`.
+macro_rules! backend_tests {
+    ($(async fn $name:ident($b:ident: Backend) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run($b: crate::harness::Backend) $body
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() { run(crate::harness::Backend::Sqlite).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() { run(crate::harness::Backend::Postgres).await }
+            }
+        )*
+    };
+}
+
+pub(crate) use {backend_tests, shared_server_tests};

@@ -1,0 +1,11 @@
+//! Plinth's integration tests: everything a user does, through the HTTP API and the CLI, against
+//! in-process servers on port 0, on both metadata backends (SQLite and PostgreSQL).
+
+mod harness;
+
+mod api;
+mod bad_input;
+mod cli;
+mod isolation;
+mod persistence;
+mod registry;
