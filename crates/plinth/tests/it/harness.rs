@@ -21,7 +21,7 @@ pub enum Backend {
 }
 
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/models")
 }
 
 /// A name no other test uses: `<prefix>-<n>-<random>`.
