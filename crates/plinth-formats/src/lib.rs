@@ -44,6 +44,27 @@ pub struct Inspected {
     pub details: serde_json::Value,
 }
 
+/// The outputs Plinth's runtimes answer for a tabular tree model: `label` and `probabilities`
+/// for classifiers (two columns for binary), `predictions` for regressors.
+pub(crate) fn tree_outputs(classes: Option<usize>) -> Vec<plinth_api::registry::TensorSpec> {
+    use plinth_api::registry::{DataType, TensorSpec};
+    match classes {
+        Some(c) => vec![
+            TensorSpec { name: "label".into(), datatype: DataType::Int64, shape: vec![-1] },
+            TensorSpec {
+                name: "probabilities".into(),
+                datatype: DataType::Fp32,
+                shape: vec![-1, c as i64],
+            },
+        ],
+        None => vec![TensorSpec {
+            name: "predictions".into(),
+            datatype: DataType::Fp32,
+            shape: vec![-1],
+        }],
+    }
+}
+
 /// Detects the format of `bytes` and validates the whole file.
 pub fn inspect(bytes: &[u8]) -> Result<Inspected, FormatError> {
     match detect(bytes)? {

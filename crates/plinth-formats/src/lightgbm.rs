@@ -351,15 +351,12 @@ fn parse_tree(place: &str, lines: &[&str], max_feature_idx: usize) -> Result<Tre
 pub(crate) fn inspect(bytes: &[u8]) -> Result<Inspected, FormatError> {
     let model = parse(bytes)?;
     let n_features = model.max_feature_idx + 1;
-    let outputs = if model.num_class > 1 {
-        vec![TensorSpec {
-            name: "probabilities".into(),
-            datatype: DataType::Fp32,
-            shape: vec![-1, model.num_class as i64],
-        }]
-    } else {
-        vec![TensorSpec { name: "predictions".into(), datatype: DataType::Fp32, shape: vec![-1] }]
+    let classes = match model.objective_name() {
+        "binary" | "cross_entropy" | "xentropy" => Some(2),
+        _ if model.num_class > 1 => Some(model.num_class),
+        _ => None,
     };
+    let outputs = crate::tree_outputs(classes);
     let signature = Signature {
         inputs: vec![TensorSpec {
             name: "input".into(),

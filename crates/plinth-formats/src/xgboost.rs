@@ -328,15 +328,14 @@ fn parse_tree(tj: &Value, place: &str, num_feature: usize) -> Result<Tree, Forma
 
 pub(crate) fn inspect(bytes: &[u8]) -> Result<Inspected, FormatError> {
     let model = parse(bytes)?;
-    let outputs = if model.num_class > 1 {
-        vec![TensorSpec {
-            name: "probabilities".into(),
-            datatype: DataType::Fp32,
-            shape: vec![-1, model.num_class as i64],
-        }]
+    let classes = if model.objective.starts_with("binary:") || model.objective == "reg:logistic" {
+        Some(2)
+    } else if model.num_class > 1 {
+        Some(model.num_class)
     } else {
-        vec![TensorSpec { name: "predictions".into(), datatype: DataType::Fp32, shape: vec![-1] }]
+        None
     };
+    let outputs = crate::tree_outputs(classes);
     let signature = Signature {
         inputs: vec![TensorSpec {
             name: "input".into(),

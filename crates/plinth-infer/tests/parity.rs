@@ -75,6 +75,11 @@ fn every_model_matches_its_source_library() {
     for (name, format) in all {
         let bytes = std::fs::read(testdata().join(&name)).unwrap();
         let model = plinth_infer::load(format, &bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if format != ModelFormat::Onnx {
+            let registered = plinth_formats::inspect(&bytes).unwrap().signature.unwrap();
+            assert_eq!(registered.outputs, model.outputs(), "{name}: the registry's signature must be what the runtime answers");
+            assert_eq!(registered.inputs, model.inputs(), "{name}");
+        }
         let exp = expected(&name);
         let (x, n, cols) = rows(&exp);
         let input = model.inputs()[0].name.clone();
