@@ -66,6 +66,8 @@ codes! {
     Immutable = "immutable", 409, "conflict", "The object can no longer be changed (for example, a model card after production approval).";
     QuotaExceeded = "quota_exceeded", 429, "limit", "The team's quota for this resource is used up.";
     Unavailable = "unavailable", 503, "unavailable", "The service is temporarily unable to answer; retry after the time in `Retry-After`.";
+    Overloaded = "overloaded", 503, "unavailable", "The deployment's queue is full: the request was shed. Retry after the time in `Retry-After`.";
+    Timeout = "timeout", 504, "unavailable", "The request was not answered within the deployment's timeout.";
     FeatureDisabled = "feature_disabled", 501, "unavailable", "This build or configuration of Plinth does not include the feature.";
     Internal = "internal", 500, "internal", "An unexpected error; details are in the server log under the request id.";
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod identity;
 pub mod page;
 pub mod registry;
+pub mod serving;
 
 pub use error::{Code, ErrorBody, ErrorDetail};
 pub use page::Page;

@@ -122,8 +122,52 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Resolves a presented API key to its principal.
-pub async fn authenticate(db: &Db, presented: &str) -> Result<Principal> {
+/// Recently authenticated keys, so a prediction does not touch the database. Entries live a few
+/// seconds; identity changes made through this process clear the cache at once.
+#[derive(Default)]
+pub struct AuthCache {
+    entries: std::sync::RwLock<HashMap<(String, String), CachedKey>>,
+}
+
+/// A cached authentication: the principal, the key's expiry, and when it was cached.
+type CachedKey = (Principal, Option<i64>, std::time::Instant);
+
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl AuthCache {
+    pub async fn authenticate(&self, db: &Db, presented: &str) -> Result<Principal> {
+        let parsed = parse_key(presented.trim());
+        if let Some(key) = &parsed
+            && let Some((p, expires, at)) = self.entries.read().expect("auth cache").get(key)
+            && at.elapsed() < CACHE_TTL
+        {
+            if expires.is_some_and(|t| t <= now_micros()) {
+                return Err(Error::new(
+                    Code::KeyExpired,
+                    format!("the API key {} has expired", p.key_id),
+                ));
+            }
+            return Ok(p.clone());
+        }
+        let (principal, expires) = authenticate(db, presented).await?;
+        if let Some(key) = parsed {
+            let mut entries = self.entries.write().expect("auth cache");
+            if entries.len() > 10_000 {
+                entries.clear();
+            }
+            entries.insert(key, (principal.clone(), expires, std::time::Instant::now()));
+        }
+        Ok(principal)
+    }
+
+    /// Forgets every cached key (after a change to keys, memberships or roles).
+    pub fn clear(&self) {
+        self.entries.write().expect("auth cache").clear();
+    }
+}
+
+/// Resolves a presented API key to its principal and the key's expiry.
+pub async fn authenticate(db: &Db, presented: &str) -> Result<(Principal, Option<i64>)> {
     let invalid = || Error::new(Code::Unauthenticated, "the API key is not valid");
     let (key_id, hash) = parse_key(presented.trim()).ok_or_else(invalid)?;
     let row = db
@@ -142,7 +186,8 @@ pub async fn authenticate(db: &Db, presented: &str) -> Result<Principal> {
     if col::<Option<i64>>(&row, "revoked_at")?.is_some() {
         return Err(Error::new(Code::KeyRevoked, format!("the API key {key_id} has been revoked")));
     }
-    if col::<Option<i64>>(&row, "expires_at")?.is_some_and(|t| t <= now) {
+    let expires_at: Option<i64> = col(&row, "expires_at")?;
+    if expires_at.is_some_and(|t| t <= now) {
         return Err(Error::new(Code::KeyExpired, format!("the API key {key_id} has expired")));
     }
     let principal_id: String = col(&row, "id")?;
@@ -172,7 +217,7 @@ pub async fn authenticate(db: &Db, presented: &str) -> Result<Principal> {
     }
     let kind: String = col(&row, "kind")?;
     let platform_role: Option<String> = col(&row, "platform_role")?;
-    Ok(Principal {
+    let principal = Principal {
         id: principal_id,
         name: col(&row, "name")?,
         kind: PrincipalKind::parse(&kind)
@@ -181,7 +226,8 @@ pub async fn authenticate(db: &Db, presented: &str) -> Result<Principal> {
         teams,
         key_id,
         request_id: None,
-    })
+    };
+    Ok((principal, expires_at))
 }
 
 #[cfg(test)]

@@ -368,6 +368,7 @@ impl Plinth {
         )
         .await?;
         tx.commit().await?;
+        self.auth_cache.clear();
         Ok(Membership {
             team: team.name,
             principal: target.name,
@@ -403,6 +404,7 @@ impl Plinth {
         };
         audit::record(&mut tx, who, "team.member.remove", t, json!({})).await?;
         tx.commit().await?;
+        self.auth_cache.clear();
         Ok(())
     }
 
@@ -669,6 +671,7 @@ impl Plinth {
         )
         .await?;
         tx.commit().await?;
+        self.auth_cache.clear();
         let mut info = key_from_row(&row)?;
         info.revoked_at = Some(micros_to_time(now));
         Ok(info)

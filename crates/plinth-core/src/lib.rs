@@ -11,6 +11,7 @@ mod card;
 pub mod error;
 pub mod identity;
 pub mod registry;
+pub mod serving;
 pub mod store;
 pub mod util;
 
@@ -39,12 +40,22 @@ pub struct Plinth {
     pub(crate) artifacts: Arc<dyn ArtifactStore>,
     staging: Staging,
     max_upload_bytes: u64,
+    pub(crate) engine: Arc<serving::engine::Engine>,
+    pub(crate) auth_cache: Arc<auth::AuthCache>,
 }
 
 impl Plinth {
     /// Opens the stores (creating and migrating them as needed) and cleans up what an interrupted
     /// run left behind.
     pub async fn open(opts: &CoreOptions) -> Result<Plinth> {
+        Plinth::open_with(opts, Arc::new(serving::runtime::NoBackend)).await
+    }
+
+    /// Opens the core with an inference backend for serving.
+    pub async fn open_with(
+        opts: &CoreOptions,
+        backend: Arc<dyn serving::runtime::InferenceBackend>,
+    ) -> Result<Plinth> {
         std::fs::create_dir_all(&opts.data_dir).map_err(|e| {
             Error::new(
                 plinth_api::Code::Unavailable,
@@ -59,11 +70,22 @@ impl Plinth {
         let artifacts: Arc<dyn ArtifactStore> =
             Arc::new(LocalArtifacts::open(opts.data_dir.join("artifacts"))?);
         let staging = Staging::open(opts.data_dir.join("staging"))?;
-        let core = Plinth { db, artifacts, staging, max_upload_bytes: opts.max_upload_bytes };
+        let log = serving::predlog::PredictionLog::open(opts.data_dir.join("predictions"))?;
+        let engine =
+            Arc::new(serving::engine::Engine::new(db.clone(), artifacts.clone(), backend, log));
+        let core = Plinth {
+            db,
+            artifacts,
+            staging,
+            max_upload_bytes: opts.max_upload_bytes,
+            engine,
+            auth_cache: Arc::new(auth::AuthCache::default()),
+        };
         let removed = core.collect_orphan_artifacts().await?;
         if removed > 0 {
             tracing::info!(removed, "deleted artifacts of registrations that never committed");
         }
+        core.engine.load_all().await?;
         Ok(core)
     }
 
@@ -84,9 +106,14 @@ impl Plinth {
         self.artifacts.as_ref()
     }
 
-    /// Resolves an API key to its principal.
+    /// Resolves an API key to its principal (cached for a few seconds).
     pub async fn authenticate(&self, presented_key: &str) -> Result<auth::Principal> {
-        auth::authenticate(&self.db, presented_key).await
+        self.auth_cache.authenticate(&self.db, presented_key).await
+    }
+
+    /// The live serving engine.
+    pub fn engine(&self) -> &serving::engine::Engine {
+        &self.engine
     }
 
     /// True when the stores answer.

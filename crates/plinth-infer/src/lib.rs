@@ -11,13 +11,15 @@
 
 mod lightgbm;
 pub mod onnx;
-pub mod tensor;
 pub mod tree;
 mod tree_model;
 mod xgboost;
 
-use plinth_api::registry::{ModelFormat, TensorSpec};
-pub use tensor::{Data, Tensor};
+use std::sync::Arc;
+
+use plinth_api::registry::ModelFormat;
+pub use plinth_core::serving::runtime::{InferError, InferenceBackend, Model};
+pub use plinth_core::serving::tensor::{self, Data, Tensor};
 
 /// Why a model could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -28,36 +30,25 @@ pub enum LoadError {
     Unsupported(String),
 }
 
-/// Why a prediction failed: always a problem with the input, named.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct InferError {
-    /// The input (or `input.<column>`) at fault.
-    pub field: String,
-    pub reason: String,
-}
-
-impl InferError {
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        InferError { field: field.into(), reason: reason.into() }
-    }
-}
-
-/// A loaded model, ready to predict. Implementations are immutable and shared across threads.
-pub trait Model: Send + Sync + std::fmt::Debug {
-    /// The inputs the model takes (shapes use -1 for the batch dimension).
-    fn inputs(&self) -> &[TensorSpec];
-    /// The outputs it answers.
-    fn outputs(&self) -> &[TensorSpec];
-    /// Runs the model on named inputs and answers every output, in [`Model::outputs`] order.
-    fn run(&self, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>, InferError>;
-}
-
 /// Loads a model file of the given format.
 pub fn load(format: ModelFormat, bytes: &[u8]) -> Result<Box<dyn Model>, LoadError> {
     match format {
         ModelFormat::Lightgbm => Ok(Box::new(lightgbm::load(bytes)?)),
         ModelFormat::Xgboost => Ok(Box::new(xgboost::load(bytes)?)),
         ModelFormat::Onnx => Ok(Box::new(onnx::OnnxModel::load(bytes)?)),
+    }
+}
+
+/// Plinth's own runtimes as the core's inference backend.
+#[derive(Debug, Default)]
+pub struct NativeBackend;
+
+impl InferenceBackend for NativeBackend {
+    fn load(&self, format: ModelFormat, bytes: &[u8]) -> Result<Arc<dyn Model>, String> {
+        load(format, bytes).map(Arc::from).map_err(|e| e.to_string())
+    }
+
+    fn describe(&self) -> String {
+        "plinth-native (tree evaluator, ONNX with ONNX-ML)".into()
     }
 }

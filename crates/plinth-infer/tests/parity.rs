@@ -77,7 +77,11 @@ fn every_model_matches_its_source_library() {
         let model = plinth_infer::load(format, &bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         if format != ModelFormat::Onnx {
             let registered = plinth_formats::inspect(&bytes).unwrap().signature.unwrap();
-            assert_eq!(registered.outputs, model.outputs(), "{name}: the registry's signature must be what the runtime answers");
+            assert_eq!(
+                registered.outputs,
+                model.outputs(),
+                "{name}: the registry's signature must be what the runtime answers"
+            );
             assert_eq!(registered.inputs, model.inputs(), "{name}");
         }
         let exp = expected(&name);

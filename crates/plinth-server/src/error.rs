@@ -43,7 +43,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status_of(e.code), axum::Json(body)).into_response();
-        if e.code == Code::Unavailable {
+        if matches!(e.code, Code::Unavailable | Code::Overloaded) {
             response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
         }
         if matches!(e.code, Code::Unauthenticated | Code::KeyExpired | Code::KeyRevoked) {

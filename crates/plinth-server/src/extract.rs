@@ -179,3 +179,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
     form_urlencoded::parse(query.as_bytes())
 }
+
+/// The caller, when the request carries a key: predictions on public deployments need none.
+/// A key that is present but invalid is still refused.
+pub struct MaybeCaller(pub Option<Principal>);
+
+impl FromRequestParts<AppState> for MaybeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let has_key = parts.headers.contains_key(axum::http::header::AUTHORIZATION)
+            || parts.headers.contains_key("x-api-key");
+        if !has_key {
+            return Ok(MaybeCaller(None));
+        }
+        let Caller(p) = Caller::from_request_parts(parts, state).await?;
+        Ok(MaybeCaller(Some(p)))
+    }
+}

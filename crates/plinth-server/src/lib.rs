@@ -48,6 +48,7 @@ pub fn app(state: AppState) -> Router {
     let (api, _) = openapi::router().split_for_parts();
     Router::new()
         .merge(routes::health::router())
+        .merge(routes::oip::router())
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

@@ -21,6 +21,7 @@ use crate::routes;
         (name = "identity", description = "Teams, users, service accounts and API keys"),
         (name = "audit", description = "The append-only audit log"),
         (name = "registry", description = "Models, versions, model cards and lineage"),
+        (name = "serving", description = "Environments, deployments, predictions, metrics and the prediction log"),
     )
 )]
 struct ApiDoc;
@@ -47,7 +48,10 @@ impl Modify for BearerAuth {
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
         plinth_api::API_PREFIX,
-        routes::identity::router().merge(routes::audit::router()).merge(routes::registry::router()),
+        routes::identity::router()
+            .merge(routes::audit::router())
+            .merge(routes::registry::router())
+            .merge(routes::serving::router()),
     )
 }
 

@@ -8,8 +8,19 @@ mod output;
 mod serve;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use plinth_core::serving::runtime::InferenceBackend;
 
 use clap::Parser;
+
+/// The inference backend this build serves with.
+pub fn backend() -> Arc<dyn InferenceBackend> {
+    #[cfg(feature = "infer")]
+    return Arc::new(plinth_infer::NativeBackend);
+    #[cfg(not(feature = "infer"))]
+    return Arc::new(plinth_core::serving::runtime::NoBackend);
+}
 
 fn main() -> ExitCode {
     let args = match cli::Cli::try_parse() {

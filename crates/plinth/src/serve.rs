@@ -17,11 +17,14 @@ pub async fn run(config: Config) -> Result<()> {
         max_upload_bytes = config.max_upload_bytes,
         "starting plinth"
     );
-    let core = Plinth::open(&CoreOptions {
-        data_dir: config.data_dir.clone(),
-        database_url: config.database_url.as_ref().map(|u| u.expose().to_string()),
-        max_upload_bytes: config.max_upload_bytes,
-    })
+    let core = Plinth::open_with(
+        &CoreOptions {
+            data_dir: config.data_dir.clone(),
+            database_url: config.database_url.as_ref().map(|u| u.expose().to_string()),
+            max_upload_bytes: config.max_upload_bytes,
+        },
+        crate::backend(),
+    )
     .await
     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     match core.bootstrap(config.bootstrap_admin_key.as_ref().map(|k| k.expose())).await {

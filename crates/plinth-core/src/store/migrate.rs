@@ -15,16 +15,25 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "identity, audit and registry",
-    common: include_str!("migrations/0001_init.sql"),
-    sqlite: include_str!("migrations/0001_init.sqlite.sql"),
-    postgres: include_str!("migrations/0001_init.postgres.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "identity, audit and registry",
+        common: include_str!("migrations/0001_init.sql"),
+        sqlite: include_str!("migrations/0001_init.sqlite.sql"),
+        postgres: include_str!("migrations/0001_init.postgres.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "serving",
+        common: include_str!("migrations/0002_serving.sql"),
+        sqlite: "",
+        postgres: "",
+    },
+];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 pub(super) async fn run(db: &Db) -> Result<()> {
     let mut conn = db.pool.acquire().await?;

@@ -285,7 +285,11 @@ fn lower_ensemble(
     for i in 0..n {
         let mode = modes[i].as_str();
         if mode == "LEAF" {
-            let list = leaf_lists.remove(&(i as u32)).unwrap_or_default();
+            let mut list = leaf_lists.remove(&(i as u32)).unwrap_or_default();
+            // A one-target regressor counts only the first weight of a leaf, as onnxruntime does.
+            if prefix == "target" && n_targets == 1 {
+                list.truncate(1);
+            }
             e.nodes.push(Node::leaf(e.leaf_weights.len() as u32, list.len() as u32));
             e.leaf_weights.extend(list);
             continue;
@@ -556,12 +560,20 @@ pub(crate) fn run(op: &MlOp, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                 for (v, b) in row.iter_mut().zip(&r.base_values) {
                     *v += b;
                 }
-                transform(r.post, row);
+                // With one target, onnxruntime applies only PROBIT (docs/onnx-ml-semantics.md 2).
+                if t > 1 || r.post == PostTransform::Probit {
+                    transform(r.post, row);
+                }
             }
             Ok(vec![Tensor::f32(vec![rows, t], scores.into_iter().map(|v| v as f32).collect())])
         }
         MlOp::LinearClassifier(c) => {
             let (x, rows, cols) = matrix(input(args, 0)?)?;
+            if c.n_rows == 1 && c.post == PostTransform::Probit {
+                return Err(
+                    "LinearClassifier with one score row and PROBIT is undefined in ONNX-ML".into(),
+                );
+            }
             if c.coefficients.len() != c.n_rows * cols {
                 return Err(format!(
                     "expected {} features per row, got {cols}",
@@ -581,20 +593,18 @@ pub(crate) fn run(op: &MlOp, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
                     })
                     .collect();
                 let label = if c.n_rows == 1 && k == 2 {
-                    // One score for two classes: the score of class 1, the negation for class 0.
+                    // One score for two classes (docs/onnx-ml-semantics.md 3.1): [1 - q, q].
                     let v = s[0];
-                    let mut row = match c.post {
-                        PostTransform::Logistic => vec![logistic(-v), logistic(v)],
-                        _ => vec![-v, v],
+                    let q = match c.post {
+                        PostTransform::Logistic => logistic(v),
+                        _ => v,
                     };
-                    if c.post == PostTransform::Probit {
-                        transform(c.post, &mut row);
-                    }
-                    s = row;
+                    s = vec![1.0 - q, q];
                     usize::from(v > 0.0)
                 } else {
+                    let label = argmax(&s);
                     transform(c.post, &mut s);
-                    argmax(&s)
+                    label
                 };
                 label_idx.push(label);
                 probs.extend(s.iter().map(|&v| v as f32));

@@ -15,6 +15,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi_json))
 }
 
@@ -41,4 +42,15 @@ async fn openapi_json() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         DOC.get_or_init(crate::openapi::document).clone(),
     )
+}
+
+/// Prometheus text: per-deployment requests, errors by code, latency, batch sizes, queue depth,
+/// workers and model loads.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let engine = state.core.engine();
+    let mut out = String::with_capacity(16 * 1024);
+    out.push_str("# HELP plinth_uptime_seconds Seconds since the server started.\n# TYPE plinth_uptime_seconds gauge\n");
+    out.push_str(&format!("plinth_uptime_seconds {}\n", engine.started.elapsed().as_secs_f64()));
+    engine.render_prometheus(&mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

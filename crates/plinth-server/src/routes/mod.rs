@@ -3,4 +3,6 @@
 pub mod audit;
 pub mod health;
 pub mod identity;
+pub mod oip;
 pub mod registry;
+pub mod serving;

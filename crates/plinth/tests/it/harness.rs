@@ -128,11 +128,14 @@ impl TestServer {
             (None, Backend::Sqlite) => None,
         };
         let (core, admin_key, listener) = runtime.block_on(async {
-            let core = Plinth::open(&CoreOptions {
-                data_dir: data_dir.clone(),
-                database_url: database_url.clone(),
-                max_upload_bytes: opts.max_upload_bytes,
-            })
+            let core = Plinth::open_with(
+                &CoreOptions {
+                    data_dir: data_dir.clone(),
+                    database_url: database_url.clone(),
+                    max_upload_bytes: opts.max_upload_bytes,
+                },
+                std::sync::Arc::new(plinth_infer::NativeBackend),
+            )
             .await
             .unwrap_or_else(|e| panic!("core opens: {e}"));
             // Restarts reuse the admin key recorded beside the data.

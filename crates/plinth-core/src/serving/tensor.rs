@@ -86,3 +86,22 @@ impl Tensor {
         }
     }
 }
+
+impl Tensor {
+    /// `{"shape": [...], "data": [...]}` (NaN and infinities become null).
+    pub fn to_json(&self) -> serde_json::Value {
+        let data = match &self.data {
+            Data::F32(v) => serde_json::json!(
+                v.iter().map(|x| if x.is_finite() { Some(*x) } else { None }).collect::<Vec<_>>()
+            ),
+            Data::F64(v) => serde_json::json!(
+                v.iter().map(|x| if x.is_finite() { Some(*x) } else { None }).collect::<Vec<_>>()
+            ),
+            Data::I64(v) => serde_json::json!(v),
+            Data::I32(v) => serde_json::json!(v),
+            Data::Bool(v) => serde_json::json!(v),
+            Data::Str(v) => serde_json::json!(v),
+        };
+        serde_json::json!({"shape": self.shape, "data": data})
+    }
+}

@@ -1,0 +1,563 @@
+//! The live serving engine: the deployments currently serving, kept in memory so a prediction
+//! touches no database; routing by weight or sticky key; shadow copies; the prediction log;
+//! and metrics.
+//!
+//! Changing a deployment builds a new [`Live`] and swaps it in; requests already routed keep the
+//! runners they hold, and runners of versions that stay are reused with their loaded models, so
+//! hot swaps and rollbacks fail no request.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use plinth_api::Code;
+use plinth_api::registry::{ModelFormat, Signature};
+use plinth_api::serving::{DeploymentMetrics, DeploymentSpec, LatencySummary, VersionMetrics};
+
+use super::metrics::{DeploymentStats, label};
+use super::predlog::{Entry, PredictionLog};
+pub use super::runner::Runner;
+use super::runner::{Outputs, RunnerConfig, VersionSource};
+use super::runtime::InferenceBackend;
+use super::tensor::Tensor;
+use crate::auth::Principal;
+use crate::error::{Error, Result};
+use crate::store::artifacts::ArtifactStore;
+use crate::store::{Db, Sql, col};
+use crate::util::now_micros;
+
+/// A deployment as it serves now.
+pub struct Live {
+    pub deployment_id: String,
+    pub team_id: String,
+    pub team: String,
+    pub model: String,
+    pub environment: String,
+    pub revision: u32,
+    pub spec: DeploymentSpec,
+    /// `(cumulative weight, runner)`: a draw in `0..100` goes to the first bound above it.
+    routes: Vec<(u32, Arc<Runner>)>,
+    pub shadows: Vec<Arc<Runner>>,
+    grants: HashSet<String>,
+    pub stats: Arc<DeploymentStats>,
+}
+
+impl Live {
+    /// The runner for a request: by the sticky key's hash, or at random, by weight.
+    pub fn route(&self, key: Option<&str>) -> &Arc<Runner> {
+        let draw = match key {
+            Some(k) => (fnv1a(k.as_bytes()) % 100) as u32,
+            None => (fast_random() % 100) as u32,
+        };
+        self.routes
+            .iter()
+            .find(|(bound, _)| draw < *bound)
+            .map(|(_, r)| r)
+            .unwrap_or(&self.routes[self.routes.len() - 1].1)
+    }
+
+    /// The runners serving traffic, in spec order.
+    pub fn runners(&self) -> impl Iterator<Item = &Arc<Runner>> {
+        self.routes.iter().map(|(_, r)| r)
+    }
+
+    /// The runner of a served version, if it serves in this deployment.
+    pub fn runner_for(&self, version: u32) -> Option<&Arc<Runner>> {
+        self.runners().find(|r| r.source.version == version)
+    }
+
+    /// The signature requests are checked against: the first served version's.
+    pub fn signature(&self) -> &Signature {
+        &self.routes[0].1.source.signature
+    }
+
+    /// May `who` call this deployment? Its own team (any role), granted teams, platform roles,
+    /// or anyone when it is public. Others get `not_found`.
+    pub fn authorize(&self, who: Option<&Principal>) -> Result<()> {
+        if self.spec.public {
+            return Ok(());
+        }
+        let Some(who) = who else {
+            return Err(Error::new(
+                Code::Unauthenticated,
+                "no API key: send 'Authorization: Bearer <key>'",
+            ));
+        };
+        if who.role_in(&self.team_id).is_some() || who.teams.keys().any(|t| self.grants.contains(t))
+        {
+            return Ok(());
+        }
+        Err(self.not_found())
+    }
+
+    pub fn not_found(&self) -> Error {
+        Error::not_found("deployment", format!("{}/{}@{}", self.team, self.model, self.environment))
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+}
+
+fn fast_random() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(rand::random::<u64>() | 1);
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+pub struct Engine {
+    db: Db,
+    artifacts: Arc<dyn ArtifactStore>,
+    backend: Arc<dyn InferenceBackend>,
+    pub log: Arc<PredictionLog>,
+    /// (team, model, environment) → live deployment
+    table: RwLock<HashMap<(String, String, String), Arc<Live>>>,
+    runners: Mutex<HashMap<(String, u32), Arc<Runner>>>,
+    stats: Mutex<HashMap<String, Arc<DeploymentStats>>>,
+    pub started: Instant,
+    pub predictions: AtomicU64,
+}
+
+/// One prediction request, as the engine takes it.
+pub struct Call<'a> {
+    /// Who asked (a principal name, or `anonymous`), for the prediction log.
+    pub caller: &'a str,
+    pub request_id: &'a str,
+    pub inputs: Vec<(String, Tensor)>,
+    pub rows: usize,
+    /// Sticky routing: the same key always reaches the same version.
+    pub routing_key: Option<&'a str>,
+    /// Answer from this served version instead of routing.
+    pub runner: Option<&'a Arc<Runner>>,
+}
+
+/// What a prediction answered.
+pub struct Answer {
+    pub version: u32,
+    pub outputs: Outputs,
+}
+
+impl Engine {
+    pub fn new(
+        db: Db,
+        artifacts: Arc<dyn ArtifactStore>,
+        backend: Arc<dyn InferenceBackend>,
+        log: Arc<PredictionLog>,
+    ) -> Engine {
+        Engine {
+            db,
+            artifacts,
+            backend,
+            log,
+            table: RwLock::new(HashMap::new()),
+            runners: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            predictions: AtomicU64::new(0),
+        }
+    }
+
+    pub fn backend(&self) -> &dyn InferenceBackend {
+        self.backend.as_ref()
+    }
+
+    /// Loads every deployment from the database (at start).
+    pub async fn load_all(&self) -> Result<()> {
+        let rows = self.db.fetch_all(&Sql::new("SELECT id FROM deployments")).await?;
+        for row in rows {
+            let id: String = col(&row, "id")?;
+            if let Err(e) = self.refresh(&id).await {
+                tracing::error!(deployment = id, error = %e, "cannot serve a deployment");
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a version's artifact is, for a model id and version number.
+    pub async fn version_source(
+        &self,
+        model_id: &str,
+        version: u32,
+    ) -> Result<Option<VersionSource>> {
+        let row = self
+            .db
+            .fetch_optional(&Sql::with(
+                "SELECT id, format, artifact_key, signature, archived_at FROM model_versions WHERE model_id = $1 AND version = $2",
+                [model_id.into(), i64::from(version).into()],
+            ))
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        if col::<Option<i64>>(&row, "archived_at")?.is_some() {
+            return Ok(None);
+        }
+        let format: String = col(&row, "format")?;
+        Ok(Some(VersionSource {
+            version,
+            version_id: col(&row, "id")?,
+            format: ModelFormat::parse(&format)
+                .ok_or_else(|| Error::internal(format!("bad format {format}")))?,
+            artifact_key: col(&row, "artifact_key")?,
+            signature: serde_json::from_str(&col::<String>(&row, "signature")?)?,
+        }))
+    }
+
+    fn runner(
+        &self,
+        deployment_id: &str,
+        source: VersionSource,
+        config: RunnerConfig,
+    ) -> Arc<Runner> {
+        let mut runners = self.runners.lock().expect("runners lock");
+        let key = (deployment_id.to_string(), source.version);
+        match runners.get(&key) {
+            Some(r) => {
+                r.set_config(config);
+                r.clone()
+            }
+            None => {
+                let r = Arc::new(Runner::new(
+                    source,
+                    config,
+                    self.backend.clone(),
+                    self.artifacts.clone(),
+                ));
+                runners.insert(key, r.clone());
+                r
+            }
+        }
+    }
+
+    /// Loads a version and checks it can be served (used before a deployment change commits).
+    pub async fn check_servable(
+        &self,
+        deployment_hint: &str,
+        model_id: &str,
+        version: u32,
+        spec: &DeploymentSpec,
+    ) -> Result<()> {
+        let source = self.version_source(model_id, version).await?.ok_or_else(|| {
+            Error::invalid("versions", format!("version {version} does not exist or is archived"))
+        })?;
+        let config =
+            RunnerConfig { batching: spec.batching, scaling: spec.scaling, limits: spec.limits };
+        let runner = self.runner(deployment_hint, source, config);
+        runner.model().await.map_err(|e| Error::invalid("versions", e.message))?;
+        Ok(())
+    }
+
+    /// Rebuilds the live state of one deployment from the database and swaps it in.
+    pub async fn refresh(&self, deployment_id: &str) -> Result<()> {
+        let row = self
+            .db
+            .fetch_optional(&Sql::with(
+                "SELECT d.*, t.name AS team_name, m.name AS model_name FROM deployments d
+                 JOIN teams t ON t.id = d.team_id JOIN models m ON m.id = d.model_id WHERE d.id = $1",
+                [deployment_id.into()],
+            ))
+            .await?
+            .ok_or_else(|| Error::internal(format!("deployment {deployment_id} vanished")))?;
+        let spec: DeploymentSpec = serde_json::from_str(&col::<String>(&row, "spec")?)?;
+        let model_id: String = col(&row, "model_id")?;
+        let config =
+            RunnerConfig { batching: spec.batching, scaling: spec.scaling, limits: spec.limits };
+        let mut routes = Vec::new();
+        let mut bound = 0;
+        for split in spec.versions.iter().filter(|s| s.weight > 0) {
+            let source = self.version_source(&model_id, split.version).await?.ok_or_else(|| {
+                Error::internal(format!("deployed version {} is missing", split.version))
+            })?;
+            bound += split.weight;
+            routes.push((bound, self.runner(deployment_id, source, config)));
+        }
+        if routes.is_empty() {
+            return Err(Error::internal("a deployment without traffic"));
+        }
+        let mut shadows = Vec::new();
+        for &v in &spec.shadows {
+            if let Some(source) = self.version_source(&model_id, v).await? {
+                shadows.push(self.runner(deployment_id, source, config));
+            }
+        }
+        let grants = self
+            .db
+            .fetch_all(&Sql::with(
+                "SELECT team_id FROM deployment_grants WHERE deployment_id = $1",
+                [deployment_id.into()],
+            ))
+            .await?
+            .iter()
+            .map(|r| col::<String>(r, "team_id"))
+            .collect::<Result<HashSet<_>>>()?;
+        let stats = self
+            .stats
+            .lock()
+            .expect("stats lock")
+            .entry(deployment_id.to_string())
+            .or_default()
+            .clone();
+        let live = Arc::new(Live {
+            deployment_id: deployment_id.to_string(),
+            team_id: col(&row, "team_id")?,
+            team: col(&row, "team_name")?,
+            model: col(&row, "model_name")?,
+            environment: col(&row, "environment")?,
+            revision: col::<i64>(&row, "revision")? as u32,
+            spec,
+            routes,
+            shadows,
+            grants,
+            stats,
+        });
+        let key = (live.team.clone(), live.model.clone(), live.environment.clone());
+        self.table.write().expect("table lock").insert(key, live.clone());
+        // Forget runners of versions no longer served (in-flight requests still hold theirs).
+        let keep: HashSet<u32> =
+            live.runners().chain(live.shadows.iter()).map(|r| r.source.version).collect();
+        self.runners
+            .lock()
+            .expect("runners lock")
+            .retain(|(d, v), _| d != deployment_id || keep.contains(v));
+        Ok(())
+    }
+
+    /// The live deployment of a model in an environment.
+    pub fn resolve(&self, team: &str, model: &str, environment: &str) -> Option<Arc<Live>> {
+        self.table
+            .read()
+            .expect("table lock")
+            .get(&(team.to_string(), model.to_string(), environment.to_string()))
+            .cloned()
+    }
+
+    /// Every live deployment.
+    pub fn all(&self) -> Vec<Arc<Live>> {
+        let mut v: Vec<Arc<Live>> =
+            self.table.read().expect("table lock").values().cloned().collect();
+        v.sort_by(|a, b| {
+            (&a.team, &a.model, &a.environment).cmp(&(&b.team, &b.model, &b.environment))
+        });
+        v
+    }
+
+    /// Answers a prediction from the routed version (or a given served version), copies it to
+    /// the shadows, and logs it.
+    pub async fn predict(&self, live: &Arc<Live>, call: Call<'_>) -> Result<Answer> {
+        let Call { caller, request_id, inputs, rows, routing_key, runner } = call;
+        let started = Instant::now();
+        let runner = runner.unwrap_or_else(|| live.route(routing_key)).clone();
+        let sampled = live.spec.log_sample_rate >= 1.0
+            || (fast_random() % 1_000_000) as f64 / 1e6 < live.spec.log_sample_rate;
+        let keep_inputs = sampled || !live.shadows.is_empty();
+        let copy = keep_inputs.then(|| inputs.clone());
+        let result = runner.submit(inputs, rows).await;
+        let elapsed = started.elapsed();
+        live.stats.requests.fetch_add(1, Ordering::Relaxed);
+        live.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        live.stats.latency.observe(elapsed.as_secs_f64());
+        self.predictions.fetch_add(rows as u64, Ordering::Relaxed);
+        if let Err(e) = &result {
+            live.stats.record_error(e.code.as_str());
+        }
+        if let Some(inputs) = copy {
+            let at = now_micros();
+            for shadow in &live.shadows {
+                let (shadow, inputs, live) = (shadow.clone(), inputs.clone(), live.clone());
+                let (log, caller, request_id) =
+                    (self.log.clone(), caller.to_string(), request_id.to_string());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let outputs = shadow.submit(inputs.clone(), rows).await.map_err(|e| e.message);
+                    if sampled {
+                        log.append(Entry {
+                            deployment_id: live.deployment_id.clone(),
+                            at_micros: now_micros(),
+                            request_id,
+                            version: shadow.source.version,
+                            shadow: true,
+                            caller,
+                            inputs,
+                            outputs,
+                            latency_us: started.elapsed().as_micros() as u64,
+                        });
+                    }
+                });
+            }
+            if sampled {
+                self.log.append(Entry {
+                    deployment_id: live.deployment_id.clone(),
+                    at_micros: at,
+                    request_id: request_id.to_string(),
+                    version: runner.source.version,
+                    shadow: false,
+                    caller: caller.to_string(),
+                    inputs,
+                    outputs: result.as_ref().map(Clone::clone).map_err(|e| e.message.clone()),
+                    latency_us: elapsed.as_micros() as u64,
+                });
+            }
+        }
+        Ok(Answer { version: runner.source.version, outputs: result? })
+    }
+
+    /// A deployment's figures.
+    pub fn metrics(&self, live: &Live) -> DeploymentMetrics {
+        let s = &live.stats;
+        let ms = |q: f64| (s.latency.quantile(q) * 1e6).round() / 1e3;
+        let versions = live
+            .runners()
+            .map(|r| (r, false))
+            .chain(live.shadows.iter().map(|r| (r, true)))
+            .map(|(r, shadow)| version_metrics(r, shadow))
+            .collect();
+        DeploymentMetrics {
+            deployment: format!("{}/{}@{}", live.team, live.model, live.environment),
+            requests: s.requests.load(Ordering::Relaxed),
+            rows: s.rows.load(Ordering::Relaxed),
+            errors: s.errors(),
+            latency_ms: LatencySummary {
+                p50: ms(0.5),
+                p90: ms(0.9),
+                p99: ms(0.99),
+                mean: (s.latency.mean() * 1e6).round() / 1e3,
+            },
+            versions,
+            log_dropped: self.log.dropped(&live.deployment_id),
+        }
+    }
+
+    /// Every deployment's figures in Prometheus text format.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let lives = self.all();
+        let help = |out: &mut String, name: &str, kind: &str, text: &str| {
+            let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
+        };
+        help(out, "plinth_requests_total", "counter", "Prediction requests per deployment.");
+        for l in &lives {
+            let _ = writeln!(
+                out,
+                "plinth_requests_total{{{}}} {}",
+                dep_labels(l),
+                l.stats.requests.load(Ordering::Relaxed)
+            );
+        }
+        help(out, "plinth_rows_total", "counter", "Rows predicted per deployment.");
+        for l in &lives {
+            let _ = writeln!(
+                out,
+                "plinth_rows_total{{{}}} {}",
+                dep_labels(l),
+                l.stats.rows.load(Ordering::Relaxed)
+            );
+        }
+        help(
+            out,
+            "plinth_request_errors_total",
+            "counter",
+            "Failed prediction requests by error code.",
+        );
+        for l in &lives {
+            for (code, n) in l.stats.errors() {
+                let _ = writeln!(
+                    out,
+                    "plinth_request_errors_total{{{},code=\"{}\"}} {n}",
+                    dep_labels(l),
+                    label(&code)
+                );
+            }
+        }
+        help(
+            out,
+            "plinth_request_duration_seconds",
+            "histogram",
+            "Prediction latency, queueing included.",
+        );
+        for l in &lives {
+            l.stats.latency.render(out, "plinth_request_duration_seconds", &dep_labels(l));
+        }
+        help(out, "plinth_batch_rows", "histogram", "Rows per executed batch.");
+        for l in &lives {
+            for r in l.runners().chain(l.shadows.iter()) {
+                r.stats.batch_sizes.render(out, "plinth_batch_rows", &version_labels(l, r));
+            }
+        }
+        for (name, text, value) in [
+            (
+                "plinth_queue_depth",
+                "Requests waiting per served version.",
+                (|r: &Runner| r.queue_depth() as f64) as fn(&Runner) -> f64,
+            ),
+            ("plinth_workers", "Workers running per served version.", |r: &Runner| {
+                r.workers() as f64
+            }),
+            ("plinth_model_loaded", "1 when the version's model is in memory.", |r: &Runner| {
+                f64::from(u8::from(r.stats.loaded.load(Ordering::Relaxed)))
+            }),
+            ("plinth_model_load_seconds", "How long the last model load took.", |r: &Runner| {
+                r.stats.last_load_us.load(Ordering::Relaxed) as f64 / 1e6
+            }),
+        ] {
+            help(out, name, "gauge", text);
+            for l in &lives {
+                for r in l.runners().chain(l.shadows.iter()) {
+                    let _ = writeln!(out, "{name}{{{}}} {}", version_labels(l, r), value(r));
+                }
+            }
+        }
+        help(
+            out,
+            "plinth_prediction_log_dropped_total",
+            "counter",
+            "Prediction-log records dropped because its buffer was full.",
+        );
+        let _ = writeln!(
+            out,
+            "plinth_prediction_log_dropped_total {}",
+            self.log.dropped_total.load(Ordering::Relaxed)
+        );
+    }
+}
+
+fn dep_labels(l: &Live) -> String {
+    format!(
+        "team=\"{}\",model=\"{}\",environment=\"{}\"",
+        label(&l.team),
+        label(&l.model),
+        label(&l.environment)
+    )
+}
+
+fn version_labels(l: &Live, r: &Runner) -> String {
+    format!("{},version=\"{}\"", dep_labels(l), r.source.version)
+}
+
+fn version_metrics(r: &Runner, shadow: bool) -> VersionMetrics {
+    let batches = r.stats.batches.load(Ordering::Relaxed);
+    let load_us = r.stats.last_load_us.load(Ordering::Relaxed);
+    VersionMetrics {
+        version: r.source.version,
+        shadow,
+        requests: r.stats.requests.load(Ordering::Relaxed),
+        batches,
+        mean_batch_rows: if batches == 0 {
+            0.0
+        } else {
+            r.stats.batch_rows.load(Ordering::Relaxed) as f64 / batches as f64
+        },
+        queue_depth: r.queue_depth() as u64,
+        workers: r.workers() as u64,
+        model_loaded: r.stats.loaded.load(Ordering::Relaxed),
+        last_load_ms: (r.stats.loads.load(Ordering::Relaxed) > 0).then(|| load_us as f64 / 1e3),
+        loads: r.stats.loads.load(Ordering::Relaxed),
+    }
+}

@@ -1,0 +1,870 @@
+//! The Open Inference Protocol v2 (KServe / Triton) over REST, with Triton's binary-tensor,
+//! model-configuration and statistics extensions, so `tritonclient` and `perf_analyzer` work
+//! unchanged.
+//!
+//! A model is named `team.model` (its production deployment) or `team.model.environment`;
+//! `/versions/{v}` targets one served version. Errors use the protocol's `{"error": "..."}`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use plinth_api::Code;
+use plinth_api::registry::{DataType, TensorSpec};
+use plinth_core::Error;
+use plinth_core::serving::engine::{Call, Live};
+use plinth_core::serving::tensor::{Data, Tensor};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::AppState;
+use crate::error::status_of;
+use crate::extract::MaybeCaller;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/config", get(model_config))
+        .route("/v2/models/{name}/stats", get(model_stats))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata_v))
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v))
+        .route("/v2/models/{name}/versions/{version}/config", get(model_config_v))
+        .route("/v2/models/{name}/versions/{version}/stats", get(model_stats_v))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .layer(DefaultBodyLimit::max(super::serving::PREDICT_BODY_LIMIT))
+}
+
+/// An error in the protocol's shape.
+struct OipError(Error);
+
+impl From<Error> for OipError {
+    fn from(e: Error) -> Self {
+        OipError(e)
+    }
+}
+
+impl From<crate::error::ApiError> for OipError {
+    fn from(e: crate::error::ApiError) -> Self {
+        OipError(e.0)
+    }
+}
+
+impl IntoResponse for OipError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let message = match &e.field {
+            Some(f) if !e.message.starts_with(f.as_str()) => format!("{f}: {}", e.message),
+            _ => e.message.clone(),
+        };
+        if e.code == Code::Internal {
+            tracing::error!(error = %e, source = ?e.source, "internal error");
+        }
+        let mut r =
+            (status_of(e.code), Json(json!({"error": message, "code": e.code}))).into_response();
+        if matches!(e.code, Code::Overloaded | Code::Unavailable) {
+            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+type OipResult<T> = Result<T, OipError>;
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "plinth",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "model_configuration", "statistics", "model_repository"],
+    }))
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({"live": true}))
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    if s.core.ready().await {
+        Json(json!({"ready": true})).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false}))).into_response()
+    }
+}
+
+/// `team.model[.environment]` → the live deployment the caller may call.
+fn resolve(
+    s: &AppState,
+    who: Option<&plinth_core::auth::Principal>,
+    name: &str,
+) -> OipResult<Arc<Live>> {
+    let mut parts = name.splitn(3, '.');
+    let (Some(team), Some(model)) = (parts.next(), parts.next()) else {
+        return Err(Error::not_found(
+            "model",
+            format!("{name} (name models as team.model or team.model.environment)"),
+        )
+        .into());
+    };
+    let env = parts.next().unwrap_or("production");
+    Ok(super::serving::callable(s, who, team, model, env)?)
+}
+
+fn runner_version(live: &Live, version: Option<&str>) -> OipResult<Option<u32>> {
+    match version {
+        None => Ok(None),
+        Some(v) => {
+            let n: u32 = v.parse().map_err(|_| Error::not_found("model version", v))?;
+            if live.runner_for(n).is_none() {
+                return Err(Error::not_found(
+                    "model version",
+                    format!("{n} (served versions: {})", served(live).join(", ")),
+                )
+                .into());
+            }
+            Ok(Some(n))
+        }
+    }
+}
+
+fn served(live: &Live) -> Vec<String> {
+    live.runners().map(|r| r.source.version.to_string()).collect()
+}
+
+fn datatype(d: DataType) -> &'static str {
+    match d {
+        DataType::Bool => "BOOL",
+        DataType::Uint8 => "UINT8",
+        DataType::Uint16 => "UINT16",
+        DataType::Uint32 => "UINT32",
+        DataType::Uint64 => "UINT64",
+        DataType::Int8 => "INT8",
+        DataType::Int16 => "INT16",
+        DataType::Int32 => "INT32",
+        DataType::Int64 => "INT64",
+        DataType::Fp16 => "FP16",
+        DataType::Fp32 => "FP32",
+        DataType::Fp64 => "FP64",
+        DataType::Bytes => "BYTES",
+    }
+}
+
+fn tensor_meta(t: &TensorSpec) -> Value {
+    json!({"name": t.name, "datatype": datatype(t.datatype), "shape": t.shape})
+}
+
+fn platform(live: &Live, version: Option<u32>) -> String {
+    let r = version.and_then(|v| live.runner_for(v)).unwrap_or_else(|| live.route(Some("")));
+    format!("plinth_{}", r.source.format.as_str())
+}
+
+fn metadata(
+    s: &AppState,
+    who: Option<&plinth_core::auth::Principal>,
+    name: &str,
+    version: Option<&str>,
+) -> OipResult<Json<Value>> {
+    let live = resolve(s, who, name)?;
+    let v = runner_version(&live, version)?;
+    let sig = match v {
+        Some(v) => &live.runner_for(v).expect("checked").source.signature,
+        None => live.signature(),
+    };
+    Ok(Json(json!({
+        "name": name,
+        "versions": served(&live),
+        "platform": platform(&live, v),
+        "inputs": sig.inputs.iter().map(tensor_meta).collect::<Vec<_>>(),
+        "outputs": sig.outputs.iter().map(tensor_meta).collect::<Vec<_>>(),
+    })))
+}
+
+async fn model_metadata(
+    State(s): State<AppState>,
+    MaybeCaller(who): MaybeCaller,
+    Path(name): Path<String>,
+) -> OipResult<Json<Value>> {
+    metadata(&s, who.as_ref(), &name, None)
+}
+
+async fn model_metadata_v(
+    State(s): State<AppState>,
+    MaybeCaller(who): MaybeCaller,
+    Path((name, v)): Path<(String, String)>,
+) -> OipResult<Json<Value>> {
+    metadata(&s, who.as_ref(), &name, Some(&v))
+}
+
+fn readiness(
+    s: &AppState,
+    who: Option<&plinth_core::auth::Principal>,
+    name: &str,
+    version: Option<&str>,
+) -> OipResult<Json<Value>> {
+    let live = resolve(s, who, name)?;
+    runner_version(&live, version)?;
+    // Scaled-to-zero versions load on the next request: they are ready to serve.
+    Ok(Json(json!({"name": name, "ready": true})))
+}
+
+async fn model_ready(
+    State(s): State<AppState>,
+    MaybeCaller(who): MaybeCaller,
+    Path(name): Path<String>,
+) -> OipResult<Json<Value>> {
+    readiness(&s, who.as_ref(), &name, None)
+}
+
+async fn model_ready_v(
+    State(s): State<AppState>,
+    MaybeCaller(who): MaybeCaller,
+    Path((name, v)): Path<(String, String)>,
+) -> OipResult<Json<Value>> {
+    readiness(&s, who.as_ref(), &name, Some(&v))
+}
+
+fn triton_type(d: DataType) -> &'static str {
+    match d {
+        DataType::Bool => "TYPE_BOOL",
+        DataType::Uint8 => "TYPE_UINT8",
+        DataType::Uint16 => "TYPE_UINT16",
+        DataType::Uint32 => "TYPE_UINT32",
+        DataType::Uint64 => "TYPE_UINT64",
+        DataType::Int8 => "TYPE_INT8",
+        DataType::Int16 => "TYPE_INT16",
+        DataType::Int32 => "TYPE_INT32",
+        DataType::Int64 => "TYPE_INT64",
+        DataType::Fp16 => "TYPE_FP16",
+        DataType::Fp32 => "TYPE_FP32",
+        DataType::Fp64 => "TYPE_FP64",
+        DataType::Bytes => "TYPE_STRING",
+    }
+}
+
+/// Triton's model configuration. Batching is Plinth's own (across requests), so the model is
+/// described with full shapes and `max_batch_size` 0: clients send `[N, features]` tensors.
+fn config(
+    s: &AppState,
+    who: Option<&plinth_core::auth::Principal>,
+    name: &str,
+    version: Option<&str>,
+) -> OipResult<Json<Value>> {
+    let live = resolve(s, who, name)?;
+    let v = runner_version(&live, version)?;
+    let sig = match v {
+        Some(v) => &live.runner_for(v).expect("checked").source.signature,
+        None => live.signature(),
+    };
+    let io = |t: &TensorSpec| json!({"name": t.name, "data_type": triton_type(t.datatype), "dims": t.shape});
+    Ok(Json(json!({
+        "name": name,
+        "platform": platform(&live, v),
+        "backend": "plinth",
+        "max_batch_size": 0,
+        "input": sig.inputs.iter().map(io).collect::<Vec<_>>(),
+        "output": sig.outputs.iter().map(io).collect::<Vec<_>>(),
+        "version_policy": {"specific": {"versions": served(&live)}},
+        "parameters": {
+            "plinth_max_batch_rows": {"string_value": live.spec.batching.max_batch_size.to_string()},
+            "plinth_max_wait_us": {"string_value": live.spec.batching.max_wait_us.to_string()},
+        },
+    })))
+}
+
+async fn model_config(
+    State(s): State<AppState>,
+    MaybeCaller(who): MaybeCaller,
+    Path(name): Path<String>,
+) -> OipResult<Json<Value>> {
+    config(&s, who.as_ref(), &name, None)
+}
+
+async fn model_config_v(
+    State(s): State<AppState>,
+    MaybeCaller(who): MaybeCaller,
+    Path((name, v)): Path<(String, String)>,
+) -> OipResult<Json<Value>> {
+    config(&s, who.as_ref(), &name, Some(&v))
+}
+
+fn stats_of(live: &Live, name: &str, version: Option<u32>) -> Vec<Value> {
+    live.runners()
+        .filter(|r| version.is_none_or(|v| r.source.version == v))
+        .map(|r| {
+            let st = &r.stats;
+            let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            json!({
+                "name": name,
+                "version": r.source.version.to_string(),
+                "last_inference": c(&st.last_inference_ms),
+                "inference_count": c(&st.rows),
+                "execution_count": c(&st.batches),
+                "inference_stats": {
+                    "success": {"count": c(&st.success), "ns": c(&st.success_ns)},
+                    "fail": {"count": c(&st.fail), "ns": c(&st.fail_ns)},
+                    "queue": {"count": c(&st.success) + c(&st.fail), "ns": c(&st.queue_ns)},
+                    "compute_input": {"count": c(&st.batches), "ns": 0},
+                    "compute_infer": {"count": c(&st.batches), "ns": c(&st.compute_ns)},
+                    "compute_output": {"count": c(&st.batches), "ns": 0},
+                    "cache_hit": {"count": 0, "ns": 0},
+                    "cache_miss": {"count": 0, "ns": 0},
+                },
+                "batch_stats": [],
+            })
+        })
+        .collect()
+}
+
+async fn model_stats(
+    State(s): State<AppState>,
+    MaybeCaller(who): MaybeCaller,
+    Path(name): Path<String>,
+) -> OipResult<Json<Value>> {
+    let live = resolve(&s, who.as_ref(), &name)?;
+    Ok(Json(json!({"model_stats": stats_of(&live, &name, None)})))
+}
+
+async fn model_stats_v(
+    State(s): State<AppState>,
+    MaybeCaller(who): MaybeCaller,
+    Path((name, v)): Path<(String, String)>,
+) -> OipResult<Json<Value>> {
+    let live = resolve(&s, who.as_ref(), &name)?;
+    let v = runner_version(&live, Some(&v))?;
+    Ok(Json(json!({"model_stats": stats_of(&live, &name, v)})))
+}
+
+fn oip_name(l: &Live) -> String {
+    if l.environment == "production" {
+        format!("{}.{}", l.team, l.model)
+    } else {
+        format!("{}.{}.{}", l.team, l.model, l.environment)
+    }
+}
+
+/// The deployments the caller may call.
+fn visible(s: &AppState, who: Option<&plinth_core::auth::Principal>) -> Vec<Arc<Live>> {
+    s.core.engine().all().into_iter().filter(|l| l.authorize(who).is_ok()).collect()
+}
+
+async fn all_stats(State(s): State<AppState>, MaybeCaller(who): MaybeCaller) -> Json<Value> {
+    let stats: Vec<Value> =
+        visible(&s, who.as_ref()).iter().flat_map(|l| stats_of(l, &oip_name(l), None)).collect();
+    Json(json!({"model_stats": stats}))
+}
+
+async fn repository_index(State(s): State<AppState>, MaybeCaller(who): MaybeCaller) -> Json<Value> {
+    let models: Vec<Value> = visible(&s, who.as_ref())
+        .iter()
+        .flat_map(|l| {
+            let name = oip_name(l);
+            l.runners().map(move |r| json!({"name": name, "version": r.source.version.to_string(), "state": "READY"})).collect::<Vec<_>>()
+        })
+        .collect();
+    Json(Value::Array(models))
+}
+
+#[derive(Deserialize)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    inputs: Vec<InferInput>,
+    #[serde(default)]
+    outputs: Vec<RequestedOutput>,
+}
+
+#[derive(Deserialize)]
+struct InferInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RequestedOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> OipError {
+    OipError(Error::invalid(field, reason))
+}
+
+fn flatten(v: &Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        other => out.push(other.clone()),
+    }
+}
+
+fn half_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let frac = u32::from(h & 0x3ff);
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            // subnormal
+            let mut e = 127 - 15 + 1;
+            let mut f = f;
+            while f & 0x400 == 0 {
+                f <<= 1;
+                e -= 1;
+            }
+            sign | ((e as u32) << 23) | ((f & 0x3ff) << 13)
+        }
+        (31, 0) => sign | 0x7f80_0000,
+        (31, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Decodes one input from JSON data or from its slice of the binary section.
+fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<Tensor> {
+    let field = format!("inputs[{i}]");
+    let shape: Vec<usize> = input
+        .shape
+        .iter()
+        .map(|&d| {
+            usize::try_from(d)
+                .map_err(|_| invalid(format!("{field}.shape"), "dimensions must be non-negative"))
+        })
+        .collect::<Result<_, _>>()?;
+    let n: usize = shape.iter().product();
+    if let Some(size) = input.parameters.get("binary_data_size") {
+        let size = size.as_u64().ok_or_else(|| {
+            invalid(
+                format!("{field}.parameters.binary_data_size"),
+                "must be a non-negative integer",
+            )
+        })? as usize;
+        if size > binary.len() {
+            return Err(invalid(
+                format!("{field}.parameters.binary_data_size"),
+                format!("{size} bytes, but only {} follow the JSON header", binary.len()),
+            ));
+        }
+        let (bytes, rest) = binary.split_at(size);
+        *binary = rest;
+        let width = match input.datatype.as_str() {
+            "FP32" | "INT32" | "UINT32" => 4,
+            "FP64" | "INT64" | "UINT64" => 8,
+            "FP16" | "INT16" | "UINT16" | "BF16" => 2,
+            "INT8" | "UINT8" | "BOOL" => 1,
+            "BYTES" => 0,
+            other => {
+                return Err(invalid(
+                    format!("{field}.datatype"),
+                    format!("unknown datatype '{other}'"),
+                ));
+            }
+        };
+        if width > 0 && bytes.len() != n * width {
+            return Err(invalid(
+                format!("{field}.parameters.binary_data_size"),
+                format!(
+                    "{} bytes for shape {:?} of {} ({} expected)",
+                    bytes.len(),
+                    shape,
+                    input.datatype,
+                    n * width
+                ),
+            ));
+        }
+        let data = match input.datatype.as_str() {
+            "FP32" => Data::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                    .collect(),
+            ),
+            "FP64" => Data::F64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
+                    .collect(),
+            ),
+            "FP16" => Data::F32(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
+            ),
+            "BF16" => Data::F32(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+                    .collect(),
+            ),
+            "INT64" => Data::I64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+                    .collect(),
+            ),
+            "UINT64" => Data::I64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().expect("8")) as i64)
+                    .collect(),
+            ),
+            "INT32" => Data::I32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().expect("4")))
+                    .collect(),
+            ),
+            "UINT32" => Data::I64(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| i64::from(u32::from_le_bytes(c.try_into().expect("4"))))
+                    .collect(),
+            ),
+            "INT16" => Data::I32(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| i32::from(i16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
+            ),
+            "UINT16" => Data::I32(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| i32::from(u16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
+            ),
+            "INT8" => Data::I32(bytes.iter().map(|&b| i32::from(b as i8)).collect()),
+            "UINT8" => Data::I32(bytes.iter().map(|&b| i32::from(b)).collect()),
+            "BOOL" => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            _ => {
+                let mut strings = Vec::with_capacity(n);
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    if rest.len() < 4 {
+                        return Err(invalid(
+                            format!("{field}.data"),
+                            "a BYTES element's 4-byte length is cut short",
+                        ));
+                    }
+                    let len = u32::from_le_bytes(rest[..4].try_into().expect("4")) as usize;
+                    if rest.len() < 4 + len {
+                        return Err(invalid(
+                            format!("{field}.data"),
+                            "a BYTES element is longer than the data that follows",
+                        ));
+                    }
+                    strings.push(String::from_utf8_lossy(&rest[4..4 + len]).into_owned());
+                    rest = &rest[4 + len..];
+                }
+                if strings.len() != n {
+                    return Err(invalid(
+                        format!("{field}.data"),
+                        format!("{} BYTES elements for shape {shape:?}", strings.len()),
+                    ));
+                }
+                Data::Str(strings)
+            }
+        };
+        return Ok(Tensor::new(shape, data));
+    }
+    let data = input.data.as_ref().ok_or_else(|| {
+        invalid(
+            format!("{field}.data"),
+            "missing (send data, or binary_data_size with the binary extension)",
+        )
+    })?;
+    let mut flat = Vec::with_capacity(n);
+    flatten(data, &mut flat);
+    if flat.len() != n {
+        return Err(invalid(
+            format!("{field}.data"),
+            format!("{} values for shape {shape:?} ({n} expected)", flat.len()),
+        ));
+    }
+    let num = |j: usize, v: &Value| {
+        v.as_f64().ok_or_else(|| {
+            invalid(
+                format!("{field}.data[{j}]"),
+                format!("expected a number for {}", input.datatype),
+            )
+        })
+    };
+    let int = |j: usize, v: &Value| {
+        v.as_i64().ok_or_else(|| {
+            invalid(
+                format!("{field}.data[{j}]"),
+                format!("expected an integer for {}", input.datatype),
+            )
+        })
+    };
+    let data = match input.datatype.as_str() {
+        "FP32" | "FP16" | "BF16" => Data::F32(
+            flat.iter()
+                .enumerate()
+                .map(|(j, v)| num(j, v).map(|x| x as f32))
+                .collect::<Result<_, _>>()?,
+        ),
+        "FP64" => {
+            Data::F64(flat.iter().enumerate().map(|(j, v)| num(j, v)).collect::<Result<_, _>>()?)
+        }
+        "INT64" | "UINT64" | "UINT32" => {
+            Data::I64(flat.iter().enumerate().map(|(j, v)| int(j, v)).collect::<Result<_, _>>()?)
+        }
+        "INT32" | "INT16" | "INT8" | "UINT16" | "UINT8" => Data::I32(
+            flat.iter()
+                .enumerate()
+                .map(|(j, v)| int(j, v).map(|x| x as i32))
+                .collect::<Result<_, _>>()?,
+        ),
+        "BOOL" => Data::Bool(
+            flat.iter()
+                .enumerate()
+                .map(|(j, v)| {
+                    v.as_bool().ok_or_else(|| {
+                        invalid(format!("{field}.data[{j}]"), "expected true or false")
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        "BYTES" => Data::Str(
+            flat.iter()
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                .collect(),
+        ),
+        other => {
+            return Err(invalid(
+                format!("{field}.datatype"),
+                format!("unknown datatype '{other}'"),
+            ));
+        }
+    };
+    Ok(Tensor::new(shape, data))
+}
+
+fn out_datatype(d: &Data) -> &'static str {
+    match d {
+        Data::F32(_) => "FP32",
+        Data::F64(_) => "FP64",
+        Data::I64(_) => "INT64",
+        Data::I32(_) => "INT32",
+        Data::Bool(_) => "BOOL",
+        Data::Str(_) => "BYTES",
+    }
+}
+
+fn raw_bytes(d: &Data) -> Vec<u8> {
+    match d {
+        Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
+        Data::Str(v) => v
+            .iter()
+            .flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes()))
+            .collect(),
+    }
+}
+
+fn json_data(d: &Data) -> Value {
+    let f = |x: f64| serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null);
+    match d {
+        Data::F32(v) => Value::Array(v.iter().map(|&x| f(f64::from(x))).collect()),
+        Data::F64(v) => Value::Array(v.iter().map(|&x| f(x)).collect()),
+        Data::I64(v) => json!(v),
+        Data::I32(v) => json!(v),
+        Data::Bool(v) => json!(v),
+        Data::Str(v) => json!(v),
+    }
+}
+
+async fn infer(
+    State(s): State<AppState>,
+    MaybeCaller(who): MaybeCaller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> OipResult<Response> {
+    run_infer(s, who, name, None, headers, body).await
+}
+
+async fn infer_v(
+    State(s): State<AppState>,
+    MaybeCaller(who): MaybeCaller,
+    Path((name, v)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> OipResult<Response> {
+    run_infer(s, who, name, Some(v), headers, body).await
+}
+
+async fn run_infer(
+    s: AppState,
+    who: Option<plinth_core::auth::Principal>,
+    name: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> OipResult<Response> {
+    let live = resolve(&s, who.as_ref(), &name)?;
+    let pinned = runner_version(&live, version.as_deref())?;
+    let header_len = headers.get("inference-header-content-length").map(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .ok_or_else(|| invalid("Inference-Header-Content-Length", "must be a byte count"))
+    });
+    let (json_part, mut binary) = match header_len {
+        Some(len) => {
+            let len = len?;
+            if len > body.len() {
+                return Err(invalid(
+                    "Inference-Header-Content-Length",
+                    format!("{len} is longer than the body ({} bytes)", body.len()),
+                ));
+            }
+            (&body[..len], &body[len..])
+        }
+        None => (&body[..], &[][..]),
+    };
+    let req: InferRequest = crate::extract::parse_json("", json_part)?;
+    if req.inputs.is_empty() {
+        return Err(invalid("inputs", "at least one input is required"));
+    }
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for (i, input) in req.inputs.iter().enumerate() {
+        inputs.push((input.name.clone(), decode_input(i, input, &mut binary)?));
+    }
+    if !binary.is_empty() {
+        return Err(invalid(
+            "body",
+            format!("{} bytes of binary data follow the inputs unused", binary.len()),
+        ));
+    }
+    // Check names, datatypes and shapes against the signature.
+    let sig = match pinned {
+        Some(v) => &live.runner_for(v).expect("checked").source.signature,
+        None => live.signature(),
+    };
+    for (i, (n, t)) in inputs.iter().enumerate() {
+        let Some(spec) = sig.inputs.iter().find(|s| &s.name == n) else {
+            return Err(invalid(
+                format!("inputs[{i}].name"),
+                format!(
+                    "'{n}' is not an input of this model (inputs: {})",
+                    sig.inputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        };
+        let fits = spec.shape.is_empty()
+            || (spec.shape.len() == t.shape.len()
+                && spec.shape.iter().zip(&t.shape).all(|(&d, &n)| d < 0 || d as usize == n));
+        if !fits {
+            return Err(invalid(
+                format!("inputs[{i}].shape"),
+                format!("{:?} does not fit {:?} (-1 = any)", t.shape, spec.shape),
+            ));
+        }
+        let numeric_ok =
+            !matches!(spec.datatype, DataType::Bytes) && !matches!(t.data, Data::Str(_));
+        if !(numeric_ok || matches!((spec.datatype, &t.data), (DataType::Bytes, Data::Str(_)))) {
+            return Err(invalid(
+                format!("inputs[{i}].datatype"),
+                format!("the model takes {} for '{n}'", datatype(spec.datatype)),
+            ));
+        }
+    }
+    if let Some(missing) = sig.inputs.iter().find(|s| !inputs.iter().any(|(n, _)| n == &s.name)) {
+        return Err(invalid("inputs", format!("input '{}' is missing", missing.name)));
+    }
+    let rows = inputs[0].1.shape.first().copied().unwrap_or(1);
+    if rows as u32 > live.spec.limits.max_rows {
+        return Err(invalid(
+            "inputs[0].shape",
+            format!(
+                "{rows} rows is more than this deployment's limit of {}",
+                live.spec.limits.max_rows
+            ),
+        ));
+    }
+    for o in &req.outputs {
+        if !sig.outputs.iter().any(|s| s.name == o.name) && !sig.outputs.is_empty() {
+            return Err(invalid("outputs", format!("'{}' is not an output of this model", o.name)));
+        }
+    }
+    let request_id = crate::current_request_id().unwrap_or_default();
+    let runner = pinned.and_then(|v| live.runner_for(v)).cloned();
+    let caller = who.as_ref().map(|p| p.name.as_str()).unwrap_or("anonymous");
+    let call = Call {
+        caller,
+        request_id: &request_id,
+        inputs,
+        rows,
+        routing_key: None,
+        runner: runner.as_ref(),
+    };
+    let answer = s.core.engine().predict(&live, call).await?;
+
+    let all_binary =
+        req.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
+    let selected: Vec<(&(String, Tensor), bool)> = if req.outputs.is_empty() {
+        answer.outputs.iter().map(|o| (o, all_binary)).collect()
+    } else {
+        req.outputs
+            .iter()
+            .filter_map(|r| {
+                let bin =
+                    r.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(all_binary);
+                answer.outputs.iter().find(|(n, _)| n == &r.name).map(|o| (o, bin))
+            })
+            .collect()
+    };
+    let mut tail: Vec<u8> = Vec::new();
+    let outputs: Vec<Value> = selected
+        .iter()
+        .map(|((n, t), bin)| {
+            let mut o = json!({"name": n, "datatype": out_datatype(&t.data), "shape": t.shape});
+            if *bin {
+                let raw = raw_bytes(&t.data);
+                o["parameters"] = json!({"binary_data_size": raw.len()});
+                tail.extend_from_slice(&raw);
+            } else {
+                o["data"] = json_data(&t.data);
+            }
+            o
+        })
+        .collect();
+    let mut head = json!({"model_name": name, "model_version": answer.version.to_string(), "outputs": outputs});
+    if let Some(id) = req.id {
+        head["id"] = json!(id);
+    }
+    let head = serde_json::to_vec(&head).map_err(Error::from)?;
+    if tail.is_empty() {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], head).into_response());
+    }
+    let head_len = head.len();
+    let mut body = head;
+    body.extend_from_slice(&tail);
+    let mut r = Body::from(body).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    r.headers_mut().insert("inference-header-content-length", HeaderValue::from(head_len));
+    Ok(r)
+}
