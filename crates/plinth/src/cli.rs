@@ -17,6 +17,8 @@ use crate::client::{self, Client, Profile};
 use crate::config::{self, Overrides};
 use crate::output;
 
+mod serving;
+
 /// A mistake in how the command was called (exit code 2).
 #[derive(Debug)]
 pub struct UsageError(pub String);
@@ -29,7 +31,7 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
@@ -94,6 +96,154 @@ enum Command {
     Version(VersionCmd),
     /// Read the audit log.
     Audit(AuditArgs),
+    /// Deploy versions of a model to an environment (replaces what is deployed there).
+    Deploy(DeployArgs),
+    /// Change the traffic split of a deployment: VERSION=PERCENT ...
+    Traffic {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// VERSION=PERCENT, e.g. 3=90 4=10
+        #[arg(required = true)]
+        split: Vec<String>,
+        /// Shadow versions (replaces the current shadows; --shadow none clears them).
+        #[arg(long = "shadow")]
+        shadows: Option<Vec<String>>,
+    },
+    /// Go back to an earlier revision of a deployment (default: the previous one).
+    Rollback {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long)]
+        to_revision: Option<u32>,
+    },
+    /// What served in an environment, when, and who changed it.
+    History {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Predict from a JSON or CSV file of rows.
+    Predict(PredictArgs),
+    /// Deployments: list, show, metrics, grants, the prediction log.
+    #[command(subcommand)]
+    Deployment(DeploymentCmd),
+    /// Environments (staging, production, and the ones admins add).
+    #[command(subcommand)]
+    Environment(EnvironmentCmd),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DeployArgs {
+    /// TEAM/MODEL
+    model: String,
+    #[arg(long, default_value = "production")]
+    env: String,
+    /// A version to serve, or VERSION=PERCENT; repeat for a canary or A/B split.
+    #[arg(long = "version", required_unless_present = "spec")]
+    versions: Vec<String>,
+    /// A version that gets a copy of every request (answers logged, never returned).
+    #[arg(long = "shadow")]
+    shadows: Vec<u32>,
+    /// Anyone may call it without an API key.
+    #[arg(long)]
+    public: bool,
+    #[arg(long)]
+    max_batch_size: Option<u32>,
+    #[arg(long)]
+    max_wait_us: Option<u32>,
+    #[arg(long)]
+    max_workers: Option<u32>,
+    #[arg(long)]
+    idle_seconds: Option<u32>,
+    #[arg(long)]
+    timeout_ms: Option<u32>,
+    #[arg(long)]
+    log_sample_rate: Option<f64>,
+    /// A JSON file with the whole deployment spec (other flags are then ignored).
+    #[arg(long)]
+    spec: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PredictArgs {
+    /// TEAM/MODEL
+    model: String,
+    #[arg(long, default_value = "production")]
+    env: String,
+    /// Rows: a .csv file with a header row, or a .json file (an array of rows, or {"rows": [...]}).
+    #[arg(long)]
+    file: PathBuf,
+    /// Sticky routing key: the same key always reaches the same version.
+    #[arg(long)]
+    key: Option<String>,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1000)]
+    batch_rows: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DeploymentCmd {
+    List {
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        env: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Show {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
+    Metrics {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
+    /// Let another team call this deployment.
+    Grant {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long)]
+        team: String,
+    },
+    Revoke {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long)]
+        team: String,
+    },
+    /// Logged predictions (RFC 3339 times or durations ago, e.g. 1h).
+    Log {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        shadow: Option<bool>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum EnvironmentCmd {
+    List,
+    Create {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -330,7 +480,7 @@ struct AuditArgs {
 }
 
 #[derive(Args, Debug, Default)]
-struct PageArgs {
+pub(crate) struct PageArgs {
     #[arg(long)]
     limit: Option<u32>,
     #[arg(long)]
@@ -338,7 +488,7 @@ struct PageArgs {
 }
 
 impl PageArgs {
-    fn query(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn query(&self) -> Vec<(&'static str, String)> {
         let mut q = Vec::new();
         if let Some(l) = self.limit {
             q.push(("limit", l.to_string()));
@@ -350,7 +500,7 @@ impl PageArgs {
     }
 }
 
-fn split_model(s: &str) -> Result<(String, String)> {
+pub(crate) fn split_model(s: &str) -> Result<(String, String)> {
     match s.split_once('/') {
         Some((t, m)) if !t.is_empty() && !m.is_empty() && !m.contains('/') => {
             Ok((t.to_string(), m.to_string()))
@@ -390,7 +540,7 @@ fn parse_duration(s: &str) -> Result<time::Duration> {
     })
 }
 
-fn parse_time(s: &str) -> Result<String> {
+pub(crate) fn parse_time(s: &str) -> Result<String> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(t.format(&Rfc3339)?);
     }
@@ -398,10 +548,23 @@ fn parse_time(s: &str) -> Result<String> {
     Ok((OffsetDateTime::now_utc() - ago).format(&Rfc3339)?)
 }
 
-fn read_json(path: &PathBuf) -> Result<Value> {
+pub(crate) fn read_json(path: &PathBuf) -> Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+/// Like [`connect`], but a missing key is fine (public deployments).
+fn connect_maybe(global: &Global) -> Result<Client> {
+    let path = client::profiles_path();
+    let profile =
+        client::read_profiles(&path)?.profiles.get(&global.profile).cloned().unwrap_or_default();
+    let url = global.url.clone().unwrap_or(profile.url);
+    let key = std::env::var("PLINTH_KEY").ok().filter(|k| !k.is_empty()).unwrap_or(profile.key);
+    if url.is_empty() {
+        bail!("no server: run `plinth login --url <server> --key <api key>`, or pass --url");
+    }
+    Client::new(&url, &key)
 }
 
 fn connect(global: &Global) -> Result<Client> {
@@ -519,6 +682,19 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Model(cmd) => model(g, cmd).await,
         Command::Version(cmd) => version(g, cmd).await,
         Command::Audit(args) => audit(g, args).await,
+        Command::Deploy(args) => serving::deploy(&connect(g)?, g.json, args).await,
+        Command::Traffic { model, env, split, shadows } => {
+            serving::traffic(&connect(g)?, g.json, &model, &env, &split, shadows).await
+        }
+        Command::Rollback { model, env, to_revision } => {
+            serving::rollback(&connect(g)?, g.json, &model, &env, to_revision).await
+        }
+        Command::History { model, env, page } => {
+            serving::history(&connect(g)?, g.json, &model, &env, page.query()).await
+        }
+        Command::Predict(args) => serving::predict(&connect_maybe(g)?, g.json, args).await,
+        Command::Deployment(cmd) => serving::deployment(&connect(g)?, g.json, cmd).await,
+        Command::Environment(cmd) => serving::environment(&connect(g)?, g.json, cmd).await,
     }
 }
 

@@ -144,6 +144,14 @@ impl Client {
         self.send(self.http.patch(self.url(path)).json(body)).await
     }
 
+    pub async fn delete_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T> {
+        self.send(self.http.delete(self.url(path)).json(body)).await
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.http.delete(self.url(path))).await
     }

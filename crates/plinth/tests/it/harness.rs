@@ -351,11 +351,8 @@ impl Api {
     }
 
     fn url(&self, path: &str) -> String {
-        if path.starts_with('/')
-            && !path.starts_with("/api/")
-            && !path.starts_with("/healthz")
-            && !path.starts_with("/readyz")
-        {
+        let unprefixed = ["/api/", "/healthz", "/readyz", "/metrics", "/v2"];
+        if path.starts_with('/') && !unprefixed.iter().any(|p| path.starts_with(p)) {
             format!("{}/api/v1{path}", self.base)
         } else {
             format!("{}{path}", self.base)

@@ -9,3 +9,4 @@ mod cli;
 mod isolation;
 mod persistence;
 mod registry;
+mod serving;

@@ -1,0 +1,515 @@
+//! The serving commands: deploy, traffic, rollback, history, predict, deployments and
+//! environments.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use plinth_api::Page;
+use plinth_api::serving::{
+    Deployment, DeploymentMetrics, DeploymentRevision, Environment, PredictResponse,
+    PredictionRecord,
+};
+use serde_json::{Value, json};
+
+use super::{
+    DeployArgs, DeploymentCmd, EnvironmentCmd, PredictArgs, parse_time, read_json, split_model,
+    usage,
+};
+use crate::client::Client;
+use crate::output;
+
+fn path(model: &str, env: &str) -> Result<String> {
+    let (team, name) = split_model(model)?;
+    Ok(format!("/deployments/{team}/{name}/{env}"))
+}
+
+/// `3` (all traffic) or `3=90`.
+fn parse_split(items: &[String]) -> Result<Vec<Value>> {
+    let single = items.len() == 1;
+    items
+        .iter()
+        .map(|s| {
+            let (v, w) = match s.split_once('=') {
+                Some((v, w)) => (
+                    v,
+                    w.parse::<u32>().map_err(|_| {
+                        usage(format!("'{s}': the weight must be a whole percentage"))
+                    })?,
+                ),
+                None if single => (s.as_str(), 100),
+                None => {
+                    return Err(usage(format!(
+                        "'{s}': with several versions, give each as VERSION=PERCENT"
+                    )));
+                }
+            };
+            let v: u32 =
+                v.parse().map_err(|_| usage(format!("'{s}' is not VERSION or VERSION=PERCENT")))?;
+            Ok(json!({"version": v, "weight": w}))
+        })
+        .collect()
+}
+
+fn show_deployment(json_out: bool, d: &Deployment) {
+    if json_out {
+        output::json(d);
+        return;
+    }
+    let split: Vec<String> =
+        d.spec.versions.iter().map(|s| format!("v{} {}%", s.version, s.weight)).collect();
+    output::fields(&[
+        ("deployment", format!("{}/{}@{}", d.team, d.model, d.environment)),
+        ("revision", d.revision.to_string()),
+        ("traffic", split.join(", ")),
+        (
+            "shadows",
+            if d.spec.shadows.is_empty() {
+                "-".into()
+            } else {
+                d.spec.shadows.iter().map(|v| format!("v{v}")).collect::<Vec<_>>().join(", ")
+            },
+        ),
+        (
+            "batching",
+            format!(
+                "up to {} rows, wait {} µs",
+                d.spec.batching.max_batch_size, d.spec.batching.max_wait_us
+            ),
+        ),
+        (
+            "workers",
+            format!(
+                "up to {}, idle stop after {} s",
+                d.spec.scaling.max_workers, d.spec.scaling.idle_seconds
+            ),
+        ),
+        ("public", d.spec.public.to_string()),
+        (
+            "granted to",
+            if d.granted_teams.is_empty() { "-".into() } else { d.granted_teams.join(", ") },
+        ),
+        ("updated", format!("{} by {}", output::time(&d.updated_at), d.updated_by)),
+    ]);
+}
+
+pub(super) async fn deploy(c: &Client, json_out: bool, a: DeployArgs) -> Result<()> {
+    let spec = match &a.spec {
+        Some(file) => read_json(file)?,
+        None => {
+            let mut spec = json!({"versions": parse_split(&a.versions)?, "shadows": a.shadows, "public": a.public});
+            let mut batching = json!({});
+            if let Some(v) = a.max_batch_size {
+                batching["max_batch_size"] = json!(v);
+            }
+            if let Some(v) = a.max_wait_us {
+                batching["max_wait_us"] = json!(v);
+            }
+            let mut scaling = json!({});
+            if let Some(v) = a.max_workers {
+                scaling["max_workers"] = json!(v);
+            }
+            if let Some(v) = a.idle_seconds {
+                scaling["idle_seconds"] = json!(v);
+            }
+            spec["batching"] = batching;
+            spec["scaling"] = scaling;
+            if let Some(v) = a.timeout_ms {
+                spec["limits"] = json!({"timeout_ms": v});
+            }
+            if let Some(v) = a.log_sample_rate {
+                spec["log_sample_rate"] = json!(v);
+            }
+            spec
+        }
+    };
+    let d: Deployment = c.put(&path(&a.model, &a.env)?, &spec).await?;
+    if json_out {
+        output::json(&d);
+    } else {
+        println!("deployed {}/{}@{} (revision {})", d.team, d.model, d.environment, d.revision);
+        show_deployment(false, &d);
+    }
+    Ok(())
+}
+
+pub(super) async fn traffic(
+    c: &Client,
+    json_out: bool,
+    model: &str,
+    env: &str,
+    split: &[String],
+    shadows: Option<Vec<String>>,
+) -> Result<()> {
+    let shadows: Option<Vec<u32>> = match shadows {
+        None => None,
+        Some(list) if list.iter().any(|s| s == "none") => Some(vec![]),
+        Some(list) => Some(
+            list.iter()
+                .map(|s| s.parse().map_err(|_| usage(format!("'{s}' is not a version number"))))
+                .collect::<Result<_>>()?,
+        ),
+    };
+    let d: Deployment = c
+        .post(
+            &format!("{}/traffic", path(model, env)?),
+            &json!({"versions": parse_split(split)?, "shadows": shadows}),
+        )
+        .await?;
+    show_deployment(json_out, &d);
+    Ok(())
+}
+
+pub(super) async fn rollback(
+    c: &Client,
+    json_out: bool,
+    model: &str,
+    env: &str,
+    to: Option<u32>,
+) -> Result<()> {
+    let d: Deployment =
+        c.post(&format!("{}/rollback", path(model, env)?), &json!({"to_revision": to})).await?;
+    if json_out {
+        output::json(&d);
+    } else {
+        println!(
+            "rolled back {}/{}@{}: now revision {}",
+            d.team, d.model, d.environment, d.revision
+        );
+        show_deployment(false, &d);
+    }
+    Ok(())
+}
+
+pub(super) async fn history(
+    c: &Client,
+    json_out: bool,
+    model: &str,
+    env: &str,
+    query: Vec<(&'static str, String)>,
+) -> Result<()> {
+    let p: Page<DeploymentRevision> =
+        c.get(&format!("{}/history", path(model, env)?), &query).await?;
+    if json_out {
+        output::json(&p);
+        return Ok(());
+    }
+    output::table(
+        &["revision", "from", "action", "by", "traffic", "shadows"],
+        p.items
+            .iter()
+            .map(|r| {
+                vec![
+                    r.revision.to_string(),
+                    output::time(&r.at),
+                    r.action.clone(),
+                    r.by.clone(),
+                    r.spec
+                        .versions
+                        .iter()
+                        .map(|s| format!("v{} {}%", s.version, s.weight))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    r.spec.shadows.iter().map(|v| format!("v{v}")).collect::<Vec<_>>().join(", "),
+                ]
+            })
+            .collect(),
+    );
+    output::more(&p.next_cursor);
+    Ok(())
+}
+
+/// Reads rows from a CSV file (header = feature names; empty cell = missing) or a JSON file.
+fn read_rows(file: &Path) -> Result<Vec<Value>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let header: Vec<String> = lines
+            .next()
+            .context("the CSV file is empty")?
+            .split(',')
+            .map(|h| h.trim().trim_matches('"').to_string())
+            .collect();
+        return lines
+            .enumerate()
+            .map(|(i, line)| {
+                let cells: Vec<&str> = line.split(',').collect();
+                if cells.len() != header.len() {
+                    anyhow::bail!(
+                        "{} line {}: {} cells for {} columns",
+                        file.display(),
+                        i + 2,
+                        cells.len(),
+                        header.len()
+                    );
+                }
+                let mut row = serde_json::Map::new();
+                for (h, c) in header.iter().zip(cells) {
+                    let c = c.trim().trim_matches('"');
+                    let v = if c.is_empty() {
+                        Value::Null
+                    } else {
+                        json!(c.parse::<f64>().with_context(|| format!(
+                            "{} line {}: column {h}: '{c}' is not a number",
+                            file.display(),
+                            i + 2
+                        ))?)
+                    };
+                    row.insert(h.clone(), v);
+                }
+                Ok(Value::Object(row))
+            })
+            .collect();
+    }
+    let v: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", file.display()))?;
+    match v {
+        Value::Array(rows) => Ok(rows),
+        Value::Object(mut o) => match o.remove("rows") {
+            Some(Value::Array(rows)) => Ok(rows),
+            _ => anyhow::bail!(
+                "{}: expected an array of rows or {{\"rows\": [...]}}",
+                file.display()
+            ),
+        },
+        _ => anyhow::bail!("{}: expected an array of rows or {{\"rows\": [...]}}", file.display()),
+    }
+}
+
+pub(super) async fn predict(c: &Client, json_out: bool, a: PredictArgs) -> Result<()> {
+    let rows = read_rows(&a.file)?;
+    if rows.is_empty() {
+        return Err(usage(format!("{} has no rows", a.file.display())));
+    }
+    let url = format!("{}/predict", path(&a.model, &a.env)?);
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(rows.len() as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "predicting [{bar:30}] {pos}/{len} rows {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut answers: Vec<PredictResponse> = Vec::new();
+    for chunk in rows.chunks(a.batch_rows.max(1)) {
+        let answer: PredictResponse =
+            c.post(&url, &json!({"rows": chunk, "routing_key": a.key})).await?;
+        bar.inc(chunk.len() as u64);
+        answers.push(answer);
+    }
+    bar.finish_and_clear();
+    if json_out {
+        output::json(&answers);
+        return Ok(());
+    }
+    let classes = answers
+        .iter()
+        .find_map(|a| a.probabilities.as_ref().and_then(|p| p.first().map(Vec::len)))
+        .unwrap_or(0);
+    let mut header = vec!["row".to_string(), "prediction".to_string(), "version".to_string()];
+    header.extend((0..classes).map(|k| format!("p{k}")));
+    println!("{}", header.join(","));
+    let mut row = 0;
+    for a in &answers {
+        for (i, p) in a.predictions.iter().enumerate() {
+            let mut cells = vec![row.to_string(), p.to_string(), a.version.to_string()];
+            if let Some(probs) = &a.probabilities {
+                cells.extend(probs[i].iter().map(|x| x.to_string()));
+            }
+            println!("{}", cells.join(","));
+            row += 1;
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn deployment(c: &Client, json_out: bool, cmd: DeploymentCmd) -> Result<()> {
+    match cmd {
+        DeploymentCmd::List { team, env, page } => {
+            let mut q = page.query();
+            if let Some(t) = team {
+                q.push(("team", t));
+            }
+            if let Some(e) = env {
+                q.push(("environment", e));
+            }
+            let p: Page<Deployment> = c.get("/deployments", &q).await?;
+            if json_out {
+                output::json(&p);
+            } else {
+                output::table(
+                    &["deployment", "revision", "traffic", "shadows", "updated"],
+                    p.items
+                        .iter()
+                        .map(|d| {
+                            vec![
+                                format!("{}/{}@{}", d.team, d.model, d.environment),
+                                d.revision.to_string(),
+                                d.spec
+                                    .versions
+                                    .iter()
+                                    .map(|s| format!("v{} {}%", s.version, s.weight))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                d.spec
+                                    .shadows
+                                    .iter()
+                                    .map(|v| format!("v{v}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                output::time(&d.updated_at),
+                            ]
+                        })
+                        .collect(),
+                );
+                output::more(&p.next_cursor);
+            }
+        }
+        DeploymentCmd::Show { model, env } => {
+            let d: Deployment = c.get(&path(&model, &env)?, &[]).await?;
+            show_deployment(json_out, &d);
+        }
+        DeploymentCmd::Metrics { model, env } => {
+            let m: DeploymentMetrics =
+                c.get(&format!("{}/metrics", path(&model, &env)?), &[]).await?;
+            if json_out {
+                output::json(&m);
+            } else {
+                output::fields(&[
+                    ("deployment", m.deployment.clone()),
+                    ("requests", m.requests.to_string()),
+                    ("rows", m.rows.to_string()),
+                    (
+                        "errors",
+                        if m.errors.is_empty() {
+                            "none".into()
+                        } else {
+                            m.errors
+                                .iter()
+                                .map(|(k, v)| format!("{k}: {v}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        },
+                    ),
+                    (
+                        "latency ms",
+                        format!(
+                            "p50 {} p90 {} p99 {} mean {}",
+                            m.latency_ms.p50, m.latency_ms.p90, m.latency_ms.p99, m.latency_ms.mean
+                        ),
+                    ),
+                ]);
+                output::table(
+                    &[
+                        "version",
+                        "shadow",
+                        "requests",
+                        "batches",
+                        "rows/batch",
+                        "queue",
+                        "workers",
+                        "loaded",
+                        "last load ms",
+                    ],
+                    m.versions
+                        .iter()
+                        .map(|v| {
+                            vec![
+                                v.version.to_string(),
+                                v.shadow.to_string(),
+                                v.requests.to_string(),
+                                v.batches.to_string(),
+                                format!("{:.1}", v.mean_batch_rows),
+                                v.queue_depth.to_string(),
+                                v.workers.to_string(),
+                                v.model_loaded.to_string(),
+                                v.last_load_ms
+                                    .map(|x| format!("{x:.2}"))
+                                    .unwrap_or_else(|| "-".into()),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        DeploymentCmd::Grant { model, env, team } => {
+            let d: Deployment =
+                c.post(&format!("{}/grants", path(&model, &env)?), &json!({"team": team})).await?;
+            show_deployment(json_out, &d);
+        }
+        DeploymentCmd::Revoke { model, env, team } => {
+            let d: Deployment = c
+                .delete_json(&format!("{}/grants", path(&model, &env)?), &json!({"team": team}))
+                .await?;
+            show_deployment(json_out, &d);
+        }
+        DeploymentCmd::Log { model, env, since, until, shadow, limit } => {
+            let mut q = Vec::new();
+            if let Some(s) = since {
+                q.push(("since", parse_time(&s)?));
+            }
+            if let Some(u) = until {
+                q.push(("until", parse_time(&u)?));
+            }
+            if let Some(s) = shadow {
+                q.push(("shadow", s.to_string()));
+            }
+            if let Some(l) = limit {
+                q.push(("limit", l.to_string()));
+            }
+            let records: Vec<PredictionRecord> =
+                c.get(&format!("{}/predictions", path(&model, &env)?), &q).await?;
+            if json_out {
+                output::json(&records);
+            } else {
+                output::table(
+                    &["at", "request", "version", "shadow", "caller", "latency µs", "outputs"],
+                    records
+                        .iter()
+                        .map(|r| {
+                            let mut out = r.outputs.to_string();
+                            if out.len() > 60 {
+                                out.truncate(57);
+                                out.push_str("...");
+                            }
+                            vec![
+                                output::time(&r.at),
+                                r.request_id.clone(),
+                                r.version.to_string(),
+                                r.shadow.to_string(),
+                                r.caller.clone(),
+                                r.latency_us.to_string(),
+                                out,
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn environment(c: &Client, json_out: bool, cmd: EnvironmentCmd) -> Result<()> {
+    match cmd {
+        EnvironmentCmd::List => {
+            let envs: Vec<Environment> = c.get("/environments", &[]).await?;
+            if json_out {
+                output::json(&envs);
+            } else {
+                output::table(
+                    &["environment", "description"],
+                    envs.iter().map(|e| vec![e.name.clone(), e.description.clone()]).collect(),
+                );
+            }
+        }
+        EnvironmentCmd::Create { name, description } => {
+            let e: Environment =
+                c.post("/environments", &json!({"name": name, "description": description})).await?;
+            if json_out { output::json(&e) } else { println!("created environment {}", e.name) }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,464 @@
+//! Serving through the API as product teams use it: deploy, predict (Plinth's JSON and the Open
+//! Inference Protocol), traffic splits, sticky keys, shadows, hot swaps and rollbacks under load,
+//! scale to zero, load shedding, the prediction log, metrics, isolation and sharing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Api, TestServer, fixtures, shared_server_tests};
+
+/// The Adult income rows and the source library's answers for a fixture.
+fn expected(stem: &str) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join(format!("{stem}.expected.json"))).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A team with a binary model `income` whose versions are LightGBM (1), LightGBM as ONNX (2)
+/// and XGBoost (3): three models of the same six Adult features.
+async fn income_model(srv: &TestServer) -> (crate::harness::TeamFixture, String) {
+    let t = srv.team().await;
+    let m = &t.maintainer.1;
+    m.post(
+        &format!("/teams/{}/models", t.team),
+        &json!({"name": "income", "task": "binary_classification"}),
+    )
+    .await
+    .ok(StatusCode::CREATED);
+    for f in ["lightgbm_binary.txt", "lightgbm_binary.onnx", "xgboost_binary.json"] {
+        m.upload_fixture(&t.team, "income", f).await.ok(StatusCode::CREATED);
+    }
+    let base = format!("/deployments/{}/income", t.team);
+    (t, base)
+}
+
+fn spec(versions: &[(u32, u32)]) -> Value {
+    json!({"versions": versions.iter().map(|(v, w)| json!({"version": v, "weight": w})).collect::<Vec<_>>()})
+}
+
+async fn predict(api: &Api, base: &str, body: Value) -> crate::harness::Resp {
+    api.post(&format!("{base}/production/predict"), &body).await
+}
+
+fn rows_objects(exp: &Value) -> Vec<Value> {
+    let names: Vec<&str> =
+        exp["features"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    exp["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            Value::Object(
+                names
+                    .iter()
+                    .zip(r.as_array().unwrap())
+                    .map(|(n, v)| (n.to_string(), v.clone()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Polls `cond` until it holds or the deadline passes.
+async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    }
+}
+
+shared_server_tests! {
+    async fn deployed_models_answer_like_their_source_library(srv: &TestServer) {
+        let (t, base) = income_model(srv).await;
+        let (m, viewer) = (&t.maintainer.1, &t.viewer.1);
+        let d = m.put(&format!("{base}/production"), &spec(&[(1, 100)])).await.ok(StatusCode::OK);
+        assert_eq!(d["revision"], 1);
+        let exp = expected("lightgbm_binary");
+        let want = exp["predictions"].as_array().unwrap();
+        // Rows as objects, rows as arrays, and columns give the same answers.
+        let objects = rows_objects(&exp);
+        let names: Vec<String> = exp["features"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        let columns: serde_json::Map<String, Value> = names
+            .iter()
+            .enumerate()
+            .map(|(j, n)| (n.clone(), Value::Array(exp["rows"].as_array().unwrap().iter().map(|r| r[j].clone()).collect())))
+            .collect();
+        for body in [json!({"rows": objects}), json!({"rows": exp["rows"]}), json!({"columns": columns})] {
+            let r = predict(viewer, &base, body).await.ok(StatusCode::OK);
+            assert_eq!(r["version"], 1);
+            assert_eq!(r["model"], format!("{}/income", t.team));
+            assert!(r["request_id"].as_str().unwrap().starts_with("req_"));
+            assert_eq!(r["predictions"], exp["labels"]);
+            let probs = r["probabilities"].as_array().unwrap();
+            for (g, w) in probs.iter().zip(want) {
+                for (a, b) in g.as_array().unwrap().iter().zip(w.as_array().unwrap()) {
+                    assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() <= 1e-5, "{a} vs {b}");
+                }
+            }
+        }
+        // The Open Inference Protocol answers the same.
+        let n = exp["rows"].as_array().unwrap().len();
+        let flat: Vec<Value> = exp["rows"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().clone()).collect();
+        let oip = viewer
+            .post(&format!("/v2/models/{}.income/infer", t.team), &json!({"id": "x1", "inputs": [{"name": "input", "shape": [n, 6], "datatype": "FP32", "data": flat}]}))
+            .await
+            .ok(StatusCode::OK);
+        assert_eq!(oip["id"], "x1");
+        assert_eq!(oip["model_version"], "1");
+        let label = oip["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "label").unwrap();
+        assert_eq!(label["data"], exp["labels"]);
+        let meta = viewer.get(&format!("/v2/models/{}.income", t.team)).await.ok(StatusCode::OK);
+        assert_eq!(meta["inputs"][0]["shape"], json!([-1, 6]));
+        assert_eq!(meta["versions"], json!(["1"]));
+        let cfg = viewer.get(&format!("/v2/models/{}.income/config", t.team)).await.ok(StatusCode::OK);
+        assert_eq!(cfg["max_batch_size"], 0);
+        assert_eq!(cfg["input"][0]["data_type"], "TYPE_FP32");
+        viewer.get(&format!("/v2/models/{}.income/ready", t.team)).await.ok(StatusCode::OK);
+        let stats = viewer.get(&format!("/v2/models/{}.income/stats", t.team)).await.ok(StatusCode::OK);
+        assert!(stats["model_stats"][0]["inference_count"].as_u64().unwrap() >= 4 * n as u64);
+        let server = srv.anonymous().get("/v2").await.ok(StatusCode::OK);
+        assert!(server["extensions"].as_array().unwrap().contains(&json!("statistics")));
+        // History and audit.
+        let history = viewer.all_pages(&format!("{base}/production/history")).await;
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0]["by"], t.maintainer.0);
+        let audit = m.all_pages(&format!("/audit?team={}&action=deployment.", t.team)).await;
+        assert_eq!(audit.len(), 1);
+        // Developers cannot deploy; the deployment metrics count every request.
+        t.developer.1.put(&format!("{base}/staging"), &spec(&[(1, 100)])).await.err(StatusCode::FORBIDDEN, "forbidden");
+        let metrics = viewer.get(&format!("{base}/production/metrics")).await.ok(StatusCode::OK);
+        assert_eq!(metrics["requests"], 4);
+        assert_eq!(metrics["rows"].as_u64().unwrap(), 4 * n as u64);
+        let prom = srv.anonymous().get("/metrics").await;
+        let text = prom.body.as_str().unwrap_or_default().to_string();
+        assert!(text.contains(&format!("plinth_requests_total{{team=\"{}\",model=\"income\",environment=\"production\"}} 4", t.team)), "{text}");
+        assert!(text.contains("plinth_request_duration_seconds_bucket"));
+        assert!(text.contains("plinth_model_load_seconds"));
+    }
+
+    async fn traffic_splits_by_weight_and_sticks_by_key(srv: &TestServer) {
+        let (t, base) = income_model(srv).await;
+        let m = &t.maintainer.1;
+        m.put(&format!("{base}/production"), &spec(&[(1, 80), (3, 20)])).await.ok(StatusCode::OK);
+        let row = json!({"rows": [[39, 13, 2174, 0, 40, 1]]});
+        let mut counts: HashMap<u64, usize> = HashMap::new();
+        for _ in 0..400 {
+            let r = predict(m, &base, row.clone()).await.ok(StatusCode::OK);
+            *counts.entry(r["version"].as_u64().unwrap()).or_default() += 1;
+        }
+        // 20 % of 400 = 80, standard deviation 8: allow five of them.
+        let canary = counts.get(&3).copied().unwrap_or(0);
+        assert!((40..=120).contains(&canary), "canary got {canary} of 400: {counts:?}");
+        assert_eq!(counts.values().sum::<usize>(), 400);
+        // A routing key always reaches the same version; many keys spread by weight.
+        let mut by_key = HashMap::new();
+        for k in 0..200 {
+            let key = format!("user-{k}");
+            let mut body = row.clone();
+            body["routing_key"] = json!(key);
+            let first = predict(m, &base, body.clone()).await.ok(StatusCode::OK)["version"].clone();
+            for _ in 0..3 {
+                assert_eq!(predict(m, &base, body.clone()).await.ok(StatusCode::OK)["version"], first, "key {key} moved");
+            }
+            by_key.insert(key, first);
+        }
+        let sticky_canary = by_key.values().filter(|v| **v == 3).count();
+        assert!((15..=70).contains(&sticky_canary), "{sticky_canary} of 200 keys on the canary");
+        // Widening the canary keeps every key whose draw was already below the new bound.
+        m.post(&format!("{base}/production/traffic"), &json!({"versions": [{"version": 1, "weight": 50}, {"version": 3, "weight": 50}]})).await.ok(StatusCode::OK);
+        let history = m.all_pages(&format!("{base}/production/history")).await;
+        assert_eq!(history[0]["action"], "traffic");
+        assert_eq!(history.len(), 2);
+    }
+
+    async fn shadow_answers_are_logged_never_returned(srv: &TestServer) {
+        let (t, base) = income_model(srv).await;
+        let m = &t.maintainer.1;
+        let mut s = spec(&[(1, 100)]);
+        s["shadows"] = json!([2, 3]);
+        m.put(&format!("{base}/production"), &s).await.ok(StatusCode::OK);
+        for _ in 0..5 {
+            let r = predict(m, &base, json!({"rows": [[39, 13, 2174, 0, 40, 1]]})).await.ok(StatusCode::OK);
+            assert_eq!(r["version"], 1, "a shadow answered: {r}");
+        }
+        let log_path = format!("{base}/production/predictions?limit=100");
+        eventually("the shadow answers to reach the log", async || {
+            m.get(&log_path).await.body.as_array().is_some_and(|a| a.iter().filter(|r| r["shadow"] == true).count() == 10)
+        })
+        .await;
+        let log = m.get(&log_path).await.ok(StatusCode::OK);
+        let records = log.as_array().unwrap();
+        assert_eq!(records.iter().filter(|r| r["shadow"] == false).count(), 5);
+        for v in [2, 3] {
+            let shadow: Vec<&Value> = records.iter().filter(|r| r["shadow"] == true && r["version"] == v).collect();
+            assert_eq!(shadow.len(), 5, "version {v}");
+            assert!(shadow[0]["outputs"]["probabilities"]["data"].as_array().unwrap().len() == 2);
+        }
+        assert_eq!(records[0]["caller"], t.maintainer.0);
+        assert_eq!(records[0]["inputs"]["input"]["shape"], json!([1, 6]));
+        // Time range and shadow filters.
+        let only = m.get(&format!("{base}/production/predictions?shadow=true&limit=100")).await.ok(StatusCode::OK);
+        assert_eq!(only.as_array().unwrap().len(), 10);
+        let none = m.get(&format!("{base}/production/predictions?until=2001-01-01T00:00:00Z")).await.ok(StatusCode::OK);
+        assert!(none.as_array().unwrap().is_empty());
+    }
+
+    async fn hot_swaps_and_rollbacks_fail_no_request(srv: &TestServer) {
+        let (t, base) = income_model(srv).await;
+        let m = t.maintainer.1.clone();
+        m.put(&format!("{base}/production"), &spec(&[(1, 100)])).await.ok(StatusCode::OK);
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(HashMap::<u64, usize>::new()));
+        let mut clients = Vec::new();
+        for c in 0..4 {
+            let (m, base, stop, failures, done, seen) = (m.clone(), base.clone(), stop.clone(), failures.clone(), done.clone(), seen.clone());
+            clients.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = predict(&m, &base, json!({"rows": [[39, 13, 2174, 0, 40, c]]})).await;
+                    if r.status == StatusCode::OK {
+                        *seen.lock().unwrap().entry(r.body["version"].as_u64().unwrap()).or_default() += 1;
+                    } else {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("failed during a swap: {} {}", r.status, r.body);
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        let changes = [
+            ("traffic", json!({"versions": [{"version": 2, "weight": 100}]})),
+            ("rollback", json!({})),
+            ("deploy", spec(&[(1, 50), (3, 50)])),
+            ("rollback", json!({})),
+            ("traffic", json!({"versions": [{"version": 3, "weight": 100}]})),
+            ("rollback", json!({"to_revision": 1})),
+        ];
+        for (action, body) in changes {
+            let before = done.load(Ordering::Relaxed);
+            eventually("requests to flow", async || done.load(Ordering::Relaxed) > before + 20).await;
+            let r = match action {
+                "deploy" => m.put(&format!("{base}/production"), &body).await,
+                other => m.post(&format!("{base}/production/{other}"), &body).await,
+            };
+            r.ok(StatusCode::OK);
+        }
+        let before = done.load(Ordering::Relaxed);
+        eventually("requests to flow", async || done.load(Ordering::Relaxed) > before + 20).await;
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.await.unwrap();
+        }
+        assert_eq!(failures.load(Ordering::Relaxed), 0, "requests failed during hot swaps");
+        let seen = seen.lock().unwrap().clone();
+        for v in [1, 2, 3] {
+            assert!(seen.get(&v).copied().unwrap_or(0) > 0, "version {v} never answered: {seen:?}");
+        }
+        let history = m.all_pages(&format!("{base}/production/history")).await;
+        assert_eq!(history.len(), 7);
+        assert_eq!(history[0]["spec"]["versions"], json!([{"version": 1, "weight": 100}]), "rolled back to revision 1");
+        let actions: Vec<&str> = history.iter().rev().map(|h| h["action"].as_str().unwrap()).collect();
+        assert_eq!(actions, ["deploy", "traffic", "rollback", "deploy", "rollback", "traffic", "rollback"]);
+    }
+
+    async fn idle_versions_scale_to_zero_and_come_back(srv: &TestServer) {
+        let (t, base) = income_model(srv).await;
+        let m = &t.maintainer.1;
+        let mut s = spec(&[(1, 100)]);
+        s["scaling"] = json!({"max_workers": 2, "idle_seconds": 1});
+        m.put(&format!("{base}/production"), &s).await.ok(StatusCode::OK);
+        predict(m, &base, json!({"rows": [[39, 13, 2174, 0, 40, 1]]})).await.ok(StatusCode::OK);
+        let metrics_path = format!("{base}/production/metrics");
+        let v = m.get(&metrics_path).await.ok(StatusCode::OK);
+        assert_eq!(v["versions"][0]["model_loaded"], true);
+        assert_eq!(v["versions"][0]["workers"], 1);
+        eventually("the idle version to scale to zero", async || {
+            let v = m.get(&metrics_path).await.body;
+            v["versions"][0]["workers"] == 0 && v["versions"][0]["model_loaded"] == false
+        })
+        .await;
+        // The first request after idle loads the model again and succeeds.
+        let r = predict(m, &base, json!({"rows": [[39, 13, 2174, 0, 40, 1]]})).await.ok(StatusCode::OK);
+        assert_eq!(r["predictions"], json!([1]));
+        let v = m.get(&metrics_path).await.ok(StatusCode::OK);
+        assert_eq!(v["versions"][0]["loads"].as_u64().unwrap(), 2, "{v}");
+        assert!(v["versions"][0]["last_load_ms"].as_f64().unwrap() > 0.0);
+    }
+
+    async fn bad_prediction_inputs_name_the_problem(srv: &TestServer) {
+        let (t, base) = income_model(srv).await;
+        let m = &t.maintainer.1;
+        let mut s = spec(&[(1, 100)]);
+        s["limits"] = json!({"max_rows": 5});
+        m.put(&format!("{base}/production"), &s).await.ok(StatusCode::OK);
+        let row = json!({"age": 39, "education_num": 13, "capital_gain": 0, "capital_loss": 0, "hours_per_week": 40, "sex_male": 1});
+        let mut missing = row.clone();
+        missing.as_object_mut().unwrap().remove("age");
+        let mut extra = row.clone();
+        extra["height"] = json!(180);
+        let mut text = row.clone();
+        text["age"] = json!("old");
+        let six: Vec<Value> = vec![row.clone(); 6];
+        let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
+            (json!({"rows": [missing]}), StatusCode::BAD_REQUEST, "missing_field", "rows[0].age"),
+            (json!({"rows": [extra]}), StatusCode::BAD_REQUEST, "unknown_field", "rows[0].height"),
+            (json!({"rows": [text]}), StatusCode::BAD_REQUEST, "invalid_field", "rows[0].age"),
+            (json!({"rows": [[1, 2, 3]]}), StatusCode::BAD_REQUEST, "invalid_field", "rows[0]"),
+            (json!({"rows": []}), StatusCode::BAD_REQUEST, "invalid_field", "rows"),
+            (json!({"rows": six}), StatusCode::BAD_REQUEST, "invalid_field", "rows"),
+            (json!({}), StatusCode::BAD_REQUEST, "missing_field", "rows"),
+            (json!({"rows": [row.clone()], "columns": {}}), StatusCode::BAD_REQUEST, "invalid_field", "columns"),
+            (json!({"rows": [row.clone()], "key": "k"}), StatusCode::BAD_REQUEST, "unknown_field", "key"),
+            (json!({"columns": {"age": [1]}}), StatusCode::BAD_REQUEST, "missing_field", "columns.education_num"),
+            (json!({"rows": ["x"]}), StatusCode::BAD_REQUEST, "invalid_field", "rows[0]"),
+        ];
+        for (body, status, code, field) in cases {
+            let e = predict(m, &base, body.clone()).await.err(status, code);
+            assert_eq!(e["field"], field, "{body}");
+        }
+        let raw = m.send(m.request(reqwest::Method::POST, &format!("{base}/production/predict")).header("content-type", "application/json").body("{\"rows\": [")).await;
+        raw.err(StatusCode::BAD_REQUEST, "malformed_json");
+        // Open Inference Protocol framing and shapes.
+        let infer = format!("/v2/models/{}.income/infer", t.team);
+        let good = |shape: Value, data: Value| json!({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data}]});
+        for (body, needle) in [
+            (good(json!([1, 5]), json!([1, 2, 3, 4, 5])), "shape"),
+            (good(json!([1, 6]), json!([1, 2, 3])), "6 expected"),
+            (json!({"inputs": [{"name": "x", "shape": [1, 6], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6]}]}), "not an input"),
+            (json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "BYTES", "data": ["a", "b", "c", "d", "e", "f"]}]}), "FP32"),
+            (json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP42", "data": [1, 2, 3, 4, 5, 6]}]}), "unknown datatype"),
+            (json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32", "data": ["a", 2, 3, 4, 5, 6]}]}), "expected a number"),
+            (json!({"inputs": []}), "at least one input"),
+            (json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32"}]}), "missing"),
+        ] {
+            let r = m.post(&infer, &body).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+            let msg = r.body["error"].as_str().unwrap();
+            assert!(msg.contains(needle), "{body}: '{msg}' lacks '{needle}'");
+        }
+        // Binary framing: the header length and the declared sizes must fit the body.
+        let head = json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32", "parameters": {"binary_data_size": 24}}]}).to_string();
+        let mut body = head.clone().into_bytes();
+        body.extend_from_slice(&[0u8; 20]);
+        let r = m.send(m.request(reqwest::Method::POST, &infer).header("Inference-Header-Content-Length", head.len()).body(body)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(r.body["error"].as_str().unwrap().contains("binary_data_size"), "{}", r.body);
+        let r = m.send(m.request(reqwest::Method::POST, &infer).header("Inference-Header-Content-Length", "999999").body(head.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let r = m.send(m.request(reqwest::Method::POST, &infer).header("Inference-Header-Content-Length", "12").body(head)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "a cut JSON header: {}", r.body);
+        m.get(&format!("/v2/models/{}.income/versions/7", t.team)).await.ok(StatusCode::NOT_FOUND);
+        // Deployment specs are checked before anything changes.
+        for (body, field) in [
+            (spec(&[(1, 60), (3, 30)]), "versions"),
+            (spec(&[(9, 100)]), "versions"),
+            (json!({"versions": [{"version": 1, "weight": 100}], "shadows": [1]}), "shadows[0]"),
+            (json!({"versions": [{"version": 1, "weight": 100}], "batching": {"max_batch_size": 0}}), "batching.max_batch_size"),
+            (json!({"versions": [{"version": 1, "weight": 100}], "log_sample_rate": 2.0}), "log_sample_rate"),
+            (json!({"versions": [{"version": 1, "weight": 100}], "replicas": 3}), "replicas"),
+        ] {
+            let r = m.put(&format!("{base}/production"), &body).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+            assert_eq!(r.body["error"]["field"], field, "{body}");
+        }
+        m.put(&format!("{base}/nowhere"), &spec(&[(1, 100)])).await.err(StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(m.all_pages(&format!("{base}/production/history")).await.len(), 1, "refused specs changed nothing");
+    }
+
+    async fn deployments_are_private_unless_shared_or_public(srv: &TestServer) {
+        let (a, base) = income_model(srv).await;
+        let b = srv.team().await;
+        a.maintainer.1.put(&format!("{base}/production"), &spec(&[(1, 100)])).await.ok(StatusCode::OK);
+        let body = json!({"rows": [[39, 13, 2174, 0, 40, 1]]});
+        let outsider = &b.developer.1;
+        predict(outsider, &base, body.clone()).await.err(StatusCode::NOT_FOUND, "not_found");
+        outsider.get(&format!("{base}/production")).await.err(StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(outsider.get(&format!("/v2/models/{}.income", a.team)).await.status, StatusCode::NOT_FOUND);
+        assert!(outsider.all_pages("/deployments").await.iter().all(|d| d["team"] != a.team.as_str()));
+        predict(&srv.anonymous(), &base, body.clone()).await.err(StatusCode::UNAUTHORIZED, "unauthenticated");
+        // Sharing with team B lets its members call, not manage.
+        a.developer.1.post(&format!("{base}/production/grants"), &json!({"team": b.team})).await.err(StatusCode::FORBIDDEN, "forbidden");
+        let d = a.maintainer.1.post(&format!("{base}/production/grants"), &json!({"team": b.team})).await.ok(StatusCode::OK);
+        assert_eq!(d["granted_teams"], json!([b.team]));
+        predict(outsider, &base, body.clone()).await.ok(StatusCode::OK);
+        outsider.post(&format!("/v2/models/{}.income/infer", a.team), &json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32", "data": [39, 13, 2174, 0, 40, 1]}]})).await.ok(StatusCode::OK);
+        outsider.put(&format!("{base}/production"), &spec(&[(3, 100)])).await.err(StatusCode::NOT_FOUND, "not_found");
+        let r = a.maintainer.1.send(a.maintainer.1.request(reqwest::Method::DELETE, &format!("{base}/production/grants")).json(&json!({"team": b.team}))).await;
+        assert_eq!(r.status, StatusCode::OK);
+        predict(outsider, &base, body.clone()).await.err(StatusCode::NOT_FOUND, "not_found");
+        // A public deployment answers anyone, without a key.
+        let mut s = spec(&[(1, 100)]);
+        s["public"] = json!(true);
+        a.maintainer.1.put(&format!("{base}/production"), &s).await.ok(StatusCode::OK);
+        predict(&srv.anonymous(), &base, body.clone()).await.ok(StatusCode::OK);
+        // An invalid key is refused even there.
+        predict(&srv.anonymous().with_key("plk_bad"), &base, body).await.err(StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+
+    async fn full_queues_shed_load_and_slow_answers_time_out(srv: &TestServer) {
+        let (t, base) = income_model(srv).await;
+        let m = t.maintainer.1.clone();
+        let mut s = spec(&[(1, 100)]);
+        s["limits"] = json!({"max_queue": 1, "timeout_ms": 60000, "max_rows": 20000});
+        s["scaling"] = json!({"max_workers": 1, "idle_seconds": 60});
+        s["batching"] = json!({"max_batch_size": 1, "max_wait_us": 0});
+        m.put(&format!("{base}/production"), &s).await.ok(StatusCode::OK);
+        // Binary tensors (Triton's extension) parse in no time, so the queue fills.
+        let rows = 20000usize;
+        let raw: Vec<u8> = (0..rows * 6).flat_map(|i| ((i % 97) as f32).to_le_bytes()).collect();
+        let head = json!({"inputs": [{"name": "input", "shape": [rows, 6], "datatype": "FP32", "parameters": {"binary_data_size": raw.len()}}]}).to_string();
+        let mut framed = head.clone().into_bytes();
+        framed.extend_from_slice(&raw);
+        let infer = format!("/v2/models/{}.income/infer", t.team);
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (m, infer, framed, len) = (m.clone(), infer.clone(), framed.clone(), head.len());
+            tasks.push(tokio::spawn(async move {
+                m.send(m.request(reqwest::Method::POST, &infer).header("Inference-Header-Content-Length", len).body(framed)).await
+            }));
+        }
+        let mut shed = 0;
+        for task in tasks {
+            let r = task.await.unwrap();
+            match r.status {
+                StatusCode::OK => {}
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert_eq!(r.body["code"], "overloaded", "{}", r.body);
+                    assert_eq!(r.headers["retry-after"], "1");
+                    shed += 1;
+                }
+                other => panic!("unexpected {other}: {}", r.body),
+            }
+        }
+        let big: Vec<Value> = (0..rows).map(|i| json!([20 + i % 50, 9, 0, 0, 40, i % 2])).collect();
+        let body = json!({"rows": big});
+        assert!(shed > 0, "a queue of one never shed a request among 16 concurrent ones");
+        let metrics = m.get(&format!("{base}/production/metrics")).await.ok(StatusCode::OK);
+        assert_eq!(metrics["errors"]["overloaded"].as_u64().unwrap(), shed);
+        // A timeout shorter than the work fails with `timeout`.
+        s["limits"] = json!({"timeout_ms": 1, "max_rows": 20000});
+        m.put(&format!("{base}/production"), &s).await.ok(StatusCode::OK);
+        let mut timed_out = false;
+        for _ in 0..5 {
+            let r = predict(&m, &base, body.clone()).await;
+            if r.status == StatusCode::GATEWAY_TIMEOUT {
+                assert_eq!(r.body["error"]["code"], "timeout");
+                timed_out = true;
+                break;
+            }
+        }
+        assert!(timed_out, "20000 rows never took more than 1 ms");
+    }
+}
