@@ -142,8 +142,8 @@ pub(crate) struct DeployArgs {
     model: String,
     #[arg(long, default_value = "production")]
     env: String,
-    /// A version to serve, or VERSION=PERCENT; repeat for a canary or A/B split.
-    #[arg(long = "version", required_unless_present = "spec")]
+    /// A version to serve (all traffic), or VERSION=PERCENT; repeat for a canary or A/B split.
+    #[arg(long = "traffic", value_name = "VERSION[=PERCENT]", required_unless_present = "spec")]
     versions: Vec<String>,
     /// A version that gets a copy of every request (answers logged, never returned).
     #[arg(long = "shadow")]
