@@ -63,6 +63,45 @@ impl Node {
     }
 }
 
+/// The evaluation form of a node: 16 bytes, every numeric split turned into `x <= t` on f32
+/// (exact for f32 inputs: see [`Ensemble::compile`]), NaN's branch fixed at load time.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct Fast {
+    t: f32,
+    /// Bits 0-28: feature index. Bit 31: leaf. Bit 30: NaN goes to `yes`. Bit 29: evaluate the
+    /// general [`Node`] instead (categorical, equality and zero-as-missing splits).
+    meta: u32,
+    yes: u32,
+    no: u32,
+}
+
+/// Rows walked down a tree together.
+const LANES: usize = 8;
+
+const LEAF: u32 = 1 << 31;
+const NAN_YES: u32 = 1 << 30;
+const SLOW: u32 = 1 << 29;
+const FEATURE: u32 = (1 << 29) - 1;
+
+/// The largest f32 that is `<= t`.
+fn f32_at_most(t: f64) -> f32 {
+    let c = t as f32;
+    if f64::from(c) > t { c.next_down() } else { c }
+}
+
+/// The largest f32 that is `< t`; NaN (which no `x <= NaN` satisfies) when there is none.
+fn f32_below(t: f64) -> f32 {
+    let c = f32_at_most(t);
+    if f64::from(c) != t {
+        c
+    } else if c == f32::NEG_INFINITY {
+        f32::NAN
+    } else {
+        c.next_down()
+    }
+}
+
 /// A whole ensemble, ready to evaluate.
 #[derive(Debug, Clone, Default)]
 pub struct Ensemble {
@@ -77,9 +116,30 @@ pub struct Ensemble {
     pub n_features: usize,
     /// The number of accumulated outputs (classes or regression targets).
     pub n_targets: usize,
+    /// The evaluation form of `nodes`, built by [`Ensemble::check`]. A leaf's `yes` and `no`
+    /// point at itself, so a walk that reached it stays there.
+    pub(crate) fast: Vec<Fast>,
+    /// `(first weight, count)` of each leaf, by node index.
+    pub(crate) leaf_range: Vec<(u32, u32)>,
+    /// Per tree: whether every split is a compiled one (the tree can be walked in lockstep).
+    pub(crate) lockstep: Vec<bool>,
 }
 
 const ZERO_THRESHOLD: f64 = 1e-35;
+
+/// Whether 0.0 takes the `yes` branch of a numeric split (where NaN goes when it counts as 0).
+fn cmp_zero(n: &Node) -> bool {
+    let t = n.threshold;
+    match n.cmp {
+        Cmp::Le => 0.0 <= t,
+        Cmp::Lt => 0.0 < t,
+        Cmp::Ge => 0.0 >= t,
+        Cmp::Gt => 0.0 > t,
+        Cmp::Eq => 0.0 == t,
+        Cmp::Ne => 0.0 != t,
+        Cmp::Leaf | Cmp::CatIn => false,
+    }
+}
 
 impl Ensemble {
     #[inline(always)]
@@ -118,8 +178,7 @@ impl Ensemble {
         }
     }
 
-    /// The leaf a row reaches in the tree rooted at `root`.
-    #[inline(always)]
+    /// The leaf a row reaches in the tree rooted at `root` (the general, reference walk).
     pub fn leaf_of(&self, root: u32, row: &[f32]) -> &Node {
         let mut node = &self.nodes[root as usize];
         while node.cmp != Cmp::Leaf {
@@ -129,14 +188,44 @@ impl Ensemble {
         node
     }
 
+    /// The index of the leaf a row reaches, on the compiled nodes.
+    #[inline(always)]
+    fn leaf_index(&self, root: u32, row: &[f32]) -> usize {
+        let fast = &self.fast;
+        let mut i = root as usize;
+        loop {
+            let n = fast[i];
+            if n.meta & (LEAF | SLOW) != 0 {
+                if n.meta & LEAF != 0 {
+                    return i;
+                }
+                let node = &self.nodes[i];
+                i = if self.decide(node, row) { node.yes } else { node.no } as usize;
+                continue;
+            }
+            let x = row[(n.meta & FEATURE) as usize];
+            i = if x <= n.t || (x.is_nan() && n.meta & NAN_YES != 0) { n.yes } else { n.no }
+                as usize;
+        }
+    }
+
     /// Adds every tree's leaf weights to `out` (`n_rows * n_targets`, row-major) for the rows in
     /// `features` (`n_rows * width`, row-major; `width >= n_features`).
+    ///
+    /// Rows go in blocks, and within a block tree by tree, so a tree's nodes stay in cache. A
+    /// tree is walked by [`LANES`] rows in lockstep: each step is a dependent load, and
+    /// independent walks side by side keep the core busy while each one waits for memory.
     pub fn accumulate(&self, features: &[f32], width: usize, out: &mut [f64]) {
         const BLOCK: usize = 64;
         assert!(
             width >= self.n_features,
             "rows of {width} values for a model reading {} features",
             self.n_features
+        );
+        assert_eq!(
+            self.fast.len(),
+            self.nodes.len(),
+            "an ensemble is evaluated after Ensemble::check"
         );
         let nf = width.max(1);
         let nt = self.n_targets;
@@ -145,24 +234,151 @@ impl Ensemble {
         let mut start = 0;
         while start < n_rows {
             let end = (start + BLOCK).min(n_rows);
-            for &root in &self.roots {
-                for r in start..end {
-                    let row = &features[r * nf..(r + 1) * nf];
-                    let leaf = self.leaf_of(root, row);
-                    let weights =
-                        &self.leaf_weights[leaf.yes as usize..(leaf.yes + leaf.no) as usize];
-                    let o = &mut out[r * nt..(r + 1) * nt];
-                    for &(target, w) in weights {
-                        o[target as usize] += w;
+            for (t, &root) in self.roots.iter().enumerate() {
+                let mut r = start;
+                if self.lockstep[t] && nf == width {
+                    while r + LANES <= end {
+                        let leaves = self.walk_lanes(root, features, nf, r);
+                        for (lane, &leaf) in leaves.iter().enumerate() {
+                            self.add_leaf(
+                                leaf as usize,
+                                &mut out[(r + lane) * nt..(r + lane + 1) * nt],
+                            );
+                        }
+                        r += LANES;
                     }
+                }
+                for r in r..end {
+                    let leaf = self.leaf_index(root, &features[r * nf..(r + 1) * nf]);
+                    self.add_leaf(leaf, &mut out[r * nt..(r + 1) * nt]);
                 }
             }
             start = end;
         }
     }
 
-    /// Checks every index the evaluator will follow, so evaluation cannot go out of bounds.
-    pub fn check(&self) -> Result<(), String> {
+    #[inline(always)]
+    fn add_leaf(&self, leaf: usize, o: &mut [f64]) {
+        let (first, count) = self.leaf_range[leaf];
+        if count == 1 {
+            let (target, w) = self.leaf_weights[first as usize];
+            o[target as usize] += w;
+        } else {
+            for &(target, w) in &self.leaf_weights[first as usize..(first + count) as usize] {
+                o[target as usize] += w;
+            }
+        }
+    }
+
+    /// Walks [`LANES`] rows from `first` down one tree together; answers their leaves.
+    ///
+    /// The one place Plinth reads without bounds checks, because it is the hottest loop of the
+    /// platform: every child index was checked against `fast.len()` and every feature index
+    /// against `n_features` by [`Ensemble::check`], `accumulate` asserts `width >= n_features`,
+    /// and a leaf's children are itself.
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    fn walk_lanes(&self, root: u32, features: &[f32], width: usize, first: usize) -> [u32; LANES] {
+        let fast = &self.fast;
+        let rows: [&[f32]; LANES] =
+            std::array::from_fn(|k| &features[(first + k) * width..(first + k + 1) * width]);
+        let mut idx = [root; LANES];
+        loop {
+            let mut moved = false;
+            for k in 0..LANES {
+                // SAFETY: see above; `idx[k]` is a root or a checked child, the feature is below
+                // `n_features <= width == rows[k].len()`.
+                let n = unsafe { *fast.get_unchecked(idx[k] as usize) };
+                let x = unsafe { *rows[k].get_unchecked((n.meta & FEATURE) as usize) };
+                let next =
+                    if x <= n.t || (x.is_nan() && n.meta & NAN_YES != 0) { n.yes } else { n.no };
+                moved |= next != idx[k];
+                idx[k] = next;
+            }
+            if !moved {
+                return idx;
+            }
+        }
+    }
+
+    /// Builds the evaluation form of every node. A numeric split of an f32 input `x` is exactly
+    /// `x <= t32` (or its negation, with the branches swapped) for the right f32 `t32`:
+    /// `x <= t` ⟺ `x <= largest f32 ≤ t`, `x < t` ⟺ `x <= largest f32 < t`, and `>=`, `>` are
+    /// the negations of those. Where a NaN goes is decided here, once.
+    fn compile(&mut self) {
+        self.fast = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let m = n.missing;
+                // Where the reference walk sends NaN.
+                let nan_yes = if m & missing::NAN_DEFAULT != 0 {
+                    m & missing::DEFAULT_YES != 0
+                } else if m & missing::NAN_AS_ZERO != 0 {
+                    let zero_default = m & missing::ZERO_DEFAULT != 0;
+                    if zero_default { m & missing::DEFAULT_YES != 0 } else { cmp_zero(n) }
+                } else {
+                    n.cmp == Cmp::Ne
+                };
+                let feature = n.feature & FEATURE;
+                let (t, swap) = match n.cmp {
+                    Cmp::Leaf => return Fast { t: f32::INFINITY, meta: LEAF, yes: 0, no: 0 },
+                    Cmp::Le => (f32_at_most(n.threshold), false),
+                    Cmp::Lt => (f32_below(n.threshold), false),
+                    Cmp::Ge => (f32_below(n.threshold), true),
+                    Cmp::Gt => (f32_at_most(n.threshold), true),
+                    Cmp::Eq | Cmp::Ne | Cmp::CatIn => {
+                        return Fast { t: 0.0, meta: SLOW | feature, yes: n.yes, no: n.no };
+                    }
+                };
+                if m & missing::ZERO_DEFAULT != 0 {
+                    return Fast { t: 0.0, meta: SLOW | feature, yes: n.yes, no: n.no };
+                }
+                let (yes, no, nan_to_first) =
+                    if swap { (n.no, n.yes, !nan_yes) } else { (n.yes, n.no, nan_yes) };
+                Fast { t, meta: feature | if nan_to_first { NAN_YES } else { 0 }, yes, no }
+            })
+            .collect();
+        for (i, f) in self.fast.iter_mut().enumerate() {
+            if f.meta & LEAF != 0 {
+                f.yes = i as u32;
+                f.no = i as u32;
+            }
+        }
+        self.leaf_range = self
+            .nodes
+            .iter()
+            .map(|n| if n.cmp == Cmp::Leaf { (n.yes, n.no) } else { (0, 0) })
+            .collect();
+        self.lockstep = self
+            .roots
+            .iter()
+            .map(|&root| {
+                let mut stack = vec![root as usize];
+                while let Some(i) = stack.pop() {
+                    let f = self.fast[i];
+                    if f.meta & SLOW != 0 {
+                        return false;
+                    }
+                    if f.meta & LEAF == 0 {
+                        stack.push(f.yes as usize);
+                        stack.push(f.no as usize);
+                    }
+                }
+                true
+            })
+            .collect();
+    }
+
+    /// Checks every index the evaluator will follow, so evaluation cannot go out of bounds, and
+    /// compiles the nodes for evaluation.
+    pub fn check(&mut self) -> Result<(), String> {
+        self.check_indices()?;
+        self.compile();
+        Ok(())
+    }
+
+    fn check_indices(&self) -> Result<(), String> {
         let n = self.nodes.len() as u64;
         for (i, node) in self.nodes.iter().enumerate() {
             match node.cmp {
@@ -172,6 +388,12 @@ impl Ensemble {
                     }
                 }
                 cmp => {
+                    if node.feature > FEATURE {
+                        return Err(format!(
+                            "node {i} reads feature {}, beyond what Plinth evaluates",
+                            node.feature
+                        ));
+                    }
                     if node.feature as usize >= self.n_features {
                         return Err(format!(
                             "node {i} reads feature {} of {}",
@@ -205,6 +427,12 @@ mod tests {
     use super::*;
 
     fn stump(cmp: Cmp, missing: u8) -> Ensemble {
+        let mut e = raw_stump(cmp, missing);
+        e.check().unwrap();
+        e
+    }
+
+    fn raw_stump(cmp: Cmp, missing: u8) -> Ensemble {
         Ensemble {
             nodes: vec![
                 Node { threshold: 1.0, feature: 0, yes: 1, no: 2, cmp, missing },
@@ -216,6 +444,9 @@ mod tests {
             cat_sets: vec![vec![0b1010]],
             n_features: 1,
             n_targets: 1,
+            fast: vec![],
+            leaf_range: vec![],
+            lockstep: vec![],
         }
     }
 
@@ -247,8 +478,9 @@ mod tests {
 
     #[test]
     fn categorical_splits_test_set_membership() {
-        let mut e = stump(Cmp::CatIn, 0);
+        let mut e = raw_stump(Cmp::CatIn, 0);
         e.nodes[0].threshold = 0.0;
+        e.check().unwrap();
         assert_eq!(eval(&e, 1.0), 10.0);
         assert_eq!(eval(&e, 3.0), 10.0);
         assert_eq!(eval(&e, 2.0), 20.0);
@@ -258,11 +490,67 @@ mod tests {
 
     #[test]
     fn check_refuses_dangling_indices() {
-        let mut e = stump(Cmp::Le, 0);
+        let mut e = raw_stump(Cmp::Le, 0);
         e.nodes[0].no = 9;
         assert!(e.check().is_err());
-        let mut e = stump(Cmp::Le, 0);
+        let mut e = raw_stump(Cmp::Le, 0);
         e.nodes[0].feature = 3;
         assert!(e.check().is_err());
+    }
+
+    /// The compiled walk reaches the same leaf as the reference walk, for every operator and
+    /// missing-value rule, on thresholds that are and are not f32 values, and on inputs at,
+    /// just around, and far from them, NaN and infinities included.
+    #[test]
+    fn compiled_splits_decide_like_the_reference() {
+        use missing::*;
+        let thresholds = [
+            1.0,
+            0.1,
+            -0.1,
+            0.0,
+            1e-40,
+            3.4e38,
+            1e300,
+            -1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            2.5000000000000004,
+        ];
+        let flags = [
+            0,
+            NAN_DEFAULT,
+            NAN_DEFAULT | DEFAULT_YES,
+            NAN_AS_ZERO,
+            NAN_AS_ZERO | ZERO_DEFAULT | DEFAULT_YES,
+        ];
+        for cmp in [Cmp::Le, Cmp::Lt, Cmp::Ge, Cmp::Gt, Cmp::Eq, Cmp::Ne] {
+            for &t in &thresholds {
+                for &m in &flags {
+                    let mut e = raw_stump(cmp, m);
+                    e.nodes[0].threshold = t;
+                    e.check().unwrap();
+                    let t32 = t as f32;
+                    let xs = [
+                        t32,
+                        t32.next_up(),
+                        t32.next_down(),
+                        0.0,
+                        -0.0,
+                        1e-38,
+                        f32::NAN,
+                        f32::INFINITY,
+                        f32::NEG_INFINITY,
+                        7.0,
+                        -7.0,
+                    ];
+                    for x in xs {
+                        let reference = e.leaf_of(0, &[x]).yes;
+                        let compiled = e.leaf_range[e.leaf_index(0, &[x])].0;
+                        assert_eq!(compiled, reference, "{cmp:?} t={t} flags={m} x={x}");
+                    }
+                }
+            }
+        }
     }
 }

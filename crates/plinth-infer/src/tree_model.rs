@@ -109,28 +109,32 @@ pub fn apply_link(link: Link, row: &mut [f64]) {
 }
 
 /// Finds the float matrix input: the single input, or one named `input`.
-pub fn feature_matrix(
-    inputs: &[(&str, Tensor)],
+pub fn feature_matrix<'a>(
+    inputs: &[(&str, &'a Tensor)],
     n_features: usize,
-) -> Result<(Vec<f32>, usize), InferError> {
+) -> Result<(std::borrow::Cow<'a, [f32]>, usize), InferError> {
     let (name, tensor) = match inputs {
-        [one] => one,
-        _ => inputs.iter().find(|(n, _)| *n == "input").ok_or_else(|| {
-            InferError::new(
-                "inputs",
-                format!("expected one input named 'input', got {}", inputs.len()),
-            )
-        })?,
+        [one] => *one,
+        _ => inputs
+            .iter()
+            .find(|(n, _)| *n == "input")
+            .ok_or_else(|| {
+                InferError::new(
+                    "inputs",
+                    format!("expected one input named 'input', got {}", inputs.len()),
+                )
+            })?
+            .to_owned(),
     };
     let (rows, cols) = tensor.rows_cols();
     if tensor.shape.len() != 2 || cols != n_features {
         return Err(InferError::new(
-            *name,
+            name,
             format!("expected shape [N, {n_features}], got {:?}", tensor.shape),
         ));
     }
-    let values = tensor.data.to_f32().ok_or_else(|| {
-        InferError::new(*name, format!("expected numbers, got {}", tensor.data.type_name()))
+    let values = tensor.data.as_f32().ok_or_else(|| {
+        InferError::new(name, format!("expected numbers, got {}", tensor.data.type_name()))
     })?;
     Ok((values, rows))
 }
@@ -144,7 +148,7 @@ impl Model for TreeModel {
         &self.outputs
     }
 
-    fn run(&self, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>, InferError> {
+    fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<(String, Tensor)>, InferError> {
         let (features, n_rows) = feature_matrix(inputs, self.ensemble.n_features)?;
         let scores = self.scores(&features);
         Ok(match self.kind {

@@ -88,7 +88,7 @@ fn every_model_matches_its_source_library() {
         let (x, n, cols) = rows(&exp);
         let input = model.inputs()[0].name.clone();
         let out = model
-            .run(&[(input.as_str(), Tensor::f32(vec![n, cols], x))])
+            .run(&[(input.as_str(), &Tensor::f32(vec![n, cols], x))])
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(out.len(), model.outputs().len(), "{name}: outputs");
         let task = exp["task"].as_str().unwrap();
@@ -173,12 +173,12 @@ fn odd_inputs_never_crash_a_model() {
             })
             .collect();
         let out = model
-            .run(&[("input", Tensor::f32(vec![n, cols], x))])
+            .run(&[("input", &Tensor::f32(vec![n, cols], x))])
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(out.iter().all(|(_, t)| t.shape[0] == n), "{name}");
         // Wrong width and wrong type are errors, not panics.
         assert!(
-            model.run(&[("input", Tensor::f32(vec![1, cols + 1], vec![0.0; cols + 1]))]).is_err(),
+            model.run(&[("input", &Tensor::f32(vec![1, cols + 1], vec![0.0; cols + 1]))]).is_err(),
             "{name}"
         );
     }

@@ -99,8 +99,12 @@ pub fn classify_json_error(
     }
 }
 
-/// Parses JSON bytes into `T`, with field-naming errors.
+/// Parses JSON bytes into `T`, with field-naming errors. The common case (valid input) parses
+/// once without tracking paths; only a failure parses again to name the field.
 pub fn parse_json<T: DeserializeOwned>(prefix: &str, bytes: &[u8]) -> Result<T, Error> {
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value =
         serde_path_to_error::deserialize(&mut de).map_err(|e| classify_json_error(prefix, e))?;

@@ -2,22 +2,21 @@
 //! hourly JSON-lines files under `data_dir/predictions/<deployment id>/`. It is the source of
 //! monitoring, label feedback and billing.
 //!
-//! Never on the hot path's critical section: requests hand records to a bounded buffer without
-//! waiting; a full buffer drops the record and counts it. One writer thread serializes, appends
-//! and fsyncs in batches.
+//! Never on the hot path's critical section: requests push records into a bounded buffer (a
+//! short, uncontended lock; no wake-up of another thread); a full buffer drops the record and
+//! counts it. A writer thread drains the buffer every 20 ms (small slices of work, so it never holds a core for long), serializes, appends and fsyncs.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plinth_api::serving::PredictionRecord;
 use serde_json::{Value, json};
 
-use super::tensor::Tensor;
+use super::tensor::{Data, Tensor};
 use crate::util::micros_to_time;
 
 /// A record on its way to the log.
@@ -33,58 +32,78 @@ pub struct Entry {
     pub latency_us: u64,
 }
 
-enum Msg {
-    Entry(Box<Entry>),
-    Flush(std::sync::mpsc::Sender<()>),
-}
-
 pub struct PredictionLog {
     dir: PathBuf,
-    tx: SyncSender<Msg>,
+    /// Records waiting for the writer; appending never waits for disk.
+    queue: Mutex<Vec<Entry>>,
+    /// Open files, by (deployment, hour); held while writing.
+    files: Mutex<HashMap<(String, i64), std::io::BufWriter<std::fs::File>>>,
     dropped: Mutex<HashMap<String, u64>>,
     pub dropped_total: AtomicU64,
 }
 
+/// Records buffered at most; beyond that new records are dropped (and counted).
 const CAPACITY: usize = 65_536;
+/// How often the writer drains the buffer and fsyncs.
+const INTERVAL: Duration = Duration::from_millis(20);
 
 impl PredictionLog {
     pub fn open(dir: PathBuf) -> std::io::Result<Arc<PredictionLog>> {
         std::fs::create_dir_all(&dir)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(CAPACITY);
-        let writer_dir = dir.clone();
-        std::thread::Builder::new()
-            .name("plinth-predlog".into())
-            .spawn(move || write_loop(&writer_dir, rx))?;
-        Ok(Arc::new(PredictionLog {
+        let log = Arc::new(PredictionLog {
             dir,
-            tx,
+            queue: Mutex::new(Vec::new()),
+            files: Mutex::new(HashMap::new()),
             dropped: Mutex::new(HashMap::new()),
             dropped_total: AtomicU64::new(0),
-        }))
+        });
+        let weak = Arc::downgrade(&log);
+        std::thread::Builder::new().name("plinth-predlog".into()).spawn(move || {
+            loop {
+                std::thread::sleep(INTERVAL);
+                let Some(log) = weak.upgrade() else { return };
+                log.flush();
+            }
+        })?;
+        Ok(log)
     }
 
     /// Hands a record to the writer without waiting; a full buffer drops it (and counts it).
     pub fn append(&self, entry: Entry) {
-        let deployment = entry.deployment_id.clone();
-        match self.tx.try_send(Msg::Entry(Box::new(entry))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped_total.fetch_add(1, Ordering::Relaxed);
-                *self.dropped.lock().expect("dropped lock").entry(deployment).or_default() += 1;
-            }
+        let mut queue = self.queue.lock().expect("log queue");
+        if queue.len() < CAPACITY {
+            queue.push(entry);
+            return;
         }
+        drop(queue);
+        self.dropped_total.fetch_add(1, Ordering::Relaxed);
+        *self.dropped.lock().expect("dropped lock").entry(entry.deployment_id).or_default() += 1;
     }
 
     pub fn dropped(&self, deployment_id: &str) -> u64 {
         self.dropped.lock().expect("dropped lock").get(deployment_id).copied().unwrap_or(0)
     }
 
-    /// Waits until everything handed over so far is on disk.
+    /// Writes and fsyncs everything handed over so far.
     pub fn flush(&self) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        if self.tx.send(Msg::Flush(tx)).is_ok() {
-            let _ = rx.recv_timeout(Duration::from_secs(10));
+        let mut files = self.files.lock().expect("log files");
+        let batch = std::mem::take(&mut *self.queue.lock().expect("log queue"));
+        if batch.is_empty() {
+            return;
         }
+        for e in &batch {
+            if let Err(err) = write_entry(&self.dir, &mut files, e) {
+                tracing::error!(error = %err, "cannot write the prediction log");
+            }
+        }
+        for w in files.values_mut() {
+            if let Err(e) = w.flush().and_then(|_| w.get_ref().sync_data()) {
+                tracing::error!(error = %e, "cannot write the prediction log");
+            }
+        }
+        // Close the files of past hours.
+        let now_hour = crate::util::now_micros().div_euclid(3_600_000_000);
+        files.retain(|(_, h), _| *h >= now_hour - 1);
     }
 
     /// Records of a deployment in `[since, until)` (microseconds), oldest first, at most `limit`.
@@ -135,8 +154,8 @@ impl PredictionLog {
                     version: v["version"].as_u64().unwrap_or(0) as u32,
                     shadow: v["shadow"].as_bool().unwrap_or(false),
                     caller: v["caller"].as_str().unwrap_or_default().to_string(),
-                    inputs: v["inputs"].clone(),
-                    outputs: v["outputs"].clone(),
+                    inputs: read_tensors(&v["inputs"]),
+                    outputs: read_tensors(&v["outputs"]),
                     error: v["error"].as_str().map(str::to_string),
                     latency_us: v["latency_us"].as_u64().unwrap_or(0),
                 });
@@ -149,80 +168,127 @@ impl PredictionLog {
     }
 }
 
-fn tensors_json(tensors: &[(String, Tensor)]) -> Value {
-    Value::Object(tensors.iter().map(|(n, t)| (n.clone(), t.to_json())).collect())
+/// Writes tensors compactly: numbers as base64 of their little-endian bytes (formatting floats as
+/// text would cost more than the prediction itself).
+fn write_tensors(out: &mut String, tensors: &[(String, Tensor)]) {
+    use base64::Engine;
+    use std::fmt::Write as _;
+    out.push('{');
+    for (i, (name, t)) in tensors.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{}:{{\"shape\":{},", json!(name), json!(t.shape));
+        let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let (dt, body) = match &t.data {
+            Data::F32(v) => ("FP32", json!(b64(v.iter().flat_map(|x| x.to_le_bytes()).collect()))),
+            Data::F64(v) => ("FP64", json!(b64(v.iter().flat_map(|x| x.to_le_bytes()).collect()))),
+            Data::I64(v) => ("INT64", json!(b64(v.iter().flat_map(|x| x.to_le_bytes()).collect()))),
+            Data::I32(v) => ("INT32", json!(b64(v.iter().flat_map(|x| x.to_le_bytes()).collect()))),
+            Data::Bool(v) => ("BOOL", json!(b64(v.iter().map(|&b| u8::from(b)).collect()))),
+            Data::Str(v) => ("BYTES", json!(v)),
+        };
+        let _ = write!(out, "\"datatype\":\"{dt}\",\"b64\":{body}}}");
+    }
+    out.push('}');
 }
 
-fn write_loop(dir: &Path, rx: Receiver<Msg>) {
-    let mut files: HashMap<(String, i64), std::io::BufWriter<std::fs::File>> = HashMap::new();
-    let mut pending = 0usize;
-    loop {
-        let msg = rx.recv_timeout(Duration::from_millis(200));
-        match msg {
-            Ok(Msg::Entry(e)) => {
-                let hour = e.at_micros.div_euclid(3_600_000_000);
-                let key = (e.deployment_id.clone(), hour);
-                if !files.contains_key(&key) {
-                    let d = dir.join(&e.deployment_id);
-                    let opened = std::fs::create_dir_all(&d).and_then(|_| {
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(d.join(format!("{hour}.jsonl")))
-                    });
-                    match opened {
-                        Ok(f) => {
-                            files.insert(key.clone(), std::io::BufWriter::new(f));
-                        }
-                        Err(err) => {
-                            tracing::error!(error = %err, "cannot open the prediction log");
-                            continue;
-                        }
-                    }
-                }
-                let (outputs, error) = match &e.outputs {
-                    Ok(o) => (tensors_json(o), Value::Null),
-                    Err(m) => (Value::Null, json!(m)),
-                };
-                let line = json!({
-                    "at_us": e.at_micros, "request_id": e.request_id, "version": e.version, "shadow": e.shadow,
-                    "caller": e.caller, "inputs": tensors_json(&e.inputs), "outputs": outputs, "error": error,
-                    "latency_us": e.latency_us,
-                });
-                let w = files.get_mut(&key).expect("opened above");
-                let _ = writeln!(w, "{line}");
-                pending += 1;
-                if pending >= 4096 {
-                    sync(&mut files);
-                    pending = 0;
-                }
-            }
-            Ok(Msg::Flush(ack)) => {
-                sync(&mut files);
-                pending = 0;
-                let _ = ack.send(());
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                if pending > 0 {
-                    sync(&mut files);
-                    pending = 0;
-                }
-                // Close files of past hours.
-                let now_hour = crate::util::now_micros().div_euclid(3_600_000_000);
-                files.retain(|(_, h), _| *h >= now_hour - 1);
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                sync(&mut files);
-                return;
-            }
+/// Reads tensors written by [`write_tensors`] back as `{"name": {"shape", "data"}}`.
+fn read_tensors(v: &Value) -> Value {
+    use base64::Engine;
+    let Some(map) = v.as_object() else { return Value::Null };
+    let mut out = serde_json::Map::new();
+    for (name, t) in map {
+        let shape: Vec<usize> = t["shape"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|d| d.as_u64().map(|x| x as usize)).collect())
+            .unwrap_or_default();
+        let bytes = t["b64"]
+            .as_str()
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            .unwrap_or_default();
+        let data = match t["datatype"].as_str().unwrap_or("") {
+            "FP32" => Data::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                    .collect(),
+            ),
+            "FP64" => Data::F64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
+                    .collect(),
+            ),
+            "INT64" => Data::I64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+                    .collect(),
+            ),
+            "INT32" => Data::I32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().expect("4")))
+                    .collect(),
+            ),
+            "BOOL" => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            _ => Data::Str(
+                t["b64"]
+                    .as_array()
+                    .map(|a| a.iter().map(|s| s.as_str().unwrap_or_default().to_string()).collect())
+                    .unwrap_or_default(),
+            ),
+        };
+        if shape.iter().product::<usize>() != data.len() {
+            continue;
         }
+        out.insert(name.clone(), Tensor::new(shape, data).to_json());
     }
+    Value::Object(out)
 }
 
-fn sync(files: &mut HashMap<(String, i64), std::io::BufWriter<std::fs::File>>) {
-    for w in files.values_mut() {
-        if let Err(e) = w.flush().and_then(|_| w.get_ref().sync_data()) {
-            tracing::error!(error = %e, "cannot write the prediction log");
+fn write_entry(
+    dir: &Path,
+    files: &mut HashMap<(String, i64), std::io::BufWriter<std::fs::File>>,
+    e: &Entry,
+) -> std::io::Result<()> {
+    let hour = e.at_micros.div_euclid(3_600_000_000);
+    let key = (e.deployment_id.clone(), hour);
+    if !files.contains_key(&key) {
+        let d = dir.join(&e.deployment_id);
+        std::fs::create_dir_all(&d)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join(format!("{hour}.jsonl")))?;
+        files.insert(key.clone(), std::io::BufWriter::new(f));
+    }
+    let mut line = String::with_capacity(256);
+    {
+        use std::fmt::Write as _;
+        let _ = write!(
+            line,
+            "{{\"at_us\":{},\"request_id\":{},\"version\":{},\"shadow\":{},\"caller\":{},\"latency_us\":{},\"inputs\":",
+            e.at_micros,
+            json!(e.request_id),
+            e.version,
+            e.shadow,
+            json!(e.caller),
+            e.latency_us
+        );
+    }
+    write_tensors(&mut line, &e.inputs);
+    match &e.outputs {
+        Ok(o) => {
+            line.push_str(",\"outputs\":");
+            write_tensors(&mut line, o);
+        }
+        Err(m) => {
+            line.push_str(",\"outputs\":null,\"error\":");
+            line.push_str(&json!(m).to_string());
         }
     }
+    line.push_str("}\n");
+    files.get_mut(&key).expect("opened above").write_all(line.as_bytes())
 }

@@ -327,7 +327,7 @@ impl Runner {
 }
 
 fn run(model: &dyn Model, inputs: &[(String, Tensor)]) -> Result<Outputs> {
-    let named: Vec<(&str, Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let named: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
     model.run(&named).map_err(|e| Error::invalid(format!("inputs.{}", e.field), e.reason))
 }
 

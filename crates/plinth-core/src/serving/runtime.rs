@@ -30,7 +30,7 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     /// The outputs it answers.
     fn outputs(&self) -> &[TensorSpec];
     /// Runs the model on named inputs and answers every output, in [`Model::outputs`] order.
-    fn run(&self, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>, InferError>;
+    fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<(String, Tensor)>, InferError>;
 }
 
 /// Loads model artifacts into runnable models.

@@ -38,6 +38,14 @@ impl Data {
         }
     }
 
+    /// The values as f32, borrowed when they already are (numbers convert; strings do not).
+    pub fn as_f32(&self) -> Option<std::borrow::Cow<'_, [f32]>> {
+        match self {
+            Data::F32(v) => Some(std::borrow::Cow::Borrowed(v)),
+            other => other.to_f32().map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// The values as f32 (numbers convert; strings and booleans do not).
     pub fn to_f32(&self) -> Option<Vec<f32>> {
         Some(match self {

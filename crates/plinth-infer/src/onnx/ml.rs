@@ -512,7 +512,7 @@ fn input<'a>(args: &[Option<&'a Tensor>], i: usize) -> R<&'a Tensor> {
 }
 
 /// A float matrix `[rows, cols]` from a 1-D or 2-D input.
-fn matrix(t: &Tensor) -> R<(Vec<f32>, usize, usize)> {
+fn matrix(t: &Tensor) -> R<(std::borrow::Cow<'_, [f32]>, usize, usize)> {
     let (rows, cols) = t.rows_cols();
     Ok((floats(t)?, rows, cols))
 }
@@ -669,7 +669,8 @@ pub(crate) fn run(op: &MlOp, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         }
         MlOp::Imputer { values, replaced } => {
             let t = input(args, 0)?;
-            let (mut x, _, cols) = matrix(t)?;
+            let (x, _, cols) = matrix(t)?;
+            let mut x = x.into_owned();
             if values.len() > 1 && values.len() != cols {
                 return Err(format!("Imputer has {} values for {cols} features", values.len()));
             }
@@ -702,7 +703,7 @@ pub(crate) fn run(op: &MlOp, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             let x = floats(t)?;
             Ok(vec![Tensor::f32(
                 t.shape.clone(),
-                x.into_iter().map(|v| if f64::from(v) > *threshold { 1.0 } else { 0.0 }).collect(),
+                x.iter().map(|&v| if f64::from(v) > *threshold { 1.0 } else { 0.0 }).collect(),
             )])
         }
         MlOp::ArrayFeatureExtractor => {

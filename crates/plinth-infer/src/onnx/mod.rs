@@ -6,6 +6,7 @@
 mod ml;
 mod ops;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use plinth_api::registry::{DataType, TensorSpec};
@@ -290,7 +291,7 @@ fn output_spec(o: &proto::ValueInfo, steps: &[Step], slot: usize) -> TensorSpec 
 
 /// Checks an input against its declared shape (fixed dimensions only) and converts numbers to
 /// the declared element type.
-fn conform(spec: &TensorSpec, t: &Tensor) -> Result<Tensor, InferError> {
+fn conform<'a>(spec: &TensorSpec, t: &'a Tensor) -> Result<Cow<'a, Tensor>, InferError> {
     if !spec.shape.is_empty() {
         let fits = spec.shape.len() == t.shape.len()
             && spec.shape.iter().zip(&t.shape).all(|(&d, &n)| d < 0 || d as usize == n);
@@ -312,7 +313,7 @@ fn conform(spec: &TensorSpec, t: &Tensor) -> Result<Tensor, InferError> {
         | (DataType::Fp64, Data::F64(_))
         | (DataType::Int64, Data::I64(_))
         | (DataType::Bytes, Data::Str(_)) => {
-            return Ok(t.clone());
+            return Ok(Cow::Borrowed(t));
         }
         (DataType::Fp32, d) => Data::F32(d.to_f32().ok_or_else(wrong)?),
         (DataType::Fp64, d) => {
@@ -321,7 +322,7 @@ fn conform(spec: &TensorSpec, t: &Tensor) -> Result<Tensor, InferError> {
         (DataType::Int64, Data::I32(v)) => Data::I64(v.iter().map(|&x| i64::from(x)).collect()),
         _ => return Err(wrong()),
     };
-    Ok(Tensor::new(t.shape.clone(), data))
+    Ok(Cow::Owned(Tensor::new(t.shape.clone(), data)))
 }
 
 impl Model for OnnxModel {
@@ -333,13 +334,15 @@ impl Model for OnnxModel {
         &self.outputs
     }
 
-    fn run(&self, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>, InferError> {
-        let mut values = self.constants.clone();
+    fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<(String, Tensor)>, InferError> {
+        // Initializers and inputs are borrowed; only what the nodes compute is owned.
+        let mut values: Vec<Slot<'_>> =
+            self.constants.iter().map(|c| c.as_ref().map_or(Slot::Empty, Slot::Ref)).collect();
         for (name, slot, _) in &self.input_slots {
-            let tensor = match inputs {
+            let tensor: &Tensor = match inputs {
                 [(_, only)] if self.input_slots.len() == 1 => only,
                 _ => {
-                    &inputs
+                    inputs
                         .iter()
                         .find(|(n, _)| n == name)
                         .ok_or_else(|| InferError::new(name.clone(), "missing input"))?
@@ -348,27 +351,54 @@ impl Model for OnnxModel {
             };
             let spec =
                 self.inputs.iter().find(|s| &s.name == name).expect("every input slot has a spec");
-            values[*slot] = Some(conform(spec, tensor)?);
+            values[*slot] = match conform(spec, tensor)? {
+                Cow::Borrowed(t) => Slot::Ref(t),
+                Cow::Owned(t) => Slot::Own(t),
+            };
         }
         for (k, step) in self.steps.iter().enumerate() {
             let args: Vec<Option<&Tensor>> =
-                step.inputs.iter().map(|s| s.and_then(|s| values[s].as_ref())).collect();
+                step.inputs.iter().map(|s| s.and_then(|s| values[s].get())).collect();
             let outs = ops::run(&step.op, &args).map_err(|reason| {
                 InferError::new("input", format!("step {k} ({}): {reason}", step.op.name()))
             })?;
             for (slot, t) in step.outputs.iter().zip(outs) {
-                values[*slot] = Some(t);
+                values[*slot] = Slot::Own(t);
             }
         }
         self.output_slots
             .iter()
             .zip(&self.outputs)
             .map(|(slot, spec)| {
-                let t = values[*slot].take().ok_or_else(|| {
-                    InferError::new(spec.name.clone(), "the graph did not produce this output")
-                })?;
+                let t = match std::mem::replace(&mut values[*slot], Slot::Empty) {
+                    Slot::Own(t) => t,
+                    Slot::Ref(t) => t.clone(),
+                    Slot::Empty => {
+                        return Err(InferError::new(
+                            spec.name.clone(),
+                            "the graph did not produce this output",
+                        ));
+                    }
+                };
                 Ok((spec.name.clone(), t))
             })
             .collect()
+    }
+}
+
+/// A value slot during one run.
+enum Slot<'a> {
+    Empty,
+    Ref(&'a Tensor),
+    Own(Tensor),
+}
+
+impl Slot<'_> {
+    fn get(&self) -> Option<&Tensor> {
+        match self {
+            Slot::Empty => None,
+            Slot::Ref(t) => Some(t),
+            Slot::Own(t) => Some(t),
+        }
     }
 }

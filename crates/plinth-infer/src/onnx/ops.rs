@@ -113,9 +113,9 @@ fn arg<'a>(args: &[Option<&'a Tensor>], i: usize, op: &str) -> R<&'a Tensor> {
     args.get(i).copied().flatten().ok_or_else(|| format!("{op} needs input {i}"))
 }
 
-/// f32 view of a float tensor (the dtype most tabular graphs use).
-pub(crate) fn floats(t: &Tensor) -> R<Vec<f32>> {
-    t.data.to_f32().ok_or_else(|| format!("expected a numeric tensor, got {}", t.data.type_name()))
+/// f32 view of a float tensor (the dtype most tabular graphs use), borrowed when it is f32.
+pub(crate) fn floats(t: &Tensor) -> R<std::borrow::Cow<'_, [f32]>> {
+    t.data.as_f32().ok_or_else(|| format!("expected a numeric tensor, got {}", t.data.type_name()))
 }
 
 fn to_f64(d: &Data) -> R<Vec<f64>> {
@@ -400,7 +400,7 @@ pub(crate) fn run(op: &Op, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         // A sequence of maps is not a tensor: serve the probability matrix it would be built from.
         Op::ZipMap { .. } => {
             let t = arg(args, 0, name)?;
-            vec![Tensor::new(t.shape.clone(), Data::F32(floats(t)?))]
+            vec![Tensor::new(t.shape.clone(), Data::F32(floats(t)?.into_owned()))]
         }
         Op::Ml(m) => ml::run(m, args)?,
     })

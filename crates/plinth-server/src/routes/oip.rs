@@ -393,7 +393,99 @@ struct InferInput {
     #[serde(default)]
     parameters: Map<String, Value>,
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<Flat>,
+}
+
+/// A tensor's `data`, flattened while it is parsed (no intermediate JSON tree: this is the hot
+/// path of JSON inference).
+#[derive(Default)]
+struct Flat {
+    nums: Vec<Num>,
+    bools: Vec<bool>,
+    strings: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    fn f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+}
+
+impl Flat {
+    fn len(&self) -> usize {
+        self.nums.len() + self.bools.len() + self.strings.len()
+    }
+}
+
+impl<'de> Deserialize<'de> for Flat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut flat = Flat::default();
+        d.deserialize_any(FlatVisitor(&mut flat))?;
+        Ok(flat)
+    }
+}
+
+struct FlatVisitor<'a>(&'a mut Flat);
+
+impl<'de> serde::de::Visitor<'de> for FlatVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("numbers, booleans or strings, in (nested) arrays")
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.nums.push(Num::Int(v));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.nums.push(if let Ok(i) = i64::try_from(v) {
+            Num::Int(i)
+        } else {
+            Num::Float(v as f64)
+        });
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.0.nums.push(Num::Float(v));
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.bools.push(v);
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.strings.push(v.to_string());
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(FlatSeed(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+struct FlatSeed<'a>(&'a mut Flat);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FlatSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(FlatVisitor(self.0))
+    }
 }
 
 #[derive(Deserialize)]
@@ -405,13 +497,6 @@ struct RequestedOutput {
 
 fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> OipError {
     OipError(Error::invalid(field, reason))
-}
-
-fn flatten(v: &Value, out: &mut Vec<Value>) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
-        other => out.push(other.clone()),
-    }
 }
 
 fn half_to_f32(h: u16) -> f32 {
@@ -590,64 +675,47 @@ fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<T
             "missing (send data, or binary_data_size with the binary extension)",
         )
     })?;
-    let mut flat = Vec::with_capacity(n);
-    flatten(data, &mut flat);
-    if flat.len() != n {
+    if data.len() != n {
         return Err(invalid(
             format!("{field}.data"),
-            format!("{} values for shape {shape:?} ({n} expected)", flat.len()),
+            format!("{} values for shape {shape:?} ({n} expected)", data.len()),
         ));
     }
-    let num = |j: usize, v: &Value| {
-        v.as_f64().ok_or_else(|| {
-            invalid(
-                format!("{field}.data[{j}]"),
-                format!("expected a number for {}", input.datatype),
-            )
-        })
+    let kinds = [!data.nums.is_empty(), !data.bools.is_empty(), !data.strings.is_empty()]
+        .iter()
+        .filter(|k| **k)
+        .count();
+    let wrong = |what: &str| {
+        invalid(format!("{field}.data"), format!("expected {what} for {}", input.datatype))
     };
-    let int = |j: usize, v: &Value| {
-        v.as_i64().ok_or_else(|| {
-            invalid(
-                format!("{field}.data[{j}]"),
-                format!("expected an integer for {}", input.datatype),
-            )
-        })
-    };
+    let all_numbers = data.len() == data.nums.len();
     let data = match input.datatype.as_str() {
-        "FP32" | "FP16" | "BF16" => Data::F32(
-            flat.iter()
-                .enumerate()
-                .map(|(j, v)| num(j, v).map(|x| x as f32))
-                .collect::<Result<_, _>>()?,
-        ),
-        "FP64" => {
-            Data::F64(flat.iter().enumerate().map(|(j, v)| num(j, v)).collect::<Result<_, _>>()?)
+        "FP32" | "FP16" | "BF16" if kinds <= 1 && all_numbers => {
+            Data::F32(data.nums.iter().map(|x| x.f64() as f32).collect())
         }
-        "INT64" | "UINT64" | "UINT32" => {
-            Data::I64(flat.iter().enumerate().map(|(j, v)| int(j, v)).collect::<Result<_, _>>()?)
+        "FP64" if kinds <= 1 && all_numbers => {
+            Data::F64(data.nums.iter().map(|x| x.f64()).collect())
         }
-        "INT32" | "INT16" | "INT8" | "UINT16" | "UINT8" => Data::I32(
-            flat.iter()
-                .enumerate()
-                .map(|(j, v)| int(j, v).map(|x| x as i32))
+        "INT64" | "UINT64" | "UINT32" if all_numbers => Data::I64(
+            data.nums
+                .iter()
+                .map(|x| if let Num::Int(i) = x { Ok(*i) } else { Err(wrong("integers")) })
                 .collect::<Result<_, _>>()?,
         ),
-        "BOOL" => Data::Bool(
-            flat.iter()
-                .enumerate()
-                .map(|(j, v)| {
-                    v.as_bool().ok_or_else(|| {
-                        invalid(format!("{field}.data[{j}]"), "expected true or false")
-                    })
-                })
+        "INT32" | "INT16" | "INT8" | "UINT16" | "UINT8" if all_numbers => Data::I32(
+            data.nums
+                .iter()
+                .map(|x| if let Num::Int(i) = x { Ok(*i as i32) } else { Err(wrong("integers")) })
                 .collect::<Result<_, _>>()?,
         ),
-        "BYTES" => Data::Str(
-            flat.iter()
-                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
-                .collect(),
-        ),
+        "BOOL" if data.len() == data.bools.len() => Data::Bool(data.bools.clone()),
+        "BYTES" if data.len() == data.strings.len() => Data::Str(data.strings.clone()),
+        "FP32" | "FP16" | "BF16" | "FP64" => return Err(wrong("a number")),
+        "INT64" | "UINT64" | "UINT32" | "INT32" | "INT16" | "INT8" | "UINT16" | "UINT8" => {
+            return Err(wrong("integers"));
+        }
+        "BOOL" => return Err(wrong("true or false")),
+        "BYTES" => return Err(wrong("strings")),
         other => {
             return Err(invalid(
                 format!("{field}.datatype"),
@@ -669,29 +737,60 @@ fn out_datatype(d: &Data) -> &'static str {
     }
 }
 
-fn raw_bytes(d: &Data) -> Vec<u8> {
+/// Appends a tensor's raw little-endian bytes (Triton's binary framing).
+fn append_raw(d: &Data, out: &mut Vec<u8>) {
     match d {
-        Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-        Data::Str(v) => v
-            .iter()
-            .flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes()))
-            .collect(),
+        Data::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+        Data::Str(v) => v.iter().for_each(|s| {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }),
     }
 }
 
-fn json_data(d: &Data) -> Value {
-    let f = |x: f64| serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null);
-    match d {
-        Data::F32(v) => Value::Array(v.iter().map(|&x| f(f64::from(x))).collect()),
-        Data::F64(v) => Value::Array(v.iter().map(|&x| f(x)).collect()),
-        Data::I64(v) => json!(v),
-        Data::I32(v) => json!(v),
-        Data::Bool(v) => json!(v),
-        Data::Str(v) => json!(v),
+#[derive(serde::Serialize)]
+struct InferResponse<'a> {
+    model_name: &'a str,
+    model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    outputs: Vec<OutTensor<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct OutTensor<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<DataRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+}
+
+#[derive(serde::Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+/// Serializes tensor data as a flat JSON array straight from the typed buffer (non-finite
+/// floats become null).
+struct DataRef<'a>(&'a Data);
+
+impl serde::Serialize for DataRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Data::F32(v) => v.serialize(s),
+            Data::F64(v) => v.serialize(s),
+            Data::I64(v) => v.serialize(s),
+            Data::I32(v) => v.serialize(s),
+            Data::Bool(v) => v.serialize(s),
+            Data::Str(v) => v.serialize(s),
+        }
     }
 }
 
@@ -837,24 +936,31 @@ async fn run_infer(
             .collect()
     };
     let mut tail: Vec<u8> = Vec::new();
-    let outputs: Vec<Value> = selected
+    let outputs: Vec<OutTensor<'_>> = selected
         .iter()
         .map(|((n, t), bin)| {
-            let mut o = json!({"name": n, "datatype": out_datatype(&t.data), "shape": t.shape});
-            if *bin {
-                let raw = raw_bytes(&t.data);
-                o["parameters"] = json!({"binary_data_size": raw.len()});
-                tail.extend_from_slice(&raw);
+            let (data, parameters) = if *bin {
+                let start = tail.len();
+                append_raw(&t.data, &mut tail);
+                (None, Some(BinarySize { binary_data_size: tail.len() - start }))
             } else {
-                o["data"] = json_data(&t.data);
+                (Some(DataRef(&t.data)), None)
+            };
+            OutTensor {
+                name: n,
+                datatype: out_datatype(&t.data),
+                shape: &t.shape,
+                data,
+                parameters,
             }
-            o
         })
         .collect();
-    let mut head = json!({"model_name": name, "model_version": answer.version.to_string(), "outputs": outputs});
-    if let Some(id) = req.id {
-        head["id"] = json!(id);
-    }
+    let head = InferResponse {
+        model_name: &name,
+        model_version: answer.version.to_string(),
+        id: req.id,
+        outputs,
+    };
     let head = serde_json::to_vec(&head).map_err(Error::from)?;
     if tail.is_empty() {
         return Ok(([(header::CONTENT_TYPE, "application/json")], head).into_response());

@@ -10,3 +10,4 @@ mod isolation;
 mod persistence;
 mod registry;
 mod serving;
+mod triton;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Starts Plinth with the peer harness's serving model deployed, for ../shared/bench/peers.
+#
+#   usage: bench/serve_bench_model.sh MODEL_FILE [LISTEN]     (default listen 127.0.0.1:8200)
+#
+# A fresh data directory, a bootstrap admin key, the model registered as bench/lgbm version 1
+# and deployed public to production: the harness's wrk sends no API key. The script stays in
+# the foreground (the harness stops its process group). Plinth's OIP name: bench.lgbm.
+set -euo pipefail
+MODEL="$1"
+LISTEN="${2:-127.0.0.1:8200}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PLINTH="${PLINTH_BIN:-$HERE/../target/release/plinth}"
+DATA="$(mktemp -d "${TMPDIR:-/tmp}/plinth-bench.XXXXXX")"
+export PLINTH_PROFILES_FILE="$DATA/profiles.toml"
+KEY="$("$PLINTH" key generate)"
+PLINTH_BOOTSTRAP_ADMIN_KEY="$KEY" PLINTH_LOG_LEVEL="${PLINTH_LOG_LEVEL:-warn}" \
+  "$PLINTH" serve --listen "$LISTEN" --data-dir "$DATA/data" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
+for _ in $(seq 1 100); do
+  curl -sf "http://$LISTEN/readyz" >/dev/null && break
+  sleep 0.05
+done
+"$PLINTH" login --url "http://$LISTEN" --key "$KEY" >/dev/null
+"$PLINTH" team create bench >/dev/null
+"$PLINTH" model create bench/lgbm --task binary_classification >/dev/null
+"$PLINTH" version upload bench/lgbm "$MODEL" >/dev/null
+"$PLINTH" deploy bench/lgbm --env production --traffic 1 --public \
+  --max-batch-size "${MAX_BATCH:-256}" --max-wait-us "${MAX_WAIT_US:-200}" --max-workers "${MAX_WORKERS:-2}" \
+  --log-sample-rate "${LOG_SAMPLE_RATE:-1.0}" >/dev/null
+echo "plinth: bench/lgbm deployed from $MODEL on http://$LISTEN (OIP name bench.lgbm)" >&2
+wait $SERVER
