@@ -117,6 +117,51 @@ shared_server_tests! {
     }
 }
 
+shared_server_tests! {
+    async fn serving_through_the_cli(srv: &TestServer) {
+        let cli = Cli::new();
+        let team = unique("clisrv");
+        cli.ok(&["login", "--url", &srv.url, "--key", &srv.admin_key]);
+        cli.ok(&["team", "create", &team]);
+        let model = format!("{team}/income");
+        cli.ok(&["model", "create", &model, "--task", "binary_classification"]);
+        for f in ["lightgbm_binary.txt", "xgboost_binary.json"] {
+            cli.ok(&["version", "upload", &model, fixtures().join(f).to_str().unwrap()]);
+        }
+        let out = cli.ok(&["deploy", &model, "--env", "staging", "--traffic", "1"]);
+        assert!(out.contains(&format!("deployed {model}@staging (revision 1)")), "{out}");
+        let d = cli.json(&["traffic", &model, "--env", "staging", "1=90", "2=10"]);
+        assert_eq!(d["revision"], 2);
+        assert_eq!(d["spec"]["versions"][1]["weight"], 10);
+        let d = cli.json(&["rollback", &model, "--env", "staging"]);
+        assert_eq!(d["spec"]["versions"], serde_json::json!([{"version": 1, "weight": 100}]));
+        let history = cli.ok(&["history", &model, "--env", "staging"]);
+        assert!(history.contains("rollback") && history.contains("traffic") && history.contains("deploy"), "{history}");
+        // Predict from a CSV file (header = feature names; an empty cell is a missing value).
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("rows.csv");
+        std::fs::write(&csv, "age,education_num,capital_gain,capital_loss,hours_per_week,sex_male\n39,13,2174,0,40,1\n50,13,0,0,13,\n").unwrap();
+        let out = cli.ok(&["predict", &model, "--env", "staging", "--file", csv.to_str().unwrap()]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "row,prediction,version,p0,p1");
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[1].starts_with("0,1,1,"), "{out}");
+        let json_rows = dir.path().join("rows.json");
+        std::fs::write(&json_rows, r#"[[39, 13, 2174, 0, 40, 1]]"#).unwrap();
+        let answers = cli.json(&["predict", &model, "--env", "staging", "--file", json_rows.to_str().unwrap()]);
+        assert_eq!(answers[0]["predictions"], serde_json::json!([1]));
+        let metrics = cli.json(&["deployment", "metrics", &model, "--env", "staging"]);
+        assert_eq!(metrics["requests"], 2);
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(&bad, "age,height\n1,2\n").unwrap();
+        let err = cli.fails(&["predict", &model, "--env", "staging", "--file", bad.to_str().unwrap()], 1);
+        assert!(err.contains("unknown_field") || err.contains("missing_field"), "{err}");
+        cli.fails(&["traffic", &model, "1", "2"], 2);
+        let envs = cli.json(&["environment", "list"]);
+        assert!(envs.as_array().unwrap().iter().any(|e| e["name"] == "production"));
+    }
+}
+
 #[test]
 fn serve_refuses_unknown_configuration() {
     let cli = Cli::new();
