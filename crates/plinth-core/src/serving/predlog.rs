@@ -179,15 +179,15 @@ fn write_tensors(out: &mut String, tensors: &[(String, Tensor)]) {
             out.push(',');
         }
         let _ = write!(out, "{}:{{\"shape\":{},", json!(name), json!(t.shape));
-        let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
-        let (dt, body) = match &t.data {
-            Data::F32(v) => ("FP32", json!(b64(v.iter().flat_map(|x| x.to_le_bytes()).collect()))),
-            Data::F64(v) => ("FP64", json!(b64(v.iter().flat_map(|x| x.to_le_bytes()).collect()))),
-            Data::I64(v) => ("INT64", json!(b64(v.iter().flat_map(|x| x.to_le_bytes()).collect()))),
-            Data::I32(v) => ("INT32", json!(b64(v.iter().flat_map(|x| x.to_le_bytes()).collect()))),
-            Data::Bool(v) => ("BOOL", json!(b64(v.iter().map(|&b| u8::from(b)).collect()))),
-            Data::Str(v) => ("BYTES", json!(v)),
+        let body = match &t.data {
+            Data::Str(v) => json!(v),
+            numbers => {
+                let mut bytes = Vec::with_capacity(numbers.len() * 8);
+                numbers.write_le(&mut bytes);
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
         };
+        let dt = t.data.type_name();
         let _ = write!(out, "\"datatype\":\"{dt}\",\"b64\":{body}}}");
     }
     out.push('}');
@@ -208,37 +208,16 @@ fn read_tensors(v: &Value) -> Value {
             .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
             .unwrap_or_default();
         let data = match t["datatype"].as_str().unwrap_or("") {
-            "FP32" => Data::F32(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
-                    .collect(),
-            ),
-            "FP64" => Data::F64(
-                bytes
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
-                    .collect(),
-            ),
-            "INT64" => Data::I64(
-                bytes
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
-                    .collect(),
-            ),
-            "INT32" => Data::I32(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| i32::from_le_bytes(c.try_into().expect("4")))
-                    .collect(),
-            ),
-            "BOOL" => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
-            _ => Data::Str(
+            "BYTES" => Data::Str(
                 t["b64"]
                     .as_array()
                     .map(|a| a.iter().map(|s| s.as_str().unwrap_or_default().to_string()).collect())
                     .unwrap_or_default(),
             ),
+            dt => match Data::from_le(dt, &bytes) {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
         };
         if shape.iter().product::<usize>() != data.len() {
             continue;

@@ -113,3 +113,138 @@ impl Tensor {
         serde_json::json!({"shape": self.shape, "data": data})
     }
 }
+
+impl Data {
+    /// Appends the values as little-endian bytes, the layout of Triton's binary tensors (BYTES:
+    /// a 4-byte little-endian length, then the bytes, per element).
+    pub fn write_le(&self, out: &mut Vec<u8>) {
+        match self {
+            Data::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Data::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Data::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Data::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Data::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+            Data::Str(v) => v.iter().for_each(|s| {
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }),
+        }
+    }
+
+    /// The bytes per element of an OIP datatype; 0 for BYTES (variable), `None` if unknown.
+    pub fn element_size(datatype: &str) -> Option<usize> {
+        Some(match datatype {
+            "FP32" | "INT32" | "UINT32" => 4,
+            "FP64" | "INT64" | "UINT64" => 8,
+            "FP16" | "BF16" | "INT16" | "UINT16" => 2,
+            "INT8" | "UINT8" | "BOOL" => 1,
+            "BYTES" => 0,
+            _ => return None,
+        })
+    }
+
+    /// Reads little-endian values of an OIP datatype (the inverse of [`Data::write_le`]). FP16
+    /// and BF16 widen to f32, narrow integers to i32, UINT32/UINT64 to i64.
+    pub fn from_le(datatype: &str, bytes: &[u8]) -> Result<Data, String> {
+        let width =
+            Data::element_size(datatype).ok_or_else(|| format!("unknown datatype '{datatype}'"))?;
+        if width > 0 && !bytes.len().is_multiple_of(width) {
+            return Err(format!(
+                "{} bytes is not a whole number of {datatype} values",
+                bytes.len()
+            ));
+        }
+        let w2 = |c: &[u8]| u16::from_le_bytes([c[0], c[1]]);
+        let w4 = |c: &[u8]| -> [u8; 4] { c.try_into().expect("4 bytes") };
+        let w8 = |c: &[u8]| -> [u8; 8] { c.try_into().expect("8 bytes") };
+        Ok(match datatype {
+            "FP32" => Data::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(w4(c))).collect()),
+            "FP64" => Data::F64(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(w8(c))).collect()),
+            "FP16" => Data::F32(bytes.chunks_exact(2).map(|c| half_to_f32(w2(c))).collect()),
+            "BF16" => Data::F32(
+                bytes.chunks_exact(2).map(|c| f32::from_bits(u32::from(w2(c)) << 16)).collect(),
+            ),
+            "INT64" => {
+                Data::I64(bytes.chunks_exact(8).map(|c| i64::from_le_bytes(w8(c))).collect())
+            }
+            "UINT64" => {
+                Data::I64(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(w8(c)) as i64).collect())
+            }
+            "INT32" => {
+                Data::I32(bytes.chunks_exact(4).map(|c| i32::from_le_bytes(w4(c))).collect())
+            }
+            "UINT32" => Data::I64(
+                bytes.chunks_exact(4).map(|c| i64::from(u32::from_le_bytes(w4(c)))).collect(),
+            ),
+            "INT16" => Data::I32(bytes.chunks_exact(2).map(|c| i32::from(w2(c) as i16)).collect()),
+            "UINT16" => Data::I32(bytes.chunks_exact(2).map(|c| i32::from(w2(c))).collect()),
+            "INT8" => Data::I32(bytes.iter().map(|&b| i32::from(b as i8)).collect()),
+            "UINT8" => Data::I32(bytes.iter().map(|&b| i32::from(b)).collect()),
+            "BOOL" => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            _ => {
+                let mut strings = Vec::new();
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    if rest.len() < 4 {
+                        return Err("a BYTES element's 4-byte length is cut short".into());
+                    }
+                    let len = u32::from_le_bytes(w4(&rest[..4])) as usize;
+                    if rest.len() < 4 + len {
+                        return Err("a BYTES element is longer than the data that follows".into());
+                    }
+                    strings.push(String::from_utf8_lossy(&rest[4..4 + len]).into_owned());
+                    rest = &rest[4 + len..];
+                }
+                Data::Str(strings)
+            }
+        })
+    }
+}
+
+/// IEEE half precision to f32.
+fn half_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let frac = u32::from(h & 0x3ff);
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, mut f) => {
+            // Subnormal: normalize.
+            let mut e: u32 = 127 - 15 + 1;
+            while f & 0x400 == 0 {
+                f <<= 1;
+                e -= 1;
+            }
+            sign | (e << 23) | ((f & 0x3ff) << 13)
+        }
+        (31, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_little_endian_bytes() {
+        for data in [
+            Data::F32(vec![1.5, -0.0, f32::MAX]),
+            Data::F64(vec![0.1, -2.0]),
+            Data::I64(vec![i64::MIN, 7]),
+            Data::I32(vec![-3, 4]),
+            Data::Bool(vec![true, false]),
+            Data::Str(vec!["a".into(), String::new(), "ünï".into()]),
+        ] {
+            let mut bytes = Vec::new();
+            data.write_le(&mut bytes);
+            assert_eq!(Data::from_le(data.type_name(), &bytes).unwrap(), data);
+        }
+        assert_eq!(half_to_f32(0x3c00), 1.0);
+        assert_eq!(half_to_f32(0xc000), -2.0);
+        assert_eq!(half_to_f32(0x0001), 2f32.powi(-24));
+        assert!(Data::from_le("FP32", &[0, 0, 0]).is_err());
+        assert!(Data::from_le("BYTES", &[9, 0, 0, 0, 1]).is_err());
+    }
+}

@@ -499,29 +499,6 @@ fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> OipError
     OipError(Error::invalid(field, reason))
 }
 
-fn half_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h >> 15) << 31;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let frac = u32::from(h & 0x3ff);
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, f) => {
-            // subnormal
-            let mut e = 127 - 15 + 1;
-            let mut f = f;
-            while f & 0x400 == 0 {
-                f <<= 1;
-                e -= 1;
-            }
-            sign | ((e as u32) << 23) | ((f & 0x3ff) << 13)
-        }
-        (31, 0) => sign | 0x7f80_0000,
-        (31, f) => sign | 0x7f80_0000 | (f << 13),
-        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
-    };
-    f32::from_bits(bits)
-}
-
 /// Decodes one input from JSON data or from its slice of the binary section.
 fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<Tensor> {
     let field = format!("inputs[{i}]");
@@ -549,124 +526,28 @@ fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<T
         }
         let (bytes, rest) = binary.split_at(size);
         *binary = rest;
-        let width = match input.datatype.as_str() {
-            "FP32" | "INT32" | "UINT32" => 4,
-            "FP64" | "INT64" | "UINT64" => 8,
-            "FP16" | "INT16" | "UINT16" | "BF16" => 2,
-            "INT8" | "UINT8" | "BOOL" => 1,
-            "BYTES" => 0,
-            other => {
-                return Err(invalid(
-                    format!("{field}.datatype"),
-                    format!("unknown datatype '{other}'"),
-                ));
-            }
-        };
+        let width = Data::element_size(&input.datatype).ok_or_else(|| {
+            invalid(format!("{field}.datatype"), format!("unknown datatype '{}'", input.datatype))
+        })?;
         if width > 0 && bytes.len() != n * width {
             return Err(invalid(
                 format!("{field}.parameters.binary_data_size"),
                 format!(
-                    "{} bytes for shape {:?} of {} ({} expected)",
+                    "{} bytes for shape {shape:?} of {} ({} expected)",
                     bytes.len(),
-                    shape,
                     input.datatype,
                     n * width
                 ),
             ));
         }
-        let data = match input.datatype.as_str() {
-            "FP32" => Data::F32(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
-                    .collect(),
-            ),
-            "FP64" => Data::F64(
-                bytes
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
-                    .collect(),
-            ),
-            "FP16" => Data::F32(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                    .collect(),
-            ),
-            "BF16" => Data::F32(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
-                    .collect(),
-            ),
-            "INT64" => Data::I64(
-                bytes
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
-                    .collect(),
-            ),
-            "UINT64" => Data::I64(
-                bytes
-                    .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().expect("8")) as i64)
-                    .collect(),
-            ),
-            "INT32" => Data::I32(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| i32::from_le_bytes(c.try_into().expect("4")))
-                    .collect(),
-            ),
-            "UINT32" => Data::I64(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| i64::from(u32::from_le_bytes(c.try_into().expect("4"))))
-                    .collect(),
-            ),
-            "INT16" => Data::I32(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| i32::from(i16::from_le_bytes([c[0], c[1]])))
-                    .collect(),
-            ),
-            "UINT16" => Data::I32(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| i32::from(u16::from_le_bytes([c[0], c[1]])))
-                    .collect(),
-            ),
-            "INT8" => Data::I32(bytes.iter().map(|&b| i32::from(b as i8)).collect()),
-            "UINT8" => Data::I32(bytes.iter().map(|&b| i32::from(b)).collect()),
-            "BOOL" => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
-            _ => {
-                let mut strings = Vec::with_capacity(n);
-                let mut rest = bytes;
-                while !rest.is_empty() {
-                    if rest.len() < 4 {
-                        return Err(invalid(
-                            format!("{field}.data"),
-                            "a BYTES element's 4-byte length is cut short",
-                        ));
-                    }
-                    let len = u32::from_le_bytes(rest[..4].try_into().expect("4")) as usize;
-                    if rest.len() < 4 + len {
-                        return Err(invalid(
-                            format!("{field}.data"),
-                            "a BYTES element is longer than the data that follows",
-                        ));
-                    }
-                    strings.push(String::from_utf8_lossy(&rest[4..4 + len]).into_owned());
-                    rest = &rest[4 + len..];
-                }
-                if strings.len() != n {
-                    return Err(invalid(
-                        format!("{field}.data"),
-                        format!("{} BYTES elements for shape {shape:?}", strings.len()),
-                    ));
-                }
-                Data::Str(strings)
-            }
-        };
+        let data = Data::from_le(&input.datatype, bytes)
+            .map_err(|reason| invalid(format!("{field}.data"), reason))?;
+        if data.len() != n {
+            return Err(invalid(
+                format!("{field}.data"),
+                format!("{} elements for shape {shape:?}", data.len()),
+            ));
+        }
         return Ok(Tensor::new(shape, data));
     }
     let data = input.data.as_ref().ok_or_else(|| {
@@ -724,32 +605,6 @@ fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<T
         }
     };
     Ok(Tensor::new(shape, data))
-}
-
-fn out_datatype(d: &Data) -> &'static str {
-    match d {
-        Data::F32(_) => "FP32",
-        Data::F64(_) => "FP64",
-        Data::I64(_) => "INT64",
-        Data::I32(_) => "INT32",
-        Data::Bool(_) => "BOOL",
-        Data::Str(_) => "BYTES",
-    }
-}
-
-/// Appends a tensor's raw little-endian bytes (Triton's binary framing).
-fn append_raw(d: &Data, out: &mut Vec<u8>) {
-    match d {
-        Data::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Data::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Data::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Data::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Data::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
-        Data::Str(v) => v.iter().for_each(|s| {
-            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
-        }),
-    }
 }
 
 #[derive(serde::Serialize)]
@@ -941,18 +796,12 @@ async fn run_infer(
         .map(|((n, t), bin)| {
             let (data, parameters) = if *bin {
                 let start = tail.len();
-                append_raw(&t.data, &mut tail);
+                t.data.write_le(&mut tail);
                 (None, Some(BinarySize { binary_data_size: tail.len() - start }))
             } else {
                 (Some(DataRef(&t.data)), None)
             };
-            OutTensor {
-                name: n,
-                datatype: out_datatype(&t.data),
-                shape: &t.shape,
-                data,
-                parameters,
-            }
+            OutTensor { name: n, datatype: t.data.type_name(), shape: &t.shape, data, parameters }
         })
         .collect();
     let head = InferResponse {
