@@ -4,7 +4,7 @@
 //!
 //! Never on the hot path's critical section: requests push records into a bounded buffer (a
 //! short, uncontended lock; no wake-up of another thread); a full buffer drops the record and
-//! counts it. A low-priority writer thread drains the buffer every 2 ms (small slices of work:
+//! counts it. A writer thread drains the buffer every 2 ms (small slices of work:
 //! on a busy core, long ones showed up as tail latency), appends, and fsyncs every second.
 
 use std::collections::HashMap;
@@ -62,7 +62,6 @@ impl PredictionLog {
         });
         let weak = Arc::downgrade(&log);
         std::thread::Builder::new().name("plinth-predlog".into()).spawn(move || {
-            lower_priority();
             let mut last_sync = std::time::Instant::now();
             loop {
                 std::thread::sleep(INTERVAL);
@@ -241,20 +240,6 @@ fn read_tensors(v: &Value) -> Value {
         out.insert(name.clone(), Tensor::new(shape, data).to_json());
     }
     Value::Object(out)
-}
-
-/// The log writer yields to request handling: on a busy core, answering comes first.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: setpriority on the calling thread (tid 0 = this thread under Linux's
-        // per-thread nice values); it touches no memory.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
-        if rc != 0 {
-            tracing::debug!("could not lower the prediction log writer's priority");
-        }
-    }
 }
 
 fn write_entry(
