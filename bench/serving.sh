@@ -30,20 +30,20 @@ stop_plinth() {
 }
 
 start_plinth
-"$PEERS_DIR/serving/perf_analyzer.sh" plinth 127.0.0.1:8200 bench.lgbm | tee -a "$OUT/serving.jsonl"
+"$PEERS_DIR/serving/perf_analyzer.sh" plinth 127.0.0.1:8200 bench.lgbm | tee -a "$OUT/serving.jsonl" || true
 stop_plinth
 
 bench/startup.sh "$BENCH_DATA/serving/model.onnx" 5 | tee -a "$OUT/serving.jsonl"
 
 # Memory over a sustained run at load: RSS sampled every 10 s.
 start_plinth
-pid=$(pgrep -f "plinth serve --listen 127.0.0.1:8200")
+pid=$(pgrep -f "plinth serve --listen 127.0.0.1:8200" | head -n 1)
 WRK_BODY="$BENCH_DATA/serving/bodies/v2_single.json" taskset -c 0 wrk -t1 -c32 -d"${SOAK_SECONDS:-300}s" \
   -s "$PEERS_DIR/lib/wrk_post.lua" "$TARGET_URL" >"$OUT/plinth-soak-wrk.json" 2>&1 &
 wrk_pid=$!
 samples=()
 while kill -0 "$wrk_pid" 2>/dev/null; do
-  samples+=("$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")")
+  samples+=("$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)")
   sleep 10
 done
 echo "{\"bench\":\"serving\",\"peer\":\"plinth\",\"case\":\"soak\",\"rss_kb_samples\":[$(IFS=,; echo "${samples[*]}")],\"wrk\":$(tail -n 1 "$OUT/plinth-soak-wrk.json")}" | tee -a "$OUT/serving.jsonl"
