@@ -1,0 +1,268 @@
+//! Models and versions: register, list, show, upload, edit cards, download.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use plinth_api::Page;
+use plinth_api::registry::{Model, ModelVersion};
+use serde_json::json;
+
+use super::{
+    Global, ModelCmd, VersionCmd, connect, parse_tags, read_json, split_model, split_version,
+};
+use crate::output;
+
+fn model_rows(models: &[Model]) -> Vec<Vec<String>> {
+    models
+        .iter()
+        .map(|m| {
+            vec![
+                format!("{}/{}", m.team, m.name),
+                m.task.as_str().into(),
+                m.latest_version.to_string(),
+                m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+                output::time(&m.updated_at),
+                if m.archived_at.is_some() { "archived".into() } else { String::new() },
+            ]
+        })
+        .collect()
+}
+
+pub(super) async fn model(g: &Global, cmd: ModelCmd) -> Result<()> {
+    let c = connect(g)?;
+    match cmd {
+        ModelCmd::Create { model, task, description, tags, owners } => {
+            let (team, name) = split_model(&model)?;
+            let owners = (!owners.is_empty()).then_some(owners);
+            let m: Model = c
+                .post(&format!("/teams/{team}/models"), &json!({"name": name, "task": task, "description": description, "tags": parse_tags(&tags)?, "owners": owners}))
+                .await?;
+            if g.json {
+                output::json(&m)
+            } else {
+                println!("registered model {}/{} ({})", m.team, m.name, m.id)
+            }
+        }
+        ModelCmd::List(a) => {
+            let mut q = a.page.query();
+            for (k, v) in [
+                ("team", a.team),
+                ("q", a.q),
+                ("tag", a.tag),
+                ("format", a.format),
+                ("task", a.task),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            if a.include_archived {
+                q.push(("include_archived", "true".into()));
+            }
+            let p: Page<Model> = c.get("/models", &q).await?;
+            if g.json {
+                output::json(&p);
+            } else {
+                output::table(
+                    &["model", "task", "latest", "tags", "updated", ""],
+                    model_rows(&p.items),
+                );
+                output::more(&p.next_cursor);
+            }
+        }
+        ModelCmd::Show { model } => {
+            let (team, name) = split_model(&model)?;
+            let m: Model = c.get(&format!("/teams/{team}/models/{name}"), &[]).await?;
+            if g.json {
+                output::json(&m);
+            } else {
+                output::fields(&[
+                    ("model", format!("{}/{}", m.team, m.name)),
+                    ("id", m.id.clone()),
+                    ("task", m.task.as_str().into()),
+                    ("description", m.description.clone()),
+                    ("owners", m.owners.join(", ")),
+                    (
+                        "tags",
+                        m.tags
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
+                    ("latest version", m.latest_version.to_string()),
+                    ("created", format!("{} by {}", output::time(&m.created_at), m.created_by)),
+                    ("archived", output::opt_time(&m.archived_at)),
+                ]);
+            }
+        }
+        ModelCmd::Update { model, description, tags, owners } => {
+            let (team, name) = split_model(&model)?;
+            let tags = tags.map(|t| parse_tags(&t)).transpose()?;
+            let m: Model = c
+                .patch(
+                    &format!("/teams/{team}/models/{name}"),
+                    &json!({"description": description, "tags": tags, "owners": owners}),
+                )
+                .await?;
+            if g.json { output::json(&m) } else { println!("updated {}/{}", m.team, m.name) }
+        }
+        ModelCmd::Archive { model } => {
+            let (team, name) = split_model(&model)?;
+            let m: Model =
+                c.post(&format!("/teams/{team}/models/{name}/archive"), &json!({})).await?;
+            if g.json { output::json(&m) } else { println!("archived {}/{}", m.team, m.name) }
+        }
+    }
+    Ok(())
+}
+
+fn show_version(g: &Global, v: &ModelVersion) {
+    if g.json {
+        output::json(v);
+        return;
+    }
+    let sig = |ts: &[plinth_api::registry::TensorSpec]| {
+        ts.iter()
+            .map(|t| format!("{} {:?} {:?}", t.name, t.datatype, t.shape))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    output::fields(&[
+        ("version", format!("{}/{}@{}", v.team, v.model, v.version)),
+        ("id", v.id.clone()),
+        ("format", v.artifact.format.as_str().into()),
+        ("file", format!("{} ({} bytes)", v.artifact.filename, v.artifact.size_bytes)),
+        ("sha256", v.artifact.sha256.clone()),
+        ("inputs", sig(&v.signature.inputs)),
+        ("outputs", sig(&v.signature.outputs)),
+        (
+            "features",
+            v.signature.feature_names.as_ref().map(|f| f.join(", ")).unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "risk tier",
+            v.card.risk_tier.map(|r| format!("{r:?}").to_lowercase()).unwrap_or_else(|| "-".into()),
+        ),
+        ("approval", format!("{:?}", v.approval).to_lowercase()),
+        ("lineage", format!("{:?}", v.lineage.source).to_lowercase()),
+        ("created", format!("{} by {}", output::time(&v.created_at), v.created_by)),
+    ]);
+}
+
+pub(super) async fn version(g: &Global, cmd: VersionCmd) -> Result<()> {
+    let c = connect(g)?;
+    match cmd {
+        VersionCmd::Upload { model, file, description, format, signature, card, lineage } => {
+            let (team, name) = split_model(&model)?;
+            let mut meta = json!({});
+            if let Some(d) = description {
+                meta["description"] = json!(d);
+            }
+            if let Some(f) = format {
+                meta["format"] = json!(f);
+            }
+            for (k, path) in [("signature", signature), ("card", card), ("lineage", lineage)] {
+                if let Some(p) = path {
+                    meta[k] = read_json(&p)?;
+                }
+            }
+            let v: ModelVersion =
+                c.upload(&format!("/teams/{team}/models/{name}/versions"), &meta, &file).await?;
+            if g.json {
+                output::json(&v);
+            } else {
+                println!(
+                    "registered {}/{}@{} ({}, {} bytes, sha256 {})",
+                    v.team,
+                    v.model,
+                    v.version,
+                    v.artifact.format.as_str(),
+                    v.artifact.size_bytes,
+                    v.artifact.sha256
+                );
+            }
+        }
+        VersionCmd::List { model, include_archived, page } => {
+            let (team, name) = split_model(&model)?;
+            let mut q = page.query();
+            if include_archived {
+                q.push(("include_archived", "true".into()));
+            }
+            let p: Page<ModelVersion> =
+                c.get(&format!("/teams/{team}/models/{name}/versions"), &q).await?;
+            if g.json {
+                output::json(&p);
+            } else {
+                output::table(
+                    &["version", "format", "size", "sha256", "created", "by", ""],
+                    p.items
+                        .iter()
+                        .map(|v| {
+                            vec![
+                                v.version.to_string(),
+                                v.artifact.format.as_str().into(),
+                                v.artifact.size_bytes.to_string(),
+                                v.artifact.sha256[..12].to_string(),
+                                output::time(&v.created_at),
+                                v.created_by.clone(),
+                                if v.archived_at.is_some() {
+                                    "archived".into()
+                                } else {
+                                    String::new()
+                                },
+                            ]
+                        })
+                        .collect(),
+                );
+                output::more(&p.next_cursor);
+            }
+        }
+        VersionCmd::Show { spec } => {
+            let (team, name, v) = split_version(&spec)?;
+            let v: ModelVersion =
+                c.get(&format!("/teams/{team}/models/{name}/versions/{v}"), &[]).await?;
+            show_version(g, &v);
+        }
+        VersionCmd::Card { spec, file } => {
+            let (team, name, v) = split_version(&spec)?;
+            let v: ModelVersion = c
+                .patch(
+                    &format!("/teams/{team}/models/{name}/versions/{v}"),
+                    &json!({"card": read_json(&file)?}),
+                )
+                .await?;
+            show_version(g, &v);
+        }
+        VersionCmd::Archive { spec } => {
+            let (team, name, v) = split_version(&spec)?;
+            let v: ModelVersion = c
+                .post(&format!("/teams/{team}/models/{name}/versions/{v}/archive"), &json!({}))
+                .await?;
+            if g.json {
+                output::json(&v)
+            } else {
+                println!("archived {}/{}@{}", v.team, v.model, v.version)
+            }
+        }
+        VersionCmd::Download { spec, output: out } => {
+            let (team, name, v) = split_version(&spec)?;
+            let info: ModelVersion =
+                c.get(&format!("/teams/{team}/models/{name}/versions/{v}"), &[]).await?;
+            let dest = out.unwrap_or_else(|| PathBuf::from(&info.artifact.filename));
+            let (bytes, sha) = c
+                .download(&format!("/teams/{team}/models/{name}/versions/{v}/artifact"), &dest)
+                .await?;
+            if g.json {
+                output::json(&json!({"path": dest, "bytes": bytes, "sha256": sha}));
+            } else {
+                println!(
+                    "wrote {} ({bytes} bytes, sha256 {})",
+                    dest.display(),
+                    sha.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
