@@ -115,7 +115,8 @@ pub fn load(
     }
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("PLINTH_") else { continue };
-        if CLIENT_ENV.contains(&name.as_str()) {
+        // The CLI's variables, and `PLINTH_TEST_*`, reserved for the test suite's own settings.
+        if CLIENT_ENV.contains(&name.as_str()) || name.starts_with("PLINTH_TEST_") {
             continue;
         }
         let key = rest.to_ascii_lowercase();
