@@ -484,6 +484,43 @@ impl Plinth {
         Ok(Page { items, next_cursor })
     }
 
+    /// A deployment whose grants the caller (a maintainer of the owning team) may change.
+    async fn shared_deployment(
+        &self,
+        who: &Principal,
+        team: &str,
+        model: &str,
+        environment: &str,
+    ) -> Result<(Deployment, TeamRef)> {
+        let d = self.get_deployment(who, team, model, environment).await?;
+        let owner = self.team_ref(who, team).await?;
+        who.require(&owner, TeamRole::Maintainer, "sharing a deployment")?;
+        Ok((d, owner))
+    }
+
+    /// Records a grant change, commits it and swaps it into the live engine.
+    async fn finish_grant_change(
+        &self,
+        mut tx: crate::store::Tx,
+        who: &Principal,
+        owner: &TeamRef,
+        d: &Deployment,
+        action: &str,
+        grantee: &str,
+    ) -> Result<Deployment> {
+        let name = format!("{}@{}", d.model, d.environment);
+        let t = Target {
+            team_id: Some(&owner.id),
+            object_type: "deployment",
+            object_id: &d.id,
+            object_name: &name,
+        };
+        audit::record(&mut tx, who, action, t, json!({"team": grantee})).await?;
+        tx.commit().await?;
+        self.engine.refresh(&d.id).await?;
+        self.load_deployment(&d.id).await
+    }
+
     /// Lets another team call this deployment.
     pub async fn grant_deployment(
         &self,
@@ -493,9 +530,7 @@ impl Plinth {
         environment: &str,
         grantee: &str,
     ) -> Result<Deployment> {
-        let d = self.get_deployment(who, team, model, environment).await?;
-        let owner = self.team_ref(who, team).await?;
-        who.require(&owner, TeamRole::Maintainer, "sharing a deployment")?;
+        let (d, owner) = self.shared_deployment(who, team, model, environment).await?;
         let row = self
             .db
             .fetch_optional(&Sql::with("SELECT id FROM teams WHERE name = $1", [grantee.into()]))
@@ -512,25 +547,16 @@ impl Plinth {
         )
         .fetch_optional_tx(&mut tx)
         .await?;
-        if exists.is_none() {
-            Sql::with(
-                "INSERT INTO deployment_grants (deployment_id, team_id, created_at, created_by) VALUES ($1, $2, $3, $4)",
-                [d.id.clone().into(), grantee_id.into(), now_micros().into(), who.id.clone().into()],
-            )
-            .execute(&mut tx)
-            .await?;
-            let name = format!("{model}@{environment}");
-            let t = Target {
-                team_id: Some(&owner.id),
-                object_type: "deployment",
-                object_id: &d.id,
-                object_name: &name,
-            };
-            audit::record(&mut tx, who, "deployment.grant", t, json!({"team": grantee})).await?;
+        if exists.is_some() {
+            return Ok(d);
         }
-        tx.commit().await?;
-        self.engine.refresh(&d.id).await?;
-        self.load_deployment(&d.id).await
+        Sql::with(
+            "INSERT INTO deployment_grants (deployment_id, team_id, created_at, created_by) VALUES ($1, $2, $3, $4)",
+            [d.id.clone().into(), grantee_id.into(), now_micros().into(), who.id.clone().into()],
+        )
+        .execute(&mut tx)
+        .await?;
+        self.finish_grant_change(tx, who, &owner, &d, "deployment.grant", grantee).await
     }
 
     pub async fn revoke_deployment_grant(
@@ -541,9 +567,7 @@ impl Plinth {
         environment: &str,
         grantee: &str,
     ) -> Result<Deployment> {
-        let d = self.get_deployment(who, team, model, environment).await?;
-        let owner = self.team_ref(who, team).await?;
-        who.require(&owner, TeamRole::Maintainer, "sharing a deployment")?;
+        let (d, owner) = self.shared_deployment(who, team, model, environment).await?;
         let mut tx = self.db.begin().await?;
         let n = Sql::with(
             "DELETE FROM deployment_grants WHERE deployment_id = $1 AND team_id = (SELECT id FROM teams WHERE name = $2)",
@@ -554,16 +578,6 @@ impl Plinth {
         if n == 0 {
             return Err(Error::not_found("grant", grantee));
         }
-        let name = format!("{model}@{environment}");
-        let t = Target {
-            team_id: Some(&owner.id),
-            object_type: "deployment",
-            object_id: &d.id,
-            object_name: &name,
-        };
-        audit::record(&mut tx, who, "deployment.revoke_grant", t, json!({"team": grantee})).await?;
-        tx.commit().await?;
-        self.engine.refresh(&d.id).await?;
-        self.load_deployment(&d.id).await
+        self.finish_grant_change(tx, who, &owner, &d, "deployment.revoke_grant", grantee).await
     }
 }
