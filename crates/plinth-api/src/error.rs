@@ -52,6 +52,7 @@ codes! {
     MalformedJson = "malformed_json", 400, "invalid_request", "The body is not valid JSON, or a value has the wrong JSON type.";
     InvalidName = "invalid_name", 400, "invalid_request", "A name breaks the naming rule: 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit.";
     InvalidModel = "invalid_model", 422, "invalid_request", "The uploaded file is not a valid model of a supported format; the message names the place and the reason.";
+    InvalidData = "invalid_data", 422, "invalid_request", "The uploaded file is not a readable CSV or Parquet table, or its data does not fit the request (a label of the wrong type, a single group); the message names the column and the reason.";
     UnsupportedMediaType = "unsupported_media_type", 415, "invalid_request", "The request's content type is not accepted by this endpoint.";
     PayloadTooLarge = "payload_too_large", 413, "limit", "The request body or upload is larger than the configured limit.";
     Unauthenticated = "unauthenticated", 401, "auth", "No API key was presented, or it is not a valid key.";
@@ -64,6 +65,7 @@ codes! {
     AlreadyExists = "already_exists", 409, "conflict", "An object with this name already exists in this scope.";
     Conflict = "conflict", 409, "conflict", "The operation conflicts with the object's current state (for example, it is archived).";
     Immutable = "immutable", 409, "conflict", "The object can no longer be changed (for example, a model card after production approval).";
+    ApprovalRequired = "approval_required", 409, "conflict", "The environment is gated by a policy: deploy through an approved promotion; the message names the missing requirement.";
     QuotaExceeded = "quota_exceeded", 429, "limit", "The team's quota for this resource is used up.";
     Unavailable = "unavailable", 503, "unavailable", "The service is temporarily unable to answer; retry after the time in `Retry-After`.";
     Overloaded = "overloaded", 503, "unavailable", "The deployment's queue is full: the request was shed. Retry after the time in `Retry-After`.";

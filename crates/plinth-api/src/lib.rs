@@ -3,7 +3,9 @@
 //! CLI, the server, the core and future clients all share one definition of each body.
 
 pub mod audit;
+pub mod data;
 pub mod error;
+pub mod governance;
 pub mod identity;
 pub mod page;
 pub mod registry;

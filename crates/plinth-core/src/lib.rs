@@ -8,12 +8,17 @@
 pub mod audit;
 pub mod auth;
 mod card;
+pub mod data;
 pub mod error;
+pub mod eval;
+mod governance;
 pub mod identity;
+mod jobs;
 pub mod registry;
 pub mod serving;
 pub mod store;
 pub mod util;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,20 +47,39 @@ pub struct Plinth {
     max_upload_bytes: u64,
     pub(crate) engine: Arc<serving::engine::Engine>,
     pub(crate) auth_cache: Arc<auth::AuthCache>,
+    pub(crate) tables: Arc<dyn data::TableReader>,
+    pub(crate) jobs: jobs::Signals,
+    pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
+}
+
+/// The pluggable engines the core runs on: model inference and table decoding. Both live in
+/// crates of their own so that the core builds without them.
+#[derive(Clone)]
+pub struct Backends {
+    pub inference: Arc<dyn serving::runtime::InferenceBackend>,
+    pub tables: Arc<dyn data::TableReader>,
+}
+
+impl Default for Backends {
+    fn default() -> Self {
+        Backends {
+            inference: Arc::new(serving::runtime::NoBackend),
+            tables: Arc::new(data::NoTables),
+        }
+    }
 }
 
 impl Plinth {
     /// Opens the stores (creating and migrating them as needed) and cleans up what an interrupted
     /// run left behind.
     pub async fn open(opts: &CoreOptions) -> Result<Plinth> {
-        Plinth::open_with(opts, Arc::new(serving::runtime::NoBackend)).await
+        Plinth::open_with(opts, Backends::default()).await
     }
 
-    /// Opens the core with an inference backend for serving.
-    pub async fn open_with(
-        opts: &CoreOptions,
-        backend: Arc<dyn serving::runtime::InferenceBackend>,
-    ) -> Result<Plinth> {
+    /// Opens the core with its inference and table backends, and starts the background work
+    /// (jobs, webhook deliveries).
+    pub async fn open_with(opts: &CoreOptions, backends: Backends) -> Result<Plinth> {
+        let backend = backends.inference;
         std::fs::create_dir_all(&opts.data_dir).map_err(|e| {
             Error::new(
                 plinth_api::Code::Unavailable,
@@ -80,12 +104,17 @@ impl Plinth {
             max_upload_bytes: opts.max_upload_bytes,
             engine,
             auth_cache: Arc::new(auth::AuthCache::default()),
+            tables: backends.tables,
+            jobs: Arc::default(),
+            webhook_wake: Arc::default(),
         };
         let removed = core.collect_orphan_artifacts().await?;
         if removed > 0 {
             tracing::info!(removed, "deleted artifacts of registrations that never committed");
         }
         core.engine.load_all().await?;
+        core.start_jobs().await?;
+        core.start_webhooks();
         Ok(core)
     }
 
@@ -122,6 +151,8 @@ impl Plinth {
     }
 
     pub async fn close(&self) {
+        self.jobs.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.jobs.wake.notify_waiters();
         self.db.close().await;
     }
 }

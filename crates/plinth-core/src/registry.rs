@@ -84,7 +84,7 @@ fn model_from_row(row: &AnyRow, tags: BTreeMap<String, String>) -> Result<Model>
     })
 }
 
-fn version_from_row(row: &AnyRow) -> Result<ModelVersion> {
+pub(crate) fn version_from_row(row: &AnyRow) -> Result<ModelVersion> {
     let format: String = col(row, "format")?;
     let signature_source: String = col(row, "signature_source")?;
     let approval: String = col(row, "approval_state")?;
@@ -272,7 +272,12 @@ fn merge_signature(
 }
 
 impl Plinth {
-    async fn model_ref(&self, who: &Principal, team: &str, model: &str) -> Result<ModelRef> {
+    pub(crate) async fn model_ref(
+        &self,
+        who: &Principal,
+        team: &str,
+        model: &str,
+    ) -> Result<ModelRef> {
         let team = self.team_ref(who, team).await?;
         let row = self
             .db
@@ -780,7 +785,7 @@ impl Plinth {
         version_from_row(&row)
     }
 
-    async fn version_row(&self, m: &ModelRef, version: u32) -> Result<AnyRow> {
+    pub(crate) async fn version_row(&self, m: &ModelRef, version: u32) -> Result<AnyRow> {
         self.db
             .fetch_optional(&Sql::with(
                 &format!("{VERSION_SELECT} WHERE v.model_id = $1 AND v.version = $2"),
@@ -994,14 +999,17 @@ impl Plinth {
     /// Deletes artifacts that no version references: left behind when the process died between
     /// publishing an artifact and committing its version.
     pub async fn collect_orphan_artifacts(&self) -> Result<usize> {
-        let rows = self.db.fetch_all(&Sql::new("SELECT artifact_key FROM model_versions")).await?;
-        let referenced: HashSet<String> =
-            rows.iter().map(|r| col(r, "artifact_key")).collect::<Result<_>>()?;
         let mut removed = 0;
-        for key in self.artifacts.list("models").await? {
-            if !referenced.contains(&key) {
-                self.artifacts.delete(&key).await?;
-                removed += 1;
+        for (prefix, table) in [("models", "model_versions"), ("datasets", "dataset_versions")] {
+            let rows =
+                self.db.fetch_all(&Sql::new(&format!("SELECT artifact_key FROM {table}"))).await?;
+            let referenced: HashSet<String> =
+                rows.iter().map(|r| col(r, "artifact_key")).collect::<Result<_>>()?;
+            for key in self.artifacts.list(prefix).await? {
+                if !referenced.contains(&key) {
+                    self.artifacts.delete(&key).await?;
+                    removed += 1;
+                }
             }
         }
         Ok(removed)

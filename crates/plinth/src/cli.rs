@@ -14,6 +14,7 @@ use crate::client::{self, Client, Profile};
 use crate::config::{self, Overrides};
 use crate::output;
 
+mod governance;
 mod identity;
 mod registry;
 mod serving;
@@ -122,9 +123,38 @@ enum Command {
         model: String,
         #[arg(long, default_value = "production")]
         env: String,
+        /// Instead of the list: what served at this time (RFC 3339, or `now`), who approved it,
+        /// with which evidence.
+        #[arg(long)]
+        at: Option<String>,
         #[command(flatten)]
         page: PageArgs,
     },
+    /// Datasets: upload CSV or Parquet files as immutable versions, list, show profiles.
+    #[command(subcommand)]
+    Dataset(governance::DatasetCmd),
+    /// Evaluate a model version on a dataset (metrics, fairness, slices, comparison).
+    Evaluate(governance::EvaluateArgs),
+    /// Print an evaluation's Markdown report.
+    Report {
+        evaluation: String,
+        /// Write it to a file instead.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Request the promotion of a version to an environment.
+    Promote(governance::PromoteArgs),
+    /// Review promotions: queue, show, approve, reject, request-changes.
+    #[command(subcommand)]
+    Review(governance::ReviewCmd),
+    /// Promotion policies per team and environment.
+    #[command(subcommand)]
+    Policy(governance::PolicyCmd),
+    /// Webhooks on promotion events, and their delivery log.
+    #[command(subcommand)]
+    Webhook(governance::WebhookCmd),
+    /// Fairness and classification metrics of a predictions file (offline; Fairlearn's layout).
+    Fairness(governance::FairnessArgs),
     /// Predict from a JSON or CSV file of rows.
     Predict(PredictArgs),
     /// Deployments: list, show, metrics, grants, the prediction log.
@@ -688,9 +718,23 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rollback { model, env, to_revision } => {
             serving::rollback(&connect(g)?, g.json, &model, &env, to_revision).await
         }
-        Command::History { model, env, page } => {
+        Command::History { model, env, at: Some(at), .. } => {
+            let at = if at == "now" { OffsetDateTime::now_utc().format(&Rfc3339)? } else { at };
+            governance::served(&connect(g)?, g.json, &model, &env, &at).await
+        }
+        Command::History { model, env, at: None, page } => {
             serving::history(&connect(g)?, g.json, &model, &env, page.query()).await
         }
+        Command::Dataset(cmd) => governance::dataset(&connect(g)?, g.json, cmd).await,
+        Command::Evaluate(args) => governance::evaluate(&connect(g)?, g.json, args).await,
+        Command::Report { evaluation, out } => {
+            governance::report(&connect(g)?, &evaluation, out).await
+        }
+        Command::Promote(args) => governance::promote(&connect(g)?, g.json, args).await,
+        Command::Review(cmd) => governance::review(&connect(g)?, g.json, cmd).await,
+        Command::Policy(cmd) => governance::policy(&connect(g)?, g.json, cmd).await,
+        Command::Webhook(cmd) => governance::webhook(&connect(g)?, g.json, cmd).await,
+        Command::Fairness(args) => governance::fairness(args),
         Command::Predict(args) => serving::predict(&connect_maybe(g)?, g.json, args).await,
         Command::Deployment(cmd) => serving::deployment(&connect(g)?, g.json, cmd).await,
         Command::Environment(cmd) => serving::environment(&connect(g)?, g.json, cmd).await,

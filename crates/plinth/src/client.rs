@@ -190,6 +190,45 @@ impl Client {
         result
     }
 
+    /// Uploads a file as the raw request body, with a progress bar.
+    pub async fn upload_raw<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        file: &Path,
+    ) -> Result<T> {
+        let f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("cannot open {}", file.display()))?;
+        let size = f.metadata().await?.len();
+        let bar = progress_bar(size, "uploading");
+        let bar2 = bar.clone();
+        let stream = tokio_util::io::ReaderStream::new(f).inspect(move |chunk| {
+            if let Ok(c) = chunk {
+                bar2.inc(c.len() as u64);
+            }
+        });
+        let req = self
+            .http
+            .post(self.url(path))
+            .query(query)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", size)
+            .body(reqwest::Body::wrap_stream(stream));
+        let result = self.send(req).await;
+        bar.finish_and_clear();
+        result
+    }
+
+    /// Fetches a text document (a report).
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let response = self.http.get(self.url(path)).bearer_auth(&self.key).send().await?;
+        if !response.status().is_success() {
+            return Self::decode::<serde_json::Value>(response).await.map(|_| String::new());
+        }
+        Ok(response.text().await?)
+    }
+
     /// Downloads to `dest` with a progress bar; the file appears only once complete.
     pub async fn download(&self, path: &str, dest: &Path) -> Result<(u64, Option<String>)> {
         let response = self.http.get(self.url(path)).bearer_auth(&self.key).send().await?;
@@ -223,7 +262,7 @@ impl Client {
     }
 }
 
-fn progress_bar(len: u64, label: &'static str) -> ProgressBar {
+pub(crate) fn progress_bar(len: u64, label: &'static str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(

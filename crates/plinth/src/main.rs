@@ -22,6 +22,11 @@ pub fn backend() -> Arc<dyn InferenceBackend> {
     return Arc::new(plinth_core::serving::runtime::NoBackend);
 }
 
+/// The inference and table backends this build runs the core on.
+pub fn backends() -> plinth_core::Backends {
+    plinth_core::Backends { inference: backend(), tables: Arc::new(plinth_data::Tables) }
+}
+
 fn main() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,

@@ -23,7 +23,7 @@ pub async fn run(config: Config) -> Result<()> {
             database_url: config.database_url.as_ref().map(|u| u.expose().to_string()),
             max_upload_bytes: config.max_upload_bytes,
         },
-        crate::backend(),
+        crate::backends(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("{}", e.message))?;

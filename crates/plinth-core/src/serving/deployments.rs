@@ -24,11 +24,11 @@ use crate::util::{
 };
 
 /// The model a deployment serves, resolved and authorized.
-struct Target2 {
-    team: TeamRef,
-    model_id: String,
-    model: String,
-    environment: String,
+pub(crate) struct ApplyTarget {
+    pub team: TeamRef,
+    pub model_id: String,
+    pub model: String,
+    pub environment: String,
 }
 
 fn check_spec(spec: &DeploymentSpec) -> Result<()> {
@@ -103,6 +103,11 @@ fn check_spec(spec: &DeploymentSpec) -> Result<()> {
     Ok(())
 }
 
+/// The versions that answer requests under a spec (shadows only log).
+fn serving_versions(spec: &DeploymentSpec) -> Vec<u32> {
+    spec.versions.iter().filter(|s| s.weight > 0).map(|s| s.version).collect()
+}
+
 fn deployment_from_row(row: &AnyRow, grants: Vec<String>) -> Result<Deployment> {
     Ok(Deployment {
         id: col(row, "id")?,
@@ -174,7 +179,7 @@ impl Plinth {
         team: &str,
         model: &str,
         environment: &str,
-    ) -> Result<Target2> {
+    ) -> Result<ApplyTarget> {
         let team = self.team_ref(who, team).await?;
         let row = self
             .db
@@ -194,7 +199,7 @@ impl Plinth {
         if env.is_none() {
             return Err(Error::not_found("environment", environment));
         }
-        Ok(Target2 {
+        Ok(ApplyTarget {
             team,
             model_id: col(&row, "id")?,
             model: col(&row, "name")?,
@@ -214,7 +219,9 @@ impl Plinth {
     ) -> Result<Deployment> {
         let target = self.deployment_target(who, team, model, environment).await?;
         who.require(&target.team, TeamRole::Maintainer, "deploying")?;
-        self.apply(who, &target, spec, "deploy").await
+        self.check_gate(&target.team.id, &target.model_id, environment, &serving_versions(&spec))
+            .await?;
+        self.apply(who, &target, spec, "deploy", None).await
     }
 
     /// Changes the traffic split (and shadows) of an existing deployment.
@@ -234,7 +241,9 @@ impl Plinth {
         if let Some(shadows) = req.shadows {
             spec.shadows = shadows;
         }
-        self.apply(who, &target, spec, "traffic").await
+        self.check_gate(&target.team.id, &target.model_id, environment, &serving_versions(&spec))
+            .await?;
+        self.apply(who, &target, spec, "traffic", None).await
     }
 
     /// Goes back to an earlier revision's spec (by default the one before the current).
@@ -271,17 +280,20 @@ impl Plinth {
                 Error::invalid("to_revision", format!("revision {to} does not exist"))
             })?;
         let spec: DeploymentSpec = serde_json::from_str(&col::<String>(&row, "spec")?)?;
-        self.apply(who, &target, spec, "rollback").await
+        self.check_gate(&target.team.id, &target.model_id, environment, &serving_versions(&spec))
+            .await?;
+        self.apply(who, &target, spec, "rollback", None).await
     }
 
     /// Validates, checks every version loads, records the new revision with its audit entry,
     /// then swaps it into the live engine.
-    async fn apply(
+    pub(crate) async fn apply(
         &self,
         who: &Principal,
-        target: &Target2,
+        target: &ApplyTarget,
         spec: DeploymentSpec,
         action: &str,
+        promotion: Option<&str>,
     ) -> Result<Deployment> {
         check_spec(&spec)?;
         let existing = self
@@ -332,8 +344,8 @@ impl Plinth {
             }
         };
         Sql::with(
-            "INSERT INTO deployment_revisions (deployment_id, revision, action, spec, at, by_id) VALUES ($1, $2, $3, $4, $5, $6)",
-            [id.clone().into(), revision.into(), action.into(), spec_json.into(), now.into(), who.id.clone().into()],
+            "INSERT INTO deployment_revisions (deployment_id, revision, action, spec, at, by_id, promotion_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [id.clone().into(), revision.into(), action.into(), spec_json.into(), now.into(), who.id.clone().into(), promotion.into()],
         )
         .execute(&mut tx)
         .await?;

@@ -172,6 +172,10 @@ impl Engine {
         self.backend.as_ref()
     }
 
+    pub(crate) fn backend_arc(&self) -> Arc<dyn InferenceBackend> {
+        self.backend.clone()
+    }
+
     /// Loads every deployment from the database (at start).
     pub async fn load_all(&self) -> Result<()> {
         let rows = self.db.fetch_all(&Sql::new("SELECT id FROM deployments")).await?;

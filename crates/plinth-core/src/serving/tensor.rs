@@ -46,6 +46,18 @@ impl Data {
         }
     }
 
+    /// The values as f64 (numbers and booleans convert; strings do not).
+    pub fn as_f64_vec(&self) -> Option<Vec<f64>> {
+        Some(match self {
+            Data::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Data::F64(v) => v.clone(),
+            Data::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::I32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Data::Bool(v) => v.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect(),
+            Data::Str(_) => return None,
+        })
+    }
+
     /// The values as f32 (numbers convert; strings and booleans do not).
     pub fn to_f32(&self) -> Option<Vec<f32>> {
         Some(match self {

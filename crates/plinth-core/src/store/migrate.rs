@@ -30,10 +30,17 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 3,
+        name: "governance",
+        common: include_str!("migrations/0003_governance.sql"),
+        sqlite: "",
+        postgres: "",
+    },
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 pub(super) async fn run(db: &Db) -> Result<()> {
     let mut conn = db.pool.acquire().await?;

@@ -126,6 +126,7 @@ pub enum Arg {
     OptText(Option<String>),
     Int(i64),
     OptInt(Option<i64>),
+    Float(f64),
 }
 
 impl From<&str> for Arg {
@@ -156,6 +157,11 @@ impl From<Option<&str>> for Arg {
 impl From<i64> for Arg {
     fn from(v: i64) -> Self {
         Arg::Int(v)
+    }
+}
+impl From<f64> for Arg {
+    fn from(v: f64) -> Self {
+        Arg::Float(v)
     }
 }
 impl From<Option<i64>> for Arg {
@@ -203,6 +209,7 @@ impl Sql {
                 Arg::OptText(s) => q.bind(s.as_deref()),
                 Arg::Int(i) => q.bind(*i),
                 Arg::OptInt(i) => q.bind(*i),
+                Arg::Float(f) => q.bind(*f),
             };
         }
         q

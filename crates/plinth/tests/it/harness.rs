@@ -134,7 +134,10 @@ impl TestServer {
                     database_url: database_url.clone(),
                     max_upload_bytes: opts.max_upload_bytes,
                 },
-                std::sync::Arc::new(plinth_infer::NativeBackend),
+                plinth_core::Backends {
+                    inference: std::sync::Arc::new(plinth_infer::NativeBackend),
+                    tables: std::sync::Arc::new(plinth_data::Tables),
+                },
             )
             .await
             .unwrap_or_else(|e| panic!("core opens: {e}"));

@@ -1,0 +1,696 @@
+//! `plinth dataset`, `evaluate`, `report`, `promote`, `review`, `policy`, `webhook`, the
+//! `history --at` question, and `fairness` (metrics of a predictions file, offline).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use plinth_api::data::{Dataset, DatasetVersion};
+use plinth_api::governance::{
+    CheckStatus, Delivery, Evaluation, JobStatus, PolicyRecord, Promotion, ServedAt, Webhook,
+};
+use serde_json::{Value, json};
+
+use super::{split_model, usage};
+use crate::client::Client;
+use crate::output;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DatasetCmd {
+    /// Upload a CSV (plain or .gz) or Parquet file as the next version of TEAM/NAME.
+    Upload {
+        dataset: String,
+        file: PathBuf,
+        #[arg(long)]
+        format: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// A team's datasets.
+    List { team: String },
+    /// A dataset's versions, with their schema and profile (TEAM/NAME).
+    Show { dataset: String },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct EvaluateArgs {
+    /// TEAM/MODEL
+    model: String,
+    #[arg(long)]
+    version: u32,
+    /// NAME or NAME@VERSION of a dataset of the team.
+    #[arg(long)]
+    dataset: String,
+    #[arg(long)]
+    label: String,
+    /// Sensitive attribute columns (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    sensitive: Vec<String>,
+    /// Slice columns (repeat or comma-separate).
+    #[arg(long = "slice", value_delimiter = ',')]
+    slices: Vec<String>,
+    /// Compare with the version serving this environment (default production).
+    #[arg(long)]
+    compare: Option<String>,
+    /// Return at once instead of waiting for the job.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PromoteArgs {
+    /// TEAM/MODEL
+    model: String,
+    #[arg(long)]
+    version: u32,
+    #[arg(long)]
+    env: String,
+    /// Start as a canary with this share of traffic (percent).
+    #[arg(long)]
+    canary: Option<u32>,
+    /// The evaluation to use as evidence (default: the newest on the policy's dataset).
+    #[arg(long)]
+    evaluation: Option<String>,
+    #[arg(long)]
+    note: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ReviewCmd {
+    /// Promotions waiting for you.
+    Queue,
+    /// One promotion with its checks and reviews.
+    Show { id: String },
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    Reject {
+        id: String,
+        #[arg(long)]
+        comment: String,
+    },
+    RequestChanges {
+        id: String,
+        #[arg(long)]
+        comment: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PolicyCmd {
+    /// Set the policy of an environment from a JSON file, for a team or (admins, no --team)
+    /// the platform default.
+    Set {
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        env: String,
+        file: PathBuf,
+    },
+    /// The platform defaults and, with --team, the team's own policies.
+    Show {
+        #[arg(long)]
+        team: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum WebhookCmd {
+    /// Subscribe URL to events of TEAM (all events when none is given).
+    Add {
+        team: String,
+        url: String,
+        #[arg(long = "event")]
+        events: Vec<String>,
+    },
+    List {
+        team: String,
+    },
+    Remove {
+        team: String,
+        id: String,
+    },
+    /// The delivery log of a webhook.
+    Deliveries {
+        team: String,
+        id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct FairnessArgs {
+    /// A Parquet or CSV file of predictions.
+    #[arg(long)]
+    input: PathBuf,
+    #[arg(long, default_value = "y_true")]
+    label: String,
+    #[arg(long, default_value = "y_pred")]
+    prediction: String,
+    #[arg(long, default_value = "group")]
+    group: String,
+    /// Write the JSON here (default: standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub(super) async fn dataset(c: &Client, json_out: bool, cmd: DatasetCmd) -> Result<()> {
+    match cmd {
+        DatasetCmd::Upload { dataset, file, format, description } => {
+            let (team, name) = split_model(&dataset)?;
+            let mut q = vec![(
+                "source",
+                file.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+            )];
+            if let Some(f) = format {
+                q.push(("format", f));
+            }
+            if let Some(d) = description {
+                q.push(("description", d));
+            }
+            let v: DatasetVersion =
+                c.upload_raw(&format!("/teams/{team}/datasets/{name}/versions"), &q, &file).await?;
+            print_dataset_version(json_out, &v);
+        }
+        DatasetCmd::List { team } => {
+            let l: Vec<Dataset> = c.get(&format!("/teams/{team}/datasets"), &[]).await?;
+            if json_out {
+                output::json(&l);
+            } else {
+                output::table(
+                    &["dataset", "latest", "created", "by"],
+                    l.iter()
+                        .map(|d| {
+                            vec![
+                                format!("{}/{}", d.team, d.name),
+                                d.latest_version.to_string(),
+                                output::time(&d.created_at),
+                                d.created_by.clone(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        DatasetCmd::Show { dataset } => {
+            let (team, name) = split_model(&dataset)?;
+            let l: Vec<DatasetVersion> =
+                c.get(&format!("/teams/{team}/datasets/{name}/versions"), &[]).await?;
+            if json_out {
+                output::json(&l);
+            } else if let Some(v) = l.last() {
+                print_dataset_version(false, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_dataset_version(json_out: bool, v: &DatasetVersion) {
+    if json_out {
+        output::json(v);
+        return;
+    }
+    output::fields(&[
+        ("dataset", format!("{}/{}@{}", v.team, v.dataset, v.version)),
+        ("format", v.format.clone()),
+        ("rows", v.rows.to_string()),
+        ("sha256", v.sha256.clone()),
+        ("size", v.size_bytes.to_string()),
+        ("source", v.source.clone()),
+    ]);
+    let num = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:.4}"));
+    output::table(
+        &["column", "type", "nulls", "distinct", "min", "max", "mean", "top"],
+        v.columns
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.kind.as_str().to_string(),
+                    c.nulls.to_string(),
+                    c.distinct.to_string(),
+                    num(c.min),
+                    num(c.max),
+                    num(c.mean),
+                    c.top
+                        .iter()
+                        .take(3)
+                        .map(|t| format!("{} ({})", t.value, t.count))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ]
+            })
+            .collect(),
+    );
+}
+
+fn dataset_ref(s: &str) -> Result<Value> {
+    Ok(match s.split_once('@') {
+        Some((n, v)) => {
+            let v: u32 = v.parse().map_err(|_| usage(format!("'{v}' is not a version number")))?;
+            json!({"name": n, "version": v})
+        }
+        None => json!({"name": s}),
+    })
+}
+
+pub(super) async fn evaluate(c: &Client, json_out: bool, a: EvaluateArgs) -> Result<()> {
+    let (team, model) = split_model(&a.model)?;
+    let mut body = json!({
+        "version": a.version,
+        "dataset": dataset_ref(&a.dataset)?,
+        "label": a.label,
+        "sensitive": a.sensitive,
+        "slices": a.slices,
+    });
+    if let Some(env) = a.compare {
+        body["compare_environment"] = json!(env);
+    }
+    let mut e: Evaluation =
+        c.post(&format!("/teams/{team}/models/{model}/evaluations"), &body).await?;
+    if !a.no_wait {
+        let bar = crate::client::progress_bar(100, "evaluating");
+        while matches!(e.status, JobStatus::Queued | JobStatus::Running) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            e = c.get(&format!("/evaluations/{}", e.id), &[]).await?;
+            bar.set_position((e.progress * 100.0) as u64);
+        }
+        bar.finish_and_clear();
+    }
+    print_evaluation(json_out, &e);
+    if e.status == JobStatus::Failed {
+        bail!("the evaluation failed: {}", e.error.unwrap_or_default());
+    }
+    Ok(())
+}
+
+fn print_evaluation(json_out: bool, e: &Evaluation) {
+    if json_out {
+        output::json(e);
+        return;
+    }
+    output::fields(&[
+        ("evaluation", e.id.clone()),
+        ("model", format!("{}/{}@{}", e.team, e.model, e.version)),
+        ("dataset", e.dataset.clone()),
+        ("status", e.status.as_str().to_string()),
+    ]);
+    let Some(r) = &e.result else { return };
+    let base = r.baseline.as_ref();
+    output::table(
+        &["metric", "value", "baseline", "change"],
+        r.metrics
+            .iter()
+            .map(|(k, v)| {
+                vec![
+                    k.clone(),
+                    format!("{v:.4}"),
+                    base.and_then(|b| b.metrics.get(k)).map_or(String::new(), |x| {
+                        format!("{x:.4} (v{})", base.map_or(0, |b| b.version))
+                    }),
+                    base.and_then(|b| b.delta.get(k)).map_or(String::new(), |x| format!("{x:+.4}")),
+                ]
+            })
+            .collect(),
+    );
+    for (attr, f) in &r.fairness {
+        println!(
+            "fairness over {attr}: demographic parity difference {:.4} (ratio {:.4}), equalized odds difference {:.4} (ratio {:.4}), four-fifths rule {}",
+            f.demographic_parity_difference,
+            f.demographic_parity_ratio,
+            f.equalized_odds_difference,
+            f.equalized_odds_ratio,
+            if f.four_fifths_rule { "met" } else { "NOT met" }
+        );
+    }
+    println!("report: plinth report {}", e.id);
+}
+
+pub(super) async fn report(c: &Client, id: &str, out: Option<PathBuf>) -> Result<()> {
+    let md = c.get_text(&format!("/evaluations/{id}/report")).await?;
+    match out {
+        Some(p) => {
+            std::fs::write(&p, md).with_context(|| format!("cannot write {}", p.display()))?
+        }
+        None => print!("{md}"),
+    }
+    Ok(())
+}
+
+pub(super) async fn promote(c: &Client, json_out: bool, a: PromoteArgs) -> Result<()> {
+    let (team, model) = split_model(&a.model)?;
+    let body = json!({"version": a.version, "environment": a.env, "canary_weight": a.canary, "evaluation": a.evaluation, "note": a.note});
+    let p: Promotion = c.post(&format!("/teams/{team}/models/{model}/promotions"), &body).await?;
+    print_promotion(json_out, &p);
+    Ok(())
+}
+
+fn print_promotion(json_out: bool, p: &Promotion) {
+    if json_out {
+        output::json(p);
+        return;
+    }
+    output::fields(&[
+        ("promotion", p.id.clone()),
+        ("model", format!("{}/{}@{} → {}", p.team, p.model, p.version, p.environment)),
+        ("status", p.status.as_str().to_string()),
+        ("risk tier", p.risk_tier.clone()),
+        ("reviewers needed", p.required_reviewers.to_string()),
+        ("requested by", format!("{} at {}", p.requested_by, output::time(&p.requested_at))),
+    ]);
+    if let Some(why) = &p.auto_approved {
+        println!("approved automatically: {why}");
+    }
+    if !p.checks.is_empty() {
+        output::table(
+            &["check", "status", "evidence"],
+            p.checks
+                .iter()
+                .map(|c| {
+                    let s = match c.status {
+                        CheckStatus::Passed => "passed",
+                        CheckStatus::Failed => "FAILED",
+                        CheckStatus::Skipped => "skipped",
+                    };
+                    vec![c.name.clone(), s.into(), c.evidence.clone()]
+                })
+                .collect(),
+        );
+    }
+    for r in &p.reviews {
+        println!(
+            "{} by {} at {}: {}",
+            r.decision.as_str(),
+            r.reviewer,
+            output::time(&r.at),
+            r.comment
+        );
+    }
+}
+
+pub(super) async fn review(c: &Client, json_out: bool, cmd: ReviewCmd) -> Result<()> {
+    let decide = |id: String, decision: &str, comment: Option<String>| {
+        (format!("/promotions/{id}/reviews"), json!({"decision": decision, "comment": comment}))
+    };
+    let (path, body) = match cmd {
+        ReviewCmd::Queue => {
+            let l: Vec<Promotion> = c.get("/promotions", &[("reviewable", "true".into())]).await?;
+            if json_out {
+                output::json(&l);
+            } else {
+                output::table(
+                    &["promotion", "model", "to", "risk", "requested by", "at"],
+                    l.iter()
+                        .map(|p| {
+                            vec![
+                                p.id.clone(),
+                                format!("{}/{}@{}", p.team, p.model, p.version),
+                                p.environment.clone(),
+                                p.risk_tier.clone(),
+                                p.requested_by.clone(),
+                                output::time(&p.requested_at),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            return Ok(());
+        }
+        ReviewCmd::Show { id } => {
+            let p: Promotion = c.get(&format!("/promotions/{id}"), &[]).await?;
+            print_promotion(json_out, &p);
+            return Ok(());
+        }
+        ReviewCmd::Approve { id, comment } => decide(id, "approve", comment),
+        ReviewCmd::Reject { id, comment } => decide(id, "reject", Some(comment)),
+        ReviewCmd::RequestChanges { id, comment } => decide(id, "request_changes", Some(comment)),
+    };
+    let p: Promotion = c.post(&path, &body).await?;
+    print_promotion(json_out, &p);
+    Ok(())
+}
+
+pub(super) async fn policy(c: &Client, json_out: bool, cmd: PolicyCmd) -> Result<()> {
+    match cmd {
+        PolicyCmd::Set { team, env, file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let body: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let path = match &team {
+                Some(t) => format!("/teams/{t}/policies/{env}"),
+                None => format!("/policies/{env}"),
+            };
+            let r: PolicyRecord = c.put(&path, &body).await?;
+            print_policies(json_out, &[r]);
+        }
+        PolicyCmd::Show { team } => {
+            let q: Vec<(&str, String)> = team.map(|t| vec![("team", t)]).unwrap_or_default();
+            let l: Vec<PolicyRecord> = c.get("/policies", &q).await?;
+            print_policies(json_out, &l);
+        }
+    }
+    Ok(())
+}
+
+fn print_policies(json_out: bool, l: &[PolicyRecord]) {
+    if json_out {
+        output::json(&l);
+        return;
+    }
+    for r in l {
+        println!(
+            "# {} / {} (updated {} by {})",
+            r.team.as_deref().unwrap_or("platform default"),
+            r.environment,
+            output::time(&r.updated_at),
+            r.updated_by
+        );
+        println!("{}", serde_json::to_string_pretty(&r.policy).unwrap_or_default());
+    }
+}
+
+pub(super) async fn served(
+    c: &Client,
+    json_out: bool,
+    model: &str,
+    env: &str,
+    at: &str,
+) -> Result<()> {
+    let (team, model) = split_model(model)?;
+    let s: ServedAt = c
+        .get(
+            &format!("/teams/{team}/models/{model}/served"),
+            &[("environment", env.to_string()), ("at", at.to_string())],
+        )
+        .await?;
+    if json_out {
+        output::json(&s);
+        return Ok(());
+    }
+    let Some(r) = &s.revision else {
+        println!(
+            "nothing served {}/{} in {} at {}",
+            s.team,
+            s.model,
+            s.environment,
+            output::time(&s.at)
+        );
+        return Ok(());
+    };
+    let traffic: Vec<String> =
+        r.spec.versions.iter().map(|v| format!("v{} {}%", v.version, v.weight)).collect();
+    output::fields(&[
+        ("at", output::time(&s.at)),
+        ("serving", traffic.join(", ")),
+        (
+            "revision",
+            format!("{} ({}, by {} at {})", r.revision, r.action, r.by, output::time(&r.at)),
+        ),
+    ]);
+    for p in &s.promotions {
+        let approvers: Vec<String> = p
+            .reviews
+            .iter()
+            .filter(|r| r.decision == plinth_api::governance::Decision::Approve)
+            .map(|r| r.reviewer.clone())
+            .collect();
+        let how = match &p.auto_approved {
+            Some(why) => format!("approved automatically ({why})"),
+            None => format!("approved by {}", approvers.join(", ")),
+        };
+        println!(
+            "v{}: promotion {} requested by {}, {how}; evidence: evaluation {}",
+            p.version,
+            p.id,
+            p.requested_by,
+            p.evaluation.as_deref().unwrap_or("none")
+        );
+        for c in &p.checks {
+            println!("  {} {:?}: {}", c.name, c.status, c.evidence);
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn webhook(c: &Client, json_out: bool, cmd: WebhookCmd) -> Result<()> {
+    match cmd {
+        WebhookCmd::Add { team, url, events } => {
+            let w: Webhook = c
+                .post(&format!("/teams/{team}/webhooks"), &json!({"url": url, "events": events}))
+                .await?;
+            if json_out {
+                output::json(&w);
+            } else {
+                output::fields(&[
+                    ("webhook", w.id.clone()),
+                    ("url", w.url.clone()),
+                    ("secret", w.secret.clone().unwrap_or_default()),
+                ]);
+                eprintln!("keep the secret: it is shown only once (it signs X-Plinth-Signature)");
+            }
+        }
+        WebhookCmd::List { team } => {
+            let l: Vec<Webhook> = c.get(&format!("/teams/{team}/webhooks"), &[]).await?;
+            if json_out {
+                output::json(&l);
+            } else {
+                output::table(
+                    &["webhook", "url", "events"],
+                    l.iter()
+                        .map(|w| {
+                            vec![
+                                w.id.clone(),
+                                w.url.clone(),
+                                if w.events.is_empty() {
+                                    "all".into()
+                                } else {
+                                    w.events.join(", ")
+                                },
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        WebhookCmd::Remove { team, id } => {
+            let _: Value = c.delete(&format!("/teams/{team}/webhooks/{id}")).await?;
+            println!("removed {id}");
+        }
+        WebhookCmd::Deliveries { team, id } => {
+            let l: Vec<Delivery> =
+                c.get(&format!("/teams/{team}/webhooks/{id}/deliveries"), &[]).await?;
+            if json_out {
+                output::json(&l);
+            } else {
+                output::table(
+                    &["delivery", "event", "status", "attempts", "last answer", "created"],
+                    l.iter()
+                        .map(|d| {
+                            vec![
+                                d.id.clone(),
+                                d.event.clone(),
+                                d.status.clone(),
+                                d.attempts.to_string(),
+                                d.last_status_code
+                                    .map(|c| c.to_string())
+                                    .or(d.last_error.clone())
+                                    .unwrap_or_default(),
+                                output::time(&d.created_at),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fairness and classification metrics of a predictions file, computed locally — the same
+/// functions the evaluation jobs use. The JSON has Fairlearn's `MetricFrame` layout.
+pub(super) fn fairness(a: FairnessArgs) -> Result<()> {
+    use plinth_core::data::{FileFormat, TableReader};
+    use plinth_core::eval::metrics;
+    let bytes =
+        std::fs::read(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
+    let format = FileFormat::detect(&bytes);
+    let table = plinth_data::Tables
+        .read(bytes, format)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.input.display()))?;
+    let binary = |name: &str| -> Result<Vec<bool>> {
+        let c = table
+            .column(name)
+            .ok_or_else(|| usage(format!("{} has no column '{name}'", a.input.display())))?;
+        (0..table.rows)
+            .map(|i| match c.data.number(i) {
+                Some(v) if v == 0.0 || v == 1.0 => Ok(v == 1.0),
+                other => bail!("column '{name}' row {i}: {other:?} is not 0 or 1"),
+            })
+            .collect()
+    };
+    let truth = binary(&a.label)?;
+    let pred = binary(&a.prediction)?;
+    let g = table
+        .column(&a.group)
+        .ok_or_else(|| usage(format!("{} has no column '{}'", a.input.display(), a.group)))?;
+    let (names, groups) = g.data.groups();
+    let counts = metrics::group_counts(&truth, &pred, &groups, names.len());
+    let fair = metrics::fairness(&names, &counts);
+    let mut overall = metrics::Counts::default();
+    for c in &counts {
+        overall.tp += c.tp;
+        overall.fp += c.fp;
+        overall.tn += c.tn;
+        overall.fn_ += c.fn_;
+    }
+    let gm = |m: &plinth_api::governance::GroupMetrics| json!({"accuracy": m.accuracy, "selection_rate": m.selection_rate, "tpr": m.tpr, "fpr": m.fpr, "count": m.count as f64});
+    let field = |f: fn(&plinth_api::governance::GroupMetrics) -> f64| {
+        metrics::spread(fair.by_group.values().map(f))
+    };
+    let mut diff = BTreeMap::new();
+    let mut ratio = BTreeMap::new();
+    let fields: [(&str, fn(&plinth_api::governance::GroupMetrics) -> f64); 5] = [
+        ("accuracy", |m| m.accuracy),
+        ("selection_rate", |m| m.selection_rate),
+        ("tpr", |m| m.tpr),
+        ("fpr", |m| m.fpr),
+        ("count", |m| m.count as f64),
+    ];
+    for (name, f) in fields {
+        let (d, r) = field(f);
+        diff.insert(name, d);
+        ratio.insert(name, r);
+    }
+    let truth_cls: Vec<u32> = truth.iter().map(|&t| u32::from(t)).collect();
+    let pred_cls: Vec<u32> = pred.iter().map(|&p| u32::from(p)).collect();
+    let (cls, cm) = metrics::classification(&truth_cls, &pred_cls, None, 2);
+    let out = json!({
+        "rows": table.rows,
+        "overall": gm(&overall.metrics()),
+        "by_group": fair.by_group.iter().map(|(k, m)| (k.clone(), gm(m))).collect::<BTreeMap<_, _>>(),
+        "difference_between_groups": diff,
+        "ratio_between_groups": ratio,
+        "demographic_parity_difference": fair.demographic_parity_difference,
+        "equalized_odds_difference": fair.equalized_odds_difference,
+        "demographic_parity_ratio": fair.demographic_parity_ratio,
+        "equalized_odds_ratio": fair.equalized_odds_ratio,
+        "four_fifths_rule": fair.four_fifths_rule,
+        "classification": cls,
+        "confusion_matrix": cm,
+    });
+    let text = serde_json::to_string_pretty(&out)?;
+    match a.out {
+        Some(p) => write_file(&p, &text)?,
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+fn write_file(p: &Path, text: &str) -> Result<()> {
+    std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))
+}
