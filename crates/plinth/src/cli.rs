@@ -538,7 +538,7 @@ pub(crate) fn split_model(s: &str) -> Result<(String, String)> {
     }
 }
 
-fn split_version(s: &str) -> Result<(String, String, u32)> {
+pub(crate) fn split_version(s: &str) -> Result<(String, String, u32)> {
     let (model, v) =
         s.split_once('@').ok_or_else(|| usage(format!("'{s}' is not TEAM/MODEL@VERSION")))?;
     let (team, model) = split_model(model)?;

@@ -13,7 +13,7 @@ use plinth_api::governance::{
 };
 use serde_json::{Value, json};
 
-use super::{split_model, usage};
+use super::{split_model, split_version, usage};
 use crate::client::Client;
 use crate::output;
 
@@ -36,10 +36,8 @@ pub(crate) enum DatasetCmd {
 
 #[derive(Args, Debug)]
 pub(crate) struct EvaluateArgs {
-    /// TEAM/MODEL
+    /// TEAM/MODEL@VERSION
     model: String,
-    #[arg(long)]
-    version: u32,
     /// NAME or NAME@VERSION of a dataset of the team.
     #[arg(long)]
     dataset: String,
@@ -61,10 +59,8 @@ pub(crate) struct EvaluateArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct PromoteArgs {
-    /// TEAM/MODEL
+    /// TEAM/MODEL@VERSION
     model: String,
-    #[arg(long)]
-    version: u32,
     #[arg(long)]
     env: String,
     /// Start as a canary with this share of traffic (percent).
@@ -259,9 +255,9 @@ fn dataset_ref(s: &str) -> Result<Value> {
 }
 
 pub(super) async fn evaluate(c: &Client, json_out: bool, a: EvaluateArgs) -> Result<()> {
-    let (team, model) = split_model(&a.model)?;
+    let (team, model, version) = split_version(&a.model)?;
     let mut body = json!({
-        "version": a.version,
+        "version": version,
         "dataset": dataset_ref(&a.dataset)?,
         "label": a.label,
         "sensitive": a.sensitive,
@@ -342,8 +338,8 @@ pub(super) async fn report(c: &Client, id: &str, out: Option<PathBuf>) -> Result
 }
 
 pub(super) async fn promote(c: &Client, json_out: bool, a: PromoteArgs) -> Result<()> {
-    let (team, model) = split_model(&a.model)?;
-    let body = json!({"version": a.version, "environment": a.env, "canary_weight": a.canary, "evaluation": a.evaluation, "note": a.note});
+    let (team, model, version) = split_version(&a.model)?;
+    let body = json!({"version": version, "environment": a.env, "canary_weight": a.canary, "evaluation": a.evaluation, "note": a.note});
     let p: Promotion = c.post(&format!("/teams/{team}/models/{model}/promotions"), &body).await?;
     print_promotion(json_out, &p);
     Ok(())
@@ -649,12 +645,12 @@ pub(super) fn fairness(a: FairnessArgs) -> Result<()> {
         overall.fn_ += c.fn_;
     }
     let gm = |m: &plinth_api::governance::GroupMetrics| json!({"accuracy": m.accuracy, "selection_rate": m.selection_rate, "tpr": m.tpr, "fpr": m.fpr, "count": m.count as f64});
-    let field = |f: fn(&plinth_api::governance::GroupMetrics) -> f64| {
+    let field = |f: GroupField| {
         metrics::spread(fair.by_group.values().map(f))
     };
     let mut diff = BTreeMap::new();
     let mut ratio = BTreeMap::new();
-    let fields: [(&str, fn(&plinth_api::governance::GroupMetrics) -> f64); 5] = [
+    let fields: [(&str, GroupField); 5] = [
         ("accuracy", |m| m.accuracy),
         ("selection_rate", |m| m.selection_rate),
         ("tpr", |m| m.tpr),
@@ -690,6 +686,9 @@ pub(super) fn fairness(a: FairnessArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Reads one per-group metric.
+type GroupField = fn(&plinth_api::governance::GroupMetrics) -> f64;
 
 fn write_file(p: &Path, text: &str) -> Result<()> {
     std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))

@@ -8,16 +8,16 @@ use serde_json::Value;
 
 use crate::harness::{fixtures, shared_server_tests, unique};
 
-struct Cli {
+pub(crate) struct Cli {
     profiles: tempfile::TempDir,
 }
 
 impl Cli {
-    fn new() -> Cli {
+    pub(crate) fn new() -> Cli {
         Cli { profiles: tempfile::tempdir().unwrap() }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_plinth"))
             .args(args)
             .env("PLINTH_PROFILES_FILE", self.profiles.path().join("profiles.toml"))
@@ -29,7 +29,7 @@ impl Cli {
     }
 
     #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -40,14 +40,14 @@ impl Cli {
     }
 
     #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let mut a = args.to_vec();
         a.push("--json");
         serde_json::from_str(&self.ok(&a)).expect("--json prints JSON")
     }
 
     #[track_caller]
-    fn fails(&self, args: &[&str], code: i32) -> String {
+    pub(crate) fn fails(&self, args: &[&str], code: i32) -> String {
         let out = self.run(args);
         assert_eq!(
             out.status.code(),
