@@ -645,9 +645,7 @@ pub(super) fn fairness(a: FairnessArgs) -> Result<()> {
         overall.fn_ += c.fn_;
     }
     let gm = |m: &plinth_api::governance::GroupMetrics| json!({"accuracy": m.accuracy, "selection_rate": m.selection_rate, "tpr": m.tpr, "fpr": m.fpr, "count": m.count as f64});
-    let field = |f: GroupField| {
-        metrics::spread(fair.by_group.values().map(f))
-    };
+    let field = |f: GroupField| metrics::spread(fair.by_group.values().map(f));
     let mut diff = BTreeMap::new();
     let mut ratio = BTreeMap::new();
     let fields: [(&str, GroupField); 5] = [

@@ -274,6 +274,35 @@ shared_server_tests! {
         assert_eq!(wait_evaluation(m, ok["id"].as_str().unwrap()).await["status"], "succeeded");
     }
 
+    async fn platform_default_policies_gate_every_team(srv: &TestServer) {
+        // A fresh environment, so the default gates no other test.
+        let env = unique("preprod");
+        srv.admin().post("/environments", &json!({"name": env})).await.ok(StatusCode::CREATED);
+        let t = srv.team().await;
+        let (team, m) = (t.team.clone(), &t.maintainer.1);
+        let policy = json!({"required_card_fields": ["intended_use", "limitations"], "reviewers": {"medium": 1}});
+        m.put(&format!("/policies/{env}"), &policy).await.err(StatusCode::FORBIDDEN, "forbidden");
+        let e = srv.admin().put(&format!("/policies/{env}"), &json!({"fairness": {"demographic_parity": {"max": 0.1}}})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "fairness.demographic_parity");
+        srv.admin().put(&format!("/policies/{env}"), &policy).await.ok(StatusCode::OK);
+        m.post(&format!("/teams/{team}/models"), &json!({"name": "income", "task": "binary_classification"})).await.ok(StatusCode::CREATED);
+        let meta = json!({"card": {"intended_use": "tests", "risk_tier": "medium"}});
+        m.upload(&team, "income", "m.txt", std::fs::read(eval_dir().join("adult_v2.txt")).unwrap(), Some(meta)).await.ok(StatusCode::CREATED);
+        let e = m.put(&format!("/deployments/{team}/income/{env}"), &json!({"versions": [{"version": 1, "weight": 100}]})).await.err(StatusCode::CONFLICT, "approval_required");
+        assert!(e["message"].as_str().unwrap().contains("reviewer approvals by risk tier (low: 1, medium: 1, high: 1)"), "{e}");
+        let p = m.post(&format!("/teams/{team}/models/income/promotions"), &json!({"version": 1, "environment": env})).await.ok(StatusCode::CREATED);
+        assert_eq!(p["status"], "blocked");
+        assert_eq!(check(&p, "card:limitations")["status"], "failed");
+        assert_eq!(check(&p, "card:intended_use")["status"], "passed");
+        // The team's own policy for the environment replaces the default.
+        m.put(&format!("/teams/{team}/policies/{env}"), &json!({"reviewers": {"medium": 0}})).await.ok(StatusCode::OK);
+        let p = m.post(&format!("/teams/{team}/models/income/promotions"), &json!({"version": 1, "environment": env})).await.ok(StatusCode::CREATED);
+        assert_eq!(p["status"], "deployed", "{p}");
+        let listed = m.get(&format!("/policies?team={team}")).await.ok(StatusCode::OK);
+        assert!(listed.as_array().unwrap().iter().any(|r| r["environment"] == env.as_str() && r["team"].is_null()));
+        assert!(listed.as_array().unwrap().iter().any(|r| r["environment"] == env.as_str() && r["team"] == team.as_str()));
+    }
+
     async fn webhooks_are_signed_retried_and_logged(srv: &TestServer) {
         let t = srv.team().await;
         let (team, m) = (t.team.clone(), &t.maintainer.1);
