@@ -19,7 +19,7 @@ pub fn markdown(e: &Evaluation) -> String {
         e.label,
         e.status.as_str(),
         e.created_by,
-        e.created_at
+        e.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
     );
     if e.status != JobStatus::Succeeded {
         if let Some(err) = &e.error {

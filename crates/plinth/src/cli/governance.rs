@@ -345,6 +345,14 @@ pub(super) async fn promote(c: &Client, json_out: bool, a: PromoteArgs) -> Resul
     Ok(())
 }
 
+fn status(s: CheckStatus) -> &'static str {
+    match s {
+        CheckStatus::Passed => "passed",
+        CheckStatus::Failed => "FAILED",
+        CheckStatus::Skipped => "skipped",
+    }
+}
+
 fn print_promotion(json_out: bool, p: &Promotion) {
     if json_out {
         output::json(p);
@@ -366,14 +374,7 @@ fn print_promotion(json_out: bool, p: &Promotion) {
             &["check", "status", "evidence"],
             p.checks
                 .iter()
-                .map(|c| {
-                    let s = match c.status {
-                        CheckStatus::Passed => "passed",
-                        CheckStatus::Failed => "FAILED",
-                        CheckStatus::Skipped => "skipped",
-                    };
-                    vec![c.name.clone(), s.into(), c.evidence.clone()]
-                })
+                .map(|c| vec![c.name.clone(), status(c.status).into(), c.evidence.clone()])
                 .collect(),
         );
     }
@@ -527,7 +528,7 @@ pub(super) async fn served(
             p.evaluation.as_deref().unwrap_or("none")
         );
         for c in &p.checks {
-            println!("  {} {:?}: {}", c.name, c.status, c.evidence);
+            println!("  {} {}: {}", c.name, status(c.status), c.evidence);
         }
     }
     Ok(())
