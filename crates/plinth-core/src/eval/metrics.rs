@@ -424,4 +424,35 @@ mod parity {
             assert_eq!(f.by_group.len(), r["by_group"].as_object().unwrap().len());
         }
     }
+
+    #[test]
+    fn ames_regression_and_multiclass_equal_sklearn() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/eval");
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        let e = &expected["ames"];
+        let text = std::fs::read_to_string(dir.join("ames_scores.csv")).unwrap();
+        let (mut y, mut pred, mut t, mut proba) = (vec![], vec![], vec![], vec![]);
+        for line in text.lines().skip(1) {
+            let f: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
+            y.push(f[0]);
+            pred.push(f[1]);
+            t.push(f[2] as u32);
+            proba.extend_from_slice(&f[3..6]);
+        }
+        let m = regression(&y, &pred);
+        for (name, want) in e["regression"].as_object().unwrap() {
+            close(name, m[name], want);
+        }
+        let argmax: Vec<u32> = proba
+            .chunks(3)
+            .map(|r| (0..3).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap() as u32)
+            .collect();
+        let (m, cm) = classification(&t, &argmax, Some(&proba), 3);
+        for (name, want) in e["multiclass"].as_object().unwrap() {
+            close(name, m[name], want);
+        }
+        assert_eq!(serde_json::to_value(&cm).unwrap(), e["multiclass_confusion_matrix"]);
+    }
 }

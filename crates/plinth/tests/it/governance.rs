@@ -303,6 +303,56 @@ shared_server_tests! {
         assert!(listed.as_array().unwrap().iter().any(|r| r["environment"] == env.as_str() && r["team"] == team.as_str()));
     }
 
+    async fn regression_and_multiclass_evaluations_and_parquet_datasets(srv: &TestServer) {
+        let t = srv.team().await;
+        let (team, m) = (t.team.clone(), &t.maintainer.1);
+        let exp = expected();
+        let upload = async |name: &str, file: &str| {
+            let req = m
+                .request(reqwest::Method::POST, &format!("/teams/{team}/datasets/{name}/versions"))
+                .body(std::fs::read(eval_dir().join(file)).unwrap());
+            m.send(req).await
+        };
+        // Parquet is detected by its magic bytes; types come from its schema.
+        let pq = upload("adult-sample", "adult_sample.parquet").await.ok(StatusCode::CREATED);
+        assert_eq!((pq["format"].as_str(), pq["rows"].as_u64()), (Some("parquet"), Some(2000)));
+        let age = pq["columns"].as_array().unwrap().iter().find(|c| c["name"] == "age").unwrap();
+        assert_eq!(age["type"], "int64");
+        // Re-uploading the same bytes makes a new version with the same content hash.
+        let again = upload("adult-sample", "adult_sample.parquet").await.ok(StatusCode::CREATED);
+        assert_eq!((again["version"].as_u64(), &again["sha256"]), (Some(2), &pq["sha256"]));
+        upload("ames", "ames_eval.csv").await.ok(StatusCode::CREATED);
+
+        for (model, task, fixture, label) in [
+            ("price", "regression", "lightgbm_regression.txt", "log_price"),
+            ("tier", "multiclass_classification", "lightgbm_multiclass.txt", "price_tertile"),
+        ] {
+            m.post(&format!("/teams/{team}/models"), &json!({"name": model, "task": task})).await.ok(StatusCode::CREATED);
+            m.upload_fixture(&team, model, fixture).await.ok(StatusCode::CREATED);
+            let e = m
+                .post(&format!("/teams/{team}/models/{model}/evaluations"), &json!({"version": 1, "dataset": {"name": "ames"}, "label": label, "slices": ["Full_Bath"]}))
+                .await
+                .ok(StatusCode::ACCEPTED);
+            let done = wait_evaluation(m, e["id"].as_str().unwrap()).await;
+            assert_eq!(done["status"], "succeeded", "{done}");
+            let r = &done["result"];
+            let want = if task == "regression" { &exp["ames"]["regression"] } else { &exp["ames"]["multiclass"] };
+            for (name, v) in want.as_object().unwrap() {
+                close(&r["metrics"][name], v, 1e-4, name);
+            }
+            if task != "regression" {
+                assert_eq!(r["confusion_matrix"], exp["ames"]["multiclass_confusion_matrix"]);
+                assert_eq!(r["classes"], json!(["0", "1", "2"]));
+            }
+            assert!(r["slices"]["Full_Bath"].as_object().unwrap().len() >= 3, "{r}");
+        }
+        // A regression label must be numeric; fairness is for binary classifiers.
+        let e = m.post(&format!("/teams/{team}/models/price/evaluations"), &json!({"version": 1, "dataset": {"name": "adult-sample"}, "label": "income", "sensitive": []})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert!(e["message"].as_str().unwrap().contains("must be a number"), "{e}");
+        let e = m.post(&format!("/teams/{team}/models/tier/evaluations"), &json!({"version": 1, "dataset": {"name": "ames"}, "label": "price_tertile", "sensitive": ["Full_Bath"]})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert!(e["message"].as_str().unwrap().contains("binary classifiers"), "{e}");
+    }
+
     async fn webhooks_are_signed_retried_and_logged(srv: &TestServer) {
         let t = srv.team().await;
         let (team, m) = (t.team.clone(), &t.maintainer.1);
