@@ -1,6 +1,9 @@
-//! Tabular file formats for Plinth: CSV (plain or gzip-compressed, types inferred) and Parquet,
-//! decoded with Arrow into the core's columnar [`Table`]. Kept out of `plinth-core` so the core
-//! builds without Arrow; the binary hands a [`Tables`] to the core as its `TableReader`.
+//! Tabular data for Plinth, on Arrow: CSV (plain or gzip-compressed, types inferred) and Parquet
+//! decoded into the core's columnar [`Table`], Parquet output, and the point-in-time join
+//! ([`pit`]). Kept out of `plinth-core` so the core builds without Arrow; the binary hands a
+//! [`Tables`] to the core as its `TableReader`.
+
+pub mod pit;
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
@@ -49,6 +52,42 @@ pub fn read_parquet(bytes: Vec<u8>) -> Result<Batches, String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("the Parquet file is damaged: {e}"))?;
     Ok((fields, batches))
+}
+
+/// Reads a Parquet file from disk into record batches.
+pub fn read_parquet_file(path: &std::path::Path) -> Result<Vec<RecordBatch>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    read_parquet(bytes).map(|(_, b)| b).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes one batch as a Parquet file (Snappy-compressed), atomically: a temporary file in the
+/// same folder is renamed into place once complete.
+pub fn write_parquet_file(path: &std::path::Path, batch: &RecordBatch) -> Result<(), String> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+    let dir =
+        path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let tmp = tempfile_in(dir)?;
+    let file =
+        std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut w =
+        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| e.to_string())?;
+    w.write(batch).map_err(|e| e.to_string())?;
+    w.close().map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn tempfile_in(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let name = format!(
+        ".plinth-{}-{}.tmp",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    Ok(dir.join(name))
 }
 
 /// Reads a whole CSV file (header row; types inferred from every row; gzip detected).

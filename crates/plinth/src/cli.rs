@@ -14,6 +14,7 @@ use crate::client::{self, Client, Profile};
 use crate::config::{self, Overrides};
 use crate::output;
 
+mod features;
 mod governance;
 mod identity;
 mod registry;
@@ -155,6 +156,9 @@ enum Command {
     Webhook(governance::WebhookCmd),
     /// Fairness and classification metrics of a predictions file (offline; Fairlearn's layout).
     Fairness(governance::FairnessArgs),
+    /// Feature-store work on local files: point-in-time training sets.
+    #[command(subcommand)]
+    Features(features::FeaturesCmd),
     /// Predict from a JSON or CSV file of rows.
     Predict(PredictArgs),
     /// Deployments: list, show, metrics, grants, the prediction log.
@@ -556,7 +560,7 @@ fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-fn parse_duration(s: &str) -> Result<time::Duration> {
+pub(crate) fn parse_duration(s: &str) -> Result<time::Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: i64 =
         num.parse().map_err(|_| usage(format!("'{s}' is not a duration like 30d, 12h or 90m")))?;
@@ -735,6 +739,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Policy(cmd) => governance::policy(&connect(g)?, g.json, cmd).await,
         Command::Webhook(cmd) => governance::webhook(&connect(g)?, g.json, cmd).await,
         Command::Fairness(args) => governance::fairness(args),
+        Command::Features(cmd) => features::features(cmd),
         Command::Predict(args) => serving::predict(&connect_maybe(g)?, g.json, args).await,
         Command::Deployment(cmd) => serving::deployment(&connect(g)?, g.json, cmd).await,
         Command::Environment(cmd) => serving::environment(&connect(g)?, g.json, cmd).await,
