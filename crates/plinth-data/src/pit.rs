@@ -386,7 +386,7 @@ mod tests {
             ttl_micros: None,
             features: Some(vec!["nope".into()]),
         };
-        let err = pit_join(&[e.clone()], &[f.clone()], &spec).unwrap_err();
+        let err = pit_join(std::slice::from_ref(&e), std::slice::from_ref(&f), &spec).unwrap_err();
         assert!(err.contains("'id' of the entity table is Int64, not a timestamp"), "{err}");
         let spec = PitSpec { entity_timestamp: "at".into(), ..spec };
         let err = pit_join(&[e], &[f], &spec).unwrap_err();
