@@ -57,8 +57,9 @@ fn column<'a>(batch: &'a RecordBatch, name: &str, side: &str) -> Result<&'a Arra
     batch.column_by_name(name).ok_or_else(|| format!("the {side} table has no column '{name}'"))
 }
 
-/// Microseconds since the epoch (time zones are instants already; naive times count as UTC).
-fn micros(a: &ArrayRef, name: &str, side: &str) -> Result<Vec<Option<i64>>, String> {
+/// Microseconds since the epoch (time zones are instants already; naive times count as UTC);
+/// nulls become `NULL_TS`, which sorts first and matches nothing.
+fn micros(a: &ArrayRef, name: &str, side: &str) -> Result<Vec<i64>, String> {
     match a.data_type() {
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {}
         other => {
@@ -69,12 +70,20 @@ fn micros(a: &ArrayRef, name: &str, side: &str) -> Result<Vec<Option<i64>>, Stri
         .map_err(|e| format!("column '{name}': {e}"))?;
     let c = cast(&c, &DataType::Int64).map_err(|e| format!("column '{name}': {e}"))?;
     let c = c.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
-    Ok(c.iter().collect())
+    if c.null_count() == 0 {
+        return Ok(c.values().to_vec());
+    }
+    Ok(c.iter().map(|v| v.unwrap_or(NULL_TS)).collect())
 }
+
+/// The timestamp of a null: before every real one, never matched.
+const NULL_TS: i64 = i64::MIN;
 
 /// Interns each row's join key as a dense id. Integer keys hash as integers; anything else as
 /// its string form. Nulls never match.
 struct Keys {
+    /// Integer keys in a compact range are their own ids (`v - min`): no hashing.
+    dense: Option<(i64, i64)>,
     ints: HashMap<i64, u32, Fast>,
     strs: HashMap<String, u32, Fast>,
     next: u32,
@@ -82,7 +91,7 @@ struct Keys {
 
 impl Keys {
     fn new() -> Keys {
-        Keys { ints: HashMap::default(), strs: HashMap::default(), next: 0 }
+        Keys { dense: None, ints: HashMap::default(), strs: HashMap::default(), next: 0 }
     }
 
     /// Ids of every row; `insert` false looks up only (unknown keys are `None`).
@@ -93,6 +102,21 @@ impl Keys {
         {
             let c = cast(single, &DataType::Int64).map_err(|e| e.to_string())?;
             let c = c.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
+            if insert && self.next == 0 {
+                let min = arrow::compute::min(c).unwrap_or(0);
+                let max = arrow::compute::max(c).unwrap_or(0);
+                let span = max.checked_sub(min).unwrap_or(i64::MAX);
+                if span < (4 * n as i64).max(1024) {
+                    self.dense = Some((min, max));
+                    self.next = (span + 1) as u32;
+                }
+            }
+            if let Some((min, max)) = self.dense {
+                return Ok(c
+                    .iter()
+                    .map(|v| v.filter(|v| (min..=max).contains(v)).map(|v| (v - min) as u32))
+                    .collect());
+            }
             let mut out = Vec::with_capacity(n);
             for v in c.iter() {
                 out.push(v.and_then(|v| self.int(v, insert)));
@@ -206,55 +230,76 @@ pub fn pit_join(
             .collect(),
     };
 
-    // Bucket feature rows by key (counting sort), then order each bucket by time.
+    // Bucket feature rows by key (counting sort); each entry carries its event time, created
+    // time and row, so ordering and searching a bucket touch only that bucket's memory.
     let mut keys = Keys::new();
     let f_ids = keys.ids(&f_keys, true)?;
     let n_keys = keys.next as usize;
     let mut starts = vec![0u32; n_keys + 1];
-    for id in f_ids.iter().flatten() {
-        starts[*id as usize + 1] += 1;
+    for (id, ts) in f_ids.iter().zip(&f_ts) {
+        if let Some(id) = id
+            && *ts != NULL_TS
+        {
+            starts[*id as usize + 1] += 1;
+        }
     }
     for i in 0..n_keys {
         starts[i + 1] += starts[i];
     }
-    let mut fill = starts.clone();
-    let mut rows = vec![0u32; starts[n_keys] as usize];
-    for (row, (id, ts)) in f_ids.iter().zip(&f_ts).enumerate() {
-        if let (Some(id), Some(_)) = (id, ts) {
-            rows[fill[*id as usize] as usize] = row as u32;
-            fill[*id as usize] += 1;
-        }
-    }
-    let order = |r: &u32| {
-        let r = *r as usize;
-        (f_ts[r].unwrap_or(i64::MIN), created.as_ref().map_or(0, |c| c[r].unwrap_or(i64::MIN)), r)
-    };
-    for k in 0..n_keys {
-        let bucket = &mut rows[starts[k] as usize..fill[k] as usize];
-        if !bucket.is_sorted_by_key(order) {
-            bucket.sort_unstable_by_key(order);
-        }
-    }
-
-    // As-of lookup for each entity row.
-    let e_ids = keys.ids(&e_keys, false)?;
-    let mut pick: Vec<Option<u32>> = Vec::with_capacity(e.num_rows());
-    for (id, ts) in e_ids.iter().zip(&e_ts) {
-        let found = match (id, ts) {
-            (Some(id), Some(ts)) => {
-                let k = *id as usize;
-                let bucket = &rows[starts[k] as usize..fill[k] as usize];
-                // Rows with event time <= ts come first: the last of them is the answer.
-                let n = bucket.partition_point(|&r| f_ts[r as usize].is_some_and(|t| t <= *ts));
-                n.checked_sub(1).map(|i| bucket[i]).filter(|&r| match spec.ttl_micros {
-                    Some(ttl) => f_ts[r as usize].is_some_and(|t| t >= ts - ttl),
-                    None => true,
-                })
+    let mut entries = vec![(0i64, 0i64, 0u32); starts[n_keys] as usize];
+    // Two threads, each owning half of the key space (a contiguous half of `entries`).
+    let mid = n_keys / 2;
+    let (low, high) = entries.split_at_mut(starts[mid] as usize);
+    let fill_half = |out: &mut [(i64, i64, u32)], keys: std::ops::Range<usize>| {
+        let base = starts[keys.start];
+        let mut fill: Vec<u32> = starts[keys.clone()].iter().map(|s| s - base).collect();
+        for (row, (id, &ts)) in f_ids.iter().zip(&f_ts).enumerate() {
+            if let Some(id) = id
+                && keys.contains(&(*id as usize))
+                && ts != NULL_TS
+            {
+                let at = &mut fill[*id as usize - keys.start];
+                let c = created.as_ref().map_or(0, |c| c[row]);
+                out[*at as usize] = (ts, c, row as u32);
+                *at += 1;
             }
-            _ => None,
-        };
-        pick.push(found);
-    }
+        }
+        for k in keys {
+            let bucket = &mut out[(starts[k] - base) as usize..(starts[k + 1] - base) as usize];
+            if !bucket.is_sorted() {
+                bucket.sort_unstable();
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| fill_half(low, 0..mid));
+        fill_half(high, mid..n_keys);
+    });
+
+    // As-of lookup for each entity row, the rows split between two threads.
+    let e_ids = keys.ids(&e_keys, false)?;
+    let lower = |ts: i64| spec.ttl_micros.map_or(i64::MIN, |ttl| ts.saturating_sub(ttl));
+    let lookup = |(id, &ts): (&Option<u32>, &i64)| -> Option<u32> {
+        let k = (*id)? as usize;
+        if ts == NULL_TS {
+            return None;
+        }
+        let bucket = &entries[starts[k] as usize..starts[k + 1] as usize];
+        // Entries at or before ts come first: the last of them is the answer.
+        let n = bucket.partition_point(|e| e.0 <= ts);
+        let (t, _, row) = *bucket.get(n.checked_sub(1)?)?;
+        (t >= lower(ts)).then_some(row)
+    };
+    let half = e_ids.len() / 2;
+    let (first, second) = std::thread::scope(|s| {
+        let first =
+            s.spawn(|| e_ids[..half].iter().zip(&e_ts[..half]).map(lookup).collect::<Vec<_>>());
+        let second: Vec<Option<u32>> =
+            e_ids[half..].iter().zip(&e_ts[half..]).map(lookup).collect();
+        (first.join().expect("lookup thread"), second)
+    });
+    let mut pick = first;
+    pick.extend(second);
     let indices = UInt32Array::from(pick);
 
     let mut fields: Vec<Field> = e.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -273,6 +318,9 @@ pub fn pit_join(
 
 fn concat(batches: &[RecordBatch], side: &str) -> Result<RecordBatch, String> {
     let first = batches.first().ok_or_else(|| format!("the {side} table is empty"))?;
+    if batches.len() == 1 {
+        return Ok(first.clone());
+    }
     concat_batches(&first.schema(), batches).map_err(|e| format!("the {side} table: {e}"))
 }
 

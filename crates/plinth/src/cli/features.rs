@@ -64,6 +64,7 @@ pub(super) fn features(cmd: FeaturesCmd) -> Result<()> {
             let start = Instant::now();
             let f = plinth_data::read_parquet_file(&features).map_err(|e| anyhow!(e))?;
             let e = plinth_data::read_parquet_file(&entities).map_err(|e| anyhow!(e))?;
+            let read = start.elapsed();
             let spec = plinth_data::pit::PitSpec {
                 keys,
                 entity_timestamp,
@@ -73,12 +74,17 @@ pub(super) fn features(cmd: FeaturesCmd) -> Result<()> {
                 features: (!feature_columns.is_empty()).then_some(feature_columns),
             };
             let joined = plinth_data::pit::pit_join(&e, &f, &spec).map_err(|e| anyhow!(e))?;
+            let join = start.elapsed();
             plinth_data::write_parquet_file(&out, &joined).map_err(|e| anyhow!(e))?;
+            let total = start.elapsed();
             eprintln!(
-                "wrote {} rows to {} in {:.3} s",
+                "wrote {} rows to {} in {:.3} s (read {:.3} s, join {:.3} s, write {:.3} s)",
                 joined.num_rows(),
                 out.display(),
-                start.elapsed().as_secs_f64()
+                total.as_secs_f64(),
+                read.as_secs_f64(),
+                (join - read).as_secs_f64(),
+                (total - join).as_secs_f64()
             );
             Ok(())
         }

@@ -434,3 +434,54 @@ backend_tests! {
         drop(tmp);
     }
 }
+
+#[test]
+fn offline_commands_pit_and_fairness() {
+    let cli = Cli::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pit = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/pit");
+    let out = tmp.path().join("train.parquet");
+    let args = |features: &str| {
+        vec![
+            "features".to_string(),
+            "pit".into(),
+            "--features".into(),
+            pit.join(features).to_str().unwrap().to_string(),
+            "--entities".into(),
+            pit.join("flights.parquet").to_str().unwrap().to_string(),
+            "--out".into(),
+            out.to_str().unwrap().to_string(),
+            "--key".into(),
+            "origin".into(),
+            "--entity-timestamp".into(),
+            "sched_dep_utc".into(),
+            "--feature-timestamp".into(),
+            "time_hour".into(),
+            "--ttl".into(),
+            "45m".into(),
+        ]
+    };
+    let a = args("weather.parquet");
+    cli.ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let joined = plinth_data::read_parquet_file(&out).unwrap();
+    assert_eq!(joined.iter().map(|b| b.num_rows()).sum::<usize>(), 27_004);
+    assert!(joined[0].schema().field_with_name("temp").is_ok());
+    // The flights file has no time_hour column: a clear refusal, and no output.
+    std::fs::remove_file(&out).unwrap();
+    let a = args("flights.parquet");
+    let err = cli.fails(&a.iter().map(String::as_str).collect::<Vec<_>>(), 1);
+    assert!(err.contains("the feature table has no column 'time_hour'"), "{err}");
+    assert!(!out.exists());
+
+    // Fairness metrics of a predictions file, in Fairlearn's layout.
+    let csv = tmp.path().join("preds.csv");
+    std::fs::write(&csv, "group,y_true,y_pred\na,1,1\na,0,1\nb,1,0\nb,0,0\n").unwrap();
+    let f: Value =
+        serde_json::from_str(&cli.ok(&["fairness", "--input", csv.to_str().unwrap()])).unwrap();
+    assert_eq!(f["rows"], 4);
+    assert_eq!(f["by_group"]["a"]["selection_rate"], 1.0);
+    assert_eq!(f["demographic_parity_difference"], 1.0);
+    assert_eq!(f["four_fifths_rule"], false);
+    let err = cli.fails(&["fairness", "--input", csv.to_str().unwrap(), "--group", "sex"], 2);
+    assert!(err.contains("no column 'sex'"), "{err}");
+}
