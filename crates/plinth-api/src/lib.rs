@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod data;
 pub mod error;
+pub mod features;
 pub mod governance;
 pub mod identity;
 pub mod page;

@@ -86,6 +86,9 @@ impl Plinth {
                 Ok(Some((id, kind, params))) => {
                     let outcome = match kind.as_str() {
                         EVALUATION => self.run_evaluation(&id, &params).await,
+                        crate::features::MATERIALIZE => {
+                            self.run_materialization(&id, &params).await
+                        }
                         other => Err(Error::internal(format!("unknown job kind {other}"))),
                     };
                     if let Err(e) = self.finish_job(&id, outcome).await {

@@ -11,6 +11,7 @@ mod card;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod features;
 mod governance;
 pub mod identity;
 mod jobs;
@@ -36,6 +37,8 @@ pub struct CoreOptions {
     pub database_url: Option<String>,
     /// The largest model artifact accepted, in bytes.
     pub max_upload_bytes: u64,
+    /// The online feature store: `redis://...`, or `None` for the embedded store in `data_dir`.
+    pub online_store_url: Option<String>,
 }
 
 /// The core service.
@@ -50,6 +53,8 @@ pub struct Plinth {
     pub(crate) tables: Arc<dyn data::TableReader>,
     pub(crate) jobs: jobs::Signals,
     pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
+    pub(crate) online: Arc<dyn features::online::OnlineStore>,
+    pub(crate) views: Arc<features::ViewCache>,
 }
 
 /// The pluggable engines the core runs on: model inference and table decoding. Both live in
@@ -94,6 +99,22 @@ impl Plinth {
         let artifacts: Arc<dyn ArtifactStore> =
             Arc::new(LocalArtifacts::open(opts.data_dir.join("artifacts"))?);
         let staging = Staging::open(opts.data_dir.join("staging"))?;
+        let online: Arc<dyn features::online::OnlineStore> = match &opts.online_store_url {
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                Arc::new(features::online::RedisStore::open(url, "plinth:").await?)
+            }
+            Some(other) => {
+                return Err(Error::invalid(
+                    "online_store_url",
+                    format!(
+                        "'{other}' is not a redis:// URL (leave it unset for the embedded store)"
+                    ),
+                ));
+            }
+            None => {
+                Arc::new(features::online::EmbeddedStore::open(&opts.data_dir.join("online.redb"))?)
+            }
+        };
         let log = serving::predlog::PredictionLog::open(opts.data_dir.join("predictions"))?;
         let engine =
             Arc::new(serving::engine::Engine::new(db.clone(), artifacts.clone(), backend, log));
@@ -107,6 +128,8 @@ impl Plinth {
             tables: backends.tables,
             jobs: Arc::default(),
             webhook_wake: Arc::default(),
+            online,
+            views: Arc::default(),
         };
         let removed = core.collect_orphan_artifacts().await?;
         if removed > 0 {

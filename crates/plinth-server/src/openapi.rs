@@ -22,6 +22,7 @@ use crate::routes;
         (name = "audit", description = "The append-only audit log"),
         (name = "registry", description = "Models, versions, model cards and lineage"),
         (name = "serving", description = "Environments, deployments, predictions, metrics and the prediction log"),
+        (name = "features", description = "Entities, feature views, feature services, materialization, online reads and pushes"),
         (name = "governance", description = "Datasets, evaluations with fairness, policies, promotions and reviews, history, webhooks"),
     )
 )]
@@ -53,7 +54,8 @@ pub fn router() -> OpenApiRouter<AppState> {
             .merge(routes::audit::router())
             .merge(routes::registry::router())
             .merge(routes::serving::router())
-            .merge(routes::governance::router()),
+            .merge(routes::governance::router())
+            .merge(routes::features::router()),
     )
 }
 

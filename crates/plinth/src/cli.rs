@@ -293,6 +293,9 @@ struct ServeArgs {
     database_url: Option<String>,
     #[arg(long)]
     max_upload_bytes: Option<u64>,
+    /// redis://... for the online feature store (default: embedded, in the data directory).
+    #[arg(long)]
+    online_store_url: Option<String>,
     #[arg(long)]
     log_format: Option<String>,
     #[arg(long)]
@@ -630,6 +633,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             set("data_dir", args.data_dir.map(|p| p.display().to_string()));
             set("database_url", args.database_url);
             set("max_upload_bytes", args.max_upload_bytes.map(|v| v.to_string()));
+            set("online_store_url", args.online_store_url);
             set("log_format", args.log_format);
             set("log_level", args.log_level);
             let env: BTreeMap<String, String> =

@@ -43,6 +43,8 @@ pub struct Config {
     pub database_url: Option<Secret>,
     /// The largest model artifact accepted, in bytes.
     pub max_upload_bytes: u64,
+    /// `redis://...` for the online feature store; default the embedded store in `data_dir`.
+    pub online_store_url: Option<Secret>,
     /// The platform admin key to create at first start, instead of generating one.
     pub bootstrap_admin_key: Option<Secret>,
     /// `text` or `json`.
@@ -60,6 +62,7 @@ impl Default for Config {
             data_dir: PathBuf::from(".plinth-data"),
             database_url: None,
             max_upload_bytes: 512 * 1024 * 1024,
+            online_store_url: None,
             bootstrap_admin_key: None,
             log_format: "text".into(),
             log_level: "info".into(),
@@ -74,6 +77,7 @@ pub const KEYS: &[&str] = &[
     "data_dir",
     "database_url",
     "max_upload_bytes",
+    "online_store_url",
     "bootstrap_admin_key",
     "log_format",
     "log_level",

@@ -22,6 +22,7 @@ pub async fn run(config: Config) -> Result<()> {
             data_dir: config.data_dir.clone(),
             database_url: config.database_url.as_ref().map(|u| u.expose().to_string()),
             max_upload_bytes: config.max_upload_bytes,
+            online_store_url: config.online_store_url.as_ref().map(|u| u.expose().to_string()),
         },
         crate::backends(),
     )

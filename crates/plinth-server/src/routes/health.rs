@@ -52,5 +52,26 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     out.push_str("# HELP plinth_uptime_seconds Seconds since the server started.\n# TYPE plinth_uptime_seconds gauge\n");
     out.push_str(&format!("plinth_uptime_seconds {}\n", engine.started.elapsed().as_secs_f64()));
     engine.render_prometheus(&mut out);
+    match state.core.freshness_gauges().await {
+        Ok(views) if !views.is_empty() => {
+            out.push_str("# HELP plinth_feature_view_age_seconds Seconds since the newest event written to the online store.\n# TYPE plinth_feature_view_age_seconds gauge\n");
+            for (team, view, age, _) in &views {
+                if let Some(age) = age {
+                    out.push_str(&format!(
+                        "plinth_feature_view_age_seconds{{team=\"{team}\",view=\"{view}\"}} {age}\n"
+                    ));
+                }
+            }
+            out.push_str("# HELP plinth_feature_view_stale 1 when the newest event is older than the view's freshness SLA.\n# TYPE plinth_feature_view_stale gauge\n");
+            for (team, view, _, stale) in &views {
+                out.push_str(&format!(
+                    "plinth_feature_view_stale{{team=\"{team}\",view=\"{view}\"}} {}\n",
+                    u8::from(*stale)
+                ));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read feature freshness for /metrics"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

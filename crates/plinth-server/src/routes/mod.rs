@@ -1,6 +1,7 @@
 //! The REST routes, one module per area.
 
 pub mod audit;
+pub mod features;
 pub mod governance;
 pub mod health;
 pub mod identity;

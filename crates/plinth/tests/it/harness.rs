@@ -65,6 +65,8 @@ pub struct ServerOptions {
     /// Reuse a data directory and database (for restart tests).
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    /// `redis://...` for the online store (default: embedded).
+    pub online_store_url: Option<String>,
 }
 
 impl ServerOptions {
@@ -74,6 +76,7 @@ impl ServerOptions {
             max_upload_bytes: 64 * 1024 * 1024,
             data_dir: None,
             database_url: None,
+            online_store_url: None,
         }
     }
 }
@@ -133,6 +136,7 @@ impl TestServer {
                     data_dir: data_dir.clone(),
                     database_url: database_url.clone(),
                     max_upload_bytes: opts.max_upload_bytes,
+                    online_store_url: opts.online_store_url.clone(),
                 },
                 plinth_core::Backends {
                     inference: std::sync::Arc::new(plinth_infer::NativeBackend),

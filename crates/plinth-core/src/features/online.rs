@@ -1,0 +1,252 @@
+//! The online store: the latest feature row of each entity, by key, for low-latency reads. One
+//! interface, two stores: an embedded one (redb, a file under the data directory; the default)
+//! and Redis for scale. Both keep a value only if its event time is not older than the stored
+//! one, atomically, so a late push or a re-run materialization never goes back in time.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::error::{Error, Result};
+
+/// A stored row: its event time (µs) and its encoded values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub event_micros: i64,
+    pub values: Vec<u8>,
+}
+
+#[async_trait::async_trait]
+pub trait OnlineStore: Send + Sync {
+    /// Writes each row whose event time is at least the stored one's. Returns how many were
+    /// written.
+    async fn write(&self, rows: Vec<(String, Stored)>) -> Result<usize>;
+    /// Reads the rows of the keys, in order (`None` for absent keys).
+    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Stored>>>;
+    /// For logs: `embedded:<path>` or `redis://host:port`.
+    fn describe(&self) -> String;
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(plinth_api::Code::Unavailable, format!("the online store ({what}) failed: {e}"))
+}
+
+const ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new("rows");
+
+/// The embedded store: one redb file. Values are the event time (8 bytes, big-endian) followed
+/// by the encoded values.
+pub struct EmbeddedStore {
+    db: Arc<redb::Database>,
+    path: String,
+}
+
+impl EmbeddedStore {
+    pub fn open(path: &Path) -> Result<EmbeddedStore> {
+        let db = redb::Database::create(path).map_err(|e| unavailable("embedded", e))?;
+        let txn = db.begin_write().map_err(|e| unavailable("embedded", e))?;
+        txn.open_table(ROWS).map_err(|e| unavailable("embedded", e))?;
+        txn.commit().map_err(|e| unavailable("embedded", e))?;
+        Ok(EmbeddedStore { db: Arc::new(db), path: path.display().to_string() })
+    }
+}
+
+fn encode(s: &Stored) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + s.values.len());
+    out.extend_from_slice(&s.event_micros.to_be_bytes());
+    out.extend_from_slice(&s.values);
+    out
+}
+
+fn decode(b: &[u8]) -> Option<Stored> {
+    let ts = i64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+    Some(Stored { event_micros: ts, values: b[8..].to_vec() })
+}
+
+#[async_trait::async_trait]
+impl OnlineStore for EmbeddedStore {
+    async fn write(&self, rows: Vec<(String, Stored)>) -> Result<usize> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<usize> {
+            let e = |e: &dyn std::fmt::Display| unavailable("embedded", e);
+            let txn = db.begin_write().map_err(|x| e(&x))?;
+            let mut written = 0;
+            {
+                let mut t = txn.open_table(ROWS).map_err(|x| e(&x))?;
+                for (key, row) in &rows {
+                    let newer = match t.get(key.as_str()).map_err(|x| e(&x))? {
+                        Some(old) => {
+                            decode(old.value()).is_none_or(|o| o.event_micros <= row.event_micros)
+                        }
+                        None => true,
+                    };
+                    if newer {
+                        t.insert(key.as_str(), encode(row).as_slice()).map_err(|x| e(&x))?;
+                        written += 1;
+                    }
+                }
+            }
+            txn.commit().map_err(|x| e(&x))?;
+            Ok(written)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Stored>>> {
+        // Reads are a few microseconds each: done inline, no thread hop.
+        let e = |e: &dyn std::fmt::Display| unavailable("embedded", e);
+        let txn = self.db.begin_read().map_err(|x| e(&x))?;
+        let t = txn.open_table(ROWS).map_err(|x| e(&x))?;
+        keys.iter()
+            .map(|k| Ok(t.get(k.as_str()).map_err(|x| e(&x))?.and_then(|v| decode(v.value()))))
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded:{}", self.path)
+    }
+}
+
+/// Keeps the newer row, atomically: `KEYS[1]`, `ARGV[1]` event time, `ARGV[2]` value.
+const WRITE_IF_NEWER: &str = r"
+local cur = redis.call('HGET', KEYS[1], 't')
+if (not cur) or tonumber(cur) <= tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 't', ARGV[1], 'v', ARGV[2])
+  return 1
+end
+return 0";
+
+/// Redis: one hash per key (`t` event time, `v` values), under a prefix.
+pub struct RedisStore {
+    conn: redis::aio::ConnectionManager,
+    prefix: String,
+    url: String,
+    script: redis::Script,
+}
+
+impl RedisStore {
+    pub async fn open(url: &str, prefix: &str) -> Result<RedisStore> {
+        let client = redis::Client::open(url).map_err(|e| unavailable("redis", e))?;
+        let conn = redis::aio::ConnectionManager::new(client)
+            .await
+            .map_err(|e| unavailable("redis", e))?;
+        let mut c = conn.clone();
+        let _: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(WRITE_IF_NEWER)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| unavailable("redis", e))?;
+        let shown = match url.split_once('@') {
+            Some((_, host)) => format!("redis://…@{host}"),
+            None => url.to_string(),
+        };
+        Ok(RedisStore {
+            conn,
+            prefix: prefix.to_string(),
+            url: shown,
+            script: redis::Script::new(WRITE_IF_NEWER),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl OnlineStore for RedisStore {
+    async fn write(&self, rows: Vec<(String, Stored)>) -> Result<usize> {
+        let mut conn = self.conn.clone();
+        let mut written = 0;
+        for chunk in rows.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for (key, row) in chunk {
+                pipe.invoke_script(
+                    self.script
+                        .key(format!("{}{key}", self.prefix))
+                        .arg(row.event_micros)
+                        .arg(row.values.as_slice()),
+                );
+            }
+            let done: Vec<i64> = match pipe.query_async(&mut conn).await {
+                Ok(d) => d,
+                // The server lost its script cache (a restart): load it again, retry once.
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    let _: String = redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(WRITE_IF_NEWER)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| unavailable("redis", e))?;
+                    pipe.query_async(&mut conn).await.map_err(|e| unavailable("redis", e))?
+                }
+                Err(e) => return Err(unavailable("redis", e)),
+            };
+            written += done.iter().filter(|d| **d == 1).count();
+        }
+        Ok(written)
+    }
+
+    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Stored>>> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("HMGET").arg(format!("{}{k}", self.prefix)).arg("t").arg("v");
+        }
+        let rows: Vec<(Option<i64>, Option<Vec<u8>>)> =
+            pipe.query_async(&mut conn).await.map_err(|e| unavailable("redis", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(t, v)| match (t, v) {
+                (Some(t), Some(v)) => Some(Stored { event_micros: t, values: v }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+}
+
+/// The shared behaviour both stores must have; run by each store's tests.
+#[cfg(test)]
+pub(crate) async fn conformance(store: &dyn OnlineStore, ns: &str) {
+    let k = |s: &str| format!("{ns}:{s}");
+    let row = |t: i64, v: &str| Stored { event_micros: t, values: v.as_bytes().to_vec() };
+    assert_eq!(store.read(&[k("a")]).await.unwrap(), vec![None]);
+    let n = store.write(vec![(k("a"), row(10, "a10")), (k("b"), row(5, "b5"))]).await.unwrap();
+    assert_eq!(n, 2);
+    // Older rows never replace newer ones; equal or newer ones do.
+    let n = store.write(vec![(k("a"), row(9, "a9")), (k("b"), row(5, "b5bis"))]).await.unwrap();
+    assert_eq!(n, 1);
+    let got = store.read(&[k("a"), k("missing"), k("b")]).await.unwrap();
+    assert_eq!(got, vec![Some(row(10, "a10")), None, Some(row(5, "b5bis"))]);
+    store.write(vec![(k("a"), row(11, ""))]).await.unwrap();
+    assert_eq!(store.read(&[k("a")]).await.unwrap(), vec![Some(row(11, ""))]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn embedded_store_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("online.redb")).unwrap();
+        conformance(&store, "t").await;
+        // Durable: reopened, the rows are there.
+        drop(store);
+        let store = EmbeddedStore::open(&dir.path().join("online.redb")).unwrap();
+        assert!(store.read(&["t:a".to_string()]).await.unwrap()[0].is_some());
+    }
+
+    #[tokio::test]
+    async fn redis_store_conforms() {
+        let url = std::env::var("PLINTH_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string());
+        let prefix = format!("plinth-test-{}:", crate::util::new_id("t"));
+        let store = RedisStore::open(&url, &prefix).await.expect("Redis on 127.0.0.1:6379");
+        conformance(&store, "t").await;
+    }
+}

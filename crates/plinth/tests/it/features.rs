@@ -1,0 +1,240 @@
+//! The feature store through the API: entities and views checked against their dataset,
+//! materialization (full and incremental) into the embedded store and into Redis, online reads
+//! of many entities × features, pushes that never go back in time, freshness, isolation.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Api, ServerOptions, TestServer, backend_tests, shared_server_tests};
+
+const TRIPS_V1: &str = "driver_id,event_timestamp,created,conv_rate,trips,city
+1,2024-05-01T10:00:00Z,2024-05-01T10:00:00Z,0.5,10,Lyon
+1,2024-05-01T12:00:00Z,2024-05-01T12:00:00Z,0.6,12,Lyon
+1,2024-05-01T12:00:00Z,2024-05-02T00:00:00Z,0.65,13,Lyon
+2,2024-05-01T09:00:00Z,2024-05-01T09:00:00Z,0.9,3,Paris
+3,2024-04-01T09:00:00Z,2024-04-01T09:00:00Z,,7,
+";
+
+const TRIPS_V2: &str = "driver_id,event_timestamp,created,conv_rate,trips,city
+2,2024-05-03T09:00:00Z,2024-05-03T09:00:00Z,0.95,4,Paris
+4,2024-05-03T09:00:00Z,2024-05-03T09:00:00Z,0.1,1,Nice
+1,2024-04-01T09:00:00Z,2024-04-01T09:00:00Z,0.0,0,Lyon
+";
+
+async fn upload(api: &Api, team: &str, name: &str, csv: &str) {
+    let req = api
+        .request(reqwest::Method::POST, &format!("/teams/{team}/datasets/{name}/versions"))
+        .body(csv.as_bytes().to_vec());
+    api.send(req).await.ok(StatusCode::CREATED);
+}
+
+async fn wait_job(api: &Api, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = api.get(&format!("/materializations/{id}")).await.ok(StatusCode::OK);
+        if j["status"] == "succeeded" || j["status"] == "failed" {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "materialization {id} did not finish: {j}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+fn view_body(name: &str) -> Value {
+    json!({
+        "name": name, "entity": "driver", "source": {"name": "trips"},
+        "timestamp_field": "event_timestamp", "created_timestamp_field": "created",
+        "features": [{"name": "conv_rate", "type": "float64"}, {"name": "trips", "type": "int64"}, {"name": "city", "type": "string"}],
+        "ttl_seconds": 86400
+    })
+}
+
+/// Entity, view, materialization, reads: the flow every store must support.
+async fn online_flow(srv: &TestServer) {
+    let t = srv.team().await;
+    let (team, m) = (t.team.clone(), &t.developer.1);
+    upload(m, &team, "trips", TRIPS_V1).await;
+    m.post(
+        &format!("/teams/{team}/entities"),
+        &json!({"name": "driver", "join_keys": [{"name": "driver_id", "type": "int64"}]}),
+    )
+    .await
+    .ok(StatusCode::CREATED);
+
+    // A view over a missing column, a timestamp that is not one, a wrongly typed feature.
+    let mut bad = view_body("stats");
+    bad["features"][0]["name"] = json!("rating");
+    let e = m
+        .post(&format!("/teams/{team}/feature-views"), &bad)
+        .await
+        .err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert_eq!(e["field"], "features[0].name");
+    assert!(e["message"].as_str().unwrap().contains("no column 'rating'"), "{e}");
+    let mut bad = view_body("stats");
+    bad["timestamp_field"] = json!("conv_rate");
+    let e = m
+        .post(&format!("/teams/{team}/feature-views"), &bad)
+        .await
+        .err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert_eq!(e["field"], "timestamp_field");
+    assert!(e["message"].as_str().unwrap().contains("not timestamps"), "{e}");
+    let mut bad = view_body("stats");
+    bad["features"][2]["type"] = json!("float64");
+    let e = m
+        .post(&format!("/teams/{team}/feature-views"), &bad)
+        .await
+        .err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert_eq!(e["field"], "features[2].type");
+
+    let v = m
+        .post(&format!("/teams/{team}/feature-views"), &view_body("stats"))
+        .await
+        .ok(StatusCode::CREATED);
+    assert_eq!(v["freshness"]["stale"], true, "nothing written yet");
+    let read = |ids: Value| {
+        let body = json!({"features": ["stats:conv_rate", "stats:trips", "stats:city"], "entities": {"driver_id": ids}});
+        let path = format!("/teams/{team}/features/online");
+        async move { m.post(&path, &body).await }
+    };
+    let before = read(json!([1])).await.ok(StatusCode::OK);
+    assert_eq!(before["results"][1]["statuses"], json!(["NOT_FOUND"]));
+
+    let job = m
+        .post(&format!("/teams/{team}/feature-views/stats/materialize"), &json!({}))
+        .await
+        .ok(StatusCode::ACCEPTED);
+    let done = wait_job(m, job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["entities"], 3);
+    let got = read(json!([1, 2, 3, 99])).await.ok(StatusCode::OK);
+    assert_eq!(
+        got["metadata"]["feature_names"],
+        json!(["driver_id", "conv_rate", "trips", "city"])
+    );
+    // Driver 1: the 12:00 row created last (the correction); 3 has nulls; 99 is unknown.
+    assert_eq!(got["results"][1]["values"], json!([0.65, 0.9, null, null]));
+    assert_eq!(got["results"][2]["values"], json!([13, 3, 7, null]));
+    assert_eq!(got["results"][3]["values"], json!(["Lyon", "Paris", null, null]));
+    assert_eq!(
+        got["results"][1]["statuses"],
+        json!(["PRESENT", "PRESENT", "PRESENT", "NOT_FOUND"])
+    );
+    assert_eq!(got["results"][1]["event_timestamps"][0], "2024-05-01T12:00:00Z");
+
+    // Bad reads: a key of the wrong type, an unknown feature, a missing join key.
+    let e = read(json!(["one"])).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert_eq!(e["field"], "entities.driver_id[0]");
+    let e = m
+        .post(
+            &format!("/teams/{team}/features/online"),
+            &json!({"features": ["stats:speed"], "entities": {"driver_id": [1]}}),
+        )
+        .await
+        .err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert!(e["message"].as_str().unwrap().contains("no feature 'speed'"), "{e}");
+    let e = m
+        .post(
+            &format!("/teams/{team}/features/online"),
+            &json!({"features": ["stats:trips"], "entities": {"driver": [1]}}),
+        )
+        .await
+        .err(StatusCode::BAD_REQUEST, "missing_field");
+    assert_eq!(e["field"], "entities.driver_id");
+
+    // Pushes: newer values land, older ones never replace them, bad rows are refused whole.
+    let push = |rows: Value| {
+        let path = format!("/teams/{team}/features/push");
+        async move { m.post(&path, &json!({"feature_view": "stats", "rows": rows})).await }
+    };
+    let p = push(json!([{"driver_id": 2, "event_timestamp": "2024-05-02T00:00:00Z", "conv_rate": 0.99, "trips": 5, "city": "Paris"},
+                        {"driver_id": 1, "event_timestamp": "2024-04-01T00:00:00Z", "conv_rate": 0.0, "trips": 0}])).await.ok(StatusCode::OK);
+    assert_eq!((p["received"].as_u64(), p["written"].as_u64()), (Some(2), Some(1)));
+    let e =
+        push(json!([{"driver_id": 2, "event_timestamp": "2024-05-05T00:00:00Z", "trips": "many"}]))
+            .await
+            .err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert_eq!(e["field"], "rows[0].trips");
+    let e = push(json!([{"driver_id": 2, "trips": 1}]))
+        .await
+        .err(StatusCode::BAD_REQUEST, "missing_field");
+    assert_eq!(e["field"], "rows[0].event_timestamp");
+    let got = read(json!([1, 2])).await.ok(StatusCode::OK);
+    assert_eq!(got["results"][1]["values"], json!([0.65, 0.99]));
+
+    // Incremental: only rows newer than the watermark (2024-05-01T12:00) are written.
+    upload(m, &team, "trips", TRIPS_V2).await;
+    let job = m
+        .post(
+            &format!("/teams/{team}/feature-views/stats/materialize"),
+            &json!({"incremental": true}),
+        )
+        .await
+        .ok(StatusCode::ACCEPTED);
+    let done = wait_job(m, job["id"].as_str().unwrap()).await;
+    assert_eq!(done["result"]["entities"], 2, "{done}");
+    let got = read(json!([1, 2, 4])).await.ok(StatusCode::OK);
+    assert_eq!(got["results"][1]["values"], json!([0.65, 0.95, 0.1]));
+
+    // Freshness: the newest event and the watermark, stale against a one-hour SLA.
+    let v = m.get(&format!("/teams/{team}/feature-views/stats")).await.ok(StatusCode::OK);
+    assert_eq!(v["freshness"]["last_event_at"], "2024-05-03T09:00:00Z");
+    assert_eq!(v["freshness"]["watermark"], "2024-05-03T09:00:00Z");
+    assert_eq!(v["freshness"]["stale"], true);
+    let metrics = reqwest::get(format!("{}/metrics", srv.url)).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(&format!("plinth_feature_view_stale{{team=\"{team}\",view=\"stats\"}} 1")),
+        "{metrics}"
+    );
+
+    // A feature service reads the same values.
+    m.post(
+        &format!("/teams/{team}/feature-services"),
+        &json!({"name": "ranking", "features": ["stats:conv_rate"]}),
+    )
+    .await
+    .ok(StatusCode::CREATED);
+    let got = m
+        .post(
+            &format!("/teams/{team}/features/online"),
+            &json!({"feature_service": "ranking", "entities": {"driver_id": [4]}}),
+        )
+        .await
+        .ok(StatusCode::OK);
+    assert_eq!(got["results"][1]["values"], json!([0.1]));
+
+    // Isolation: another team and anonymous callers see nothing of a private view.
+    let other = srv.team().await;
+    other
+        .maintainer
+        .1
+        .post(
+            &format!("/teams/{team}/features/online"),
+            &json!({"features": ["stats:trips"], "entities": {"driver_id": [1]}}),
+        )
+        .await
+        .err(StatusCode::NOT_FOUND, "not_found");
+    srv.anonymous()
+        .post(
+            &format!("/teams/{team}/features/online"),
+            &json!({"features": ["stats:trips"], "entities": {"driver_id": [1]}}),
+        )
+        .await
+        .err(StatusCode::UNAUTHORIZED, "unauthenticated");
+}
+
+shared_server_tests! {
+    async fn online_features_on_the_embedded_store(srv: &TestServer) {
+        online_flow(srv).await;
+    }
+}
+
+backend_tests! {
+    async fn online_features_on_redis(backend: Backend) {
+        let url = std::env::var("PLINTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let srv = TestServer::start(ServerOptions { online_store_url: Some(url), ..ServerOptions::new(backend) }).await;
+        online_flow(&srv).await;
+        srv.stop().await;
+    }
+}
