@@ -156,9 +156,25 @@ enum Command {
     Webhook(governance::WebhookCmd),
     /// Fairness and classification metrics of a predictions file (offline; Fairlearn's layout).
     Fairness(governance::FairnessArgs),
-    /// Feature-store work on local files: point-in-time training sets.
+    /// Online features (get, push) and point-in-time training sets from files (pit).
     #[command(subcommand)]
     Features(features::FeaturesCmd),
+    /// Entities of the feature store (their join keys).
+    #[command(subcommand)]
+    Entity(features::EntityCmd),
+    /// Feature views: typed features of an entity over a dataset, with freshness.
+    #[command(subcommand, name = "feature-view")]
+    FeatureView(features::FeatureViewCmd),
+    /// Feature services: named sets of features.
+    #[command(subcommand, name = "feature-service")]
+    FeatureService(features::FeatureServiceCmd),
+    /// Materialize a feature view (TEAM/VIEW) into the online store, and follow the job.
+    Materialize {
+        view: String,
+        /// Rewrite everything instead of the rows newer than the watermark.
+        #[arg(long)]
+        full: bool,
+    },
     /// Predict from a JSON or CSV file of rows.
     Predict(PredictArgs),
     /// Deployments: list, show, metrics, grants, the prediction log.
@@ -743,7 +759,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Policy(cmd) => governance::policy(&connect(g)?, g.json, cmd).await,
         Command::Webhook(cmd) => governance::webhook(&connect(g)?, g.json, cmd).await,
         Command::Fairness(args) => governance::fairness(args),
-        Command::Features(cmd) => features::features(cmd),
+        Command::Features(cmd @ features::FeaturesCmd::Pit { .. }) => features::features(cmd),
+        Command::Features(cmd) => features::features_remote(&connect(g)?, g.json, cmd).await,
+        Command::Entity(cmd) => features::entity(&connect(g)?, g.json, cmd).await,
+        Command::FeatureView(cmd) => features::feature_view(&connect(g)?, g.json, cmd).await,
+        Command::FeatureService(cmd) => features::feature_service(&connect(g)?, g.json, cmd).await,
+        Command::Materialize { view, full } => {
+            features::materialize(&connect(g)?, g.json, &view, full).await
+        }
         Command::Predict(args) => serving::predict(&connect_maybe(g)?, g.json, args).await,
         Command::Deployment(cmd) => serving::deployment(&connect(g)?, g.json, cmd).await,
         Command::Environment(cmd) => serving::environment(&connect(g)?, g.json, cmd).await,

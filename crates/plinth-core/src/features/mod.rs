@@ -62,6 +62,71 @@ pub(crate) const MATERIALIZE: &str = "materialize";
 /// A stored row, decoded: its event time and values in the view's feature order.
 type Decoded = (i64, Vec<Value>);
 
+/// The online store's value encoding: per feature a tag byte, then the value (little endian):
+/// 0 null, 1 f64, 2 i64, 3 false, 4 true, 5 string (u32 length + UTF-8).
+fn encode_values(values: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 9);
+    for v in values {
+        match v {
+            Value::Null => out.push(0),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) if !n.is_f64() => {
+                    out.push(2);
+                    out.extend_from_slice(&i.to_le_bytes());
+                }
+                _ => {
+                    out.push(1);
+                    out.extend_from_slice(&n.as_f64().unwrap_or(f64::NAN).to_le_bytes());
+                }
+            },
+            Value::Bool(b) => out.push(if *b { 4 } else { 3 }),
+            Value::String(s) => {
+                out.push(5);
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            other => {
+                let s = other.to_string();
+                out.push(5);
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+    out
+}
+
+fn decode_values(mut b: &[u8]) -> Option<Vec<Value>> {
+    let mut out = Vec::new();
+    let eight = |b: &[u8]| -> Option<[u8; 8]> { b.get(..8)?.try_into().ok() };
+    while let Some((&tag, rest)) = b.split_first() {
+        b = rest;
+        out.push(match tag {
+            0 => Value::Null,
+            1 => {
+                let x = f64::from_le_bytes(eight(b)?);
+                b = &b[8..];
+                serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+            }
+            2 => {
+                let x = i64::from_le_bytes(eight(b)?);
+                b = &b[8..];
+                Value::from(x)
+            }
+            3 => Value::Bool(false),
+            4 => Value::Bool(true),
+            5 => {
+                let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+                let s = std::str::from_utf8(b.get(4..4 + n)?).ok()?.to_string();
+                b = &b[4 + n..];
+                Value::String(s)
+            }
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
 /// The online-store key of an entity row of a view.
 fn store_key(view_id: &str, key: &str) -> String {
     format!("{view_id}\u{1f}{key}")
@@ -588,13 +653,7 @@ impl Plinth {
             rows.push(
                 stored
                     .into_iter()
-                    .map(|s| {
-                        s.and_then(|s| {
-                            serde_json::from_slice::<Vec<Value>>(&s.values)
-                                .ok()
-                                .map(|v| (s.event_micros, v))
-                        })
-                    })
+                    .map(|s| s.and_then(|s| decode_values(&s.values).map(|v| (s.event_micros, v))))
                     .collect(),
             );
         }
@@ -713,7 +772,7 @@ impl Plinth {
             newest = newest.max(ts);
             out.push((
                 store_key(&meta.id, &key),
-                Stored { event_micros: ts, values: serde_json::to_vec(&values)? },
+                Stored { event_micros: ts, values: encode_values(&values) },
             ));
         }
         let received = out.len() as u64;
@@ -846,7 +905,9 @@ impl Plinth {
         };
         let format =
             crate::data::FileFormat::parse(&ds.info.format).unwrap_or(crate::data::FileFormat::Csv);
+        let t0 = std::time::Instant::now();
         let table = self.read_table(bytes, format).await?;
+        tracing::debug!(ms = t0.elapsed().as_millis(), "materialize: table read");
         self.set_progress(id, 0.2).await?;
         let col_of = |name: &str| {
             table.column(name).map(|c| &c.data).ok_or_else(|| {
@@ -861,7 +922,10 @@ impl Plinth {
             Some(c) => match col_of(c)? {
                 ColumnData::Timestamp(v) => Some(v),
                 _ => {
-                    return Err(Error::invalid("created_timestamp_field", "not a timestamp column"));
+                    return Err(Error::invalid(
+                        "created_timestamp_field",
+                        "not a timestamp column",
+                    ));
                 }
             },
             None => None,
@@ -870,40 +934,54 @@ impl Plinth {
             meta.spec.join_keys.iter().map(|k| col_of(&k.name)).collect::<Result<_>>()?;
         let feature_cols: Vec<(&FeatureField, &ColumnData)> =
             meta.spec.features.iter().map(|f| Ok((f, col_of(&f.name)?))).collect::<Result<_>>()?;
-        // Latest row per entity: (event, created, row).
+        // Latest row per entity: (event, created, row). A single integer key hashes as an
+        // integer; other keys as their canonical text.
         let mut latest: HashMap<String, (i64, i64, usize)> = HashMap::new();
+        let mut latest_int: HashMap<i64, (i64, i64, usize)> = HashMap::new();
+        let int_key = match key_cols.as_slice() {
+            [ColumnData::Int64(v)] => Some(v),
+            _ => None,
+        };
         for i in 0..table.rows {
             let Some(t) = ts[i] else { continue };
             if watermark.is_some_and(|w| t <= w) {
                 continue;
             }
-            let mut key = String::new();
-            let mut null = false;
-            for (j, c) in key_cols.iter().enumerate() {
-                match c.text(i) {
-                    Some(s) => {
-                        if j > 0 {
-                            key.push('\u{1f}');
-                        }
-                        key.push_str(&s);
-                    }
-                    None => null = true,
-                }
-            }
-            if null {
-                continue;
-            }
             let c = created.and_then(|c| c[i]).unwrap_or(i64::MIN);
-            let e = latest.entry(key).or_insert((t, c, i));
+            let e = if let Some(keys) = int_key {
+                let Some(k) = keys[i] else { continue };
+                latest_int.entry(k).or_insert((t, c, i))
+            } else {
+                let mut key = String::new();
+                let mut null = false;
+                for (j, col) in key_cols.iter().enumerate() {
+                    match col.text(i) {
+                        Some(s) => {
+                            if j > 0 {
+                                key.push('\u{1f}');
+                            }
+                            key.push_str(&s);
+                        }
+                        None => null = true,
+                    }
+                }
+                if null {
+                    continue;
+                }
+                latest.entry(key).or_insert((t, c, i))
+            };
             if (t, c) >= (e.0, e.1) {
                 *e = (t, c, i);
             }
         }
+        latest.extend(latest_int.into_iter().map(|(k, v)| (k.to_string(), v)));
+        tracing::debug!(ms = t0.elapsed().as_millis(), "materialize: latest rows found");
         self.set_progress(id, 0.5).await?;
         let total = latest.len();
         let mut newest = watermark.unwrap_or(i64::MIN);
         let mut written = 0usize;
-        let mut batch = Vec::with_capacity(5000);
+        const CHUNK: usize = 50_000;
+        let mut batch = Vec::with_capacity(CHUNK);
         for (n, (key, (t, _, row))) in latest.into_iter().enumerate() {
             let values: Vec<Value> = feature_cols
                 .iter()
@@ -924,14 +1002,15 @@ impl Plinth {
             newest = newest.max(t);
             batch.push((
                 store_key(&meta.id, &key),
-                Stored { event_micros: t, values: serde_json::to_vec(&values)? },
+                Stored { event_micros: t, values: encode_values(&values) },
             ));
-            if batch.len() == 5000 {
+            if batch.len() == CHUNK {
                 written += self.online.write(std::mem::take(&mut batch)).await?;
                 self.set_progress(id, 0.5 + 0.5 * (n + 1) as f64 / total.max(1) as f64).await?;
             }
         }
         written += self.online.write(batch).await?;
+        tracing::debug!(ms = t0.elapsed().as_millis(), "materialize: written");
         if total > 0 {
             self.note_event(&meta.id, newest, Some(newest)).await?;
         } else {
@@ -947,5 +1026,26 @@ impl Plinth {
         Ok(
             json!({"rows_read": table.rows, "entities": total, "written": written, "incremental": incremental}),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_values_round_trip() {
+        let values = vec![
+            json!(0.1),
+            json!(-3),
+            Value::Null,
+            json!(true),
+            json!(false),
+            json!("Lyon ✓"),
+            json!(1e300),
+        ];
+        assert_eq!(decode_values(&encode_values(&values)).unwrap(), values);
+        assert_eq!(decode_values(&[9]), None, "an unknown tag is refused");
+        assert_eq!(decode_values(&[1, 0, 0]), None, "a truncated value is refused");
     }
 }

@@ -1,16 +1,84 @@
-//! `plinth features`: feature-store work that runs locally on files. `pit` builds a
-//! point-in-time correct training set from a feature table and an entity table (Parquet).
+//! The feature store from the command line: `entity`, `feature-view`, `feature-service`,
+//! `materialize`, `features get` / `push` over the API, and `features pit`, which builds a
+//! point-in-time correct training set from Parquet files locally.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use clap::Subcommand;
+use plinth_api::features::{
+    Entity, FeatureService, FeatureView, Materialization, OnlineResponse, PushResponse,
+};
+use plinth_api::governance::JobStatus;
+use serde_json::{Value, json};
 
-use super::parse_duration;
+use super::{parse_duration, split_model, usage};
+use crate::client::Client;
+use crate::output;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum EntityCmd {
+    /// Define an entity TEAM/NAME with its join keys (NAME:int64 or NAME:string).
+    Create {
+        entity: String,
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List {
+        team: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FeatureViewCmd {
+    /// Define a feature view in TEAM from a JSON file (see the API's CreateFeatureView).
+    Create {
+        team: String,
+        file: PathBuf,
+    },
+    List {
+        team: String,
+    },
+    /// A view with its freshness (TEAM/NAME).
+    Show {
+        view: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FeatureServiceCmd {
+    /// Name a set of features TEAM/NAME (view:feature, repeatable).
+    Create {
+        service: String,
+        #[arg(long = "feature", required = true)]
+        features: Vec<String>,
+    },
+}
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum FeaturesCmd {
+    /// Online features of entities: --feature view:feature (repeatable) or --service NAME, and
+    /// --entity KEY=V1,V2,... (repeatable, one per join key).
+    Get {
+        team: String,
+        #[arg(long = "feature")]
+        features: Vec<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long = "entity", required = true)]
+        entities: Vec<String>,
+    },
+    /// Write fresh values from a JSON file (an array of rows with the join keys,
+    /// event_timestamp and features).
+    Push {
+        team: String,
+        #[arg(long)]
+        view: String,
+        file: PathBuf,
+    },
     /// Point-in-time join: each entity row gets the latest feature row of its entity at or
     /// before its timestamp (within --ttl); rows without one are kept with null features.
     Pit {
@@ -44,8 +112,228 @@ pub(crate) enum FeaturesCmd {
     },
 }
 
+pub(super) async fn entity(c: &Client, json_out: bool, cmd: EntityCmd) -> Result<()> {
+    match cmd {
+        EntityCmd::Create { entity, keys, description } => {
+            let (team, name) = split_model(&entity)?;
+            let join_keys: Vec<Value> = keys
+                .iter()
+                .map(|k| match k.split_once(':') {
+                    Some((n, t)) => Ok(json!({"name": n, "type": t})),
+                    None => Err(usage(format!("'{k}' is not NAME:TYPE (int64 or string)"))),
+                })
+                .collect::<Result<_>>()?;
+            let e: Entity = c
+                .post(
+                    &format!("/teams/{team}/entities"),
+                    &json!({"name": name, "join_keys": join_keys, "description": description}),
+                )
+                .await?;
+            if json_out {
+                output::json(&e)
+            } else {
+                println!("created entity {}/{}", e.team, e.name)
+            }
+        }
+        EntityCmd::List { team } => {
+            let l: Vec<Entity> = c.get(&format!("/teams/{team}/entities"), &[]).await?;
+            if json_out {
+                output::json(&l);
+            } else {
+                output::table(
+                    &["entity", "join keys"],
+                    l.iter()
+                        .map(|e| {
+                            vec![
+                                e.name.clone(),
+                                e.join_keys
+                                    .iter()
+                                    .map(|k| format!("{}:{}", k.name, k.kind.as_str()))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_views(json_out: bool, l: &[FeatureView]) {
+    if json_out {
+        output::json(&l);
+        return;
+    }
+    output::table(
+        &["view", "entity", "features", "source", "last event", "materialized", "stale"],
+        l.iter()
+            .map(|v| {
+                vec![
+                    format!("{}/{}", v.team, v.name),
+                    v.entity.clone(),
+                    v.features.iter().map(|f| f.name.clone()).collect::<Vec<_>>().join(", "),
+                    v.source.name.clone(),
+                    output::opt_time(&v.freshness.last_event_at),
+                    output::opt_time(&v.freshness.last_materialized_at),
+                    v.freshness.stale.to_string(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub(super) async fn feature_view(c: &Client, json_out: bool, cmd: FeatureViewCmd) -> Result<()> {
+    match cmd {
+        FeatureViewCmd::Create { team, file } => {
+            let body: Value = serde_json::from_str(
+                &std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", file.display()))?;
+            let v: FeatureView = c.post(&format!("/teams/{team}/feature-views"), &body).await?;
+            print_views(json_out, &[v]);
+        }
+        FeatureViewCmd::List { team } => {
+            let l: Vec<FeatureView> = c.get(&format!("/teams/{team}/feature-views"), &[]).await?;
+            print_views(json_out, &l);
+        }
+        FeatureViewCmd::Show { view } => {
+            let (team, name) = split_model(&view)?;
+            let v: FeatureView = c.get(&format!("/teams/{team}/feature-views/{name}"), &[]).await?;
+            print_views(json_out, &[v]);
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn feature_service(
+    c: &Client,
+    json_out: bool,
+    cmd: FeatureServiceCmd,
+) -> Result<()> {
+    let FeatureServiceCmd::Create { service, features } = cmd;
+    let (team, name) = split_model(&service)?;
+    let s: FeatureService = c
+        .post(
+            &format!("/teams/{team}/feature-services"),
+            &json!({"name": name, "features": features}),
+        )
+        .await?;
+    if json_out {
+        output::json(&s)
+    } else {
+        println!("created feature service {}/{}", s.team, s.name)
+    }
+    Ok(())
+}
+
+/// Starts a materialization of TEAM/VIEW and follows it with a progress bar.
+pub(super) async fn materialize(c: &Client, json_out: bool, view: &str, full: bool) -> Result<()> {
+    let (team, name) = split_model(view)?;
+    let start = Instant::now();
+    let mut m: Materialization = c
+        .post(
+            &format!("/teams/{team}/feature-views/{name}/materialize"),
+            &json!({"incremental": !full}),
+        )
+        .await?;
+    let bar = crate::client::progress_bar(100, "materializing");
+    while matches!(m.status, JobStatus::Queued | JobStatus::Running) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m = c.get(&format!("/materializations/{}", m.id), &[]).await?;
+        bar.set_position((m.progress * 100.0) as u64);
+    }
+    bar.finish_and_clear();
+    if json_out {
+        output::json(&m);
+    } else {
+        println!(
+            "{} {} in {:.3} s: {}",
+            m.id,
+            m.status.as_str(),
+            start.elapsed().as_secs_f64(),
+            m.result.clone().unwrap_or(Value::Null)
+        );
+    }
+    if m.status == JobStatus::Failed {
+        anyhow::bail!("the materialization failed: {}", m.error.unwrap_or_default());
+    }
+    Ok(())
+}
+
+fn parse_entity_value(s: &str) -> Value {
+    s.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(s))
+}
+
+pub(super) async fn features_remote(c: &Client, json_out: bool, cmd: FeaturesCmd) -> Result<()> {
+    match cmd {
+        FeaturesCmd::Get { team, features, service, entities } => {
+            let mut ents = serde_json::Map::new();
+            for e in &entities {
+                let (k, vs) = e
+                    .split_once('=')
+                    .ok_or_else(|| usage(format!("'{e}' is not KEY=V1,V2,...")))?;
+                ents.insert(
+                    k.to_string(),
+                    Value::from(vs.split(',').map(parse_entity_value).collect::<Vec<_>>()),
+                );
+            }
+            let body = json!({"features": features, "feature_service": service, "entities": ents});
+            let r: OnlineResponse =
+                c.post(&format!("/teams/{team}/features/online"), &body).await?;
+            if json_out {
+                output::json(&r);
+            } else {
+                let n = r.results.first().map_or(0, |c| c.values.len());
+                let rows = (0..n)
+                    .map(|i| {
+                        r.results
+                            .iter()
+                            .map(|c| {
+                                if c.statuses[i] == "PRESENT" {
+                                    c.values[i].to_string()
+                                } else {
+                                    "-".into()
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let header: Vec<&str> =
+                    r.metadata.feature_names.iter().map(String::as_str).collect();
+                output::table(&header, rows);
+            }
+        }
+        FeaturesCmd::Push { team, view, file } => {
+            let rows: Value = serde_json::from_str(
+                &std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", file.display()))?;
+            let r: PushResponse = c
+                .post(
+                    &format!("/teams/{team}/features/push"),
+                    &json!({"feature_view": view, "rows": rows}),
+                )
+                .await?;
+            if json_out {
+                output::json(&r)
+            } else {
+                println!("wrote {} of {} rows", r.written, r.received)
+            }
+        }
+        FeaturesCmd::Pit { .. } => unreachable!("pit runs locally"),
+    }
+    Ok(())
+}
+
 pub(super) fn features(cmd: FeaturesCmd) -> Result<()> {
     match cmd {
+        FeaturesCmd::Get { .. } | FeaturesCmd::Push { .. } => {
+            unreachable!("get and push call the server")
+        }
         FeaturesCmd::Pit {
             features,
             entities,
