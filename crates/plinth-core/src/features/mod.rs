@@ -942,13 +942,30 @@ impl Plinth {
             [ColumnData::Int64(v)] => Some(v),
             _ => None,
         };
+        // Keys in a compact range index an array instead of a hash map.
+        let dense = int_key.and_then(|v| {
+            let (min, max) =
+                v.iter().flatten().fold((i64::MAX, i64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            let span = max.checked_sub(min)?;
+            (span < 4 * table.rows as i64 + 1024).then_some(min)
+        });
+        let mut slots: Vec<Option<(i64, i64, usize)>> = match (dense, int_key) {
+            (Some(min), Some(v)) => {
+                let max = v.iter().flatten().copied().max().unwrap_or(min);
+                vec![None; (max - min + 1) as usize]
+            }
+            _ => Vec::new(),
+        };
         for i in 0..table.rows {
             let Some(t) = ts[i] else { continue };
             if watermark.is_some_and(|w| t <= w) {
                 continue;
             }
             let c = created.and_then(|c| c[i]).unwrap_or(i64::MIN);
-            let e = if let Some(keys) = int_key {
+            let e = if let (Some(keys), Some(min)) = (int_key, dense) {
+                let Some(k) = keys[i] else { continue };
+                slots[(k - min) as usize].get_or_insert((t, c, i))
+            } else if let Some(keys) = int_key {
                 let Some(k) = keys[i] else { continue };
                 latest_int.entry(k).or_insert((t, c, i))
             } else {
@@ -975,14 +992,21 @@ impl Plinth {
             }
         }
         latest.extend(latest_int.into_iter().map(|(k, v)| (k.to_string(), v)));
+        if let Some(min) = dense {
+            latest.extend(
+                slots
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| Some(((min + i as i64).to_string(), v?))),
+            );
+        }
         tracing::debug!(ms = t0.elapsed().as_millis(), "materialize: latest rows found");
         self.set_progress(id, 0.5).await?;
         let total = latest.len();
         let mut newest = watermark.unwrap_or(i64::MIN);
         let mut written = 0usize;
-        const CHUNK: usize = 50_000;
-        let mut batch = Vec::with_capacity(CHUNK);
-        for (n, (key, (t, _, row))) in latest.into_iter().enumerate() {
+        const CHUNK: usize = 25_000;
+        let encode_row = |key: &str, t: i64, row: usize| -> (String, Stored) {
             let values: Vec<Value> = feature_cols
                 .iter()
                 .map(|(f, c)| match (f.kind, c) {
@@ -999,16 +1023,28 @@ impl Plinth {
                     (_, c) => c.text(row).map_or(Value::Null, Value::from),
                 })
                 .collect();
-            newest = newest.max(t);
-            batch.push((
-                store_key(&meta.id, &key),
-                Stored { event_micros: t, values: encode_values(&values) },
-            ));
-            if batch.len() == CHUNK {
-                written += self.online.write(std::mem::take(&mut batch)).await?;
-                self.set_progress(id, 0.5 + 0.5 * (n + 1) as f64 / total.max(1) as f64).await?;
-            }
+            (store_key(&meta.id, key), Stored { event_micros: t, values: encode_values(&values) })
+        };
+        let entries: Vec<(String, (i64, i64, usize))> = latest.into_iter().collect();
+        // Encode the next chunk while the store writes the previous one.
+        let mut pending: Option<Vec<(String, Stored)>> = None;
+        for (n, chunk) in entries.chunks(CHUNK).enumerate() {
+            let encode = async {
+                chunk.iter().map(|(key, (t, _, row))| encode_row(key, *t, *row)).collect::<Vec<_>>()
+            };
+            let batch = match pending.take() {
+                Some(prev) => {
+                    let (w, batch) = tokio::join!(self.online.write(prev), encode);
+                    written += w?;
+                    batch
+                }
+                None => encode.await,
+            };
+            newest = chunk.iter().map(|(_, (t, _, _))| *t).fold(newest, i64::max);
+            pending = Some(batch);
+            self.set_progress(id, 0.5 + 0.5 * (n * CHUNK) as f64 / total.max(1) as f64).await?;
         }
+        let batch = pending.unwrap_or_default();
         written += self.online.write(batch).await?;
         tracing::debug!(ms = t0.elapsed().as_millis(), "materialize: written");
         if total > 0 {
