@@ -201,6 +201,25 @@ pub struct PushResponse {
     pub received: u64,
 }
 
+/// Build a point-in-time correct training set: for each row of the entity dataset, the features
+/// as they were at its timestamp. Saved as a new version of dataset `name`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTrainingSet {
+    /// The dataset to save it as.
+    pub name: String,
+    /// A dataset of the team with the join keys and a timestamp per row.
+    pub entities: DatasetRef,
+    /// The entity dataset's timestamp column (default `event_timestamp`).
+    #[serde(default)]
+    pub entity_timestamp: Option<String>,
+    #[serde(default)]
+    pub feature_service: Option<String>,
+    /// `view:feature` references (instead of a feature service).
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaterializeRequest {

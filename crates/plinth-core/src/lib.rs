@@ -39,6 +39,8 @@ pub struct CoreOptions {
     pub max_upload_bytes: u64,
     /// The online feature store: `redis://...`, or `None` for the embedded store in `data_dir`.
     pub online_store_url: Option<String>,
+    /// Consume feature pushes from NATS JetStream.
+    pub nats: Option<features::nats::NatsOptions>,
 }
 
 /// The core service.
@@ -138,6 +140,9 @@ impl Plinth {
         core.engine.load_all().await?;
         core.start_jobs().await?;
         core.start_webhooks();
+        if let Some(nats) = &opts.nats {
+            core.start_nats(nats).await?;
+        }
         Ok(core)
     }
 

@@ -15,7 +15,7 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use plinth_core::data::{Column, ColumnData, FileFormat, Table, TableReader};
+use plinth_core::data::{Column, ColumnData, FileFormat, PitJoin, Table, TableReader};
 
 /// The Arrow-backed reader.
 #[derive(Debug, Default, Clone, Copy)]
@@ -23,12 +23,56 @@ pub struct Tables;
 
 impl TableReader for Tables {
     fn read(&self, bytes: Vec<u8>, format: FileFormat) -> Result<Table, String> {
-        let batches = match format {
-            FileFormat::Parquet => read_parquet(bytes)?,
-            FileFormat::Csv => read_csv(bytes)?,
-        };
+        let batches = read_any(bytes, format)?;
         to_table(&batches.0, &batches.1)
     }
+
+    fn point_in_time(
+        &self,
+        entities: Vec<u8>,
+        format: FileFormat,
+        joins: Vec<PitJoin>,
+    ) -> Result<Vec<u8>, String> {
+        let (_, mut current) = read_any(entities, format)?;
+        for j in joins {
+            let (_, features) = read_any(j.features, j.format)?;
+            let spec = pit::PitSpec {
+                keys: j.keys,
+                entity_timestamp: j.entity_timestamp,
+                feature_timestamp: j.feature_timestamp,
+                created_timestamp: j.created_timestamp,
+                ttl_micros: j.ttl_micros,
+                features: Some(j.columns),
+            };
+            current = vec![pit::pit_join(&current, &features, &spec)?];
+        }
+        let batch = current.first().ok_or("the entity table is empty")?;
+        parquet_bytes(batch)
+    }
+}
+
+fn read_any(bytes: Vec<u8>, format: FileFormat) -> Result<Batches, String> {
+    match format {
+        FileFormat::Parquet => read_parquet(bytes),
+        FileFormat::Csv => read_csv(bytes),
+    }
+}
+
+/// One batch as Parquet bytes (Snappy).
+pub fn parquet_bytes(batch: &RecordBatch) -> Result<Vec<u8>, String> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false)
+        .build();
+    let mut out = Vec::new();
+    let mut w =
+        ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(|e| e.to_string())?;
+    w.write(batch).map_err(|e| e.to_string())?;
+    w.close().map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 type Batches = (Vec<(String, DataType)>, Vec<RecordBatch>);
@@ -97,22 +141,11 @@ pub fn read_parquet_file(path: &std::path::Path) -> Result<Vec<RecordBatch>, Str
 /// Writes one batch as a Parquet file (Snappy-compressed), atomically: a temporary file in the
 /// same folder is renamed into place once complete.
 pub fn write_parquet_file(path: &std::path::Path, batch: &RecordBatch) -> Result<(), String> {
-    use parquet::arrow::ArrowWriter;
-    use parquet::basic::Compression;
-    use parquet::file::properties::WriterProperties;
+    let bytes = parquet_bytes(batch)?;
     let dir =
         path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let tmp = tempfile_in(dir)?;
-    let file =
-        std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_dictionary_enabled(false)
-        .build();
-    let mut w =
-        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| e.to_string())?;
-    w.write(batch).map_err(|e| e.to_string())?;
-    w.close().map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 

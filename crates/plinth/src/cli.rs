@@ -312,6 +312,9 @@ struct ServeArgs {
     /// redis://... for the online feature store (default: embedded, in the data directory).
     #[arg(long)]
     online_store_url: Option<String>,
+    /// nats://... to consume feature pushes from JetStream (subjects plinth.push.TEAM.VIEW).
+    #[arg(long)]
+    nats_url: Option<String>,
     #[arg(long)]
     log_format: Option<String>,
     #[arg(long)]
@@ -650,6 +653,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             set("database_url", args.database_url);
             set("max_upload_bytes", args.max_upload_bytes.map(|v| v.to_string()));
             set("online_store_url", args.online_store_url);
+            set("nats_url", args.nats_url);
             set("log_format", args.log_format);
             set("log_level", args.log_level);
             let env: BTreeMap<String, String> =

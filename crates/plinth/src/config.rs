@@ -45,6 +45,8 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// `redis://...` for the online feature store; default the embedded store in `data_dir`.
     pub online_store_url: Option<Secret>,
+    /// `nats://...`: consume feature pushes from JetStream subjects `plinth.push.<team>.<view>`.
+    pub nats_url: Option<String>,
     /// The platform admin key to create at first start, instead of generating one.
     pub bootstrap_admin_key: Option<Secret>,
     /// `text` or `json`.
@@ -63,6 +65,7 @@ impl Default for Config {
             database_url: None,
             max_upload_bytes: 512 * 1024 * 1024,
             online_store_url: None,
+            nats_url: None,
             bootstrap_admin_key: None,
             log_format: "text".into(),
             log_level: "info".into(),
@@ -78,6 +81,7 @@ pub const KEYS: &[&str] = &[
     "database_url",
     "max_upload_bytes",
     "online_store_url",
+    "nats_url",
     "bootstrap_admin_key",
     "log_format",
     "log_level",

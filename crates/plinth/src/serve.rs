@@ -23,6 +23,7 @@ pub async fn run(config: Config) -> Result<()> {
             database_url: config.database_url.as_ref().map(|u| u.expose().to_string()),
             max_upload_bytes: config.max_upload_bytes,
             online_store_url: config.online_store_url.as_ref().map(|u| u.expose().to_string()),
+            nats: config.nats_url.as_deref().map(plinth_core::features::nats::NatsOptions::new),
         },
         crate::backends(),
     )

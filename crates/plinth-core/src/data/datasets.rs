@@ -239,4 +239,21 @@ impl Plinth {
         })?;
         Ok(ResolvedVersion { id: col(&row, "id")?, info: version_from_row(&row)? })
     }
+
+    /// The stored bytes of a dataset version.
+    pub(crate) async fn dataset_bytes(&self, version_id: &str) -> Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let row = self
+            .db
+            .fetch_optional(&Sql::with(
+                "SELECT artifact_key FROM dataset_versions WHERE id = $1",
+                [version_id.into()],
+            ))
+            .await?
+            .ok_or_else(|| Error::internal("dataset version vanished"))?;
+        let mut r = self.artifacts.open(&col::<String>(&row, "artifact_key")?).await?;
+        let mut b = Vec::new();
+        r.reader.read_to_end(&mut b).await?;
+        Ok(b)
+    }
 }

@@ -168,18 +168,54 @@ impl Table {
     }
 }
 
-/// Decodes uploaded files into tables. Implemented by `plinth-data`.
+/// One point-in-time join of a training set: a feature table joined as of the rows of the
+/// entity table (see `plinth_data::pit`).
+#[derive(Debug, Clone)]
+pub struct PitJoin {
+    /// The feature table (CSV or Parquet bytes).
+    pub features: Vec<u8>,
+    pub format: FileFormat,
+    pub keys: Vec<String>,
+    pub entity_timestamp: String,
+    pub feature_timestamp: String,
+    pub created_timestamp: Option<String>,
+    pub ttl_micros: Option<i64>,
+    /// The feature columns to bring.
+    pub columns: Vec<String>,
+}
+
+/// Decodes uploaded files into tables, and joins them. Implemented by `plinth-data`.
 pub trait TableReader: Send + Sync {
     /// Reads the whole file. Errors name the column or the line and the reason.
     fn read(&self, bytes: Vec<u8>, format: FileFormat) -> std::result::Result<Table, String>;
+
+    /// Joins each feature table in turn to the entity table, as of each entity row's time, and
+    /// returns the result as Parquet.
+    fn point_in_time(
+        &self,
+        entities: Vec<u8>,
+        format: FileFormat,
+        joins: Vec<PitJoin>,
+    ) -> std::result::Result<Vec<u8>, String>;
 }
 
 /// The reader of a build without file formats: every read fails clearly.
 pub struct NoTables;
 
+const NO_TABLES: &str = "this build of Plinth has no CSV/Parquet reader (crate plinth-data)";
+
 impl TableReader for NoTables {
     fn read(&self, _: Vec<u8>, _: FileFormat) -> std::result::Result<Table, String> {
-        Err("this build of Plinth has no CSV/Parquet reader (crate plinth-data)".into())
+        Err(NO_TABLES.into())
+    }
+
+    fn point_in_time(
+        &self,
+        _: Vec<u8>,
+        _: FileFormat,
+        _: Vec<PitJoin>,
+    ) -> std::result::Result<Vec<u8>, String> {
+        Err(NO_TABLES.into())
     }
 }
 

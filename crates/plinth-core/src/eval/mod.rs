@@ -473,21 +473,14 @@ impl Plinth {
         let dv = self
             .db
             .fetch_optional(&Sql::with(
-                "SELECT artifact_key, format, size_bytes FROM dataset_versions WHERE id = $1",
+                "SELECT format FROM dataset_versions WHERE id = $1",
                 [p.dataset_version_id.clone().into()],
             ))
             .await?
             .ok_or_else(|| Error::internal("the dataset version vanished"))?;
-        let key: String = col(&dv, "artifact_key")?;
         let format = crate::data::FileFormat::parse(&col::<String>(&dv, "format")?)
             .unwrap_or(crate::data::FileFormat::Csv);
-        let bytes = {
-            use tokio::io::AsyncReadExt;
-            let mut r = self.artifacts.open(&key).await?;
-            let mut b = Vec::new();
-            r.reader.read_to_end(&mut b).await?;
-            b
-        };
+        let bytes = self.dataset_bytes(&p.dataset_version_id).await?;
         let table = std::sync::Arc::new(self.read_table(bytes, format).await?);
         self.set_progress(id, 0.2).await?;
 

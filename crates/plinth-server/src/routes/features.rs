@@ -7,8 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use plinth_api::ErrorBody;
 use plinth_api::features::{
-    CreateEntity, CreateFeatureService, CreateFeatureView, Entity, FeatureService, FeatureView,
-    Materialization, MaterializeRequest, OnlineRequest, OnlineResponse, PushRequest, PushResponse,
+    CreateEntity, CreateFeatureService, CreateFeatureView, CreateTrainingSet, Entity,
+    FeatureService, FeatureView, Materialization, MaterializeRequest, OnlineRequest,
+    OnlineResponse, PushRequest, PushResponse,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,6 +28,20 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_feature_service))
         .routes(routes!(online_features))
         .routes(routes!(push_features))
+        .routes(routes!(create_training_set))
+}
+
+/// Builds a point-in-time correct training set and saves it as a dataset version (with its
+/// lineage in `source`).
+#[utoipa::path(post, path = "/teams/{team}/training-sets", tag = "features", params(("team" = String, Path)), request_body = CreateTrainingSet,
+    responses((status = 201, body = plinth_api::data::DatasetVersion), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_training_set(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(team): Path<String>,
+    ApiJson(req): ApiJson<CreateTrainingSet>,
+) -> ApiResult<(StatusCode, Json<plinth_api::data::DatasetVersion>)> {
+    Ok((StatusCode::CREATED, Json(s.core.create_training_set(&who, &team, req).await?)))
 }
 
 #[utoipa::path(post, path = "/teams/{team}/entities", tag = "features", params(("team" = String, Path)), request_body = CreateEntity,

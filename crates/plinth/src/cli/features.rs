@@ -71,6 +71,21 @@ pub(crate) enum FeaturesCmd {
         #[arg(long = "entity", required = true)]
         entities: Vec<String>,
     },
+    /// Build a point-in-time correct training set from an entity dataset (NAME or NAME@V with
+    /// the join keys and a timestamp per row), saved as dataset --name.
+    TrainingSet {
+        team: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        entities: String,
+        #[arg(long)]
+        entity_timestamp: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long = "feature")]
+        features: Vec<String>,
+    },
     /// Write fresh values from a JSON file (an array of rows with the join keys,
     /// event_timestamp and features).
     Push {
@@ -324,6 +339,25 @@ pub(super) async fn features_remote(c: &Client, json_out: bool, cmd: FeaturesCmd
                 println!("wrote {} of {} rows", r.written, r.received)
             }
         }
+        FeaturesCmd::TrainingSet { team, name, entities, entity_timestamp, service, features } => {
+            let ents = match entities.split_once('@') {
+                Some((n, v)) => {
+                    json!({"name": n, "version": v.parse::<u32>().map_err(|_| usage(format!("'{v}' is not a version number")))?})
+                }
+                None => json!({"name": entities}),
+            };
+            let body = json!({"name": name, "entities": ents, "entity_timestamp": entity_timestamp, "feature_service": service, "features": features});
+            let v: plinth_api::data::DatasetVersion =
+                c.post(&format!("/teams/{team}/training-sets"), &body).await?;
+            if json_out {
+                output::json(&v);
+            } else {
+                println!(
+                    "saved {}/{}@{}: {} rows ({})",
+                    v.team, v.dataset, v.version, v.rows, v.source
+                );
+            }
+        }
         FeaturesCmd::Pit { .. } => unreachable!("pit runs locally"),
     }
     Ok(())
@@ -331,8 +365,8 @@ pub(super) async fn features_remote(c: &Client, json_out: bool, cmd: FeaturesCmd
 
 pub(super) fn features(cmd: FeaturesCmd) -> Result<()> {
     match cmd {
-        FeaturesCmd::Get { .. } | FeaturesCmd::Push { .. } => {
-            unreachable!("get and push call the server")
+        FeaturesCmd::Get { .. } | FeaturesCmd::Push { .. } | FeaturesCmd::TrainingSet { .. } => {
+            unreachable!("these call the server")
         }
         FeaturesCmd::Pit {
             features,

@@ -238,3 +238,99 @@ backend_tests! {
         srv.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_through_nats_reach_online_reads_within_a_second() {
+    use plinth_core::features::nats::NatsOptions;
+    let url =
+        std::env::var("PLINTH_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    // A stream and subjects of this test's own, so servers of other tests consume nothing here.
+    let id = crate::harness::unique("nats").replace('-', "_");
+    let opts = NatsOptions {
+        url: url.clone(),
+        stream: format!("PLINTH_TEST_{id}"),
+        subject_prefix: format!("plinth-test.{id}"),
+    };
+    let srv = TestServer::start(ServerOptions {
+        nats: Some(opts.clone()),
+        ..ServerOptions::new(crate::harness::Backend::Sqlite)
+    })
+    .await;
+    let t = srv.team().await;
+    let (team, m) = (t.team.clone(), &t.developer.1);
+    upload(m, &team, "trips", TRIPS_V1).await;
+    m.post(
+        &format!("/teams/{team}/entities"),
+        &json!({"name": "driver", "join_keys": [{"name": "driver_id", "type": "int64"}]}),
+    )
+    .await
+    .ok(StatusCode::CREATED);
+    m.post(&format!("/teams/{team}/feature-views"), &view_body("stats"))
+        .await
+        .ok(StatusCode::CREATED);
+
+    let js = async_nats::jetstream::new(
+        async_nats::connect(&url).await.expect("NATS on 127.0.0.1:4222"),
+    );
+    let subject = format!("{}.{team}.stats", opts.subject_prefix);
+    // A bad message is dropped without blocking the ones behind it.
+    js.publish(subject.clone(), "not json".into()).await.unwrap().await.unwrap();
+    let rows = json!([{"driver_id": 7, "event_timestamp": "2024-06-01T00:00:00Z", "conv_rate": 0.42, "trips": 9, "city": "Lille"}]);
+    js.publish(subject, rows.to_string().into()).await.unwrap().await.unwrap();
+    let acked = Instant::now();
+    let body =
+        json!({"features": ["stats:conv_rate", "stats:city"], "entities": {"driver_id": [7]}});
+    loop {
+        let got = m.post(&format!("/teams/{team}/features/online"), &body).await.ok(StatusCode::OK);
+        if got["results"][1]["statuses"][0] == "PRESENT" {
+            assert_eq!(got["results"][1]["values"], json!([0.42]));
+            assert_eq!(got["results"][2]["values"], json!(["Lille"]));
+            break;
+        }
+        assert!(
+            acked.elapsed() < Duration::from_secs(1),
+            "the NATS push is not visible within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let v = m.get(&format!("/teams/{team}/feature-views/stats")).await.ok(StatusCode::OK);
+    assert_eq!(v["freshness"]["last_event_at"], "2024-06-01T00:00:00Z");
+    srv.stop().await;
+    // Leave the broker as it was.
+    let _ = js.delete_stream(&opts.stream).await;
+}
+
+shared_server_tests! {
+    async fn training_sets_are_point_in_time_correct(srv: &TestServer) {
+        let t = srv.team().await;
+        let (team, m) = (t.team.clone(), &t.developer.1);
+        upload(m, &team, "trips", TRIPS_V1).await;
+        m.post(&format!("/teams/{team}/entities"), &json!({"name": "driver", "join_keys": [{"name": "driver_id", "type": "int64"}]})).await.ok(StatusCode::CREATED);
+        m.post(&format!("/teams/{team}/feature-views"), &view_body("stats")).await.ok(StatusCode::CREATED);
+        m.post(&format!("/teams/{team}/feature-services"), &json!({"name": "ranking", "features": ["stats:conv_rate", "stats:city"]})).await.ok(StatusCode::CREATED);
+        // Labels at various times: before any row, at an exact time (the later-created row wins),
+        // within and beyond the one-day TTL, an unknown driver.
+        let labels = "driver_id,event_timestamp,label
+1,2024-05-01T09:00:00Z,0
+1,2024-05-01T12:00:00Z,1
+1,2024-05-02T11:59:59Z,1
+1,2024-05-02T12:00:01Z,0
+2,2024-05-01T10:00:00Z,1
+9,2024-05-01T10:00:00Z,0
+";
+        upload(m, &team, "labels", labels).await;
+        let v = m.post(&format!("/teams/{team}/training-sets"), &json!({"name": "train", "entities": {"name": "labels"}, "feature_service": "ranking"})).await.ok(StatusCode::CREATED);
+        assert_eq!((v["rows"].as_u64(), v["format"].as_str()), (Some(6), Some("parquet")), "every label row is kept: {v}");
+        assert!(v["source"].as_str().unwrap().contains("entities labels@1") && v["source"].as_str().unwrap().contains("stats@trips@1"), "{v}");
+        let cols = v["columns"].as_array().unwrap();
+        let conv = cols.iter().find(|c| c["name"] == "conv_rate").unwrap();
+        // Rows 2, 3 and 5 match (0.65, 0.65, 0.9); rows 1, 4 and 6 do not.
+        assert_eq!(conv["nulls"], 3, "{conv}");
+        assert_eq!(conv["max"], 0.9);
+        assert_eq!(conv["min"], 0.65);
+        let e = m.post(&format!("/teams/{team}/training-sets"), &json!({"name": "bad", "entities": {"name": "labels"}, "entity_timestamp": "label", "features": ["stats:trips"]})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "entity_timestamp");
+        let e = m.post(&format!("/teams/{team}/training-sets"), &json!({"name": "bad", "entities": {"name": "trips"}, "features": ["stats:nope"]})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "features[0]");
+    }
+}

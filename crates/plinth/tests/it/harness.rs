@@ -67,6 +67,7 @@ pub struct ServerOptions {
     pub database_url: Option<String>,
     /// `redis://...` for the online store (default: embedded).
     pub online_store_url: Option<String>,
+    pub nats: Option<plinth_core::features::nats::NatsOptions>,
 }
 
 impl ServerOptions {
@@ -77,6 +78,7 @@ impl ServerOptions {
             data_dir: None,
             database_url: None,
             online_store_url: None,
+            nats: None,
         }
     }
 }
@@ -137,6 +139,7 @@ impl TestServer {
                     database_url: database_url.clone(),
                     max_upload_bytes: opts.max_upload_bytes,
                     online_store_url: opts.online_store_url.clone(),
+                    nats: opts.nats.clone(),
                 },
                 plinth_core::Backends {
                     inference: std::sync::Arc::new(plinth_infer::NativeBackend),
