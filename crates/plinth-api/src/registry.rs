@@ -322,6 +322,10 @@ pub struct ModelVersion {
         skip_serializing_if = "Option::is_none"
     )]
     pub archived_at: Option<OffsetDateTime>,
+    /// The feature service the version reads its inputs from: predictions may then send entity
+    /// keys instead of feature values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_service: Option<String>,
 }
 
 /// The metadata part of a version upload (the multipart field `metadata`, sent before `artifact`).
@@ -340,6 +344,9 @@ pub struct CreateVersion {
     pub card: Option<ModelCard>,
     #[serde(default)]
     pub lineage: Option<Lineage>,
+    /// A feature service of the team whose features are exactly the signature's feature names.
+    #[serde(default)]
+    pub feature_service: Option<String>,
 }
 
 /// Changes to a version's mutable metadata. The artifact and signature never change.

@@ -185,6 +185,11 @@ pub struct PredictRequest {
     /// A caller-chosen key (user id, session id): the same key always reaches the same version.
     #[serde(default)]
     pub routing_key: Option<String>,
+    /// Entity keys, join key by join key, instead of rows or columns: the features come from
+    /// the online store through the version's feature service.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub entities: Option<BTreeMap<String, Vec<serde_json::Value>>>,
 }
 
 /// The answer: one prediction per row, the version that answered, and the request id.

@@ -111,6 +111,7 @@ pub(crate) fn version_from_row(row: &AnyRow) -> Result<ModelVersion> {
         created_at: micros_to_time(col(row, "created_at")?),
         created_by: col(row, "created_by_name")?,
         archived_at: col::<Option<i64>>(row, "archived_at")?.map(micros_to_time),
+        feature_service: col(row, "feature_service")?,
     })
 }
 
@@ -655,6 +656,10 @@ impl Plinth {
         crate::card::check_card(&card)?;
         let lineage = req.lineage.unwrap_or_default();
         crate::card::check_lineage(&lineage)?;
+        let feature_service = req.feature_service.clone();
+        if let Some(svc) = &feature_service {
+            self.check_feature_service(&m.team.id, svc, &signature).await?;
+        }
         let ext = match inspected.format {
             ModelFormat::Onnx => "onnx",
             ModelFormat::Lightgbm => "txt",
@@ -690,6 +695,7 @@ impl Plinth {
                 &card,
                 &lineage,
                 &description,
+                feature_service.as_deref(),
             )
             .await;
         if result.is_err() {
@@ -719,6 +725,7 @@ impl Plinth {
         card: &plinth_api::registry::ModelCard,
         lineage: &plinth_api::registry::Lineage,
         description: &str,
+        feature_service: Option<&str>,
     ) -> Result<()> {
         let now = now_micros();
         let mut tx = self.db.begin().await?;
@@ -734,8 +741,8 @@ impl Plinth {
         Sql::with(
             "INSERT INTO model_versions (id, model_id, team_id, version, description, format, artifact_key, artifact_filename,
                 artifact_size, artifact_sha256, format_details, signature, signature_source, card, lineage, approval_state,
-                created_at, created_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'none', $16, $17)",
+                created_at, created_by, feature_service)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'none', $16, $17, $18)",
             [
                 version_id.into(),
                 m.id.clone().into(),
@@ -754,6 +761,7 @@ impl Plinth {
                 serde_json::to_string(lineage)?.into(),
                 now.into(),
                 who.id.clone().into(),
+                feature_service.into(),
             ],
         )
         .execute(&mut tx)

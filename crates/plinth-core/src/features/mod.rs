@@ -548,22 +548,31 @@ impl Plinth {
             Some(p) => Some(self.team_ref(p, team).await?.id),
             None => None,
         };
-        let refs: Vec<String> = match (&req.feature_service, req.features.is_empty()) {
-            (Some(s), true) => {
-                let tid = match &team_id {
-                    Some(t) => t.clone(),
-                    None => {
-                        return Err(Error::new(
-                            plinth_api::Code::Unauthenticated,
-                            "reading a feature service needs an API key",
-                        ));
-                    }
-                };
-                self.service_features(&tid, s).await?
-            }
-            (None, false) => req.features.clone(),
-            _ => return Err(Error::invalid("features", "give either features or feature_service")),
-        };
+        if req.feature_service.is_some() && team_id.is_none() {
+            return Err(Error::new(
+                plinth_api::Code::Unauthenticated,
+                "reading a feature service needs an API key",
+            ));
+        }
+        let refs = self
+            .feature_refs(
+                team_id.as_deref().unwrap_or_default(),
+                req.feature_service.as_deref(),
+                &req.features,
+            )
+            .await?;
+        self.online_lookup(team_id.as_deref(), team, &refs, &req.entities).await
+    }
+
+    /// Reads online features of `team`'s views: as that team when `team_id` is given, else
+    /// public views only.
+    pub(crate) async fn online_lookup(
+        &self,
+        team_id: Option<&str>,
+        team: &str,
+        refs: &[String],
+        entities: &std::collections::BTreeMap<String, Vec<Value>>,
+    ) -> Result<OnlineResponse> {
         // Resolve every reference to (view, position), views in first-use order.
         let mut views: Vec<Arc<ViewMeta>> = Vec::new();
         let mut cols: Vec<(usize, usize)> = Vec::with_capacity(refs.len());
@@ -576,8 +585,8 @@ impl Plinth {
                 Some(vi) => vi,
                 None => {
                     let m = self.view_meta(team, view).await.map_err(|e| e.with_field(&field))?;
-                    match &team_id {
-                        Some(t) if *t != m.team_id => {
+                    match team_id {
+                        Some(t) if t != m.team_id => {
                             return Err(Error::not_found("feature view", view).with_field(&field));
                         }
                         None if !m.public => {
@@ -609,7 +618,7 @@ impl Plinth {
         }
         let mut n = None;
         for k in keys {
-            let vals = req.entities.get(&k.name).ok_or_else(|| {
+            let vals = entities.get(&k.name).ok_or_else(|| {
                 Error::missing(format!("entities.{}", k.name), "a join key of the features' entity")
             })?;
             if *n.get_or_insert(vals.len()) != vals.len() {
@@ -619,7 +628,7 @@ impl Plinth {
                 ));
             }
         }
-        for name in req.entities.keys() {
+        for name in entities.keys() {
             if !keys.iter().any(|k| &k.name == name) {
                 return Err(Error::invalid(
                     format!("entities.{name}"),
@@ -631,21 +640,24 @@ impl Plinth {
         if n > 10_000 {
             return Err(Error::invalid("entities", "at most 10000 entity rows per call"));
         }
-        let mut key_texts = Vec::with_capacity(n);
-        for i in 0..n {
-            let mut s = String::new();
-            for (j, k) in keys.iter().enumerate() {
-                if j > 0 {
-                    s.push('\u{1f}');
+        let key_cols: Vec<(&JoinKey, &Vec<Value>)> =
+            keys.iter().map(|k| (k, &entities[&k.name])).collect();
+        let key_texts = (0..n)
+            .map(|i| {
+                let mut s = String::new();
+                for (j, (k, values)) in key_cols.iter().enumerate() {
+                    if j > 0 {
+                        s.push('\u{1f}');
+                    }
+                    s.push_str(&key_text(
+                        &format!("entities.{}[{i}]", k.name),
+                        k.kind,
+                        &values[i],
+                    )?);
                 }
-                s.push_str(&key_text(
-                    &format!("entities.{}[{i}]", k.name),
-                    k.kind,
-                    &req.entities[&k.name][i],
-                )?);
-            }
-            key_texts.push(s);
-        }
+                Ok(s)
+            })
+            .collect::<Result<Vec<String>>>()?;
         // One read per view, then decode each stored row once.
         let mut rows: Vec<Vec<Option<Decoded>>> = Vec::with_capacity(views.len());
         for v in &views {
@@ -663,12 +675,12 @@ impl Plinth {
         for k in keys {
             names.push(k.name.clone());
             results.push(OnlineColumn {
-                values: req.entities[&k.name].clone(),
+                values: entities[&k.name].clone(),
                 statuses: vec!["PRESENT".into(); n],
                 event_timestamps: vec!["1970-01-01T00:00:00Z".into(); n],
             });
         }
-        for ((vi, pos), r) in cols.iter().zip(&refs) {
+        for ((vi, pos), r) in cols.iter().zip(refs) {
             names.push(r.split_once(':').map_or(r.as_str(), |x| x.1).to_string());
             let mut c = OnlineColumn {
                 values: Vec::with_capacity(n),
@@ -692,6 +704,83 @@ impl Plinth {
             results.push(c);
         }
         Ok(OnlineResponse { metadata: OnlineMetadata { feature_names: names }, results })
+    }
+
+    /// Checks that a version may declare a feature service: it exists in the team and gives
+    /// exactly the features the signature names.
+    pub(crate) async fn check_feature_service(
+        &self,
+        team_id: &str,
+        service: &str,
+        signature: &plinth_api::registry::Signature,
+    ) -> Result<()> {
+        let field = "metadata.feature_service";
+        let refs =
+            self.service_features(team_id, service).await.map_err(|e| e.with_field(field))?;
+        let Some(names) = &signature.feature_names else {
+            return Err(Error::invalid(
+                field,
+                "the signature has no feature names to match the service's features to",
+            ));
+        };
+        let mut given: Vec<&str> =
+            refs.iter().map(|r| r.split_once(':').map_or(r.as_str(), |x| x.1)).collect();
+        let mut wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+        given.sort_unstable();
+        wanted.sort_unstable();
+        if given != wanted {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "feature service '{service}' gives [{}]; the model takes [{}]",
+                    given.join(", "),
+                    wanted.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The feature values of entity rows for a prediction by the version `version_id` of a
+    /// deployment of `team`: read through the version's feature service, as the owning team.
+    /// Absent entities give nulls (missing values), as an online read does.
+    pub async fn prediction_features(
+        &self,
+        team_id: &str,
+        team: &str,
+        version_id: &str,
+        entities: &std::collections::BTreeMap<String, Vec<Value>>,
+    ) -> Result<std::collections::BTreeMap<String, Vec<Value>>> {
+        let row = self
+            .db
+            .fetch_optional(&Sql::with(
+                "SELECT feature_service FROM model_versions WHERE id = $1",
+                [version_id.into()],
+            ))
+            .await?
+            .ok_or_else(|| Error::internal("the serving version vanished"))?;
+        let service: Option<String> = col(&row, "feature_service")?;
+        let service = service.ok_or_else(|| {
+            Error::invalid(
+                "entities",
+                "the serving version declares no feature service: send rows or columns",
+            )
+        })?;
+        let refs = self.service_features(team_id, &service).await?;
+        let answer =
+            self.online_lookup(Some(team_id), team, &refs, entities).await.map_err(|e| {
+                if e.field.as_deref().is_some_and(|f| f.starts_with("features")) {
+                    e.with_field("entities")
+                } else {
+                    e
+                }
+            })?;
+        let keys = answer.results.len() - refs.len();
+        Ok(answer.metadata.feature_names[keys..]
+            .iter()
+            .cloned()
+            .zip(answer.results.into_iter().skip(keys).map(|c| c.values))
+            .collect())
     }
 
     /// Writes fresh values of a view straight to the online store.

@@ -44,10 +44,17 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 5,
+        name: "version feature services",
+        common: include_str!("migrations/0005_version_features.sql"),
+        sqlite: "",
+        postgres: "",
+    },
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 pub(super) async fn run(db: &Db) -> Result<()> {
     let mut conn = db.pool.acquire().await?;

@@ -236,7 +236,21 @@ async fn predict(
     body: Bytes,
 ) -> ApiResult<Json<PredictResponse>> {
     let live = callable(&s, who.as_ref(), &t, &m, &e)?;
-    let req: PredictRequest = parse_json("", &body)?;
+    let mut req: PredictRequest = parse_json("", &body)?;
+    if let Some(entities) = &req.entities {
+        if req.rows.is_some() || req.columns.is_some() {
+            return Err(plinth_core::Error::invalid(
+                "entities",
+                "send entities, rows or columns: one of them",
+            )
+            .into());
+        }
+        let columns = s
+            .core
+            .prediction_features(&live.team_id, &live.team, live.primary_version_id(), entities)
+            .await?;
+        req.columns = Some(columns);
+    }
     let (name, tensor, rows) = input::tensor_from_request(
         live.signature(),
         req.rows.as_deref(),

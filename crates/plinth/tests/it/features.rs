@@ -2,6 +2,7 @@
 //! materialization (full and incremental) into the embedded store and into Redis, online reads
 //! of many entities × features, pushes that never go back in time, freshness, isolation.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -332,5 +333,60 @@ shared_server_tests! {
         assert_eq!(e["field"], "entity_timestamp");
         let e = m.post(&format!("/teams/{team}/training-sets"), &json!({"name": "bad", "entities": {"name": "trips"}, "features": ["stats:nope"]})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
         assert_eq!(e["field"], "features[0]");
+    }
+}
+
+shared_server_tests! {
+    async fn predictions_by_entity_key_read_the_online_features(srv: &TestServer) {
+        let t = srv.team().await;
+        let (team, m) = (t.team.clone(), &t.maintainer.1);
+        let people = "person_id,event_timestamp,age,education_num,capital_gain,capital_loss,hours_per_week
+1,2024-01-01T00:00:00Z,39,13,2174,0,40
+2,2024-01-01T00:00:00Z,50,13,0,0,13
+3,2024-01-01T00:00:00Z,38,9,0,0,40
+";
+        upload(m, &team, "people", people).await;
+        m.post(&format!("/teams/{team}/entities"), &json!({"name": "person", "join_keys": [{"name": "person_id", "type": "int64"}]})).await.ok(StatusCode::CREATED);
+        let names = ["age", "education_num", "capital_gain", "capital_loss", "hours_per_week"];
+        let features: Vec<Value> = names.iter().map(|n| json!({"name": n, "type": "float64"})).collect();
+        m.post(&format!("/teams/{team}/feature-views"), &json!({"name": "census", "entity": "person", "source": {"name": "people"}, "timestamp_field": "event_timestamp", "features": features})).await.ok(StatusCode::CREATED);
+        let refs: Vec<String> = names.iter().map(|n| format!("census:{n}")).collect();
+        m.post(&format!("/teams/{team}/feature-services"), &json!({"name": "income-inputs", "features": refs[..4]})).await.ok(StatusCode::CREATED);
+        m.post(&format!("/teams/{team}/feature-services"), &json!({"name": "income-all", "features": refs})).await.ok(StatusCode::CREATED);
+        m.post(&format!("/teams/{team}/models"), &json!({"name": "income", "task": "binary_classification"})).await.ok(StatusCode::CREATED);
+        let model = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/eval/adult_v2.txt")).unwrap();
+        // A service that lacks a model input is refused at registration, naming both sides.
+        let e = m.upload(&team, "income", "m.txt", model.clone(), Some(json!({"feature_service": "income-inputs"}))).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "metadata.feature_service");
+        assert!(e["message"].as_str().unwrap().contains("hours_per_week"), "{e}");
+        let v = m.upload(&team, "income", "m.txt", model, Some(json!({"feature_service": "income-all"}))).await.ok(StatusCode::CREATED);
+        assert_eq!(v["feature_service"], "income-all");
+        m.put(&format!("/deployments/{team}/income/production"), &json!({"versions": [{"version": 1, "weight": 100}]})).await.ok(StatusCode::OK);
+        let job = m.post(&format!("/teams/{team}/feature-views/census/materialize"), &json!({})).await.ok(StatusCode::ACCEPTED);
+        assert_eq!(wait_job(m, job["id"].as_str().unwrap()).await["status"], "succeeded");
+
+        let path = format!("/deployments/{team}/income/production/predict");
+        let by_key = m.post(&path, &json!({"entities": {"person_id": [1, 2, 3]}})).await.ok(StatusCode::OK);
+        let rows = json!({"rows": [[39, 13, 2174, 0, 40], [50, 13, 0, 0, 13], [38, 9, 0, 0, 40]]});
+        let by_value = m.post(&path, &rows).await.ok(StatusCode::OK);
+        assert_eq!(by_key["probabilities"], by_value["probabilities"]);
+        assert_eq!(by_key["predictions"], by_value["predictions"]);
+        // The features it used are in the prediction log.
+        let log_path = format!("/deployments/{team}/income/production/predictions?limit=10");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let logged = loop {
+            let log = m.get(&log_path).await.ok(StatusCode::OK);
+            if let Some(r) = log.as_array().unwrap().iter().find(|r| r["request_id"] == by_key["request_id"]) {
+                break r.clone();
+            }
+            assert!(Instant::now() < deadline, "the prediction was not logged");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(logged["inputs"]["input"]["shape"], json!([3, 5]));
+        // Bad input: a key of the wrong type, entities and rows together.
+        let e = m.post(&path, &json!({"entities": {"person_id": ["x"]}})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "entities.person_id[0]");
+        let e = m.post(&path, &json!({"entities": {"person_id": [1]}, "rows": [[1, 2, 3, 4, 5]]})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "entities");
     }
 }
