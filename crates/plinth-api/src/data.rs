@@ -117,3 +117,32 @@ pub struct DatasetRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
 }
+
+/// SQL over the datasets the caller's team may read: its own (by name) and those other teams
+/// granted it (as `"owner-team".name`). Nothing else is reachable.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    pub sql: String,
+    /// `jsonl` (default), `csv` or `parquet`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// At most this many rows are returned (default 100000, at most 10000000); the answer says
+    /// when the result was cut (`X-Plinth-Truncated: true`).
+    #[serde(default)]
+    pub max_rows: Option<u64>,
+    /// Give up after this long (default 60000, at most 600000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Save the result as a new version of this dataset (Parquet, the query as its source)
+    /// instead of returning it.
+    #[serde(default)]
+    pub save_as: Option<String>,
+}
+
+/// Lets another team read a dataset.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetGrant {
+    pub team: String,
+}

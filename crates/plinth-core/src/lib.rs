@@ -53,18 +53,20 @@ pub struct Plinth {
     pub(crate) engine: Arc<serving::engine::Engine>,
     pub(crate) auth_cache: Arc<auth::AuthCache>,
     pub(crate) tables: Arc<dyn data::TableReader>,
+    pub(crate) query_engine: Arc<dyn data::query::QueryEngine>,
     pub(crate) jobs: jobs::Signals,
     pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
     pub(crate) online: Arc<dyn features::online::OnlineStore>,
     pub(crate) views: Arc<features::ViewCache>,
 }
 
-/// The pluggable engines the core runs on: model inference and table decoding. Both live in
-/// crates of their own so that the core builds without them.
+/// The pluggable engines the core runs on: model inference, table decoding and SQL. Each lives
+/// in a crate of its own so that the core builds without them.
 #[derive(Clone)]
 pub struct Backends {
     pub inference: Arc<dyn serving::runtime::InferenceBackend>,
     pub tables: Arc<dyn data::TableReader>,
+    pub query: Arc<dyn data::query::QueryEngine>,
 }
 
 impl Default for Backends {
@@ -72,6 +74,7 @@ impl Default for Backends {
         Backends {
             inference: Arc::new(serving::runtime::NoBackend),
             tables: Arc::new(data::NoTables),
+            query: Arc::new(data::query::NoQuery),
         }
     }
 }
@@ -128,6 +131,7 @@ impl Plinth {
             engine,
             auth_cache: Arc::new(auth::AuthCache::default()),
             tables: backends.tables,
+            query_engine: backends.query,
             jobs: Arc::default(),
             webhook_wake: Arc::default(),
             online,

@@ -51,7 +51,8 @@ impl TableReader for Tables {
     }
 }
 
-fn read_any(bytes: Vec<u8>, format: FileFormat) -> Result<Batches, String> {
+/// Reads a CSV or Parquet file into record batches.
+pub fn read_any(bytes: Vec<u8>, format: FileFormat) -> Result<Batches, String> {
     match format {
         FileFormat::Parquet => read_parquet(bytes),
         FileFormat::Csv => read_csv(bytes),
@@ -75,7 +76,8 @@ pub fn parquet_bytes(batch: &RecordBatch) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-type Batches = (Vec<(String, DataType)>, Vec<RecordBatch>);
+/// A file read whole: its columns (name, type) and its rows.
+pub type Batches = (Vec<(String, DataType)>, Vec<RecordBatch>);
 
 /// Reads a whole Parquet file. Flat files with several columns are decoded by two threads, each
 /// taking half of the columns.

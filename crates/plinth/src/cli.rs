@@ -154,6 +154,8 @@ enum Command {
     /// Webhooks on promotion events, and their delivery log.
     #[command(subcommand)]
     Webhook(governance::WebhookCmd),
+    /// SQL over a team's datasets and the ones granted to it.
+    Query(governance::QueryArgs),
     /// Fairness and classification metrics of a predictions file (offline; Fairlearn's layout).
     Fairness(governance::FairnessArgs),
     /// Online features (get, push) and point-in-time training sets from files (pit).
@@ -763,6 +765,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Policy(cmd) => governance::policy(&connect(g)?, g.json, cmd).await,
         Command::Webhook(cmd) => governance::webhook(&connect(g)?, g.json, cmd).await,
         Command::Fairness(args) => governance::fairness(args),
+        Command::Query(args) => governance::query(&connect(g)?, g.json, args).await,
         Command::Features(cmd @ features::FeaturesCmd::Pit { .. }) => features::features(cmd),
         Command::Features(cmd) => features::features_remote(&connect(g)?, g.json, cmd).await,
         Command::Entity(cmd) => features::entity(&connect(g)?, g.json, cmd).await,

@@ -220,6 +220,29 @@ impl Client {
         result
     }
 
+    /// POSTs JSON and returns the raw answer (status, headers, body) of a success.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes)> {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Plinth server at {}", self.base))?;
+        let status = response.status();
+        if !status.is_success() {
+            Self::decode::<serde_json::Value>(response).await?;
+            return Err(anyhow!("the server answered {status}"));
+        }
+        let headers = response.headers().clone();
+        Ok((status, headers, response.bytes().await?))
+    }
+
     /// Fetches a text document (a report).
     pub async fn get_text(&self, path: &str) -> Result<String> {
         let response = self.http.get(self.url(path)).bearer_auth(&self.key).send().await?;

@@ -24,7 +24,11 @@ pub fn backend() -> Arc<dyn InferenceBackend> {
 
 /// The inference and table backends this build runs the core on.
 pub fn backends() -> plinth_core::Backends {
-    plinth_core::Backends { inference: backend(), tables: Arc::new(plinth_data::Tables) }
+    plinth_core::Backends {
+        inference: backend(),
+        tables: Arc::new(plinth_data::Tables),
+        query: Arc::new(plinth_query::DataFusion),
+    }
 }
 
 fn main() -> ExitCode {

@@ -3,6 +3,7 @@
 //! `plinth-data` crate, so the core builds without Arrow), and column profiles.
 
 pub mod datasets;
+pub mod query;
 
 use std::collections::{HashMap, HashSet};
 

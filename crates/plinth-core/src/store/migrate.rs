@@ -51,10 +51,17 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 6,
+        name: "dataset grants",
+        common: include_str!("migrations/0006_dataset_grants.sql"),
+        sqlite: "",
+        postgres: "",
+    },
 ];
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 pub(super) async fn run(db: &Db) -> Result<()> {
     let mut conn = db.pool.acquire().await?;

@@ -8,7 +8,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use plinth_api::ErrorBody;
-use plinth_api::data::{Dataset, DatasetRef, DatasetVersion, UploadDataset};
+use plinth_api::data::{
+    Dataset, DatasetGrant, DatasetRef, DatasetVersion, QueryRequest, UploadDataset,
+};
 use plinth_api::governance::{
     CreateWebhook, Delivery, Evaluation, EvaluationRequest, Policy, PolicyRecord, Promotion,
     PromotionQuery, PromotionRequest, ReviewRequest, ServedAt, ServedQuery, Webhook,
@@ -41,6 +43,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_webhook, list_webhooks))
         .routes(routes!(delete_webhook))
         .routes(routes!(list_deliveries))
+        .routes(routes!(run_query))
+        .routes(routes!(grant_dataset))
+        .routes(routes!(revoke_dataset))
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(upload_dataset, list_dataset_versions))
@@ -304,4 +309,56 @@ async fn list_deliveries(
     Path((team, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<Delivery>>> {
     Ok(Json(s.core.list_deliveries(&who, &team, &id).await?))
+}
+
+/// SQL over the team's datasets and those granted to it (as `"owner-team".name`); nothing else
+/// is reachable. Answers the rows as JSON lines, CSV or Parquet (`X-Plinth-Rows`,
+/// `X-Plinth-Truncated`), or with `save_as` stores them as a dataset version (201).
+#[utoipa::path(post, path = "/teams/{team}/query", tag = "governance", params(("team" = String, Path)), request_body = QueryRequest,
+    responses((status = 200, description = "the rows", content_type = "application/x-ndjson"), (status = 201, body = DatasetVersion),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn run_query(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(team): Path<String>,
+    ApiJson(req): ApiJson<QueryRequest>,
+) -> ApiResult<Response> {
+    let (out, format, saved) = s.core.query(&who, &team, req).await?;
+    if let Some(v) = saved {
+        return Ok((StatusCode::CREATED, Json(v)).into_response());
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (header::HeaderName::from_static("x-plinth-rows"), out.rows.to_string()),
+            (header::HeaderName::from_static("x-plinth-truncated"), out.truncated.to_string()),
+        ],
+        out.bytes,
+    )
+        .into_response())
+}
+
+/// Lets another team read a dataset (in SQL, as `"owner-team".name`).
+#[utoipa::path(put, path = "/teams/{team}/datasets/{name}/grants", tag = "governance", params(("team" = String, Path), ("name" = String, Path)),
+    request_body = DatasetGrant, responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn grant_dataset(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((team, name)): Path<(String, String)>,
+    ApiJson(req): ApiJson<DatasetGrant>,
+) -> ApiResult<StatusCode> {
+    s.core.grant_dataset(&who, &team, &name, req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/teams/{team}/datasets/{name}/grants/{other}", tag = "governance",
+    params(("team" = String, Path), ("name" = String, Path), ("other" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn revoke_dataset(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((team, name, other)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    s.core.revoke_dataset(&who, &team, &name, &other).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -32,6 +32,18 @@ pub(crate) enum DatasetCmd {
     List { team: String },
     /// A dataset's versions, with their schema and profile (TEAM/NAME).
     Show { dataset: String },
+    /// Let another team read TEAM/NAME (in SQL as "TEAM".NAME).
+    Grant {
+        dataset: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Take a grant back.
+    Revoke {
+        dataset: String,
+        #[arg(long)]
+        from: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -190,6 +202,19 @@ pub(super) async fn dataset(c: &Client, json_out: bool, cmd: DatasetCmd) -> Resu
                         .collect(),
                 );
             }
+        }
+        DatasetCmd::Grant { dataset, to } => {
+            let (team, name) = split_model(&dataset)?;
+            let _: Value = c
+                .put(&format!("/teams/{team}/datasets/{name}/grants"), &json!({"team": to}))
+                .await?;
+            println!("{to} may now read {team}/{name}");
+        }
+        DatasetCmd::Revoke { dataset, from } => {
+            let (team, name) = split_model(&dataset)?;
+            let _: Value =
+                c.delete(&format!("/teams/{team}/datasets/{name}/grants/{from}")).await?;
+            println!("{from} may no longer read {team}/{name}");
         }
         DatasetCmd::Show { dataset } => {
             let (team, name) = split_model(&dataset)?;
@@ -691,4 +716,53 @@ type GroupField = fn(&plinth_api::governance::GroupMetrics) -> f64;
 
 fn write_file(p: &Path, text: &str) -> Result<()> {
     std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct QueryArgs {
+    /// The team whose datasets (and grants) the query reads.
+    team: String,
+    /// The SQL; tables are the team's datasets by name and granted ones as "owner-team".name.
+    sql: String,
+    /// jsonl (default), csv or parquet.
+    #[arg(long)]
+    format: Option<String>,
+    /// Write the rows to this file instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Save the result as a new version of this dataset.
+    #[arg(long)]
+    save_as: Option<String>,
+    #[arg(long)]
+    max_rows: Option<u64>,
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+}
+
+/// Runs SQL on the server, with a spinner while it works.
+pub(super) async fn query(c: &Client, json_out: bool, a: QueryArgs) -> Result<()> {
+    let body = json!({"sql": a.sql, "format": a.format, "save_as": a.save_as, "max_rows": a.max_rows, "timeout_ms": a.timeout_ms});
+    let spinner = indicatif::ProgressBar::new_spinner().with_message("running the query");
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let result = c.post_raw(&format!("/teams/{}/query", a.team), &body).await;
+    spinner.finish_and_clear();
+    let (status, headers, bytes) = result?;
+    if status == reqwest::StatusCode::CREATED {
+        let v: DatasetVersion = serde_json::from_slice(&bytes)?;
+        print_dataset_version(json_out, &v);
+        return Ok(());
+    }
+    match &a.out {
+        Some(p) => {
+            std::fs::write(p, &bytes).with_context(|| format!("cannot write {}", p.display()))?
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes)?;
+        }
+    }
+    let rows = headers.get("x-plinth-rows").and_then(|v| v.to_str().ok()).unwrap_or("?");
+    let cut = headers.get("x-plinth-truncated").and_then(|v| v.to_str().ok()) == Some("true");
+    eprintln!("{rows} rows{}", if cut { " (cut at --max-rows)" } else { "" });
+    Ok(())
 }

@@ -144,6 +144,7 @@ impl TestServer {
                 plinth_core::Backends {
                     inference: std::sync::Arc::new(plinth_infer::NativeBackend),
                     tables: std::sync::Arc::new(plinth_data::Tables),
+                    query: std::sync::Arc::new(plinth_query::DataFusion),
                 },
             )
             .await

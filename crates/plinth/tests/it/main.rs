@@ -10,6 +10,7 @@ mod features;
 mod governance;
 mod isolation;
 mod persistence;
+mod query;
 mod registry;
 mod serving;
 mod triton;

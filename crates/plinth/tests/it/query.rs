@@ -1,0 +1,115 @@
+//! Governed SQL through the API and the CLI: a team queries its datasets and the ones granted
+//! to it, in JSON lines, CSV and Parquet, saves results as datasets with the query as lineage,
+//! and cannot reach anything else — file functions, catalog queries, quoted names of other
+//! teams' tables, path tricks, DDL — each attempt refused with a clear message.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Api, shared_server_tests};
+
+const SALES: &str = "region,amount,at
+north,10,2024-01-01T00:00:00Z
+south,5,2024-01-02T00:00:00Z
+north,7,2024-01-03T00:00:00Z
+";
+
+async fn upload(api: &Api, team: &str, name: &str, csv: &str) {
+    let req = api
+        .request(reqwest::Method::POST, &format!("/teams/{team}/datasets/{name}/versions"))
+        .body(csv.as_bytes().to_vec());
+    api.send(req).await.ok(StatusCode::CREATED);
+}
+
+async fn query(api: &Api, team: &str, body: Value) -> reqwest::Response {
+    api.request(reqwest::Method::POST, &format!("/teams/{team}/query"))
+        .bearer_auth(api.key())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn refused(api: &Api, team: &str, sql: &str) -> String {
+    let r = query(api, team, json!({"sql": sql})).await;
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert!(status.is_client_error(), "{sql} was not refused: {status} {body}");
+    body["error"]["message"].as_str().unwrap().to_string()
+}
+
+shared_server_tests! {
+    async fn sql_over_own_and_granted_datasets_and_nothing_else(srv: &TestServer) {
+        let (a, b) = (srv.team().await, srv.team().await);
+        let (ta, ma) = (a.team.clone(), &a.maintainer.1);
+        let (tb, mb) = (b.team.clone(), &b.maintainer.1);
+        upload(ma, &ta, "sales", SALES).await;
+        upload(mb, &tb, "secrets", "k,v\n1,hidden\n").await;
+
+        // JSON lines (default), CSV, Parquet.
+        let r = query(ma, &ta, json!({"sql": "SELECT region, SUM(amount) AS total FROM sales GROUP BY region ORDER BY region"})).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+        assert_eq!(r.headers()["x-plinth-rows"], "2");
+        let text = r.text().await.unwrap();
+        let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(rows, vec![json!({"region": "north", "total": 17}), json!({"region": "south", "total": 5})]);
+        let csv = query(ma, &ta, json!({"sql": "SELECT region FROM sales ORDER BY amount", "format": "csv"})).await.text().await.unwrap();
+        assert_eq!(csv, "region\nsouth\nnorth\nnorth\n");
+        let pq = query(ma, &ta, json!({"sql": "SELECT * FROM sales", "format": "parquet"})).await.bytes().await.unwrap();
+        assert!(pq.starts_with(b"PAR1"));
+        // Row limits cut and say so.
+        let r = query(ma, &ta, json!({"sql": "SELECT * FROM sales", "max_rows": 2})).await;
+        assert_eq!((r.headers()["x-plinth-rows"].to_str().unwrap(), r.headers()["x-plinth-truncated"].to_str().unwrap()), ("2", "true"));
+
+        // A result saved as a dataset, with the query as its source.
+        let r = query(ma, &ta, json!({"sql": "SELECT region, amount FROM sales WHERE amount > 6", "save_as": "big_sales"})).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!((v["rows"].as_u64(), v["format"].as_str()), (Some(2), Some("parquet")));
+        assert_eq!(v["source"], "query: SELECT region, amount FROM sales WHERE amount > 6");
+
+        // Another team's table: unreachable however it is named, until granted.
+        for sql in [
+            "SELECT * FROM secrets".to_string(),
+            format!("SELECT * FROM \"{tb}\".secrets"),
+            format!("SELECT * FROM \"{tb}.secrets\""),
+            format!("SELECT * FROM datafusion.\"{tb}\".secrets"),
+        ] {
+            let m = refused(ma, &ta, &sql).await;
+            assert!(m.contains("not found") || m.contains("doesn't exist") || m.contains("does not exist"), "{sql}: {m}");
+        }
+        // Files, URLs, catalogs and statements are not reachable either.
+        for (sql, why) in [
+            ("SELECT * FROM read_parquet('/etc/passwd')", "read_parquet"),
+            ("SELECT * FROM read_csv('/etc/passwd')", "read_csv"),
+            ("SELECT * FROM '/etc/passwd'", "/etc/passwd"),
+            ("SELECT * FROM 'file:///etc/hosts'", "file:///etc/hosts"),
+            ("SELECT * FROM information_schema.tables", "information_schema"),
+            ("SHOW TABLES", "information_schema"),
+            ("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'", "DDL"),
+            ("COPY sales TO '/tmp/x.csv'", "not supported"),
+            ("SET datafusion.catalog.information_schema = true", "not supported"),
+            ("DROP TABLE sales", "DDL"),
+        ] {
+            let m = refused(ma, &ta, sql).await;
+            assert!(m.to_lowercase().contains(&why.to_lowercase()), "{sql}: {m}");
+        }
+        let e = ma.post(&format!("/teams/{ta}/query"), &json!({"sql": "SELECT 1", "format": "xml"})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "format");
+        // Another team cannot query as this one.
+        mb.post(&format!("/teams/{ta}/query"), &json!({"sql": "SELECT * FROM sales"})).await.err(StatusCode::NOT_FOUND, "not_found");
+
+        // Granted: readable as "owner".name, and only that dataset; revoked: gone again.
+        mb.put(&format!("/teams/{tb}/datasets/secrets/grants"), &json!({"team": ta})).await.ok(StatusCode::NO_CONTENT);
+        let r = query(ma, &ta, json!({"sql": format!("SELECT v FROM \"{tb}\".secrets")})).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.text().await.unwrap(), "{\"v\":\"hidden\"}\n");
+        refused(mb, &tb, &format!("SELECT * FROM \"{ta}\".sales")).await;
+        ma.put(&format!("/teams/{tb}/datasets/secrets/grants"), &json!({"team": ta})).await.err(StatusCode::NOT_FOUND, "not_found");
+        mb.delete(&format!("/teams/{tb}/datasets/secrets/grants/{ta}")).await.ok(StatusCode::NO_CONTENT);
+        refused(ma, &ta, &format!("SELECT v FROM \"{tb}\".secrets")).await;
+        let audit = srv.admin().all_pages(&format!("/audit?team={tb}&limit=500")).await;
+        assert!(audit.iter().any(|e| e["action"] == "dataset.grant") && audit.iter().any(|e| e["action"] == "dataset.revoke"));
+    }
+}
