@@ -109,6 +109,16 @@ shared_server_tests! {
         ma.put(&format!("/teams/{tb}/datasets/secrets/grants"), &json!({"team": ta})).await.err(StatusCode::NOT_FOUND, "not_found");
         mb.delete(&format!("/teams/{tb}/datasets/secrets/grants/{ta}")).await.ok(StatusCode::NO_CONTENT);
         refused(ma, &ta, &format!("SELECT v FROM \"{tb}\".secrets")).await;
+        // The CLI: rows to standard output, a saved dataset, and a refusal with its reason.
+        let cli = crate::cli::Cli::new();
+        cli.ok(&["login", "--url", &srv.url, "--key", ma.key()]);
+        let out = cli.ok(&["query", &ta, "SELECT region FROM sales WHERE amount = 5", "--format", "csv"]);
+        assert_eq!(out, "region\nsouth\n");
+        let saved = cli.json(&["query", &ta, "SELECT * FROM sales", "--save-as", "sales_copy"]);
+        assert_eq!(saved["rows"], 3);
+        let err = cli.fails(&["query", &ta, "SELECT * FROM read_csv('/etc/passwd')"], 1);
+        assert!(err.contains("invalid_field") && err.contains("read_csv"), "{err}");
+
         let audit = srv.admin().all_pages(&format!("/audit?team={tb}&limit=500")).await;
         assert!(audit.iter().any(|e| e["action"] == "dataset.grant") && audit.iter().any(|e| e["action"] == "dataset.revoke"));
     }
