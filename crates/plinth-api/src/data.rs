@@ -146,3 +146,53 @@ pub struct QueryRequest {
 pub struct DatasetGrant {
     pub team: String,
 }
+
+/// Where a data source reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A Parquet or CSV file under the server's local sources root.
+    File,
+    /// Every Parquet or CSV file of a folder under the local sources root (one schema).
+    Folder,
+    /// A PostgreSQL table or query.
+    Postgres,
+}
+
+/// A team's data source: readable in SQL by its name, like a dataset.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSource {
+    pub name: String,
+    pub kind: SourceKind,
+    /// File and folder sources: a path relative to the server's `local_sources_root`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// PostgreSQL: `postgres://user:password@host/db` (a secret: never shown again).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL: a table (`schema.table` or `table`) ...
+    #[serde(default)]
+    pub table: Option<String>,
+    /// ... or a query.
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Source {
+    pub team: String,
+    pub name: String,
+    pub kind: SourceKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// PostgreSQL: the server, without credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}

@@ -41,6 +41,8 @@ pub struct CoreOptions {
     pub online_store_url: Option<String>,
     /// Consume feature pushes from NATS JetStream.
     pub nats: Option<features::nats::NatsOptions>,
+    /// File and folder sources must live under this folder (none: such sources are refused).
+    pub local_sources_root: Option<PathBuf>,
 }
 
 /// The core service.
@@ -58,6 +60,7 @@ pub struct Plinth {
     pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
     pub(crate) online: Arc<dyn features::online::OnlineStore>,
     pub(crate) views: Arc<features::ViewCache>,
+    pub(crate) sources_root: Option<PathBuf>,
 }
 
 /// The pluggable engines the core runs on: model inference, table decoding and SQL. Each lives
@@ -136,6 +139,7 @@ impl Plinth {
             webhook_wake: Arc::default(),
             online,
             views: Arc::default(),
+            sources_root: opts.local_sources_root.clone(),
         };
         let removed = core.collect_orphan_artifacts().await?;
         if removed > 0 {

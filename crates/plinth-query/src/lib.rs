@@ -32,14 +32,31 @@ fn session(tables: Vec<QueryTable>, limits: &QueryLimits) -> Result<SessionConte
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let catalog = ctx.catalog("datafusion").ok_or("no default catalog")?;
     for t in tables {
-        let (fields, batches) = plinth_data::read_any(t.bytes, t.format)?;
-        let schema = match batches.first() {
-            Some(b) => b.schema(),
-            None => Arc::new(Schema::new(
-                fields.into_iter().map(|(n, dt)| Field::new(n, dt, true)).collect::<Vec<_>>(),
-            )),
-        };
-        let mem = MemTable::try_new(schema, vec![batches]).map_err(|e| e.to_string())?;
+        let mut schema: Option<Arc<Schema>> = None;
+        let mut partitions = Vec::with_capacity(t.parts.len());
+        for (i, (bytes, format)) in t.parts.into_iter().enumerate() {
+            let (fields, batches) = plinth_data::read_any(bytes, format)?;
+            let s = match batches.first() {
+                Some(b) => b.schema(),
+                None => Arc::new(Schema::new(
+                    fields.into_iter().map(|(n, dt)| Field::new(n, dt, true)).collect::<Vec<_>>(),
+                )),
+            };
+            match &schema {
+                Some(first) if first.fields() != s.fields() => {
+                    return Err(format!(
+                        "table '{}': file {} has other columns than the first",
+                        t.name,
+                        i + 1
+                    ));
+                }
+                Some(_) => {}
+                None => schema = Some(s),
+            }
+            partitions.push(batches);
+        }
+        let schema = schema.ok_or_else(|| format!("table '{}' has no files", t.name))?;
+        let mem = MemTable::try_new(schema, partitions).map_err(|e| e.to_string())?;
         let reference = match &t.schema {
             None => TableReference::bare(t.name.clone()),
             Some(owner) => {

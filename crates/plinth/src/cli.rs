@@ -154,8 +154,11 @@ enum Command {
     /// Webhooks on promotion events, and their delivery log.
     #[command(subcommand)]
     Webhook(governance::WebhookCmd),
-    /// SQL over a team's datasets and the ones granted to it.
+    /// SQL over a team's datasets and sources, and the ones granted to it.
     Query(governance::QueryArgs),
+    /// Data sources: files and folders under the server's sources root, PostgreSQL tables.
+    #[command(subcommand)]
+    Source(governance::SourceCmd),
     /// Fairness and classification metrics of a predictions file (offline; Fairlearn's layout).
     Fairness(governance::FairnessArgs),
     /// Online features (get, push) and point-in-time training sets from files (pit).
@@ -317,6 +320,9 @@ struct ServeArgs {
     /// nats://... to consume feature pushes from JetStream (subjects plinth.push.TEAM.VIEW).
     #[arg(long)]
     nats_url: Option<String>,
+    /// Teams may declare file and folder data sources under this folder.
+    #[arg(long)]
+    local_sources_root: Option<PathBuf>,
     #[arg(long)]
     log_format: Option<String>,
     #[arg(long)]
@@ -656,6 +662,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             set("max_upload_bytes", args.max_upload_bytes.map(|v| v.to_string()));
             set("online_store_url", args.online_store_url);
             set("nats_url", args.nats_url);
+            set("local_sources_root", args.local_sources_root.map(|p| p.display().to_string()));
             set("log_format", args.log_format);
             set("log_level", args.log_level);
             let env: BTreeMap<String, String> =
@@ -766,6 +773,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Webhook(cmd) => governance::webhook(&connect(g)?, g.json, cmd).await,
         Command::Fairness(args) => governance::fairness(args),
         Command::Query(args) => governance::query(&connect(g)?, g.json, args).await,
+        Command::Source(cmd) => governance::source(&connect(g)?, g.json, cmd).await,
         Command::Features(cmd @ features::FeaturesCmd::Pit { .. }) => features::features(cmd),
         Command::Features(cmd) => features::features_remote(&connect(g)?, g.json, cmd).await,
         Command::Entity(cmd) => features::entity(&connect(g)?, g.json, cmd).await,

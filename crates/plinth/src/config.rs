@@ -47,6 +47,8 @@ pub struct Config {
     pub online_store_url: Option<Secret>,
     /// `nats://...`: consume feature pushes from JetStream subjects `plinth.push.<team>.<view>`.
     pub nats_url: Option<String>,
+    /// File and folder data sources must live under this folder; unset, they are refused.
+    pub local_sources_root: Option<PathBuf>,
     /// The platform admin key to create at first start, instead of generating one.
     pub bootstrap_admin_key: Option<Secret>,
     /// `text` or `json`.
@@ -66,6 +68,7 @@ impl Default for Config {
             max_upload_bytes: 512 * 1024 * 1024,
             online_store_url: None,
             nats_url: None,
+            local_sources_root: None,
             bootstrap_admin_key: None,
             log_format: "text".into(),
             log_level: "info".into(),
@@ -82,6 +85,7 @@ pub const KEYS: &[&str] = &[
     "max_upload_bytes",
     "online_store_url",
     "nats_url",
+    "local_sources_root",
     "bootstrap_admin_key",
     "log_format",
     "log_level",

@@ -24,6 +24,7 @@ pub async fn run(config: Config) -> Result<()> {
             max_upload_bytes: config.max_upload_bytes,
             online_store_url: config.online_store_url.as_ref().map(|u| u.expose().to_string()),
             nats: config.nats_url.as_deref().map(plinth_core::features::nats::NatsOptions::new),
+            local_sources_root: config.local_sources_root.clone(),
         },
         crate::backends(),
     )

@@ -4,6 +4,7 @@
 
 pub mod datasets;
 pub mod query;
+pub mod sources;
 
 use std::collections::{HashMap, HashSet};
 

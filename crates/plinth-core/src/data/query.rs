@@ -17,14 +17,13 @@ use crate::error::{Error, Result};
 use crate::store::{Sql, col};
 use crate::util::now_micros;
 
-/// A table a query may read: `schema` is `None` for the caller's own datasets, the owning team's
-/// name for granted ones.
+/// A table a query may read: `schema` is `None` for the caller's own datasets and sources, the
+/// owning team's name for granted ones. Its rows are the files in `parts` (one schema).
 #[derive(Debug, Clone)]
 pub struct QueryTable {
     pub schema: Option<String>,
     pub name: String,
-    pub bytes: Vec<u8>,
-    pub format: FileFormat,
+    pub parts: Vec<(Vec<u8>, FileFormat)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,13 +236,15 @@ impl Plinth {
                 continue;
             }
             let format: String = col(r, "format")?;
+            let bytes = self.dataset_bytes(&col::<String>(r, "version_id")?).await?;
+            let format = FileFormat::parse(&format).unwrap_or(FileFormat::Csv);
             tables.push(QueryTable {
                 schema: col(r, "owner")?,
                 name,
-                bytes: self.dataset_bytes(&col::<String>(r, "version_id")?).await?,
-                format: FileFormat::parse(&format).unwrap_or(FileFormat::Csv),
+                parts: vec![(bytes, format)],
             });
         }
+        tables.extend(self.source_tables(&t.id, &req.sql).await?);
         let limits = QueryLimits {
             max_rows: max_rows as usize,
             timeout: Duration::from_millis(timeout_ms),

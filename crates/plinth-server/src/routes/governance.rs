@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use plinth_api::ErrorBody;
 use plinth_api::data::{
-    Dataset, DatasetGrant, DatasetRef, DatasetVersion, QueryRequest, UploadDataset,
+    CreateSource, Dataset, DatasetGrant, DatasetRef, DatasetVersion, QueryRequest, Source,
+    UploadDataset,
 };
 use plinth_api::governance::{
     CreateWebhook, Delivery, Evaluation, EvaluationRequest, Policy, PolicyRecord, Promotion,
@@ -46,6 +47,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(run_query))
         .routes(routes!(grant_dataset))
         .routes(routes!(revoke_dataset))
+        .routes(routes!(create_source, list_sources))
+        .routes(routes!(grant_source))
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(upload_dataset, list_dataset_versions))
@@ -360,5 +363,41 @@ async fn revoke_dataset(
     Path((team, name, other)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
     s.core.revoke_dataset(&who, &team, &name, &other).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Declares a data source (maintainers): a file or folder under the server's sources root, or a
+/// PostgreSQL table or query. Readable in SQL by its name.
+#[utoipa::path(post, path = "/teams/{team}/sources", tag = "governance", params(("team" = String, Path)), request_body = CreateSource,
+    responses((status = 201, body = Source), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 501, body = ErrorBody)))]
+async fn create_source(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(team): Path<String>,
+    ApiJson(req): ApiJson<CreateSource>,
+) -> ApiResult<(StatusCode, Json<Source>)> {
+    Ok((StatusCode::CREATED, Json(s.core.create_source(&who, &team, req).await?)))
+}
+
+#[utoipa::path(get, path = "/teams/{team}/sources", tag = "governance", params(("team" = String, Path)),
+    responses((status = 200, body = Vec<Source>), (status = 404, body = ErrorBody)))]
+async fn list_sources(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(team): Path<String>,
+) -> ApiResult<Json<Vec<Source>>> {
+    Ok(Json(s.core.list_sources(&who, &team).await?))
+}
+
+/// Lets another team read a source (in SQL as `"owner-team".name`).
+#[utoipa::path(put, path = "/teams/{team}/sources/{name}/grants", tag = "governance", params(("team" = String, Path), ("name" = String, Path)),
+    request_body = DatasetGrant, responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn grant_source(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((team, name)): Path<(String, String)>,
+    ApiJson(req): ApiJson<DatasetGrant>,
+) -> ApiResult<StatusCode> {
+    s.core.grant_source(&who, &team, &name, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -718,6 +718,77 @@ fn write_file(p: &Path, text: &str) -> Result<()> {
     std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))
 }
 
+#[derive(Subcommand, Debug)]
+pub(crate) enum SourceCmd {
+    /// Declare TEAM/NAME: --path for a file or folder (under the server's sources root), or
+    /// --url with --table or --query for PostgreSQL.
+    Add {
+        source: String,
+        /// file, folder or postgres
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        table: Option<String>,
+        #[arg(long)]
+        query: Option<String>,
+    },
+    List {
+        team: String,
+    },
+    /// Let another team read TEAM/NAME.
+    Grant {
+        source: String,
+        #[arg(long)]
+        to: String,
+    },
+}
+
+pub(super) async fn source(c: &Client, json_out: bool, cmd: SourceCmd) -> Result<()> {
+    match cmd {
+        SourceCmd::Add { source, kind, path, url, table, query } => {
+            let (team, name) = split_model(&source)?;
+            let body = json!({"name": name, "kind": kind, "path": path, "url": url, "table": table, "query": query});
+            let s: plinth_api::data::Source =
+                c.post(&format!("/teams/{team}/sources"), &body).await?;
+            if json_out { output::json(&s) } else { println!("added source {}/{}", s.team, s.name) }
+        }
+        SourceCmd::List { team } => {
+            let l: Vec<plinth_api::data::Source> =
+                c.get(&format!("/teams/{team}/sources"), &[]).await?;
+            if json_out {
+                output::json(&l);
+            } else {
+                output::table(
+                    &["source", "kind", "where"],
+                    l.iter()
+                        .map(|s| {
+                            let at = s
+                                .path
+                                .clone()
+                                .or(s.table.clone())
+                                .or(s.query.clone())
+                                .unwrap_or_default();
+                            vec![s.name.clone(), format!("{:?}", s.kind).to_lowercase(), at]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        SourceCmd::Grant { source, to } => {
+            let (team, name) = split_model(&source)?;
+            let _: Value = c
+                .put(&format!("/teams/{team}/sources/{name}/grants"), &json!({"team": to}))
+                .await?;
+            println!("{to} may now read {team}/{name}");
+        }
+    }
+    Ok(())
+}
+
 #[derive(Args, Debug)]
 pub(crate) struct QueryArgs {
     /// The team whose datasets (and grants) the query reads.

@@ -68,6 +68,7 @@ pub struct ServerOptions {
     /// `redis://...` for the online store (default: embedded).
     pub online_store_url: Option<String>,
     pub nats: Option<plinth_core::features::nats::NatsOptions>,
+    pub local_sources_root: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -79,6 +80,7 @@ impl ServerOptions {
             database_url: None,
             online_store_url: None,
             nats: None,
+            local_sources_root: None,
         }
     }
 }
@@ -140,6 +142,7 @@ impl TestServer {
                     max_upload_bytes: opts.max_upload_bytes,
                     online_store_url: opts.online_store_url.clone(),
                     nats: opts.nats.clone(),
+                    local_sources_root: opts.local_sources_root.clone(),
                 },
                 plinth_core::Backends {
                     inference: std::sync::Arc::new(plinth_infer::NativeBackend),

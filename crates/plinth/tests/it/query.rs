@@ -123,3 +123,80 @@ shared_server_tests! {
         assert!(audit.iter().any(|e| e["action"] == "dataset.grant") && audit.iter().any(|e| e["action"] == "dataset.revoke"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_files_folders_and_postgres_tables_in_sql() {
+    use crate::harness::{Backend, ServerOptions, TestServer};
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("daily")).unwrap();
+    std::fs::write(root.path().join("daily/2024-01-01.csv"), "region,amount\nnorth,1\n").unwrap();
+    std::fs::write(root.path().join("daily/2024-01-02.csv"), "region,amount\nsouth,2\nnorth,3\n")
+        .unwrap();
+    std::fs::write(root.path().join("regions.csv"), "region,manager\nnorth,ana\nsouth,bo\n")
+        .unwrap();
+    let srv = TestServer::start(ServerOptions {
+        local_sources_root: Some(root.path().to_path_buf()),
+        ..ServerOptions::new(Backend::Sqlite)
+    })
+    .await;
+    let (a, b) = (srv.team().await, srv.team().await);
+    let (ta, ma) = (a.team.clone(), &a.maintainer.1);
+    let add = |body: Value| {
+        let path = format!("/teams/{ta}/sources");
+        async move { ma.post(&path, &body).await }
+    };
+    add(json!({"name": "daily", "kind": "folder", "path": "daily"})).await.ok(StatusCode::CREATED);
+    add(json!({"name": "regions", "kind": "file", "path": "regions.csv"}))
+        .await
+        .ok(StatusCode::CREATED);
+    // Paths never leave the root.
+    let e = add(json!({"name": "passwd", "kind": "file", "path": "../../../../etc/passwd"}))
+        .await
+        .err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert_eq!(e["field"], "path");
+    let e = add(json!({"name": "abs", "kind": "file", "path": "/etc/passwd"}))
+        .await
+        .err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert_eq!(e["field"], "path");
+
+    // A PostgreSQL table of the team's own database.
+    let pg = crate::harness::fresh_postgres_database().await;
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&pg).await.unwrap();
+        sqlx::raw_sql("CREATE TABLE targets (region TEXT, target BIGINT); INSERT INTO targets VALUES ('north', 5), ('south', 1)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    add(json!({"name": "targets", "kind": "postgres", "url": pg, "table": "targets"}))
+        .await
+        .ok(StatusCode::CREATED);
+    let e = add(json!({"name": "nope", "kind": "postgres", "url": pg, "table": "missing_table"}))
+        .await
+        .err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert!(e["message"].as_str().unwrap().contains("missing_table"), "{e}");
+    let listed = ma.get(&format!("/teams/{ta}/sources")).await.ok(StatusCode::OK);
+    assert!(!listed.to_string().contains("postgres://"), "credentials are never shown: {listed}");
+
+    let sql = "SELECT d.region, SUM(d.amount) AS amount, MAX(t.target) AS target, MAX(r.manager) AS manager
+               FROM daily d JOIN targets t ON t.region = d.region JOIN regions r ON r.region = d.region
+               GROUP BY d.region ORDER BY d.region";
+    let r = query(ma, &ta, json!({"sql": sql})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    assert_eq!(
+        text,
+        "{\"region\":\"north\",\"amount\":4,\"target\":5,\"manager\":\"ana\"}\n{\"region\":\"south\",\"amount\":2,\"target\":1,\"manager\":\"bo\"}\n"
+    );
+    // Another team reads it only once granted, as "owner".name.
+    let (tb, mb) = (b.team.clone(), &b.maintainer.1);
+    refused(mb, &tb, &format!("SELECT * FROM \"{ta}\".targets")).await;
+    ma.put(&format!("/teams/{ta}/sources/targets/grants"), &json!({"team": tb}))
+        .await
+        .ok(StatusCode::NO_CONTENT);
+    let r =
+        query(mb, &tb, json!({"sql": format!("SELECT COUNT(*) AS n FROM \"{ta}\".targets")})).await;
+    assert_eq!(r.text().await.unwrap(), "{\"n\":2}\n");
+    srv.stop().await;
+}
