@@ -160,7 +160,10 @@ impl Plinth {
                     (Some(t), None) => check_table(t)?,
                     (None, Some(q)) if !q.trim().is_empty() => {}
                     _ => {
-                        return Err(Error::invalid("table", "give a table or a query, one of them"));
+                        return Err(Error::invalid(
+                            "table",
+                            "give a table or a query, one of them",
+                        ));
                     }
                 }
                 let spec = Spec {
