@@ -795,13 +795,16 @@ impl Plinth {
         };
         let Some(row) = row else { return Ok(out) };
         let spec: DeploymentSpec = serde_json::from_str(&col::<String>(&row, "spec")?)?;
+        let revision: i64 = col(&row, "revision")?;
+        // The promotion that brought each serving version, by revision order (a promotion is
+        // recorded as decided just after the revision it produced).
         for s in &spec.versions {
             let p = self
                 .db
                 .fetch_optional(&Sql::with(
-                    "SELECT id FROM promotions WHERE model_id = $1 AND version = $2 AND environment = $3 AND status = 'deployed' AND decided_at <= $4
-                     ORDER BY decided_at DESC LIMIT 1",
-                    [m.id.clone().into(), i64::from(s.version).into(), q.environment.clone().into(), at_us.into()],
+                    "SELECT id FROM promotions WHERE model_id = $1 AND version = $2 AND environment = $3 AND status = 'deployed' AND deployment_revision <= $4
+                     ORDER BY deployment_revision DESC LIMIT 1",
+                    [m.id.clone().into(), i64::from(s.version).into(), q.environment.clone().into(), revision.into()],
                 ))
                 .await?;
             if let Some(p) = p {
@@ -809,7 +812,7 @@ impl Plinth {
             }
         }
         out.revision = Some(DeploymentRevision {
-            revision: col::<i64>(&row, "revision")? as u32,
+            revision: revision as u32,
             action: col(&row, "action")?,
             spec,
             at: micros_to_time(col(&row, "at")?),
