@@ -3,12 +3,14 @@
 //! of many entities × features, pushes that never go back in time, freshness, isolation.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Api, ServerOptions, TestServer, backend_tests, shared_server_tests};
+use crate::harness::{
+    Api, ServerOptions, TestServer, backend_tests, shared_server_tests, wait_for,
+};
 
 const TRIPS_V1: &str = "driver_id,event_timestamp,created,conv_rate,trips,city
 1,2024-05-01T10:00:00Z,2024-05-01T10:00:00Z,0.5,10,Lyon
@@ -32,15 +34,11 @@ async fn upload(api: &Api, team: &str, name: &str, csv: &str) {
 }
 
 async fn wait_job(api: &Api, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_for(&format!("materialization {id} to finish"), Duration::from_secs(30), async || {
         let j = api.get(&format!("/materializations/{id}")).await.ok(StatusCode::OK);
-        if j["status"] == "succeeded" || j["status"] == "failed" {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "materialization {id} did not finish: {j}");
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+        (j["status"] == "succeeded" || j["status"] == "failed").then_some(j)
+    })
+    .await
 }
 
 fn view_body(name: &str) -> Value {
@@ -278,22 +276,15 @@ async fn pushes_through_nats_reach_online_reads_within_a_second() {
     js.publish(subject.clone(), "not json".into()).await.unwrap().await.unwrap();
     let rows = json!([{"driver_id": 7, "event_timestamp": "2024-06-01T00:00:00Z", "conv_rate": 0.42, "trips": 9, "city": "Lille"}]);
     js.publish(subject, rows.to_string().into()).await.unwrap().await.unwrap();
-    let acked = Instant::now();
     let body =
         json!({"features": ["stats:conv_rate", "stats:city"], "entities": {"driver_id": [7]}});
-    loop {
+    let got = wait_for("the NATS push in an online read", Duration::from_secs(1), async || {
         let got = m.post(&format!("/teams/{team}/features/online"), &body).await.ok(StatusCode::OK);
-        if got["results"][1]["statuses"][0] == "PRESENT" {
-            assert_eq!(got["results"][1]["values"], json!([0.42]));
-            assert_eq!(got["results"][2]["values"], json!(["Lille"]));
-            break;
-        }
-        assert!(
-            acked.elapsed() < Duration::from_secs(1),
-            "the NATS push is not visible within a second"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (got["results"][1]["statuses"][0] == "PRESENT").then_some(got)
+    })
+    .await;
+    assert_eq!(got["results"][1]["values"], json!([0.42]));
+    assert_eq!(got["results"][2]["values"], json!(["Lille"]));
     let v = m.get(&format!("/teams/{team}/feature-views/stats")).await.ok(StatusCode::OK);
     assert_eq!(v["freshness"]["last_event_at"], "2024-06-01T00:00:00Z");
     srv.stop().await;
@@ -373,15 +364,11 @@ shared_server_tests! {
         assert_eq!(by_key["predictions"], by_value["predictions"]);
         // The features it used are in the prediction log.
         let log_path = format!("/deployments/{team}/income/production/predictions?limit=10");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let logged = loop {
+        let logged = wait_for("the prediction in the log", Duration::from_secs(10), async || {
             let log = m.get(&log_path).await.ok(StatusCode::OK);
-            if let Some(r) = log.as_array().unwrap().iter().find(|r| r["request_id"] == by_key["request_id"]) {
-                break r.clone();
-            }
-            assert!(Instant::now() < deadline, "the prediction was not logged");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+            log.as_array().unwrap().iter().find(|r| r["request_id"] == by_key["request_id"]).cloned()
+        })
+        .await;
         assert_eq!(logged["inputs"]["input"]["shape"], json!([3, 5]));
         // Bad input: a key of the wrong type, entities and rows together.
         let e = m.post(&path, &json!({"entities": {"person_id": ["x"]}})).await.err(StatusCode::BAD_REQUEST, "invalid_field");

@@ -5,13 +5,15 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::cli::Cli;
-use crate::harness::{Api, ServerOptions, TestServer, backend_tests, shared_server_tests, unique};
+use crate::harness::{
+    Api, ServerOptions, TestServer, backend_tests, shared_server_tests, unique, wait_for,
+};
 
 fn eval_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/eval")
@@ -49,15 +51,11 @@ async fn reviewer(srv: &TestServer) -> (String, String) {
 }
 
 async fn wait_evaluation(api: &Api, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_for(&format!("evaluation {id} to finish"), Duration::from_secs(60), async || {
         let e = api.get(&format!("/evaluations/{id}")).await.ok(StatusCode::OK);
-        if e["status"] == "succeeded" || e["status"] == "failed" {
-            return e;
-        }
-        assert!(Instant::now() < deadline, "evaluation {id} did not finish: {e}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (e["status"] == "succeeded" || e["status"] == "failed").then_some(e)
+    })
+    .await
 }
 
 fn check<'a>(p: &'a Value, name: &str) -> &'a Value {
@@ -175,9 +173,8 @@ shared_server_tests! {
         assert_eq!(dep["spec"]["versions"], json!([{"version": 2, "weight": 100}]));
         let v2 = t.viewer.1.get(&format!("/teams/{team}/models/income/versions/2")).await.ok(StatusCode::OK);
         assert_eq!(v2["approval"], "approved_for_production");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let t1 = now();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // The moments to ask about: when each change took effect.
+        let t1 = dep["updated_at"].as_str().unwrap().to_string();
 
         // A low-risk retrain (v3): same format and signature, metrics within tolerance, fair.
         let low = write_json(&tmp, "card-low.json", &json!({"intended_use": "Illustration", "risk_tier": "low"}));
@@ -191,9 +188,7 @@ shared_server_tests! {
         assert_eq!(check(&p3, "regression:roc_auc")["status"], "passed");
         let dep = t.viewer.1.get(&format!("/deployments/{team}/income/production")).await.ok(StatusCode::OK);
         assert_eq!(dep["spec"]["versions"], json!([{"version": 2, "weight": 90}, {"version": 3, "weight": 10}]));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let t2 = now();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let t2 = dep["updated_at"].as_str().unwrap().to_string();
         // Widening the approved canary is allowed; an unapproved version still is not.
         author.ok(&["traffic", &model, "--env", "production", "3=100"]);
         let err = author.fails(&["traffic", &model, "--env", "production", "1=50", "3=50"], 1);
@@ -384,11 +379,10 @@ shared_server_tests! {
         // No policy governs staging for this team: the promotion deploys and announces itself.
         let p = m.post(&format!("/teams/{team}/models/income/promotions"), &json!({"version": 1, "environment": "staging"})).await.ok(StatusCode::CREATED);
         assert_eq!(p["status"], "deployed");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while seen.lock().unwrap().len() < 2 {
-            assert!(Instant::now() < deadline, "the webhook was not retried");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for("the webhook to be retried", Duration::from_secs(20), async || {
+            (seen.lock().unwrap().len() >= 2).then_some(())
+        })
+        .await;
         let (headers, body) = seen.lock().unwrap()[1].clone();
         let ts: i64 = headers["x-plinth-timestamp"].to_str().unwrap().parse().unwrap();
         assert_eq!(headers["x-plinth-signature"].to_str().unwrap(), plinth_core::webhooks::sign(&secret, ts, body.as_bytes()));

@@ -466,6 +466,28 @@ impl Api {
     }
 }
 
+/// Probes until it answers `Some`, within `within`; fails the test naming `what` otherwise.
+pub async fn wait_for<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+    loop {
+        tick.tick().await;
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+    }
+}
+
+/// Waits until `cond` holds (20 s at most).
+pub async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    wait_for(what, std::time::Duration::from_secs(20), async || cond().await.then_some(())).await
+}
+
 /// Declares tests that take the shared server of each backend: `async fn name(srv: &TestServer)`.
 macro_rules! shared_server_tests {
     ($(async fn $name:ident($srv:ident: &TestServer) $body:block)*) => {

@@ -79,22 +79,30 @@ shared_server_tests! {
             let m = refused(ma, &ta, &sql).await;
             assert!(m.contains("not found") || m.contains("doesn't exist") || m.contains("does not exist"), "{sql}: {m}");
         }
-        // Files, URLs, catalogs and statements are not reachable either.
+        // Files, URLs, catalogs and statements are not reachable either: a readable file of
+        // this machine, named every way SQL could name it.
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.csv");
+        std::fs::write(&secret, "k\n42\n").unwrap();
+        let secret = secret.to_str().unwrap();
+        let written = outside.path().join("copy.csv");
+        let written = written.to_str().unwrap();
         for (sql, why) in [
-            ("SELECT * FROM read_parquet('/etc/passwd')", "read_parquet"),
-            ("SELECT * FROM read_csv('/etc/passwd')", "read_csv"),
-            ("SELECT * FROM '/etc/passwd'", "/etc/passwd"),
-            ("SELECT * FROM 'file:///etc/hosts'", "file:///etc/hosts"),
-            ("SELECT * FROM information_schema.tables", "information_schema"),
-            ("SHOW TABLES", "information_schema"),
-            ("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'", "DDL"),
-            ("COPY sales TO '/tmp/x.csv'", "not supported"),
-            ("SET datafusion.catalog.information_schema = true", "not supported"),
-            ("DROP TABLE sales", "DDL"),
+            (format!("SELECT * FROM read_parquet('{secret}')"), "read_parquet".to_string()),
+            (format!("SELECT * FROM read_csv('{secret}')"), "read_csv".to_string()),
+            (format!("SELECT * FROM '{secret}'"), secret.to_string()),
+            (format!("SELECT * FROM 'file://{secret}'"), format!("file://{secret}")),
+            ("SELECT * FROM information_schema.tables".to_string(), "information_schema".to_string()),
+            ("SHOW TABLES".to_string(), "information_schema".to_string()),
+            (format!("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '{secret}'"), "DDL".to_string()),
+            (format!("COPY sales TO '{written}'"), "not supported".to_string()),
+            ("SET datafusion.catalog.information_schema = true".to_string(), "not supported".to_string()),
+            ("DROP TABLE sales".to_string(), "DDL".to_string()),
         ] {
-            let m = refused(ma, &ta, sql).await;
+            let m = refused(ma, &ta, &sql).await;
             assert!(m.to_lowercase().contains(&why.to_lowercase()), "{sql}: {m}");
         }
+        assert!(!std::path::Path::new(written).exists(), "nothing was written");
         let e = ma.post(&format!("/teams/{ta}/query"), &json!({"sql": "SELECT 1", "format": "xml"})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
         assert_eq!(e["field"], "format");
         // Another team cannot query as this one.
@@ -116,7 +124,7 @@ shared_server_tests! {
         assert_eq!(out, "region\nsouth\n");
         let saved = cli.json(&["query", &ta, "SELECT * FROM sales", "--save-as", "sales_copy"]);
         assert_eq!(saved["rows"], 3);
-        let err = cli.fails(&["query", &ta, "SELECT * FROM read_csv('/etc/passwd')"], 1);
+        let err = cli.fails(&["query", &ta, "SELECT * FROM read_csv('secret.csv')"], 1);
         assert!(err.contains("invalid_field") && err.contains("read_csv"), "{err}");
 
         let audit = srv.admin().all_pages(&format!("/audit?team={tb}&limit=500")).await;
@@ -149,12 +157,17 @@ async fn sources_files_folders_and_postgres_tables_in_sql() {
     add(json!({"name": "regions", "kind": "file", "path": "regions.csv"}))
         .await
         .ok(StatusCode::CREATED);
-    // Paths never leave the root.
-    let e = add(json!({"name": "passwd", "kind": "file", "path": "../../../../etc/passwd"}))
+    // Paths never leave the root: a file beside it, reached by `..` or by its absolute path.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.csv"), "k\n42\n").unwrap();
+    let up = format!("../{}/secret.csv", outside.path().file_name().unwrap().to_str().unwrap());
+    assert!(root.path().join(&up).exists(), "the escape target exists");
+    let e = add(json!({"name": "escape", "kind": "file", "path": up}))
         .await
         .err(StatusCode::BAD_REQUEST, "invalid_field");
     assert_eq!(e["field"], "path");
-    let e = add(json!({"name": "abs", "kind": "file", "path": "/etc/passwd"}))
+    let absolute = outside.path().join("secret.csv").to_str().unwrap().to_string();
+    let e = add(json!({"name": "abs", "kind": "file", "path": absolute}))
         .await
         .err(StatusCode::BAD_REQUEST, "invalid_field");
     assert_eq!(e["field"], "path");

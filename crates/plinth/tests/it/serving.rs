@@ -5,12 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Api, TestServer, fixtures, shared_server_tests};
+use crate::harness::{Api, TestServer, eventually, fixtures, shared_server_tests};
 
 /// The Adult income rows and the source library's answers for a fixture.
 fn expected(stem: &str) -> Value {
@@ -63,19 +62,6 @@ fn rows_objects(exp: &Value) -> Vec<Value> {
             )
         })
         .collect()
-}
-
-/// Polls `cond` until it holds or the deadline passes.
-async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    loop {
-        tick.tick().await;
-        if cond().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-    }
 }
 
 shared_server_tests! {
