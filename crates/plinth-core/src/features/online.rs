@@ -7,8 +7,77 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redb::{ReadableDatabase, TableDefinition};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
+
+/// A stored row, decoded: its event time and values in the view's feature order.
+pub(crate) type Decoded = (i64, Vec<Value>);
+
+/// The online store's value encoding: per feature a tag byte, then the value (little endian):
+/// 0 null, 1 f64, 2 i64, 3 false, 4 true, 5 string (u32 length + UTF-8).
+pub(crate) fn encode_values(values: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 9);
+    for v in values {
+        match v {
+            Value::Null => out.push(0),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) if !n.is_f64() => {
+                    out.push(2);
+                    out.extend_from_slice(&i.to_le_bytes());
+                }
+                _ => {
+                    out.push(1);
+                    out.extend_from_slice(&n.as_f64().unwrap_or(f64::NAN).to_le_bytes());
+                }
+            },
+            Value::Bool(b) => out.push(if *b { 4 } else { 3 }),
+            Value::String(s) => {
+                out.push(5);
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            other => {
+                let s = other.to_string();
+                out.push(5);
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn decode_values(mut b: &[u8]) -> Option<Vec<Value>> {
+    let mut out = Vec::new();
+    let eight = |b: &[u8]| -> Option<[u8; 8]> { b.get(..8)?.try_into().ok() };
+    while let Some((&tag, rest)) = b.split_first() {
+        b = rest;
+        out.push(match tag {
+            0 => Value::Null,
+            1 => {
+                let x = f64::from_le_bytes(eight(b)?);
+                b = &b[8..];
+                serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+            }
+            2 => {
+                let x = i64::from_le_bytes(eight(b)?);
+                b = &b[8..];
+                Value::from(x)
+            }
+            3 => Value::Bool(false),
+            4 => Value::Bool(true),
+            5 => {
+                let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+                let s = std::str::from_utf8(b.get(4..4 + n)?).ok()?.to_string();
+                b = &b[4 + n..];
+                Value::String(s)
+            }
+            _ => return None,
+        });
+    }
+    Some(out)
+}
 
 /// A stored row: its event time (µs) and its encoded values.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +304,23 @@ pub(crate) async fn conformance(store: &dyn OnlineStore, ns: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stored_values_round_trip() {
+        let values = vec![
+            json!(0.1),
+            json!(-3),
+            Value::Null,
+            json!(true),
+            json!(false),
+            json!("Lyon ✓"),
+            json!(1e300),
+        ];
+        assert_eq!(decode_values(&encode_values(&values)).unwrap(), values);
+        assert_eq!(decode_values(&[9]), None, "an unknown tag is refused");
+        assert_eq!(decode_values(&[1, 0, 0]), None, "a truncated value is refused");
+    }
 
     #[tokio::test]
     async fn embedded_store_conforms() {

@@ -285,7 +285,12 @@ async fn pushes_through_nats_reach_online_reads_within_a_second() {
     .await;
     assert_eq!(got["results"][1]["values"], json!([0.42]));
     assert_eq!(got["results"][2]["values"], json!(["Lille"]));
-    let v = m.get(&format!("/teams/{team}/feature-views/stats")).await.ok(StatusCode::OK);
+    // Freshness is recorded just after the values land.
+    let v = wait_for("the push in the view's freshness", Duration::from_secs(5), async || {
+        let v = m.get(&format!("/teams/{team}/feature-views/stats")).await.ok(StatusCode::OK);
+        (!v["freshness"]["last_event_at"].is_null()).then_some(v)
+    })
+    .await;
     assert_eq!(v["freshness"]["last_event_at"], "2024-06-01T00:00:00Z");
     srv.stop().await;
     // Leave the broker as it was.
