@@ -123,6 +123,35 @@ const VERSION_SELECT: &str = "SELECT v.*, t.name AS team_name, m.name AS model_n
     FROM model_versions v JOIN models m ON m.id = v.model_id JOIN teams t ON t.id = v.team_id
     LEFT JOIN principals p ON p.id = v.created_by";
 
+/// Marks a version approved for production (freezing its card) inside `tx`, with its audit
+/// entry; a version approved already stays as it was.
+pub(crate) async fn record_production_approval(
+    tx: &mut crate::store::Tx,
+    who: &Principal,
+    team_id: &str,
+    version_id: &str,
+    name: &str,
+) -> Result<()> {
+    let changed = Sql::with(
+        "UPDATE model_versions SET approval_state = 'approved_for_production', approved_at = $1, approved_by = $2
+         WHERE id = $3 AND approval_state <> 'approved_for_production'",
+        [now_micros().into(), who.id.clone().into(), version_id.into()],
+    )
+    .execute(tx)
+    .await?;
+    if changed > 0 {
+        let t = Target {
+            team_id: Some(team_id),
+            object_type: "model_version",
+            object_id: version_id,
+            object_name: name,
+        };
+        let state = ApprovalState::ApprovedForProduction.as_str();
+        audit::record(tx, who, "model_version.approve", t, json!({"state": state})).await?;
+    }
+    Ok(())
+}
+
 /// The task an artifact implies, when the format says so.
 fn artifact_task(format: ModelFormat, details: &serde_json::Value) -> Option<(Task, String)> {
     match format {
@@ -977,29 +1006,9 @@ impl Plinth {
         if current.approval == ApprovalState::ApprovedForProduction {
             return Ok(current);
         }
-        let now = now_micros();
         let mut tx = self.db.begin().await?;
-        Sql::with(
-            "UPDATE model_versions SET approval_state = 'approved_for_production', approved_at = $1, approved_by = $2 WHERE id = $3",
-            [now.into(), who.id.clone().into(), current.id.clone().into()],
-        )
-        .execute(&mut tx)
-        .await?;
         let name = format!("{}@{version}", m.name);
-        let t = Target {
-            team_id: Some(&m.team.id),
-            object_type: "model_version",
-            object_id: &current.id,
-            object_name: &name,
-        };
-        audit::record(
-            &mut tx,
-            who,
-            "model_version.approve",
-            t,
-            json!({"state": ApprovalState::ApprovedForProduction.as_str()}),
-        )
-        .await?;
+        record_production_approval(&mut tx, who, &m.team.id, &current.id, &name).await?;
         tx.commit().await?;
         self.load_version(&current.id).await
     }

@@ -17,6 +17,13 @@ use crate::error::{Error, Result};
 use crate::store::{Sql, col};
 use crate::util::now_micros;
 
+/// What a grant lets another team read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Readable {
+    Dataset,
+    Source,
+}
+
 /// A table a query may read: `schema` is `None` for the caller's own datasets and sources, the
 /// owning team's name for granted ones. Its rows are the files in `parts` (one schema).
 #[derive(Debug, Clone)]
@@ -100,38 +107,51 @@ impl Plinth {
         let t = self.team_ref(who, team).await?;
         who.require(&t, TeamRole::Maintainer, "granting a dataset")?;
         let ds = self.dataset_id(&t.id, &t.name, name).await?;
-        let to = self
+        self.grant_read(who, &t, Readable::Dataset, &ds, name, &req.team).await
+    }
+
+    /// Records that team `to` may read a dataset or source of team `t` (replacing an earlier
+    /// grant), with its audit entry.
+    pub(crate) async fn grant_read(
+        &self,
+        who: &Principal,
+        t: &crate::auth::TeamRef,
+        what: Readable,
+        object_id: &str,
+        object_name: &str,
+        to: &str,
+    ) -> Result<()> {
+        let (kind, delete, insert) = match what {
+            Readable::Dataset => (
+                "dataset",
+                "DELETE FROM dataset_grants WHERE dataset_id = $1 AND team_id = $2",
+                "INSERT INTO dataset_grants (dataset_id, team_id, created_at, created_by) VALUES ($1, $2, $3, $4)",
+            ),
+            Readable::Source => (
+                "source",
+                "DELETE FROM source_grants WHERE source_id = $1 AND team_id = $2",
+                "INSERT INTO source_grants (source_id, team_id, created_at, created_by) VALUES ($1, $2, $3, $4)",
+            ),
+        };
+        let to_id = self
             .db
-            .fetch_optional(&Sql::with(
-                "SELECT id FROM teams WHERE name = $1",
-                [req.team.clone().into()],
-            ))
+            .fetch_optional(&Sql::with("SELECT id FROM teams WHERE name = $1", [to.into()]))
             .await?
-            .ok_or_else(|| Error::not_found("team", &req.team).with_field("team"))?;
-        let to: String = col(&to, "id")?;
-        if to == t.id {
-            return Err(Error::invalid("team", "a team always reads its own datasets"));
+            .ok_or_else(|| Error::not_found("team", to).with_field("team"))?;
+        let to_id: String = col(&to_id, "id")?;
+        if to_id == t.id {
+            return Err(Error::invalid("team", format!("a team always reads its own {kind}s")));
         }
         let mut tx = self.db.begin().await?;
+        Sql::with(delete, [object_id.into(), to_id.clone().into()]).execute(&mut tx).await?;
         Sql::with(
-            "DELETE FROM dataset_grants WHERE dataset_id = $1 AND team_id = $2",
-            [ds.clone().into(), to.clone().into()],
+            insert,
+            [object_id.into(), to_id.into(), now_micros().into(), who.id.clone().into()],
         )
         .execute(&mut tx)
         .await?;
-        Sql::with(
-            "INSERT INTO dataset_grants (dataset_id, team_id, created_at, created_by) VALUES ($1, $2, $3, $4)",
-            [ds.clone().into(), to.into(), now_micros().into(), who.id.clone().into()],
-        )
-        .execute(&mut tx)
-        .await?;
-        let target = Target {
-            team_id: Some(&t.id),
-            object_type: "dataset",
-            object_id: &ds,
-            object_name: name,
-        };
-        audit::record(&mut tx, who, "dataset.grant", target, json!({"team": req.team})).await?;
+        let target = Target { team_id: Some(&t.id), object_type: kind, object_id, object_name };
+        audit::record(&mut tx, who, &format!("{kind}.grant"), target, json!({"team": to})).await?;
         tx.commit().await
     }
 

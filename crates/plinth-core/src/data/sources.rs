@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::any::AnyRow;
 
 use super::FileFormat;
-use super::query::QueryTable;
+use super::query::{QueryTable, Readable};
 use crate::Plinth;
 use crate::audit::{self, Target};
 use crate::auth::Principal;
@@ -237,36 +237,7 @@ impl Plinth {
             .await?
             .ok_or_else(|| Error::not_found("source", format!("{}/{name}", t.name)))?;
         let src: String = col(&src, "id")?;
-        let to = self
-            .db
-            .fetch_optional(&Sql::with(
-                "SELECT id FROM teams WHERE name = $1",
-                [req.team.clone().into()],
-            ))
-            .await?
-            .ok_or_else(|| Error::not_found("team", &req.team).with_field("team"))?;
-        let to: String = col(&to, "id")?;
-        let mut tx = self.db.begin().await?;
-        Sql::with(
-            "DELETE FROM source_grants WHERE source_id = $1 AND team_id = $2",
-            [src.clone().into(), to.clone().into()],
-        )
-        .execute(&mut tx)
-        .await?;
-        Sql::with(
-            "INSERT INTO source_grants (source_id, team_id, created_at, created_by) VALUES ($1, $2, $3, $4)",
-            [src.clone().into(), to.into(), now_micros().into(), who.id.clone().into()],
-        )
-        .execute(&mut tx)
-        .await?;
-        let target = Target {
-            team_id: Some(&t.id),
-            object_type: "source",
-            object_id: &src,
-            object_name: name,
-        };
-        audit::record(&mut tx, who, "source.grant", target, json!({"team": req.team})).await?;
-        tx.commit().await
+        self.grant_read(who, &t, Readable::Source, &src, name, &req.team).await
     }
 
     /// The sources a team's query names: its own, and those granted to it (with the owner's

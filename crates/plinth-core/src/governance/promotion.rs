@@ -38,6 +38,11 @@ fn skipped(name: impl Into<String>, evidence: impl Into<String>) -> Check {
     Check { name: name.into(), status: CheckStatus::Skipped, evidence: evidence.into() }
 }
 
+/// Platform reviewers and admins review every team's promotions; maintainers their team's.
+fn may_review(who: &Principal, team_id: &str) -> bool {
+    who.is_admin() || who.is_reviewer() || who.role_in(team_id) == Some(TeamRole::Maintainer)
+}
+
 fn bound_check(name: String, what: &str, v: f64, b: &plinth_api::governance::Bound) -> Check {
     let mut problems = Vec::new();
     if let Some(lo) = b.min
@@ -571,12 +576,17 @@ impl Plinth {
         )
         .execute(&mut tx)
         .await?;
-        if p.environment == "production" {
-            Sql::with(
-                "UPDATE model_versions SET approval_state = 'approved_for_production', approved_at = $1, approved_by = $2 WHERE model_id = $3 AND version = $4 AND approval_state <> 'approved_for_production'",
-                [now.into(), who.id.clone().into(), model_id.into(), i64::from(p.version).into()],
+        if p.environment == "production"
+            && let Some(v) = self.engine.version_source(&model_id, p.version).await?
+        {
+            let name = format!("{}@{}", p.model, p.version);
+            crate::registry::record_production_approval(
+                &mut tx,
+                who,
+                &team_id,
+                &v.version_id,
+                &name,
             )
-            .execute(&mut tx)
             .await?;
         }
         let name = format!("{}@{}→{}", p.model, p.version, p.environment);
@@ -614,10 +624,7 @@ impl Plinth {
         if who.role_in(&team_id).is_none() {
             return Err(Error::not_found("promotion", id));
         }
-        let may_review = who.is_admin()
-            || who.is_reviewer()
-            || who.role_in(&team_id) == Some(TeamRole::Maintainer);
-        if !may_review {
+        if !may_review(who, &team_id) {
             return Err(Error::forbidden(
                 "reviewing a promotion needs the reviewer platform role or the maintainer role in the team",
             ));
@@ -745,10 +752,7 @@ impl Plinth {
             let p = self.promotion_from_row(&r).await?;
             if q.reviewable == Some(true) {
                 let tid: String = col(&r, "team_id")?;
-                if !(who.is_admin()
-                    || who.is_reviewer()
-                    || who.role_in(&tid) == Some(TeamRole::Maintainer))
-                {
+                if !may_review(who, &tid) {
                     continue;
                 }
             }

@@ -219,8 +219,6 @@ impl Plinth {
     ) -> Result<Deployment> {
         let target = self.deployment_target(who, team, model, environment).await?;
         who.require(&target.team, TeamRole::Maintainer, "deploying")?;
-        self.check_gate(&target.team.id, &target.model_id, environment, &serving_versions(&spec))
-            .await?;
         self.apply(who, &target, spec, "deploy", None).await
     }
 
@@ -241,8 +239,6 @@ impl Plinth {
         if let Some(shadows) = req.shadows {
             spec.shadows = shadows;
         }
-        self.check_gate(&target.team.id, &target.model_id, environment, &serving_versions(&spec))
-            .await?;
         self.apply(who, &target, spec, "traffic", None).await
     }
 
@@ -280,13 +276,12 @@ impl Plinth {
                 Error::invalid("to_revision", format!("revision {to} does not exist"))
             })?;
         let spec: DeploymentSpec = serde_json::from_str(&col::<String>(&row, "spec")?)?;
-        self.check_gate(&target.team.id, &target.model_id, environment, &serving_versions(&spec))
-            .await?;
         self.apply(who, &target, spec, "rollback", None).await
     }
 
-    /// Validates, checks every version loads, records the new revision with its audit entry,
-    /// then swaps it into the live engine.
+    /// Validates, passes the policy gate (unless an approved promotion calls it), checks every
+    /// version loads, records the new revision with its audit entry, then swaps it into the live
+    /// engine.
     pub(crate) async fn apply(
         &self,
         who: &Principal,
@@ -296,6 +291,12 @@ impl Plinth {
         promotion: Option<&str>,
     ) -> Result<Deployment> {
         check_spec(&spec)?;
+        // Changes that do not come from an approved promotion pass the environment's policy.
+        if promotion.is_none() {
+            let serving = serving_versions(&spec);
+            self.check_gate(&target.team.id, &target.model_id, &target.environment, &serving)
+                .await?;
+        }
         let existing = self
             .db
             .fetch_optional(&Sql::with(
