@@ -5,10 +5,8 @@
 # usage: bench/featurestore.sh [STEP ...]     (default steps: gen target_pit duckdb)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PEERS_DIR="${PEERS_DIR:-../shared/bench/peers}"
-export BENCH_HOME="${BENCH_HOME:-$HOME/.cache/plinth-bench}"
-cargo build --release -p plinth
-bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/plinth"
+# shellcheck source=lib.sh
+source bench/lib.sh
 export TARGET_NAME=plinth
 export TARGET_PIT_CMD="'$bin' features pit --features \"\$FS_FEATURES\" --entities \"\$FS_ENTITY_DF\" --out \"\$FS_OUT\" --ttl 2d"
 steps=("$@")

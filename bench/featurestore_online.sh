@@ -9,12 +9,10 @@
 # usage: bench/featurestore_online.sh [FEAST_STEPS...]   (default: serve)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PEERS_DIR="${PEERS_DIR:-../shared/bench/peers}"
-export BENCH_HOME="${BENCH_HOME:-$HOME/.cache/plinth-bench}"
+# shellcheck source=lib.sh
+source bench/lib.sh
 DATA="${BENCH_DATA:-$BENCH_HOME/data}/featurestore"
 PORT="${PLINTH_BENCH_PORT:-8210}"
-cargo build --release -p plinth
-bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/plinth"
 work="$(mktemp -d)"
 trap 'kill $(cat "$work/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 key="$("$bin" key generate)"

@@ -6,10 +6,8 @@
 # usage: bench/monitoring.sh        (env: PEERS_DIR, BENCH_HOME)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PEERS_DIR="${PEERS_DIR:-../shared/bench/peers}"
-export BENCH_HOME="${BENCH_HOME:-$HOME/.cache/plinth-bench}"
-cargo build --release -p plinth
-bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/plinth"
+# shellcheck source=lib.sh
+source bench/lib.sh
 export TARGET_NAME=plinth
 export TARGET_FAIRNESS_CMD="'$bin' fairness --input \"\$FAIRNESS_PARQUET\" --label y_true --prediction y_pred --group group --out \"\$OUT_JSON\""
 "$PEERS_DIR/monitoring/run_monitoring.sh" gen fairlearn target

@@ -163,25 +163,14 @@ impl Client {
         metadata: &serde_json::Value,
         file: &Path,
     ) -> Result<T> {
-        let f = tokio::fs::File::open(file)
-            .await
-            .with_context(|| format!("cannot open {}", file.display()))?;
-        let size = f.metadata().await?.len();
-        let bar = progress_bar(size, "uploading");
-        let bar2 = bar.clone();
-        let stream = tokio_util::io::ReaderStream::new(f).inspect(move |chunk| {
-            if let Ok(c) = chunk {
-                bar2.inc(c.len() as u64);
-            }
-        });
+        let (size, body, bar) = file_body(file).await?;
         let filename = file
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "model".into());
-        let part =
-            reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
-                .file_name(filename)
-                .mime_str("application/octet-stream")?;
+        let part = reqwest::multipart::Part::stream_with_length(body, size)
+            .file_name(filename)
+            .mime_str("application/octet-stream")?;
         let meta =
             reqwest::multipart::Part::text(metadata.to_string()).mime_str("application/json")?;
         let form = reqwest::multipart::Form::new().part("metadata", meta).part("artifact", part);
@@ -197,24 +186,14 @@ impl Client {
         query: &[(&str, String)],
         file: &Path,
     ) -> Result<T> {
-        let f = tokio::fs::File::open(file)
-            .await
-            .with_context(|| format!("cannot open {}", file.display()))?;
-        let size = f.metadata().await?.len();
-        let bar = progress_bar(size, "uploading");
-        let bar2 = bar.clone();
-        let stream = tokio_util::io::ReaderStream::new(f).inspect(move |chunk| {
-            if let Ok(c) = chunk {
-                bar2.inc(c.len() as u64);
-            }
-        });
+        let (size, body, bar) = file_body(file).await?;
         let req = self
             .http
             .post(self.url(path))
             .query(query)
             .header("content-type", "application/octet-stream")
             .header("content-length", size)
-            .body(reqwest::Body::wrap_stream(stream));
+            .body(body);
         let result = self.send(req).await;
         bar.finish_and_clear();
         result
@@ -283,6 +262,22 @@ impl Client {
         bar.finish_and_clear();
         Ok((written, sha))
     }
+}
+
+/// A file as a streamed request body that moves a progress bar: (size, body, bar).
+async fn file_body(file: &Path) -> Result<(u64, reqwest::Body, ProgressBar)> {
+    let f = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    let size = f.metadata().await?.len();
+    let bar = progress_bar(size, "uploading");
+    let moved = bar.clone();
+    let stream = tokio_util::io::ReaderStream::new(f).inspect(move |chunk| {
+        if let Ok(c) = chunk {
+            moved.inc(c.len() as u64);
+        }
+    });
+    Ok((size, reqwest::Body::wrap_stream(stream), bar))
 }
 
 pub(crate) fn progress_bar(len: u64, label: &'static str) -> ProgressBar {
