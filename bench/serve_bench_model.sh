@@ -10,7 +10,7 @@ set -euo pipefail
 MODEL="$1"
 LISTEN="${2:-127.0.0.1:8200}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PLINTH="${PLINTH_BIN:-$HERE/../target/release/plinth}"
+PLINTH="${PLINTH_BIN:-${CARGO_TARGET_DIR:-$HERE/../target}/release/plinth}"
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/plinth-bench.XXXXXX")"
 export PLINTH_PROFILES_FILE="$DATA/profiles.toml"
 KEY="$("$PLINTH" key generate)"

@@ -4,6 +4,7 @@
 //! HTTP authenticates (the [`extract::Caller`] extractor) and the core authorizes. Handlers are
 //! thin: parse, call one core method, render.
 
+pub mod busy_poll;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -17,6 +18,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use plinth_api::Code;
 use plinth_core::Plinth;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -68,13 +70,24 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
-        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()));
+        .unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
     response
+}
+
+/// A fresh request id: this process's random prefix and a counter (no system call per request,
+/// unlike a random or time-based UUID).
+fn new_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::now_v7().as_u64_pair().1);
+    format!("req_{prefix:016x}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// axum answers a wrong method with an empty 405; give it the error shape.
@@ -114,6 +127,17 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let poll = busy_poll::global();
+    if let Some(poll) = poll {
+        poll.watch(&listener);
+    }
+    let listener = listener.tap_io(move |stream| {
+        // Answers go out as soon as they are written.
+        let _ = stream.set_nodelay(true);
+        if let Some(poll) = poll {
+            poll.watch(&*stream);
+        }
+    });
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(());

@@ -327,6 +327,9 @@ struct ServeArgs {
     log_format: Option<String>,
     #[arg(long)]
     log_level: Option<String>,
+    /// How long an idle worker watches the sockets before it sleeps, in µs (0: off).
+    #[arg(long)]
+    busy_poll_us: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -665,6 +668,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             set("local_sources_root", args.local_sources_root.map(|p| p.display().to_string()));
             set("log_format", args.log_format);
             set("log_level", args.log_level);
+            set("busy_poll_us", args.busy_poll_us.map(|v| v.to_string()));
             let env: BTreeMap<String, String> =
                 std::env::vars().filter(|(k, _)| k.starts_with("PLINTH_")).collect();
             let config = config::load(args.config.as_deref(), &env, &flags)

@@ -57,6 +57,8 @@ pub struct Config {
     pub log_level: String,
     /// How long to let in-flight requests finish on shutdown, in seconds.
     pub shutdown_grace_seconds: u64,
+    /// How long an idle worker watches the sockets before it sleeps, in microseconds (0: off).
+    pub busy_poll_us: u64,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             log_format: "text".into(),
             log_level: "info".into(),
             shutdown_grace_seconds: 30,
+            busy_poll_us: 100,
         }
     }
 }
@@ -90,6 +93,7 @@ pub const KEYS: &[&str] = &[
     "log_format",
     "log_level",
     "shutdown_grace_seconds",
+    "busy_poll_us",
 ];
 
 /// `PLINTH_*` variables that belong to the CLI, not to the server.
@@ -163,7 +167,7 @@ pub fn load(
 
 fn typed(key: &str, value: &str) -> Result<toml::Value> {
     Ok(match key {
-        "max_upload_bytes" | "shutdown_grace_seconds" => toml::Value::Integer(
+        "max_upload_bytes" | "shutdown_grace_seconds" | "busy_poll_us" => toml::Value::Integer(
             value
                 .trim()
                 .parse()

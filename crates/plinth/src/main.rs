@@ -40,7 +40,21 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Busy polling (off until `plinth serve` sets its budget): see plinth_server::busy_poll.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(|| {
+            if let Some(poll) = plinth_server::busy_poll::global() {
+                poll.before_park();
+            }
+        })
+        .on_thread_unpark(|| {
+            if let Some(poll) = plinth_server::busy_poll::global() {
+                poll.after_unpark();
+            }
+        })
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

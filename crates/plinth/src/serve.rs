@@ -41,6 +41,9 @@ pub async fn run(config: Config) -> Result<()> {
         Ok(None) => {}
         Err(e) => anyhow::bail!("bootstrap failed: {}", e.message),
     }
+    if let Some(poll) = plinth_server::busy_poll::global() {
+        poll.set_budget(Duration::from_micros(config.busy_poll_us));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

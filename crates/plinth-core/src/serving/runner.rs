@@ -67,6 +67,8 @@ pub struct Runner {
     queue: Mutex<VecDeque<Job>>,
     notify: Notify,
     workers: AtomicUsize,
+    /// Requests submitted and not yet answered.
+    in_flight: AtomicUsize,
     model: Mutex<Option<Arc<dyn Model>>>,
     /// Serializes loads so a burst after scale-to-zero loads once.
     loading: tokio::sync::Mutex<()>,
@@ -108,6 +110,7 @@ impl Runner {
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             workers: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             model: Mutex::new(None),
             loading: tokio::sync::Mutex::new(()),
             backend,
@@ -163,13 +166,28 @@ impl Runner {
         Ok(model)
     }
 
-    /// Queues a request and waits for its answer (or the timeout).
+    /// Answers a request: a small one that finds the version idle (nothing else in flight) is
+    /// run at once by the caller, with nothing to batch it with and no hand-off to a worker;
+    /// any other is queued for the workers, batched, and waited for (or the timeout).
     pub async fn submit(
         self: &Arc<Self>,
         inputs: Vec<(String, Tensor)>,
         rows: usize,
     ) -> Result<Outputs> {
         let config = self.config();
+        let flight = InFlight::enter(&self.in_flight);
+        if flight.alone && rows <= INLINE_MAX_ROWS {
+            let (reply, answer) = oneshot::channel();
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let job = Job { inputs, rows, enqueued: Instant::now(), reply };
+            self.run_batch(vec![job], rows).await;
+            // A worker outlives the burst to unload the model once the version is idle.
+            self.scale_up(&config);
+            return match answer.await {
+                Ok(result) => result,
+                Err(_) => Err(Error::internal("an inline run ended without answering")),
+            };
+        }
         let (reply, answer) = oneshot::channel();
         {
             let mut queue = self.queue.lock().expect("queue lock");
@@ -243,6 +261,12 @@ impl Runner {
             if batch.is_empty() {
                 let idle = Duration::from_secs(u64::from(config.scaling.idle_seconds.max(1)));
                 if tokio::time::timeout(idle, self.notify.notified()).await.is_ok() {
+                    continue;
+                }
+                // Requests run inline do not wake the workers: idle means none of those either.
+                let last = self.stats.last_inference_ms.load(Ordering::Relaxed);
+                let now_ms = (crate::util::now_micros() / 1000) as u64;
+                if now_ms.saturating_sub(last) < idle.as_millis() as u64 {
                     continue;
                 }
                 // Idle: stop, unless work arrived while deciding.
@@ -323,6 +347,29 @@ impl Runner {
         stats.compute_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let now_ms = (crate::util::now_micros() / 1000) as u64;
         stats.last_inference_ms.store(now_ms, Ordering::Relaxed);
+    }
+}
+
+/// Requests of at most this many rows may run inline: their work takes microseconds, so running
+/// them without a hand-off cannot hold up a timeout that matters.
+const INLINE_MAX_ROWS: usize = 16;
+
+/// Counts a request in flight until it is answered or abandoned.
+struct InFlight<'a> {
+    count: &'a AtomicUsize,
+    /// Nothing else was in flight when this request arrived.
+    alone: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        InFlight { count, alone: count.fetch_add(1, Ordering::AcqRel) == 0 }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

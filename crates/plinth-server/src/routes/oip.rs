@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -649,24 +649,39 @@ impl serde::Serialize for DataRef<'_> {
     }
 }
 
+/// Triton's `Inference-Header-Content-Length`, as sent (read without copying the other headers).
+struct HeaderLength(Option<Bytes>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for HeaderLength {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let v = parts.headers.get("inference-header-content-length");
+        Ok(HeaderLength(v.map(|v| Bytes::copy_from_slice(v.as_bytes()))))
+    }
+}
+
 async fn infer(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    header_len: HeaderLength,
     body: Bytes,
 ) -> OipResult<Response> {
-    run_infer(s, who, name, None, headers, body).await
+    run_infer(s, who, name, None, header_len, body).await
 }
 
 async fn infer_v(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,
     Path((name, v)): Path<(String, String)>,
-    headers: HeaderMap,
+    header_len: HeaderLength,
     body: Bytes,
 ) -> OipResult<Response> {
-    run_infer(s, who, name, Some(v), headers, body).await
+    run_infer(s, who, name, Some(v), header_len, body).await
 }
 
 async fn run_infer(
@@ -674,13 +689,13 @@ async fn run_infer(
     who: Option<plinth_core::auth::Principal>,
     name: String,
     version: Option<String>,
-    headers: HeaderMap,
+    HeaderLength(header_len): HeaderLength,
     body: Bytes,
 ) -> OipResult<Response> {
     let live = resolve(&s, who.as_ref(), &name)?;
     let pinned = runner_version(&live, version.as_deref())?;
-    let header_len = headers.get("inference-header-content-length").map(|v| {
-        v.to_str()
+    let header_len = header_len.map(|v| {
+        std::str::from_utf8(&v)
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
             .ok_or_else(|| invalid("Inference-Header-Content-Length", "must be a byte count"))
