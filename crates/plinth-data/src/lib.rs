@@ -27,6 +27,36 @@ impl TableReader for Tables {
         to_table(&batches.0, &batches.1)
     }
 
+    fn scan(
+        &self,
+        path: &std::path::Path,
+        format: FileFormat,
+        columns: Option<&[String]>,
+        each: &mut dyn FnMut(Table) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let file = FileScan::open(path, format)?;
+        let names: Vec<String> = file.schema.fields().iter().map(|f| f.name().clone()).collect();
+        let keep = match columns {
+            Some(columns) => positions(&names, columns)?,
+            None => (0..names.len()).collect(),
+        };
+        let fields: Vec<(String, DataType)> = keep
+            .iter()
+            .map(|&i| (names[i].clone(), file.schema.field(i).data_type().clone()))
+            .collect();
+        let mut any = false;
+        file.batches(Some(&keep), &mut |b| {
+            any = true;
+            each(to_table(&fields, &[b])?)
+        })?;
+        if !any {
+            // No rows: the columns still are what they are.
+            let schema = Arc::new(file.schema.project(&keep).map_err(|e| e.to_string())?);
+            each(to_table(&fields, &[RecordBatch::new_empty(schema)])?)?;
+        }
+        Ok(())
+    }
+
     fn point_in_time(
         &self,
         entities: Vec<u8>,
@@ -74,6 +104,63 @@ pub fn parquet_bytes(batch: &RecordBatch) -> Result<Vec<u8>, String> {
     w.write(batch).map_err(|e| e.to_string())?;
     w.close().map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+/// Parquet written as batches arrive: bytes come out as row groups (of at most 64Ki rows) fill,
+/// so a long result never sits whole in memory.
+pub struct ParquetStream {
+    writer: parquet::arrow::ArrowWriter<SharedBuffer>,
+    buffer: SharedBuffer,
+}
+
+/// A `Write` whose bytes can be taken while a writer still holds it.
+#[derive(Clone, Default)]
+struct SharedBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("buffer lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuffer {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().expect("buffer lock"))
+    }
+}
+
+impl ParquetStream {
+    pub fn new(schema: arrow::datatypes::SchemaRef) -> Result<ParquetStream, String> {
+        use parquet::basic::Compression;
+        use parquet::file::properties::WriterProperties;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_dictionary_enabled(false)
+            .set_max_row_group_row_count(Some(65_536))
+            .build();
+        let buffer = SharedBuffer::default();
+        let writer = parquet::arrow::ArrowWriter::try_new(buffer.clone(), schema, Some(props))
+            .map_err(|e| e.to_string())?;
+        Ok(ParquetStream { writer, buffer })
+    }
+
+    /// Adds a batch; answers the bytes written since the last call (empty until a row group
+    /// is full).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, String> {
+        self.writer.write(batch).map_err(|e| e.to_string())?;
+        Ok(self.buffer.take())
+    }
+
+    /// The rest of the file: the last row group and the footer.
+    pub fn finish(self) -> Result<Vec<u8>, String> {
+        self.writer.close().map_err(|e| e.to_string())?;
+        Ok(self.buffer.take())
+    }
 }
 
 /// A file read whole: its columns (name, type) and its rows.
@@ -134,6 +221,156 @@ pub fn read_parquet(bytes: Vec<u8>) -> Result<Batches, String> {
     Ok((fields, batches))
 }
 
+/// Rows per batch when a file is scanned.
+const SCAN_BATCH_ROWS: usize = 65_536;
+
+/// The positions of `columns` among `names`, in file order; a missing one is an error.
+fn positions(names: &[String], columns: &[String]) -> Result<Vec<usize>, String> {
+    for c in columns {
+        if !names.contains(c) {
+            return Err(format!("the file has no column '{c}'"));
+        }
+    }
+    Ok((0..names.len()).filter(|&i| columns.contains(&names[i])).collect())
+}
+
+/// A CSV or Parquet file read one batch of rows at a time: memory holds one batch, whatever the
+/// file's size. Its schema comes from the Parquet footer, or for CSV from a first pass that
+/// infers the types from every row (as [`read_csv`] does) without holding them.
+#[derive(Debug, Clone)]
+pub struct FileScan {
+    path: std::path::PathBuf,
+    format: FileFormat,
+    schema: arrow::datatypes::SchemaRef,
+    gzip: bool,
+}
+
+impl FileScan {
+    pub fn open(path: &std::path::Path, format: FileFormat) -> Result<FileScan, String> {
+        let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+        let file = std::fs::File::open(path).map_err(cannot)?;
+        let (schema, gzip) = match format {
+            FileFormat::Parquet => {
+                let builder =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .map_err(|e| format!("not a readable Parquet file: {e}"))?;
+                (builder.schema().clone(), false)
+            }
+            FileFormat::Csv => {
+                let mut file = std::io::BufReader::new(file);
+                let head = std::io::BufRead::fill_buf(&mut file).map_err(cannot)?;
+                let gzip = head.starts_with(&[0x1f, 0x8b]);
+                let scan = FileScan {
+                    path: path.into(),
+                    format,
+                    schema: Arc::new(arrow::datatypes::Schema::empty()),
+                    gzip,
+                };
+                // The text's start: UTF-8 (a character cut at the end of it aside), not blank.
+                let mut start = Vec::with_capacity(64 * 1024);
+                scan.csv_reader()?
+                    .take(64 * 1024)
+                    .read_to_end(&mut start)
+                    .map_err(|e| format!("not a readable gzip file: {e}"))?;
+                if std::str::from_utf8(&start).is_err()
+                    && std::str::from_utf8(&start[..start.len().saturating_sub(4)]).is_err()
+                {
+                    return Err("not a CSV file: the content is not UTF-8 text".into());
+                }
+                if start.iter().all(|b| b.is_ascii_whitespace()) {
+                    return Err("the CSV file is empty: it needs at least a header row".into());
+                }
+                let (schema, _) = csv_format()
+                    .infer_schema(scan.csv_reader()?, None)
+                    .map_err(|e| format!("not a readable CSV file: {e}"))?;
+                check_csv_header(&schema)?;
+                (Arc::new(schema), gzip)
+            }
+        };
+        Ok(FileScan { path: path.into(), format, schema, gzip })
+    }
+
+    pub fn schema(&self) -> &arrow::datatypes::SchemaRef {
+        &self.schema
+    }
+
+    fn csv_reader(&self) -> Result<Box<dyn Read + Send>, String> {
+        let file = std::fs::File::open(&self.path)
+            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        Ok(if self.gzip {
+            Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+                std::io::BufReader::new(file),
+            )))
+        } else {
+            Box::new(std::io::BufReader::new(file))
+        })
+    }
+
+    /// Reads the file in batches of rows, with only the columns at `projection` (by position
+    /// in [`FileScan::schema`]; all when `None`), handing each batch to `each`, which may stop
+    /// the scan with an error.
+    pub fn batches(
+        &self,
+        projection: Option<&[usize]>,
+        each: &mut dyn FnMut(RecordBatch) -> Result<(), String>,
+    ) -> Result<(), String> {
+        match self.format {
+            FileFormat::Parquet => {
+                use parquet::arrow::ProjectionMask;
+                use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+                let file = std::fs::File::open(&self.path)
+                    .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+                let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|e| format!("not a readable Parquet file: {e}"))?;
+                if let Some(p) = projection {
+                    let mask = ProjectionMask::roots(builder.parquet_schema(), p.iter().copied());
+                    builder = builder.with_projection(mask);
+                }
+                let reader = builder
+                    .with_batch_size(SCAN_BATCH_ROWS)
+                    .build()
+                    .map_err(|e| format!("not a readable Parquet file: {e}"))?;
+                for batch in reader {
+                    each(batch.map_err(|e| format!("the Parquet file is damaged: {e}"))?)?;
+                }
+            }
+            FileFormat::Csv => {
+                let mut builder = arrow::csv::ReaderBuilder::new(self.schema.clone())
+                    .with_format(csv_format())
+                    .with_batch_size(SCAN_BATCH_ROWS);
+                if let Some(p) = projection {
+                    builder = builder.with_projection(p.to_vec());
+                }
+                let reader = builder
+                    .build(self.csv_reader()?)
+                    .map_err(|e| format!("not a readable CSV file: {e}"))?;
+                for batch in reader {
+                    each(batch.map_err(|e| format!("the CSV file has a bad row: {e}"))?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn csv_format() -> arrow::csv::reader::Format {
+    arrow::csv::reader::Format::default().with_header(true)
+}
+
+/// Column names must be present and distinct.
+fn check_csv_header(schema: &arrow::datatypes::Schema) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for f in schema.fields() {
+        if f.name().trim().is_empty() {
+            return Err("the CSV header has an empty column name".into());
+        }
+        if !seen.insert(f.name().clone()) {
+            return Err(format!("the CSV header names column '{}' twice", f.name()));
+        }
+    }
+    Ok(())
+}
+
 /// Reads a Parquet file from disk into record batches.
 pub fn read_parquet_file(path: &std::path::Path) -> Result<Vec<RecordBatch>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -165,7 +402,6 @@ fn tempfile_in(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
 /// Reads a whole CSV file (header row; types inferred from every row; gzip detected).
 pub fn read_csv(bytes: Vec<u8>) -> Result<Batches, String> {
     use arrow::csv::ReaderBuilder;
-    use arrow::csv::reader::Format;
     let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&bytes[..])
@@ -183,19 +419,11 @@ pub fn read_csv(bytes: Vec<u8>) -> Result<Batches, String> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err("the CSV file is empty: it needs at least a header row".into());
     }
-    let format = Format::default().with_header(true);
+    let format = csv_format();
     let (schema, _) = format
         .infer_schema(Cursor::new(&bytes), None)
         .map_err(|e| format!("not a readable CSV file: {e}"))?;
-    let mut seen = std::collections::HashSet::new();
-    for f in schema.fields() {
-        if f.name().trim().is_empty() {
-            return Err("the CSV header has an empty column name".into());
-        }
-        if !seen.insert(f.name().clone()) {
-            return Err(format!("the CSV header names column '{}' twice", f.name()));
-        }
-    }
+    check_csv_header(&schema)?;
     let fields =
         schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
     let reader = ReaderBuilder::new(Arc::new(schema))
@@ -322,6 +550,48 @@ mod tests {
         std::io::Write::write_all(&mut gz, &csv).unwrap();
         let t2 = Tables.read(gz.finish().unwrap(), FileFormat::Csv).unwrap();
         assert_eq!(t, t2);
+    }
+
+    #[test]
+    fn scans_give_the_named_columns_batch_by_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("id,name,score,when\n");
+        for i in 0..150_000 {
+            csv.push_str(&format!("{i},n{},{}.5,2024-01-01T00:00:00\n", i % 7, i % 3));
+        }
+        let whole = Tables.read(csv.clone().into_bytes(), FileFormat::Csv).unwrap();
+        let path = dir.path().join("t.csv");
+        std::fs::write(&path, &csv).unwrap();
+        let parquet = dir.path().join("t.parquet");
+        let (_, batches) = read_csv(csv.into_bytes()).unwrap();
+        let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        write_parquet_file(&parquet, &all).unwrap();
+        let wanted = vec!["score".to_string(), "id".to_string()];
+        for (file, format) in [(&path, FileFormat::Csv), (&parquet, FileFormat::Parquet)] {
+            let mut ids = Vec::new();
+            let mut scores = Vec::new();
+            let mut batches = 0;
+            Tables
+                .scan(file, format, Some(&wanted), &mut |t: Table| {
+                    batches += 1;
+                    let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+                    assert_eq!(names, ["id", "score"], "file order, only the named columns");
+                    match (&t.columns[0].data, &t.columns[1].data) {
+                        (ColumnData::Int64(i), ColumnData::Float64(s)) => {
+                            ids.extend_from_slice(i);
+                            scores.extend_from_slice(s);
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            assert!(batches >= 3, "{format:?}: {batches} batches");
+            assert_eq!(ColumnData::Int64(ids), whole.column("id").unwrap().data, "{format:?}");
+            assert_eq!(ColumnData::Float64(scores), whole.column("score").unwrap().data);
+            let e = Tables.scan(file, format, Some(&["nope".into()]), &mut |_| Ok(())).unwrap_err();
+            assert!(e.contains("no column 'nope'"), "{e}");
+        }
     }
 
     #[test]

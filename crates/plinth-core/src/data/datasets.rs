@@ -8,7 +8,7 @@ use plinth_api::identity::TeamRole;
 use serde_json::json;
 use sqlx::any::AnyRow;
 
-use super::{FileFormat, Table};
+use super::{FileFormat, LocalFile, Table};
 use crate::Plinth;
 use crate::audit::{self, Target};
 use crate::auth::{Principal, TeamRef};
@@ -62,14 +62,29 @@ impl Plinth {
         let source = req.source.unwrap_or_else(|| "upload".to_string());
         check_text("source", &source, 1000)?;
         let path = staged.path().to_path_buf();
-        let bytes = tokio::fs::read(&path).await?;
         let format = match req.format.as_deref() {
-            None => FileFormat::detect(&bytes),
+            None => {
+                let mut head = [0u8; 4];
+                let n = tokio::io::AsyncReadExt::read(
+                    &mut tokio::fs::File::open(&path).await?,
+                    &mut head,
+                )
+                .await?;
+                FileFormat::detect(&head[..n])
+            }
             Some(f) => FileFormat::parse(f)
                 .ok_or_else(|| Error::invalid("format", "must be csv or parquet"))?,
         };
-        let table = self.read_table(bytes, format).await?;
-        let profile = table.profile();
+        // Profiled as it is read, one batch at a time: a long file is never held whole.
+        let tables = self.tables.clone();
+        let (rows, profile) = tokio::task::spawn_blocking(move || {
+            let mut profiler = super::Profiler::default();
+            tables.scan(&path, format, None, &mut |t| profiler.add(&t))?;
+            Ok::<_, String>((profiler.rows(), profiler.finish()))
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(|e| Error::new(Code::InvalidData, e).with_field("file"))?;
 
         let existing = self
             .db
@@ -116,7 +131,7 @@ impl Plinth {
                     key.clone().into(),
                     sha256.clone().into(),
                     (size as i64).into(),
-                    (table.rows as i64).into(),
+                    (rows as i64).into(),
                     serde_json::to_string(&profile)?.into(),
                     source.clone().into(),
                     now.into(),
@@ -127,7 +142,7 @@ impl Plinth {
             .await?;
             let object = format!("{name}@{version}");
             let t = Target { team_id: Some(&team.id), object_type: "dataset_version", object_id: &version_id, object_name: &object };
-            audit::record(&mut tx, who, "dataset_version.create", t, json!({"sha256": sha256, "rows": table.rows, "format": format.as_str(), "source": source})).await?;
+            audit::record(&mut tx, who, "dataset_version.create", t, json!({"sha256": sha256, "rows": rows, "format": format.as_str(), "source": source})).await?;
             tx.commit().await
         }
         .await;
@@ -240,20 +255,38 @@ impl Plinth {
         Ok(ResolvedVersion { id: col(&row, "id")?, info: version_from_row(&row)? })
     }
 
-    /// The stored bytes of a dataset version.
-    pub(crate) async fn dataset_bytes(&self, version_id: &str) -> Result<Vec<u8>> {
-        use tokio::io::AsyncReadExt;
+    /// A dataset version's artifact key and file format.
+    async fn artifact_of(&self, version_id: &str) -> Result<(String, FileFormat)> {
         let row = self
             .db
             .fetch_optional(&Sql::with(
-                "SELECT artifact_key FROM dataset_versions WHERE id = $1",
+                "SELECT artifact_key, format FROM dataset_versions WHERE id = $1",
                 [version_id.into()],
             ))
             .await?
             .ok_or_else(|| Error::internal("dataset version vanished"))?;
-        let mut r = self.artifacts.open(&col::<String>(&row, "artifact_key")?).await?;
+        let format = FileFormat::parse(&col::<String>(&row, "format")?).unwrap_or(FileFormat::Csv);
+        Ok((col(&row, "artifact_key")?, format))
+    }
+
+    /// The stored bytes of a dataset version.
+    pub(crate) async fn dataset_bytes(&self, version_id: &str) -> Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut r = self.artifacts.open(&self.artifact_of(version_id).await?.0).await?;
         let mut b = Vec::new();
         r.reader.read_to_end(&mut b).await?;
         Ok(b)
+    }
+
+    /// A dataset version as a file on this machine, for readers that scan it instead of
+    /// holding it: the artifact itself when the store is local, else a copy in staging.
+    pub(crate) async fn dataset_file(&self, version_id: &str) -> Result<LocalFile> {
+        let (key, format) = self.artifact_of(version_id).await?;
+        if let Some(path) = self.artifacts.local_path(&key) {
+            return Ok(LocalFile::new(path, format));
+        }
+        let mut r = self.artifacts.open(&key).await?;
+        let copy = self.staging().receive(&mut r.reader, u64::MAX).await?;
+        Ok(LocalFile::staged(copy, format))
     }
 }

@@ -69,7 +69,10 @@ impl Plinth {
     }
 
     /// The job body: the latest row of each entity (newer than the watermark when incremental)
-    /// into the online store, in chunks, with progress.
+    /// into the online store. The source is scanned, never held: a first pass over the key and
+    /// time columns finds each entity's latest row, a second encodes those rows, in chunks that
+    /// the store writes while the next chunk is encoded. Memory: one batch of rows, plus about
+    /// 32 bytes per entity (see [`Latest`]), whatever the table's length.
     pub(crate) async fn run_materialization(&self, id: &str, params: &Value) -> Result<Value> {
         let team = params["team"].as_str().unwrap_or_default();
         let view = params["view"].as_str().unwrap_or_default();
@@ -86,152 +89,48 @@ impl Plinth {
         let watermark: Option<i64> = if incremental { col(&r, "watermark")? } else { None };
         let tref = crate::auth::TeamRef { id: meta.team_id.clone(), name: team.to_string() };
         let ds = self.resolve_dataset(&tref, &meta.spec.source, "source").await?;
-        let bytes = self.dataset_bytes(&ds.id).await?;
-        let format =
-            crate::data::FileFormat::parse(&ds.info.format).unwrap_or(crate::data::FileFormat::Csv);
-        let t0 = std::time::Instant::now();
-        let table = self.read_table(bytes, format).await?;
-        tracing::debug!(ms = t0.elapsed().as_millis(), "materialize: table read");
-        self.set_progress(id, 0.2).await?;
-        let col_of = |name: &str| {
-            table.column(name).map(|c| &c.data).ok_or_else(|| {
-                Error::invalid("source", format!("the dataset has no column '{name}'"))
-            })
-        };
-        let ts = match col_of(&meta.spec.timestamp_field)? {
-            ColumnData::Timestamp(v) => v,
-            _ => return Err(Error::invalid("timestamp_field", "not a timestamp column")),
-        };
-        let created = match &meta.spec.created_timestamp_field {
-            Some(c) => match col_of(c)? {
-                ColumnData::Timestamp(v) => Some(v),
-                _ => {
-                    return Err(Error::invalid(
-                        "created_timestamp_field",
-                        "not a timestamp column",
-                    ));
-                }
-            },
-            None => None,
-        };
-        let key_cols: Vec<&ColumnData> =
-            meta.spec.join_keys.iter().map(|k| col_of(&k.name)).collect::<Result<_>>()?;
-        let feature_cols: Vec<(&FeatureField, &ColumnData)> =
-            meta.spec.features.iter().map(|f| Ok((f, col_of(&f.name)?))).collect::<Result<_>>()?;
-        // Latest row per entity: (event, created, row). A single integer key hashes as an
-        // integer; other keys as their canonical text.
-        let mut latest: HashMap<String, (i64, i64, usize)> = HashMap::new();
-        let mut latest_int: HashMap<i64, (i64, i64, usize)> = HashMap::new();
-        let int_key = match key_cols.as_slice() {
-            [ColumnData::Int64(v)] => Some(v),
+        let file = self.dataset_file(&ds.id).await?;
+        // A single integer key hashes as an integer, and indexes an array when its values (as
+        // the dataset's profile gives them, exactly) span a compact range.
+        let int_key = match meta.spec.join_keys.as_slice() {
+            [k] if k.kind == ColumnType::Int64 => {
+                ds.info.columns.iter().find(|c| c.name == k.name && c.kind == ColumnType::Int64)
+            }
             _ => None,
         };
-        // Keys in a compact range index an array instead of a hash map.
-        let dense = int_key.and_then(|v| {
-            let (min, max) =
-                v.iter().flatten().fold((i64::MAX, i64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-            let span = max.checked_sub(min)?;
-            (span < 4 * table.rows as i64 + 1024).then_some(min)
+        let dense = int_key.and_then(|c| {
+            let exact = |x: f64| x.abs() < 9.0e15;
+            let (min, max) = (c.min.filter(|x| exact(*x))?, c.max.filter(|x| exact(*x))?);
+            let (min, max) = (min as i64, max as i64);
+            (max >= min && max - min < 4 * ds.info.rows as i64 + 1024).then_some((min, max))
         });
-        let mut slots: Vec<Option<(i64, i64, usize)>> = match (dense, int_key) {
-            (Some(min), Some(v)) => {
-                let max = v.iter().flatten().copied().max().unwrap_or(min);
-                vec![None; (max - min + 1) as usize]
-            }
-            _ => Vec::new(),
+        let scan = Scan {
+            tables: self.tables.clone(),
+            path: file.path.clone(),
+            format: file.format,
+            meta: meta.clone(),
+            watermark,
+            int_key: int_key.is_some(),
+            dense,
+            total_rows: ds.info.rows,
         };
-        for i in 0..table.rows {
-            let Some(t) = ts[i] else { continue };
-            if watermark.is_some_and(|w| t <= w) {
-                continue;
-            }
-            let c = created.and_then(|c| c[i]).unwrap_or(i64::MIN);
-            let e = if let (Some(keys), Some(min)) = (int_key, dense) {
-                let Some(k) = keys[i] else { continue };
-                slots[(k - min) as usize].get_or_insert((t, c, i))
-            } else if let Some(keys) = int_key {
-                let Some(k) = keys[i] else { continue };
-                latest_int.entry(k).or_insert((t, c, i))
-            } else {
-                let mut key = String::new();
-                let mut null = false;
-                for (j, col) in key_cols.iter().enumerate() {
-                    match col.text(i) {
-                        Some(s) => {
-                            if j > 0 {
-                                key.push('\u{1f}');
-                            }
-                            key.push_str(&s);
-                        }
-                        None => null = true,
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Step>(1);
+        let scanning = tokio::task::spawn_blocking(move || scan.run(&tx));
+        let (mut written, mut last_progress) = (0usize, std::time::Instant::now());
+        while let Some(step) = rx.recv().await {
+            match step {
+                Step::Progress(p) => {
+                    if last_progress.elapsed() >= std::time::Duration::from_millis(100) {
+                        self.set_progress(id, p).await?;
+                        last_progress = std::time::Instant::now();
                     }
                 }
-                if null {
-                    continue;
-                }
-                latest.entry(key).or_insert((t, c, i))
-            };
-            if (t, c) >= (e.0, e.1) {
-                *e = (t, c, i);
+                Step::Rows(rows) => written += self.online.write(rows).await?,
             }
         }
-        latest.extend(latest_int.into_iter().map(|(k, v)| (k.to_string(), v)));
-        if let Some(min) = dense {
-            latest.extend(
-                slots
-                    .into_iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| Some(((min + i as i64).to_string(), v?))),
-            );
-        }
-        tracing::debug!(ms = t0.elapsed().as_millis(), "materialize: latest rows found");
-        self.set_progress(id, 0.5).await?;
-        let total = latest.len();
-        let mut newest = watermark.unwrap_or(i64::MIN);
-        let mut written = 0usize;
-        const CHUNK: usize = 25_000;
-        let encode_row = |key: &str, t: i64, row: usize| -> (String, Stored) {
-            let values: Vec<Value> = feature_cols
-                .iter()
-                .map(|(f, c)| match (f.kind, c) {
-                    (ColumnType::Float64, c) => c
-                        .number(row)
-                        .and_then(|x| serde_json::Number::from_f64(x).map(Value::Number))
-                        .unwrap_or(Value::Null),
-                    (ColumnType::Int64, ColumnData::Int64(v)) => {
-                        v[row].map_or(Value::Null, Value::from)
-                    }
-                    (ColumnType::Bool, ColumnData::Bool(v)) => {
-                        v[row].map_or(Value::Null, Value::from)
-                    }
-                    (_, c) => c.text(row).map_or(Value::Null, Value::from),
-                })
-                .collect();
-            (store_key(&meta.id, key), Stored { event_micros: t, values: encode_values(&values) })
-        };
-        let entries: Vec<(String, (i64, i64, usize))> = latest.into_iter().collect();
-        // Encode the next chunk while the store writes the previous one.
-        let mut pending: Option<Vec<(String, Stored)>> = None;
-        for (n, chunk) in entries.chunks(CHUNK).enumerate() {
-            let encode = async {
-                chunk.iter().map(|(key, (t, _, row))| encode_row(key, *t, *row)).collect::<Vec<_>>()
-            };
-            let batch = match pending.take() {
-                Some(prev) => {
-                    let (w, batch) = tokio::join!(self.online.write(prev), encode);
-                    written += w?;
-                    batch
-                }
-                None => encode.await,
-            };
-            newest = chunk.iter().map(|(_, (t, _, _))| *t).fold(newest, i64::max);
-            pending = Some(batch);
-            self.set_progress(id, 0.5 + 0.5 * (n * CHUNK) as f64 / total.max(1) as f64).await?;
-        }
-        let batch = pending.unwrap_or_default();
-        written += self.online.write(batch).await?;
-        tracing::debug!(ms = t0.elapsed().as_millis(), "materialize: written");
-        if total > 0 {
+        let done = scanning.await.map_err(Error::internal)??;
+        drop(file);
+        if let Some(newest) = done.newest {
             self.note_event(&meta.id, newest, Some(newest)).await?;
         } else {
             let mut tx = self.db.begin().await?;
@@ -243,8 +142,227 @@ impl Plinth {
             .await?;
             tx.commit().await?;
         }
-        Ok(
-            json!({"rows_read": table.rows, "entities": total, "written": written, "incremental": incremental}),
-        )
+        Ok(json!({
+            "rows_read": done.rows_read,
+            "entities": done.entities,
+            "written": written,
+            "incremental": incremental,
+        }))
     }
+}
+
+/// What the scanning thread hands the job: progress, or encoded rows for the store.
+enum Step {
+    Progress(f64),
+    Rows(Vec<(String, Stored)>),
+}
+
+/// What a finished scan found.
+struct Scanned {
+    rows_read: u64,
+    entities: usize,
+    /// The latest event time written, if any row was.
+    newest: Option<i64>,
+}
+
+/// The latest row of an entity so far: event time, created time, row number.
+#[derive(Clone, Copy)]
+struct Best {
+    event: i64,
+    created: i64,
+    row: u64,
+}
+
+impl Best {
+    const NONE: Best = Best { event: i64::MIN, created: i64::MIN, row: u64::MAX };
+
+    /// Takes the row if it is at least as late (the later of equal rows wins, as Feast's does).
+    fn offer(&mut self, event: i64, created: i64, row: u64) {
+        if self.row == u64::MAX || (event, created) >= (self.event, self.created) {
+            *self = Best { event, created, row };
+        }
+    }
+}
+
+/// Each entity's latest row. Keys in a compact integer range index an array (24 bytes a slot);
+/// other integer keys and text keys hash.
+enum Latest {
+    Dense { min: i64, slots: Vec<Best> },
+    Int(HashMap<i64, Best>),
+    Text(HashMap<String, Best>),
+}
+
+/// Rows encoded per write to the online store.
+const CHUNK: usize = 25_000;
+
+/// One materialization's two passes over its source, on a blocking thread.
+struct Scan {
+    tables: Arc<dyn crate::data::TableReader>,
+    path: std::path::PathBuf,
+    format: crate::data::FileFormat,
+    meta: Arc<ViewMeta>,
+    watermark: Option<i64>,
+    int_key: bool,
+    dense: Option<(i64, i64)>,
+    total_rows: u64,
+}
+
+impl Scan {
+    fn run(self, tx: &tokio::sync::mpsc::Sender<Step>) -> Result<Scanned> {
+        let spec = &self.meta.spec;
+        let keys: Vec<String> = spec.join_keys.iter().map(|k| k.name.clone()).collect();
+        let fail = |e: String| Error::new(plinth_api::Code::InvalidData, e).with_field("source");
+        let progress = |done: u64, from: f64, to: f64| {
+            let part = done as f64 / self.total_rows.max(1) as f64;
+            let _ = tx.blocking_send(Step::Progress(from + (to - from) * part.min(1.0)));
+        };
+
+        // Pass 1: the keys and times only.
+        let mut first: Vec<String> = keys.clone();
+        first.push(spec.timestamp_field.clone());
+        first.extend(spec.created_timestamp_field.clone());
+        let mut latest = match (self.dense, self.int_key) {
+            (Some((min, max)), true) => {
+                Latest::Dense { min, slots: vec![Best::NONE; (max - min + 1) as usize] }
+            }
+            (None, true) => Latest::Int(HashMap::new()),
+            _ => Latest::Text(HashMap::new()),
+        };
+        let mut row0 = 0u64;
+        self.tables
+            .scan(&self.path, self.format, Some(&first), &mut |t| {
+                let ts = timestamps(&t, &spec.timestamp_field, "timestamp_field")?;
+                let created = match &spec.created_timestamp_field {
+                    Some(c) => Some(timestamps(&t, c, "created_timestamp_field")?),
+                    None => None,
+                };
+                let key_cols = columns(&t, &keys)?;
+                for i in 0..t.rows {
+                    let Some(event) = ts[i] else { continue };
+                    if self.watermark.is_some_and(|w| event <= w) {
+                        continue;
+                    }
+                    let c = created.and_then(|c| c[i]).unwrap_or(i64::MIN);
+                    let row = row0 + i as u64;
+                    match (&mut latest, key_cols.as_slice()) {
+                        (Latest::Dense { min, slots }, [ColumnData::Int64(k)]) => {
+                            let Some(k) = k[i] else { continue };
+                            match k.checked_sub(*min).and_then(|o| slots.get_mut(o as usize)) {
+                                Some(slot) => slot.offer(event, c, row),
+                                // Outside the range the profile gave: not expected, still right.
+                                None => return Err("a key outside the profiled range".into()),
+                            }
+                        }
+                        (Latest::Int(map), [ColumnData::Int64(k)]) => {
+                            let Some(k) = k[i] else { continue };
+                            map.entry(k).or_insert(Best::NONE).offer(event, c, row);
+                        }
+                        (Latest::Text(map), cols) => {
+                            let Some(key) = text_key(cols, i) else { continue };
+                            map.entry(key).or_insert(Best::NONE).offer(event, c, row);
+                        }
+                        _ => return Err("a join key column changed type".into()),
+                    }
+                }
+                row0 += t.rows as u64;
+                progress(row0, 0.0, 0.4);
+                Ok(())
+            })
+            .map_err(fail)?;
+        let rows_read = row0;
+
+        // The winners in row order, for the second pass to meet them as it reads.
+        let mut winners: Vec<(u64, i64)> = match &latest {
+            Latest::Dense { slots, .. } => {
+                slots.iter().filter(|b| b.row != u64::MAX).map(|b| (b.row, b.event)).collect()
+            }
+            Latest::Int(map) => map.values().map(|b| (b.row, b.event)).collect(),
+            Latest::Text(map) => map.values().map(|b| (b.row, b.event)).collect(),
+        };
+        drop(latest);
+        winners.sort_unstable();
+        let newest = winners.iter().map(|w| w.1).max();
+
+        // Pass 2: the keys and features of the winning rows, encoded in chunks.
+        let mut second: Vec<String> = keys.clone();
+        for f in &spec.features {
+            if !second.contains(&f.name) {
+                second.push(f.name.clone());
+            }
+        }
+        let (mut next, mut row0) = (0usize, 0u64);
+        let mut chunk: Vec<(String, Stored)> = Vec::with_capacity(CHUNK);
+        self.tables
+            .scan(&self.path, self.format, Some(&second), &mut |t| {
+                let key_cols = columns(&t, &keys)?;
+                let features: Vec<(ColumnType, &ColumnData)> = spec
+                    .features
+                    .iter()
+                    .map(|f| Ok((f.kind, column(&t, &f.name)?)))
+                    .collect::<std::result::Result<_, String>>()?;
+                let end = row0 + t.rows as u64;
+                while let Some(&(row, event)) = winners.get(next).filter(|w| w.0 < end) {
+                    next += 1;
+                    let i = (row - row0) as usize;
+                    let key = text_key(&key_cols, i).ok_or("a winning row lost its key")?;
+                    let mut values = Vec::with_capacity(features.len() * 9);
+                    for (kind, c) in &features {
+                        online::encode_cell(&mut values, *kind, c, i);
+                    }
+                    chunk.push((
+                        store_key(&self.meta.id, &key),
+                        Stored { event_micros: event, values },
+                    ));
+                    if chunk.len() == CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                        tx.blocking_send(Step::Rows(full)).map_err(|_| "the job stopped")?;
+                    }
+                }
+                row0 = end;
+                progress(row0, 0.4, 1.0);
+                Ok(())
+            })
+            .map_err(fail)?;
+        if !chunk.is_empty() {
+            tx.blocking_send(Step::Rows(chunk)).map_err(|_| fail("the job stopped".into()))?;
+        }
+        Ok(Scanned { rows_read, entities: winners.len(), newest })
+    }
+}
+
+fn column<'t>(
+    t: &'t crate::data::Table,
+    name: &str,
+) -> std::result::Result<&'t ColumnData, String> {
+    t.column(name).map(|c| &c.data).ok_or_else(|| format!("the dataset has no column '{name}'"))
+}
+
+fn columns<'t>(
+    t: &'t crate::data::Table,
+    names: &[String],
+) -> std::result::Result<Vec<&'t ColumnData>, String> {
+    names.iter().map(|n| column(t, n)).collect()
+}
+
+fn timestamps<'t>(
+    t: &'t crate::data::Table,
+    name: &str,
+    field: &str,
+) -> std::result::Result<&'t [Option<i64>], String> {
+    match column(t, name)? {
+        ColumnData::Timestamp(v) => Ok(v),
+        _ => Err(format!("{field} '{name}' is not a timestamp column")),
+    }
+}
+
+/// A row's entity key in canonical text (the online store's key), `None` when a part is null.
+fn text_key(cols: &[&ColumnData], i: usize) -> Option<String> {
+    let mut key = String::new();
+    for (j, c) in cols.iter().enumerate() {
+        if j > 0 {
+            key.push('\u{1f}');
+        }
+        key.push_str(&c.text(i)?);
+    }
+    Some(key)
 }

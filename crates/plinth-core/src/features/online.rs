@@ -48,6 +48,46 @@ pub(crate) fn encode_values(values: &[Value]) -> Vec<u8> {
     out
 }
 
+/// Encodes one cell of a feature of type `kind`, as [`encode_values`] encodes the JSON value
+/// that cell reads as (numbers of a float feature as floats, non-finite ones as null).
+pub(crate) fn encode_cell(
+    out: &mut Vec<u8>,
+    kind: plinth_api::data::ColumnType,
+    column: &crate::data::ColumnData,
+    row: usize,
+) {
+    use crate::data::ColumnData;
+    use plinth_api::data::ColumnType;
+    match (kind, column) {
+        (ColumnType::Float64, c) => match c.number(row).filter(|x| x.is_finite()) {
+            Some(x) => {
+                out.push(1);
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            None => out.push(0),
+        },
+        (ColumnType::Int64, ColumnData::Int64(v)) => match v[row] {
+            Some(x) => {
+                out.push(2);
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            None => out.push(0),
+        },
+        (ColumnType::Bool, ColumnData::Bool(v)) => match v[row] {
+            Some(b) => out.push(if b { 4 } else { 3 }),
+            None => out.push(0),
+        },
+        (_, c) => match c.text(row) {
+            Some(s) => {
+                out.push(5);
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            None => out.push(0),
+        },
+    }
+}
+
 pub(crate) fn decode_values(mut b: &[u8]) -> Option<Vec<Value>> {
     let mut out = Vec::new();
     let eight = |b: &[u8]| -> Option<[u8; 8]> { b.get(..8)?.try_into().ok() };
@@ -319,6 +359,28 @@ mod tests {
         ];
         assert_eq!(decode_values(&encode_values(&values)).unwrap(), values);
         assert_eq!(decode_values(&[9]), None, "an unknown tag is refused");
+
+        // Cells encode as their JSON values do.
+        use crate::data::ColumnData;
+        use plinth_api::data::ColumnType;
+        let cells = [
+            (ColumnType::Float64, ColumnData::Float64(vec![Some(0.25)]), json!(0.25)),
+            (ColumnType::Float64, ColumnData::Int64(vec![Some(3)]), json!(3.0)),
+            (ColumnType::Float64, ColumnData::Float64(vec![Some(f64::NAN)]), Value::Null),
+            (ColumnType::Int64, ColumnData::Int64(vec![Some(-7)]), json!(-7)),
+            (ColumnType::Int64, ColumnData::Int64(vec![None]), Value::Null),
+            (ColumnType::Bool, ColumnData::Bool(vec![Some(true)]), json!(true)),
+            (
+                ColumnType::String,
+                ColumnData::Str { dict: vec!["a✓".into()], codes: vec![Some(0)] },
+                json!("a✓"),
+            ),
+        ];
+        for (kind, column, value) in cells {
+            let mut out = Vec::new();
+            encode_cell(&mut out, kind, &column, 0);
+            assert_eq!(out, encode_values(std::slice::from_ref(&value)), "{kind:?} {value}");
+        }
         assert_eq!(decode_values(&[1, 0, 0]), None, "a truncated value is refused");
     }
 

@@ -107,6 +107,11 @@ pub trait ArtifactStore: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
     /// A short description for logs, e.g. `local:/var/lib/plinth/artifacts`.
     fn describe(&self) -> String;
+    /// Where the artifact is on this machine's filesystem, when the store keeps it there
+    /// (readers that need random access, like Parquet's, use it in place); `None` otherwise.
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Artifacts in a local folder. Publishing is a rename within one filesystem, followed by an
@@ -212,5 +217,9 @@ impl ArtifactStore for LocalArtifacts {
 
     fn describe(&self) -> String {
         format!("local:{}", self.root.display())
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
     }
 }
