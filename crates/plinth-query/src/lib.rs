@@ -1,26 +1,145 @@
 //! Governed SQL for Plinth, on DataFusion. The core chooses the tables a query may read; this
-//! crate builds a fresh session that holds exactly those, in memory, and nothing else:
-//! no catalog views (`information_schema` off), no DDL, DML or `SET`/`COPY` statements, no URL
-//! or file tables, no file-reading table functions. Rows, time and operator memory are limited.
+//! crate builds a fresh session that holds exactly those and nothing else: no catalog views
+//! (`information_schema` off), no DDL, DML or `SET`/`COPY` statements, no URL or file tables,
+//! no file-reading table functions. Rows, time and operator memory are limited.
+//!
+//! Nothing is held whole: a table's files are scanned as the plan pulls from them (only the
+//! columns it asks for), and the result is encoded and handed over batch by batch, at most
+//! [`QUERY_BUFFER`] chunks ahead of the reader.
+//!
 //! Kept in its own crate: DataFusion is the heaviest dependency of the platform.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{Field, Schema};
-use datafusion::catalog::MemorySchemaProvider;
+use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{MemorySchemaProvider, Session, TableProvider};
 use datafusion::common::TableReference;
-use datafusion::datasource::MemTable;
+use datafusion::datasource::TableType;
+use datafusion::execution::TaskContext;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::LexOrdering;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures_util::StreamExt;
-use plinth_core::data::query::{QueryEngine, QueryLimits, QueryOutput, QueryTable, ResultFormat};
+use plinth_core::data::LocalFile;
+use plinth_core::data::query::{
+    QUERY_BUFFER, QueryEngine, QueryEvent, QueryLimits, QueryTable, ResultFormat,
+};
+use plinth_data::FileScan;
+use tokio::sync::mpsc;
 
 /// The DataFusion engine.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DataFusion;
 
+/// One file of a table: how to scan it, and the file itself (kept while any scan may run).
+#[derive(Debug)]
+struct TableFile {
+    scan: FileScan,
+    _file: LocalFile,
+}
+
+/// A table whose rows are its files' rows, read when the plan pulls them.
+#[derive(Debug)]
+struct FilesTable {
+    schema: SchemaRef,
+    files: Vec<Arc<TableFile>>,
+}
+
+#[async_trait]
+impl TableProvider for FilesTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let parts = self
+            .files
+            .iter()
+            .map(|file| {
+                Arc::new(FilePart {
+                    file: file.clone(),
+                    projection: projection.cloned(),
+                    schema: schema.clone(),
+                }) as Arc<dyn PartitionStream>
+            })
+            .collect();
+        let exec = StreamingTableExec::try_new(
+            schema,
+            parts,
+            None,
+            std::iter::empty::<LexOrdering>(),
+            false,
+            limit,
+        )?;
+        Ok(Arc::new(exec))
+    }
+}
+
+/// One file's rows, with the projected columns only, read on a blocking thread one batch at a
+/// time; the thread stops when the plan stops pulling.
+#[derive(Debug)]
+struct FilePart {
+    file: Arc<TableFile>,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for FilePart {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = mpsc::channel::<datafusion::error::Result<RecordBatch>>(2);
+        let (file, projection, schema) =
+            (self.file.clone(), self.projection.clone(), self.schema.clone());
+        tokio::task::spawn_blocking(move || {
+            let scanned = file.scan.batches(projection.as_deref(), &mut |batch| {
+                // The table's schema (every column nullable, no file metadata), same columns.
+                let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+                let batch = RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    batch.columns().to_vec(),
+                    &options,
+                )
+                .map_err(|e| format!("a file of the table does not fit its schema: {e}"))?;
+                tx.blocking_send(Ok(batch)).map_err(|_| "the query stopped reading".to_string())
+            });
+            if let Err(e) = scanned {
+                let _ = tx.blocking_send(Err(datafusion::error::DataFusionError::Execution(e)));
+            }
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+/// Opens every table's files (reading their schemas) and registers the tables, and nothing
+/// else, in a fresh session. Blocking: CSV schemas are inferred from every row.
 fn session(tables: Vec<QueryTable>, limits: &QueryLimits) -> Result<SessionContext, String> {
     let config = SessionConfig::new()
         .with_information_schema(false)
@@ -32,18 +151,20 @@ fn session(tables: Vec<QueryTable>, limits: &QueryLimits) -> Result<SessionConte
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let catalog = ctx.catalog("datafusion").ok_or("no default catalog")?;
     for t in tables {
-        let mut schema: Option<Arc<Schema>> = None;
-        let mut partitions = Vec::with_capacity(t.parts.len());
-        for (i, (bytes, format)) in t.parts.into_iter().enumerate() {
-            let (fields, batches) = plinth_data::read_any(bytes, format)?;
-            let s = match batches.first() {
-                Some(b) => b.schema(),
-                None => Arc::new(Schema::new(
-                    fields.into_iter().map(|(n, dt)| Field::new(n, dt, true)).collect::<Vec<_>>(),
-                )),
-            };
+        let mut schema: Option<SchemaRef> = None;
+        let mut files = Vec::with_capacity(t.parts.len());
+        for (i, file) in t.parts.into_iter().enumerate() {
+            let scan = open_cached(&file).map_err(|e| format!("table '{}': {e}", t.name))?;
+            // Every column nullable, no file metadata: files of one table compare by columns.
+            let fields: Vec<Field> = scan
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+                .collect();
+            let s = Arc::new(Schema::new(fields));
             match &schema {
-                Some(first) if first.fields() != s.fields() => {
+                Some(first) if first != &s => {
                     return Err(format!(
                         "table '{}': file {} has other columns than the first",
                         t.name,
@@ -53,10 +174,9 @@ fn session(tables: Vec<QueryTable>, limits: &QueryLimits) -> Result<SessionConte
                 Some(_) => {}
                 None => schema = Some(s),
             }
-            partitions.push(batches);
+            files.push(Arc::new(TableFile { scan, _file: file }));
         }
         let schema = schema.ok_or_else(|| format!("table '{}' has no files", t.name))?;
-        let mem = MemTable::try_new(schema, partitions).map_err(|e| e.to_string())?;
         let reference = match &t.schema {
             None => TableReference::bare(t.name.clone()),
             Some(owner) => {
@@ -68,78 +188,138 @@ fn session(tables: Vec<QueryTable>, limits: &QueryLimits) -> Result<SessionConte
                 TableReference::partial(owner.clone(), t.name.clone())
             }
         };
-        ctx.register_table(reference, Arc::new(mem)).map_err(|e| e.to_string())?;
+        ctx.register_table(reference, Arc::new(FilesTable { schema, files }))
+            .map_err(|e| e.to_string())?;
     }
     Ok(ctx)
 }
 
-async fn execute(
-    ctx: &SessionContext,
-    sql: &str,
-    max_rows: usize,
-) -> Result<(Vec<RecordBatch>, Arc<Schema>, u64, bool), String> {
-    let options =
-        SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-    let df = ctx.sql_with_options(sql, options).await.map_err(clean)?;
-    let schema: Arc<Schema> = Arc::new(df.schema().as_arrow().clone());
-    let mut stream = df.execute_stream().await.map_err(clean)?;
-    let (mut batches, mut rows, mut truncated) = (Vec::new(), 0usize, false);
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(clean)?;
-        let room = max_rows - rows;
-        if batch.num_rows() > room {
-            batches.push(batch.slice(0, room));
-            rows += room;
-            truncated = true;
-            break;
-        }
-        rows += batch.num_rows();
-        batches.push(batch);
+/// Opens a file to scan, reusing what an earlier query learnt of the same file (same path, size
+/// and modification time): a CSV file's types are inferred from all of its rows, a pass worth
+/// doing once, not per query.
+fn open_cached(file: &LocalFile) -> Result<FileScan, String> {
+    type Key = (std::path::PathBuf, u64, Option<std::time::SystemTime>);
+    static SEEN: Mutex<Option<HashMap<Key, FileScan>>> = Mutex::new(None);
+    let meta = std::fs::metadata(&file.path)
+        .map_err(|e| format!("cannot read {}: {e}", file.path.display()))?;
+    let key = (file.path.clone(), meta.len(), meta.modified().ok());
+    if let Some(scan) = SEEN.lock().expect("cache lock").as_ref().and_then(|m| m.get(&key)) {
+        return Ok(scan.clone());
     }
-    Ok((batches, schema, rows as u64, truncated))
+    let scan = FileScan::open(&file.path, file.format)?;
+    let mut seen = SEEN.lock().expect("cache lock");
+    let map = seen.get_or_insert_with(HashMap::new);
+    if map.len() >= 1024 {
+        map.clear();
+    }
+    map.insert(key, scan.clone());
+    Ok(scan)
 }
 
 /// DataFusion's messages, without its internal prefixes.
 fn clean(e: datafusion::error::DataFusionError) -> String {
     let s = e.to_string();
-    s.trim_start_matches("Error during planning: ").trim_start_matches("SQL error: ").to_string()
+    s.trim_start_matches("Error during planning: ")
+        .trim_start_matches("SQL error: ")
+        .trim_start_matches("Execution error: ")
+        .to_string()
 }
 
-fn encode(
-    batches: &[RecordBatch],
-    schema: &Arc<Schema>,
-    format: ResultFormat,
-) -> Result<Vec<u8>, String> {
-    match format {
-        ResultFormat::JsonLines => {
-            let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
-            for b in batches {
-                w.write(b).map_err(|e| e.to_string())?;
+/// Encodes a result batch by batch in the asked format.
+enum Encoder {
+    JsonLines,
+    Csv { schema: SchemaRef, header_written: bool },
+    Parquet(Box<plinth_data::ParquetStream>),
+}
+
+impl Encoder {
+    fn new(format: ResultFormat, schema: SchemaRef) -> Result<Encoder, String> {
+        Ok(match format {
+            ResultFormat::JsonLines => Encoder::JsonLines,
+            ResultFormat::Csv => Encoder::Csv { schema, header_written: false },
+            ResultFormat::Parquet => {
+                Encoder::Parquet(Box::new(plinth_data::ParquetStream::new(schema)?))
             }
-            w.finish().map_err(|e| e.to_string())?;
-            Ok(w.into_inner())
-        }
-        ResultFormat::Csv => {
-            let mut out = Vec::new();
-            {
-                let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
-                if batches.is_empty() {
-                    w.write(&RecordBatch::new_empty(schema.clone())).map_err(|e| e.to_string())?;
-                }
-                for b in batches {
-                    w.write(b).map_err(|e| e.to_string())?;
-                }
+        })
+    }
+
+    /// The bytes this batch adds to the result (Parquet gives bytes as row groups fill).
+    fn write(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, String> {
+        match self {
+            Encoder::JsonLines => {
+                let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+                w.write(batch).map_err(|e| e.to_string())?;
+                w.finish().map_err(|e| e.to_string())?;
+                Ok(w.into_inner())
             }
-            Ok(out)
+            Encoder::Csv { header_written, .. } => {
+                let mut out = Vec::new();
+                {
+                    let mut w = arrow::csv::WriterBuilder::new()
+                        .with_header(!*header_written)
+                        .build(&mut out);
+                    w.write(batch).map_err(|e| e.to_string())?;
+                }
+                *header_written = true;
+                Ok(out)
+            }
+            Encoder::Parquet(p) => p.write(batch),
         }
-        ResultFormat::Parquet => {
-            let all = arrow::compute::concat_batches(schema, batches).map_err(|e| e.to_string())?;
-            plinth_data::parquet_bytes(&all)
+    }
+
+    /// The result's last bytes (a CSV header for an empty result, Parquet's footer).
+    fn finish(self) -> Result<Vec<u8>, String> {
+        match self {
+            Encoder::JsonLines => Ok(Vec::new()),
+            Encoder::Csv { schema, header_written: false } => {
+                let mut out = Vec::new();
+                {
+                    let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+                    w.write(&RecordBatch::new_empty(schema)).map_err(|e| e.to_string())?;
+                }
+                Ok(out)
+            }
+            Encoder::Csv { .. } => Ok(Vec::new()),
+            Encoder::Parquet(p) => p.finish(),
         }
     }
 }
 
-#[async_trait::async_trait]
+/// Pulls the rest of the result, encodes it and hands it over; the last event says how it ended.
+async fn produce(
+    tx: &mpsc::Sender<QueryEvent>,
+    mut encoder: Encoder,
+    mut stream: SendableRecordBatchStream,
+    mut next: Option<RecordBatch>,
+    max_rows: usize,
+) -> Result<QueryEvent, String> {
+    let (mut rows, mut truncated) = (0usize, false);
+    while let Some(batch) = next.take() {
+        let room = max_rows - rows;
+        let batch = if batch.num_rows() > room {
+            truncated = true;
+            batch.slice(0, room)
+        } else {
+            batch
+        };
+        rows += batch.num_rows();
+        let bytes = encoder.write(&batch)?;
+        if !bytes.is_empty() && tx.send(QueryEvent::Rows(bytes)).await.is_err() {
+            return Err("the reader went away".into());
+        }
+        if truncated {
+            break;
+        }
+        next = stream.next().await.transpose().map_err(clean)?;
+    }
+    let tail = encoder.finish()?;
+    if !tail.is_empty() && tx.send(QueryEvent::Rows(tail)).await.is_err() {
+        return Err("the reader went away".into());
+    }
+    Ok(QueryEvent::Done { rows: rows as u64, truncated })
+}
+
+#[async_trait]
 impl QueryEngine for DataFusion {
     async fn run(
         &self,
@@ -147,22 +327,41 @@ impl QueryEngine for DataFusion {
         sql: &str,
         limits: QueryLimits,
         format: ResultFormat,
-    ) -> Result<QueryOutput, String> {
-        let work = async {
-            let ctx = session(tables, &limits)?;
-            let (batches, schema, rows, truncated) = execute(&ctx, sql, limits.max_rows).await?;
-            Ok::<_, String>(QueryOutput {
-                bytes: encode(&batches, &schema, format)?,
-                rows,
-                truncated,
-            })
+    ) -> Result<mpsc::Receiver<QueryEvent>, String> {
+        let deadline = tokio::time::Instant::now() + limits.timeout;
+        let timed_out = move || {
+            format!("the query ran longer than its limit of {} ms", limits.timeout.as_millis())
         };
-        match tokio::time::timeout(limits.timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "the query ran longer than its limit of {} ms",
-                limits.timeout.as_millis()
-            )),
-        }
+        // Plan it, start it, and wait for its first rows: most failures show before any answer.
+        let start = async {
+            let ctx = tokio::task::spawn_blocking(move || session(tables, &limits))
+                .await
+                .map_err(|e| e.to_string())??;
+            let options = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let df = ctx.sql_with_options(sql, options).await.map_err(clean)?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let mut stream = df.execute_stream().await.map_err(clean)?;
+            let first = stream.next().await.transpose().map_err(clean)?;
+            Ok::<_, String>((ctx, schema, stream, first))
+        };
+        let (ctx, schema, stream, first) =
+            tokio::time::timeout_at(deadline, start).await.map_err(|_| timed_out())??;
+        let encoder = Encoder::new(format, schema)?;
+        let (tx, rx) = mpsc::channel(QUERY_BUFFER);
+        tokio::spawn(async move {
+            let work = produce(&tx, encoder, stream, first, limits.max_rows);
+            let end = match tokio::time::timeout_at(deadline, work).await {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => QueryEvent::Failed(e),
+                Err(_) => QueryEvent::Failed(timed_out()),
+            };
+            let _ = tx.send(end).await;
+            // The session (and the files it reads) lives until the result is out.
+            drop(ctx);
+        });
+        Ok(rx)
     }
 }

@@ -200,15 +200,18 @@ impl Client {
     }
 
     /// POSTs JSON and returns the raw answer (status, headers, body) of a success.
-    pub async fn post_raw(
+    /// POSTs JSON and answers the successful response unread (for streamed answers); the
+    /// request asks for trailers.
+    pub async fn post_streamed(
         &self,
         path: &str,
         body: &impl Serialize,
-    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes)> {
+    ) -> Result<reqwest::Response> {
         let response = self
             .http
             .post(self.url(path))
             .bearer_auth(&self.key)
+            .header(reqwest::header::TE, "trailers")
             .json(body)
             .send()
             .await
@@ -218,8 +221,7 @@ impl Client {
             Self::decode::<serde_json::Value>(response).await?;
             return Err(anyhow!("the server answered {status}"));
         }
-        let headers = response.headers().clone();
-        Ok((status, headers, response.bytes().await?))
+        Ok(response)
     }
 
     /// Fetches a text document (a report).

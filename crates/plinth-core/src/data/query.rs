@@ -9,13 +9,14 @@ use plinth_api::data::{DatasetGrant, DatasetVersion, QueryRequest, UploadDataset
 use plinth_api::identity::TeamRole;
 use serde_json::json;
 
-use super::FileFormat;
+use super::LocalFile;
 use crate::Plinth;
 use crate::audit::{self, Target};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::store::{Sql, col};
 use crate::util::now_micros;
+use tokio::sync::mpsc;
 
 /// What a grant lets another team read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +26,13 @@ pub(crate) enum Readable {
 }
 
 /// A table a query may read: `schema` is `None` for the caller's own datasets and sources, the
-/// owning team's name for granted ones. Its rows are the files in `parts` (one schema).
-#[derive(Debug, Clone)]
+/// owning team's name for granted ones. Its rows are the files in `parts` (one schema), read in
+/// place as the query runs.
+#[derive(Debug)]
 pub struct QueryTable {
     pub schema: Option<String>,
     pub name: String,
-    pub parts: Vec<(Vec<u8>, FileFormat)>,
+    pub parts: Vec<LocalFile>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,25 +60,35 @@ pub struct QueryLimits {
     pub memory_bytes: usize,
 }
 
-/// A finished query.
+/// What a running query hands over, in order: encoded rows as they are produced, then how it
+/// ended.
 #[derive(Debug)]
-pub struct QueryOutput {
-    pub bytes: Vec<u8>,
-    pub rows: u64,
-    /// True when more rows than `max_rows` existed.
-    pub truncated: bool,
+pub enum QueryEvent {
+    /// The next bytes of the result, in its format.
+    Rows(Vec<u8>),
+    /// Every row was sent. `truncated`: more than `max_rows` rows existed.
+    Done { rows: u64, truncated: bool },
+    /// The query failed after it started answering (a bad row, the time limit).
+    Failed(String),
 }
+
+/// How many encoded chunks may wait for a slow reader before the query pauses: the result is
+/// streamed, never held whole.
+pub const QUERY_BUFFER: usize = 4;
 
 /// Runs SQL over the given tables only. Errors are the engine's message (the query's fault).
 #[async_trait::async_trait]
 pub trait QueryEngine: Send + Sync {
+    /// Plans the query and starts it; its result arrives on the returned channel while it runs
+    /// (at most [`QUERY_BUFFER`] chunks ahead of the reader). Planning errors, and errors before
+    /// the first rows, are returned here.
     async fn run(
         &self,
         tables: Vec<QueryTable>,
         sql: &str,
         limits: QueryLimits,
         format: ResultFormat,
-    ) -> std::result::Result<QueryOutput, String>;
+    ) -> std::result::Result<mpsc::Receiver<QueryEvent>, String>;
 }
 
 /// The engine of a build without SQL.
@@ -90,9 +102,16 @@ impl QueryEngine for NoQuery {
         _: &str,
         _: QueryLimits,
         _: ResultFormat,
-    ) -> std::result::Result<QueryOutput, String> {
+    ) -> std::result::Result<mpsc::Receiver<QueryEvent>, String> {
         Err("this build of Plinth has no SQL engine (crate plinth-query)".into())
     }
+}
+
+/// A query's answer: rows streaming in a format, or the dataset version they were saved as.
+#[derive(Debug)]
+pub enum QueryAnswer {
+    Rows { format: ResultFormat, events: mpsc::Receiver<QueryEvent> },
+    Saved(DatasetVersion),
 }
 
 impl Plinth {
@@ -204,7 +223,7 @@ impl Plinth {
         who: &Principal,
         team: &str,
         req: QueryRequest,
-    ) -> Result<(QueryOutput, ResultFormat, Option<DatasetVersion>)> {
+    ) -> Result<QueryAnswer> {
         let t = self.team_ref(who, team).await?;
         who.require(&t, TeamRole::Viewer, "querying")?;
         if req.sql.trim().is_empty() {
@@ -251,18 +270,12 @@ impl Plinth {
         let mut tables = Vec::with_capacity(rows.len());
         for r in &rows {
             let name: String = col(r, "name")?;
-            // Only tables the query names are loaded (a cheap, conservative textual check).
+            // Only tables the query names are opened (a cheap, conservative textual check).
             if !req.sql.contains(name.as_str()) {
                 continue;
             }
-            let format: String = col(r, "format")?;
-            let bytes = self.dataset_bytes(&col::<String>(r, "version_id")?).await?;
-            let format = FileFormat::parse(&format).unwrap_or(FileFormat::Csv);
-            tables.push(QueryTable {
-                schema: col(r, "owner")?,
-                name,
-                parts: vec![(bytes, format)],
-            });
+            let file = self.dataset_file(&col::<String>(r, "version_id")?).await?;
+            tables.push(QueryTable { schema: col(r, "owner")?, name, parts: vec![file] });
         }
         tables.extend(self.source_tables(&t.id, &req.sql).await?);
         let limits = QueryLimits {
@@ -270,11 +283,10 @@ impl Plinth {
             timeout: Duration::from_millis(timeout_ms),
             memory_bytes: 512 * 1024 * 1024,
         };
-        let out = self
-            .query_engine
-            .run(tables, &req.sql, limits, format)
-            .await
-            .map_err(|e| Error::new(Code::InvalidField, e).with_field("sql"))?;
+        let bad_sql = |e: String| Error::new(Code::InvalidField, e).with_field("sql");
+        let events =
+            self.query_engine.run(tables, &req.sql, limits, format).await.map_err(bad_sql)?;
+        // Recorded before any row leaves.
         let mut tx = self.db.begin().await?;
         let target = Target {
             team_id: Some(&t.id),
@@ -287,22 +299,45 @@ impl Plinth {
             who,
             "query.run",
             target,
-            json!({"sql": req.sql, "rows": out.rows, "save_as": req.save_as}),
+            json!({"sql": req.sql, "format": format.content_type(), "save_as": req.save_as}),
         )
         .await?;
         tx.commit().await?;
-        let saved = match &req.save_as {
-            Some(name) => {
-                let staged = self.staging().receive(&mut out.bytes.as_slice(), u64::MAX).await?;
-                let upload = UploadDataset {
-                    format: Some("parquet".into()),
-                    source: Some(format!("query: {}", req.sql)),
-                    description: None,
-                };
-                Some(self.upload_dataset(who, team, name, upload, staged).await?)
-            }
-            None => None,
+        let Some(name) = &req.save_as else {
+            return Ok(QueryAnswer::Rows { format, events });
         };
-        Ok((out, format, saved))
+        // Saved: the Parquet stream goes to staging (hashed as it lands), then becomes a version.
+        let failure = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let seen = failure.clone();
+        let chunks = futures_util::stream::unfold(Some(events), move |events| {
+            let seen = seen.clone();
+            async move {
+                let mut events = events?;
+                let failed = match events.recv().await {
+                    Some(QueryEvent::Rows(b)) => {
+                        return Some((Ok(bytes::Bytes::from(b)), Some(events)));
+                    }
+                    Some(QueryEvent::Done { .. }) => return None,
+                    Some(QueryEvent::Failed(m)) => m,
+                    None => "the query stopped before its last row".to_string(),
+                };
+                *seen.lock().expect("failure lock") = Some(failed.clone());
+                Some((Err(std::io::Error::other(failed)), None))
+            }
+        });
+        let mut reader = tokio_util::io::StreamReader::new(Box::pin(chunks));
+        let staged = match self.staging().receive(&mut reader, u64::MAX).await {
+            Ok(s) => s,
+            Err(e) => {
+                let failed = failure.lock().expect("failure lock").take();
+                return Err(failed.map(bad_sql).unwrap_or(e));
+            }
+        };
+        let upload = UploadDataset {
+            format: Some("parquet".into()),
+            source: Some(format!("query: {}", req.sql)),
+            description: None,
+        };
+        Ok(QueryAnswer::Saved(self.upload_dataset(who, team, name, upload, staged).await?))
     }
 }

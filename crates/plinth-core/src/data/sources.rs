@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::any::AnyRow;
 
-use super::FileFormat;
 use super::query::{QueryTable, Readable};
+use super::{FileFormat, LocalFile};
 use crate::Plinth;
 use crate::audit::{self, Target};
 use crate::auth::Principal;
@@ -263,7 +263,8 @@ impl Plinth {
             let parts = match parse_kind(&col::<String>(r, "kind")?) {
                 SourceKind::File => {
                     let p = self.local_path(spec.path.as_deref().unwrap_or_default())?;
-                    vec![(tokio::fs::read(&p).await?, file_format(&p).unwrap_or(FileFormat::Csv))]
+                    let format = file_format(&p).unwrap_or(FileFormat::Csv);
+                    vec![LocalFile::new(p, format)]
                 }
                 SourceKind::Folder => {
                     let dir = self.local_path(spec.path.as_deref().unwrap_or_default())?;
@@ -272,51 +273,78 @@ impl Plinth {
                         .filter(|p| p.is_file() && file_format(p).is_some())
                         .collect();
                     files.sort();
-                    let mut parts = Vec::with_capacity(files.len());
-                    for f in files {
-                        parts.push((
-                            tokio::fs::read(&f).await?,
-                            file_format(&f).unwrap_or(FileFormat::Csv),
-                        ));
-                    }
-                    parts
+                    files
+                        .into_iter()
+                        .map(|f| {
+                            let format = file_format(&f).unwrap_or(FileFormat::Csv);
+                            LocalFile::new(f, format)
+                        })
+                        .collect()
                 }
-                SourceKind::Postgres => {
-                    vec![(self.postgres_csv(&spec, None).await?, FileFormat::Csv)]
-                }
+                SourceKind::Postgres => vec![self.postgres_file(&spec).await?],
             };
             out.push(QueryTable { schema: col(r, "owner")?, name, parts });
         }
         Ok(out)
     }
 
+    /// A PostgreSQL table or query as a CSV file in staging, streamed there by `COPY`.
+    async fn postgres_file(&self, spec: &Spec) -> Result<LocalFile> {
+        use sqlx::Connection;
+        let (mut conn, copy) = postgres_copy(spec, None).await?;
+        let fail = |e: &dyn std::fmt::Display| pg_error(spec, e);
+        let stream = conn.copy_out_raw(&copy).await.map_err(|e| fail(&e))?;
+        let mut reader = tokio_util::io::StreamReader::new(
+            stream
+                .map(|chunk| chunk.map_err(|e| std::io::Error::other(pg_error(spec, &e).message))),
+        );
+        let staged = self
+            .staging()
+            .receive(&mut reader, u64::MAX)
+            .await
+            .map_err(|e| if e.code == Code::InvalidRequest { fail(&e.message) } else { e })?;
+        drop(reader);
+        let _ = conn.close().await;
+        Ok(LocalFile::staged(staged, FileFormat::Csv))
+    }
+
     /// A PostgreSQL table or query as CSV with a header (at most `limit` rows).
     async fn postgres_csv(&self, spec: &Spec, limit: Option<u64>) -> Result<Vec<u8>> {
         use sqlx::Connection;
-        let url = spec.url.as_deref().unwrap_or_default();
-        let fail = |e: &dyn std::fmt::Display| {
-            Error::invalid("url", format!("PostgreSQL at {}: {e}", host_of(url)))
-        };
-        let mut conn = sqlx::postgres::PgConnection::connect(url).await.map_err(|e| fail(&e))?;
-        let select = match (&spec.table, &spec.query) {
-            (Some(t), _) => format!("SELECT * FROM {t}"),
-            (None, Some(q)) => q.trim().trim_end_matches(';').to_string(),
-            _ => return Err(Error::invalid("table", "give a table or a query")),
-        };
-        let select = match limit {
-            Some(n) => format!("SELECT * FROM ({select}) AS q LIMIT {n}"),
-            None => select,
-        };
-        let mut stream = conn
-            .copy_out_raw(&format!("COPY ({select}) TO STDOUT (FORMAT csv, HEADER true)"))
-            .await
-            .map_err(|e| fail(&e))?;
+        let (mut conn, copy) = postgres_copy(spec, limit).await?;
+        let mut stream = conn.copy_out_raw(&copy).await.map_err(|e| pg_error(spec, &e))?;
         let mut out = Vec::new();
         while let Some(chunk) = stream.next().await {
-            out.extend_from_slice(&chunk.map_err(|e| fail(&e))?);
+            out.extend_from_slice(&chunk.map_err(|e| pg_error(spec, &e))?);
         }
         drop(stream);
         let _ = conn.close().await;
         Ok(out)
     }
+}
+
+fn pg_error(spec: &Spec, e: &dyn std::fmt::Display) -> Error {
+    let url = spec.url.as_deref().unwrap_or_default();
+    Error::invalid("url", format!("PostgreSQL at {}: {e}", host_of(url)))
+}
+
+/// A connection to a PostgreSQL source and the `COPY` that reads it as CSV with a header (at
+/// most `limit` rows).
+async fn postgres_copy(
+    spec: &Spec,
+    limit: Option<u64>,
+) -> Result<(sqlx::postgres::PgConnection, String)> {
+    use sqlx::Connection;
+    let url = spec.url.as_deref().unwrap_or_default();
+    let conn = sqlx::postgres::PgConnection::connect(url).await.map_err(|e| pg_error(spec, &e))?;
+    let select = match (&spec.table, &spec.query) {
+        (Some(t), _) => format!("SELECT * FROM {t}"),
+        (None, Some(q)) => q.trim().trim_end_matches(';').to_string(),
+        _ => return Err(Error::invalid("table", "give a table or a query")),
+    };
+    let select = match limit {
+        Some(n) => format!("SELECT * FROM ({select}) AS q LIMIT {n}"),
+        None => select,
+    };
+    Ok((conn, format!("COPY ({select}) TO STDOUT (FORMAT csv, HEADER true)")))
 }

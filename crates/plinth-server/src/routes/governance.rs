@@ -16,6 +16,7 @@ use plinth_api::governance::{
     CreateWebhook, Delivery, Evaluation, EvaluationRequest, Policy, PolicyRecord, Promotion,
     PromotionQuery, PromotionRequest, ReviewRequest, ServedAt, ServedQuery, Webhook,
 };
+use plinth_core::data::query::{QueryAnswer, QueryEvent};
 use serde::Deserialize;
 use tokio_util::io::StreamReader;
 use utoipa::IntoParams;
@@ -315,8 +316,11 @@ async fn list_deliveries(
 }
 
 /// SQL over the team's datasets and those granted to it (as `"owner-team".name`); nothing else
-/// is reachable. Answers the rows as JSON lines, CSV or Parquet (`X-Plinth-Rows`,
-/// `X-Plinth-Truncated`), or with `save_as` stores them as a dataset version (201).
+/// is reachable. The rows stream as JSON lines, CSV or Parquet while the query runs; how it
+/// ended comes in trailers (send `TE: trailers`): `X-Plinth-Rows`, `X-Plinth-Truncated`, or
+/// `X-Plinth-Error` when it failed after the first rows (without `TE: trailers`, such a failure
+/// aborts the response, so a partial result is never mistaken for a whole one). With `save_as`
+/// the rows become a dataset version (201).
 #[utoipa::path(post, path = "/teams/{team}/query", tag = "governance", params(("team" = String, Path)), request_body = QueryRequest,
     responses((status = 200, description = "the rows", content_type = "application/x-ndjson"), (status = 201, body = DatasetVersion),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -324,21 +328,84 @@ async fn run_query(
     State(s): State<AppState>,
     Caller(who): Caller,
     Path(team): Path<String>,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<QueryRequest>,
 ) -> ApiResult<Response> {
-    let (out, format, saved) = s.core.query(&who, &team, req).await?;
-    if let Some(v) = saved {
-        return Ok((StatusCode::CREATED, Json(v)).into_response());
+    match s.core.query(&who, &team, req).await? {
+        QueryAnswer::Saved(v) => Ok((StatusCode::CREATED, Json(v)).into_response()),
+        QueryAnswer::Rows { format, events } => {
+            let trailers = headers
+                .get_all(header::TE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+            Ok((
+                [
+                    (header::CONTENT_TYPE, format.content_type()),
+                    (header::TRAILER, "x-plinth-rows, x-plinth-truncated, x-plinth-error"),
+                ],
+                Body::new(QueryBody { events: Some(events), trailers }),
+            )
+                .into_response())
+        }
     }
-    Ok((
-        [
-            (header::CONTENT_TYPE, format.content_type().to_string()),
-            (header::HeaderName::from_static("x-plinth-rows"), out.rows.to_string()),
-            (header::HeaderName::from_static("x-plinth-truncated"), out.truncated.to_string()),
-        ],
-        out.bytes,
-    )
-        .into_response())
+}
+
+/// A query's rows as they come, then its outcome as trailers.
+struct QueryBody {
+    events: Option<tokio::sync::mpsc::Receiver<QueryEvent>>,
+    trailers: bool,
+}
+
+impl http_body::Body for QueryBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        let Some(events) = self.events.as_mut() else { return Poll::Ready(None) };
+        let event = match events.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(e) => e,
+        };
+        let ending = |fields: Vec<(&'static str, String)>| {
+            let mut map = axum::http::HeaderMap::new();
+            for (k, v) in fields {
+                let v = v.replace(['\r', '\n'], " ");
+                if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+                    map.insert(k, v);
+                }
+            }
+            http_body::Frame::trailers(map)
+        };
+        let frame = match event {
+            Some(QueryEvent::Rows(b)) => {
+                return Poll::Ready(Some(Ok(http_body::Frame::data(b.into()))));
+            }
+            Some(QueryEvent::Done { rows, truncated }) => ending(vec![
+                ("x-plinth-rows", rows.to_string()),
+                ("x-plinth-truncated", truncated.to_string()),
+            ]),
+            Some(QueryEvent::Failed(e)) => {
+                tracing::warn!(error = %e, "a query failed while streaming");
+                ending(vec![("x-plinth-error", e)])
+            }
+            None => {
+                ending(vec![("x-plinth-error", "the query stopped before its last row".into())])
+            }
+        };
+        self.events = None;
+        let failed = frame.trailers_ref().is_some_and(|t| t.contains_key("x-plinth-error"));
+        match (self.trailers, failed) {
+            (true, _) => Poll::Ready(Some(Ok(frame))),
+            (false, false) => Poll::Ready(None),
+            // No trailers to say so: end the response as broken, not as complete.
+            (false, true) => Poll::Ready(Some(Err(std::io::Error::other("the query failed")))),
+        }
+    }
 }
 
 /// Lets another team read a dataset (in SQL, as `"owner-team".name`).

@@ -810,30 +810,58 @@ pub(crate) struct QueryArgs {
     timeout_ms: Option<u64>,
 }
 
-/// Runs SQL on the server, with a spinner while it works.
+/// Runs SQL on the server; the rows are written as they arrive, with a running count of bytes.
 pub(super) async fn query(c: &Client, json_out: bool, a: QueryArgs) -> Result<()> {
+    use http_body_util::BodyExt;
+    use std::io::Write;
     let body = json!({"sql": a.sql, "format": a.format, "save_as": a.save_as, "max_rows": a.max_rows, "timeout_ms": a.timeout_ms});
     let spinner = indicatif::ProgressBar::new_spinner().with_message("running the query");
     spinner.enable_steady_tick(Duration::from_millis(100));
-    let result = c.post_raw(&format!("/teams/{}/query", a.team), &body).await;
-    spinner.finish_and_clear();
-    let (status, headers, bytes) = result?;
-    if status == reqwest::StatusCode::CREATED {
-        let v: DatasetVersion = serde_json::from_slice(&bytes)?;
+    let response = c.post_streamed(&format!("/teams/{}/query", a.team), &body).await;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            spinner.finish_and_clear();
+            return Err(e);
+        }
+    };
+    if response.status() == reqwest::StatusCode::CREATED {
+        spinner.finish_and_clear();
+        let v: DatasetVersion = response.json().await?;
         print_dataset_version(json_out, &v);
         return Ok(());
     }
-    match &a.out {
-        Some(p) => {
-            std::fs::write(p, &bytes).with_context(|| format!("cannot write {}", p.display()))?
-        }
-        None => {
-            use std::io::Write;
-            std::io::stdout().write_all(&bytes)?;
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut body = http::Response::from(response).into_body();
+    let (mut received, mut trailers) = (0u64, None);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("the server stopped sending the result")?;
+        match frame.into_data() {
+            Ok(data) => {
+                received += data.len() as u64;
+                spinner.set_message(format!("{} received", indicatif::HumanBytes(received)));
+                spinner.suspend(|| out.write_all(&data))?;
+            }
+            Err(frame) => trailers = frame.into_trailers().ok(),
         }
     }
-    let rows = headers.get("x-plinth-rows").and_then(|v| v.to_str().ok()).unwrap_or("?");
-    let cut = headers.get("x-plinth-truncated").and_then(|v| v.to_str().ok()) == Some("true");
+    out.flush()?;
+    spinner.finish_and_clear();
+    let field = |name: &str| -> Option<String> {
+        trailers.as_ref()?.get(name)?.to_str().ok().map(str::to_string)
+    };
+    if let Some(e) = field("x-plinth-error") {
+        return Err(anyhow::anyhow!("the query failed after {received} bytes: {e}"));
+    }
+    let rows = field("x-plinth-rows").ok_or_else(|| {
+        anyhow::anyhow!("the result ended without its summary: it may be incomplete")
+    })?;
+    let cut = field("x-plinth-truncated").as_deref() == Some("true");
     eprintln!("{rows} rows{}", if cut { " (cut at --max-rows)" } else { "" });
     Ok(())
 }

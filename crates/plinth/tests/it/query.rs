@@ -24,10 +24,31 @@ async fn upload(api: &Api, team: &str, name: &str, csv: &str) {
 async fn query(api: &Api, team: &str, body: Value) -> reqwest::Response {
     api.request(reqwest::Method::POST, &format!("/teams/{team}/query"))
         .bearer_auth(api.key())
+        .header(reqwest::header::TE, "trailers")
         .json(&body)
         .send()
         .await
         .unwrap()
+}
+
+/// A streamed answer read to its end: the data frames and the trailers.
+async fn streamed(r: reqwest::Response) -> (Vec<bytes::Bytes>, reqwest::header::HeaderMap) {
+    use http_body_util::BodyExt;
+    let mut body = http::Response::from(r).into_body();
+    let (mut frames, mut trailers) = (Vec::new(), reqwest::header::HeaderMap::new());
+    while let Some(frame) = body.frame().await {
+        match frame.expect("the stream completes").into_data() {
+            Ok(data) => frames.push(data),
+            Err(f) => trailers = f.into_trailers().expect("data or trailers"),
+        }
+    }
+    (frames, trailers)
+}
+
+/// The rows and the trailers of a streamed answer.
+async fn text_and_trailers(r: reqwest::Response) -> (String, reqwest::header::HeaderMap) {
+    let (frames, trailers) = streamed(r).await;
+    (String::from_utf8(frames.concat()).unwrap(), trailers)
 }
 
 async fn refused(api: &Api, team: &str, sql: &str) -> String {
@@ -39,6 +60,67 @@ async fn refused(api: &Api, team: &str, sql: &str) -> String {
 }
 
 shared_server_tests! {
+    async fn query_results_stream_while_the_query_runs(srv: &TestServer) {
+        let a = srv.team().await;
+        let (ta, ma) = (a.team.clone(), &a.maintainer.1);
+        let mut csv = String::from("id,name,score\n");
+        for i in 0..200_000 {
+            csv.push_str(&format!("{i},n{},{}.5\n", i % 13, i % 7));
+        }
+        upload(ma, &ta, "big", &csv).await;
+        // Sent in pieces as batches are produced, not as one computed body.
+        for format in ["jsonl", "csv", "parquet"] {
+            let r = query(ma, &ta, json!({"sql": "SELECT id, name, score * 2 AS s FROM big", "format": format, "max_rows": 1_000_000})).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            assert!(r.headers().get("content-length").is_none(), "{format}: streamed, no length known up front");
+            let (frames, trailers) = streamed(r).await;
+            assert!(frames.len() > 1, "{format}: {} frame(s)", frames.len());
+            assert_eq!(trailers["x-plinth-rows"], "200000", "{format}");
+            let all = frames.concat();
+            match format {
+                "jsonl" => assert_eq!(all.iter().filter(|b| **b == b'\n').count(), 200_000),
+                "csv" => assert_eq!(all.iter().filter(|b| **b == b'\n').count(), 200_001),
+                _ => assert!(all.starts_with(b"PAR1") && all.ends_with(b"PAR1")),
+            }
+        }
+        // An empty CSV result still has its header.
+        let r = query(ma, &ta, json!({"sql": "SELECT id FROM big WHERE id < 0", "format": "csv"})).await;
+        assert_eq!(text_and_trailers(r).await.0, "id\n");
+        // A query that outlives its time limit after its first rows (its reader is slow, and the
+        // query waits for it rather than holding rows): the trailer says why...
+        let slow = json!({"sql": "SELECT a.id FROM big a CROSS JOIN big b", "timeout_ms": 3000, "max_rows": 10_000_000});
+        let r = query(ma, &ta, slow.clone()).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let mut body = http::Response::from(r).into_body();
+        use http_body_util::BodyExt;
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+        let mut trailers = None;
+        while let Some(frame) = body.frame().await {
+            if let Ok(t) = frame.unwrap().into_trailers() {
+                trailers = Some(t);
+            }
+        }
+        let trailers = trailers.expect("trailers end the answer");
+        let why = trailers["x-plinth-error"].to_str().unwrap();
+        assert!(why.contains("limit of 3000 ms"), "{why}");
+        assert!(trailers.get("x-plinth-rows").is_none());
+        // ...and a client that cannot read trailers sees a broken response, not a short one.
+        let r = ma.request(reqwest::Method::POST, &format!("/teams/{ta}/query")).bearer_auth(ma.key()).json(&slow).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let mut body = http::Response::from(r).into_body();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+        let mut broken = false;
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                broken = true;
+                break;
+            }
+        }
+        assert!(broken, "the body must not end cleanly");
+    }
+
     async fn sql_over_own_and_granted_datasets_and_nothing_else(srv: &TestServer) {
         let (a, b) = (srv.team().await, srv.team().await);
         let (ta, ma) = (a.team.clone(), &a.maintainer.1);
@@ -50,8 +132,8 @@ shared_server_tests! {
         let r = query(ma, &ta, json!({"sql": "SELECT region, SUM(amount) AS total FROM sales GROUP BY region ORDER BY region"})).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()["content-type"], "application/x-ndjson");
-        assert_eq!(r.headers()["x-plinth-rows"], "2");
-        let text = r.text().await.unwrap();
+        let (text, trailers) = text_and_trailers(r).await;
+        assert_eq!((trailers["x-plinth-rows"].to_str().unwrap(), trailers["x-plinth-truncated"].to_str().unwrap()), ("2", "false"));
         let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(rows, vec![json!({"region": "north", "total": 17}), json!({"region": "south", "total": 5})]);
         let csv = query(ma, &ta, json!({"sql": "SELECT region FROM sales ORDER BY amount", "format": "csv"})).await.text().await.unwrap();
@@ -60,7 +142,9 @@ shared_server_tests! {
         assert!(pq.starts_with(b"PAR1"));
         // Row limits cut and say so.
         let r = query(ma, &ta, json!({"sql": "SELECT * FROM sales", "max_rows": 2})).await;
-        assert_eq!((r.headers()["x-plinth-rows"].to_str().unwrap(), r.headers()["x-plinth-truncated"].to_str().unwrap()), ("2", "true"));
+        let (text, trailers) = text_and_trailers(r).await;
+        assert_eq!(text.lines().count(), 2);
+        assert_eq!((trailers["x-plinth-rows"].to_str().unwrap(), trailers["x-plinth-truncated"].to_str().unwrap()), ("2", "true"));
 
         // A result saved as a dataset, with the query as its source.
         let r = query(ma, &ta, json!({"sql": "SELECT region, amount FROM sales WHERE amount > 6", "save_as": "big_sales"})).await;
