@@ -11,7 +11,7 @@ impl Plinth {
         who: Option<&Principal>,
         team: &str,
         req: &OnlineRequest,
-    ) -> Result<OnlineResponse> {
+    ) -> Result<OnlineAnswer> {
         let team_id = match who {
             Some(p) => Some(self.team_ref(p, team).await?.id),
             None => None,
@@ -40,7 +40,7 @@ impl Plinth {
         team: &str,
         refs: &[String],
         entities: &std::collections::BTreeMap<String, Vec<Value>>,
-    ) -> Result<OnlineResponse> {
+    ) -> Result<OnlineAnswer> {
         // Resolve every reference to (view, position), views in first-use order.
         let mut views: Vec<Arc<ViewMeta>> = Vec::new();
         let mut cols: Vec<(usize, usize)> = Vec::with_capacity(refs.len());
@@ -138,40 +138,17 @@ impl Plinth {
                     .collect(),
             );
         }
-        let mut results = Vec::with_capacity(keys.len() + cols.len());
         let mut names = Vec::with_capacity(keys.len() + cols.len());
-        for k in keys {
-            names.push(k.name.clone());
-            results.push(OnlineColumn {
-                values: entities[&k.name].clone(),
-                statuses: vec!["PRESENT".into(); n],
-                event_timestamps: vec!["1970-01-01T00:00:00Z".into(); n],
-            });
-        }
-        for ((vi, pos), r) in cols.iter().zip(refs) {
-            names.push(r.split_once(':').map_or(r.as_str(), |x| x.1).to_string());
-            let mut c = OnlineColumn {
-                values: Vec::with_capacity(n),
-                statuses: Vec::with_capacity(n),
-                event_timestamps: Vec::with_capacity(n),
-            };
-            for row in &rows[*vi] {
-                match row {
-                    Some((ts, vals)) => {
-                        c.values.push(vals.get(*pos).cloned().unwrap_or(Value::Null));
-                        c.statuses.push("PRESENT".into());
-                        c.event_timestamps.push(rfc3339(*ts));
-                    }
-                    None => {
-                        c.values.push(Value::Null);
-                        c.statuses.push("NOT_FOUND".into());
-                        c.event_timestamps.push("1970-01-01T00:00:00Z".into());
-                    }
-                }
-            }
-            results.push(c);
-        }
-        Ok(OnlineResponse { metadata: OnlineMetadata { feature_names: names }, results })
+        names.extend(keys.iter().map(|k| k.name.clone()));
+        names
+            .extend(refs.iter().map(|r| r.split_once(':').map_or(r.as_str(), |x| x.1).to_string()));
+        let keys = keys.iter().map(|k| entities[&k.name].clone()).collect();
+        // Each row's event time is formatted once per view, not once per feature.
+        let times = rows
+            .iter()
+            .map(|view| view.iter().map(|r| r.as_ref().map(|(t, _)| rfc3339(*t))).collect())
+            .collect();
+        Ok(OnlineAnswer { names, keys, cols, rows, times, n })
     }
 
     /// Checks that a version may declare a feature service: it exists in the team and gives
@@ -243,12 +220,7 @@ impl Plinth {
                     e
                 }
             })?;
-        let keys = answer.results.len() - refs.len();
-        Ok(answer.metadata.feature_names[keys..]
-            .iter()
-            .cloned()
-            .zip(answer.results.into_iter().skip(keys).map(|c| c.values))
-            .collect())
+        Ok(answer.feature_values().collect())
     }
 
     /// The `view:feature` references of a request: a feature service's, or the list given.
@@ -263,5 +235,164 @@ impl Plinth {
             (None, false) => Ok(features.to_vec()),
             _ => Err(Error::invalid("features", "give either features or feature_service")),
         }
+    }
+}
+
+/// An online read's answer: the entity keys, then every feature of every entity row, with its
+/// status and event time. It serializes to Feast's answer shape ([`plinth_api::features::OnlineResponse`]) straight
+/// from the decoded rows, without building a JSON tree or a string per cell.
+#[derive(Debug)]
+pub struct OnlineAnswer {
+    /// The join keys' names, then the features'.
+    names: Vec<String>,
+    /// The join keys' values, as given.
+    keys: Vec<Vec<Value>>,
+    /// Per feature: its view (index into `rows`) and its position in the view's values.
+    cols: Vec<(usize, usize)>,
+    /// Per view, per entity row: the stored row (event time, values), if any.
+    rows: Vec<Vec<Option<Decoded>>>,
+    /// Per view, per entity row: the event time in RFC 3339.
+    times: Vec<Vec<Option<String>>>,
+    n: usize,
+}
+
+const NO_TIME: &str = "1970-01-01T00:00:00Z";
+
+impl OnlineAnswer {
+    /// Each feature's name and its values over the entity rows (null where absent).
+    pub fn feature_values(self) -> impl Iterator<Item = (String, Vec<Value>)> {
+        let OnlineAnswer { names, keys, cols, rows, .. } = self;
+        names.into_iter().skip(keys.len()).zip(cols).map(move |(name, (vi, pos))| {
+            let values = rows[vi]
+                .iter()
+                .map(|r| r.as_ref().and_then(|(_, v)| v.get(pos).cloned()).unwrap_or(Value::Null))
+                .collect();
+            (name, values)
+        })
+    }
+}
+
+impl OnlineAnswer {
+    /// The answer as JSON in Feast's shape ([`plinth_api::features::OnlineResponse`]), written
+    /// straight from the decoded rows: statuses and times need no escaping and are copied as
+    /// they are; names and values go through serde_json.
+    pub fn to_json(&self) -> Vec<u8> {
+        let cells = self.n * (self.keys.len() + self.cols.len());
+        let mut out = Vec::with_capacity(128 + cells * 48);
+        let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write(out);
+        out.extend_from_slice(b"{\"metadata\":{\"feature_names\":");
+        json(&mut out, &self.names);
+        out.extend_from_slice(b"},\"results\":[");
+        let n = self.n;
+        for (j, k) in self.keys.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            let value = |out: &mut Vec<u8>, i: usize| json(out, &k[i]);
+            write_column(&mut out, n, value, |_| b"PRESENT", |_| NO_TIME);
+        }
+        for (j, &(vi, pos)) in self.cols.iter().enumerate() {
+            if j > 0 || !self.keys.is_empty() {
+                out.push(b',');
+            }
+            let (rows, times) = (&self.rows[vi], &self.times[vi]);
+            let value = |out: &mut Vec<u8>, i: usize| match rows[i]
+                .as_ref()
+                .and_then(|(_, v)| v.get(pos))
+            {
+                Some(v) => json(out, v),
+                None => out.extend_from_slice(b"null"),
+            };
+            let status = |i: usize| -> &'static [u8] {
+                if rows[i].is_some() { b"PRESENT" } else { b"NOT_FOUND" }
+            };
+            write_column(&mut out, n, value, status, |i| times[i].as_deref().unwrap_or(NO_TIME));
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
+/// One column of an answer: `{"values": [..], "statuses": [..], "event_timestamps": [..]}`.
+fn write_column<'a>(
+    out: &mut Vec<u8>,
+    n: usize,
+    value: impl Fn(&mut Vec<u8>, usize),
+    status: impl Fn(usize) -> &'static [u8],
+    time: impl Fn(usize) -> &'a str,
+) {
+    out.extend_from_slice(b"{\"values\":[");
+    for i in 0..n {
+        if i > 0 {
+            out.push(b',');
+        }
+        value(out, i);
+    }
+    out.extend_from_slice(b"],\"statuses\":[");
+    for i in 0..n {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(status(i));
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"],\"event_timestamps\":[");
+    for i in 0..n {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(time(i).as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"]}");
+}
+
+mod erased {
+    /// Something serde_json writes (names, key values, feature values).
+    pub trait Json {
+        fn write(&self, out: &mut Vec<u8>);
+    }
+
+    impl<T: serde::Serialize + ?Sized> Json for T {
+        fn write(&self, out: &mut Vec<u8>) {
+            // Writing JSON values of these types into a Vec cannot fail.
+            let _ = serde_json::to_writer(out, self);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn answers_are_feasts_shape() {
+        let answer = OnlineAnswer {
+            names: vec!["driver_id".into(), "conv \"rate\"".into()],
+            keys: vec![vec![json!(1), json!(2)]],
+            cols: vec![(0, 1)],
+            rows: vec![vec![Some((0, vec![json!("a"), json!(0.5)])), None]],
+            times: vec![vec![Some("2024-01-01T00:00:00Z".into()), None]],
+            n: 2,
+        };
+        let got: Value = serde_json::from_slice(&answer.to_json()).unwrap();
+        assert_eq!(
+            got,
+            json!({
+                "metadata": {"feature_names": ["driver_id", "conv \"rate\""]},
+                "results": [
+                    {"values": [1, 2], "statuses": ["PRESENT", "PRESENT"],
+                     "event_timestamps": [NO_TIME, NO_TIME]},
+                    {"values": [0.5, null], "statuses": ["PRESENT", "NOT_FOUND"],
+                     "event_timestamps": ["2024-01-01T00:00:00Z", NO_TIME]},
+                ]
+            })
+        );
+        let typed: plinth_api::features::OnlineResponse =
+            serde_json::from_slice(&answer.to_json()).unwrap();
+        assert_eq!(typed.results.len(), 2);
     }
 }

@@ -3,6 +3,8 @@
 //! the view's watermark), online lookups of many entities × many features, pushes, freshness.
 
 mod lookup;
+
+pub use lookup::OnlineAnswer;
 mod materialize;
 pub mod nats;
 pub mod online;
@@ -17,7 +19,7 @@ use plinth_api::data::{ColumnType, DatasetRef};
 use plinth_api::features::{
     CreateEntity, CreateFeatureService, CreateFeatureView, CreateTrainingSet, Entity, FeatureField,
     FeatureService, FeatureView, Freshness, JoinKey, Materialization, MaterializeRequest,
-    OnlineColumn, OnlineMetadata, OnlineRequest, OnlineResponse, PushRequest, PushResponse,
+    OnlineRequest, PushRequest, PushResponse,
 };
 use plinth_api::governance::JobStatus;
 use plinth_api::identity::TeamRole;

@@ -140,9 +140,11 @@ async fn online_features(
     MaybeCaller(who): MaybeCaller,
     Path(team): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<OnlineResponse>> {
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
     let req: OnlineRequest = parse_json("", &body)?;
-    Ok(Json(s.core.online_features(who.as_ref(), &team, &req).await?))
+    let answer = s.core.online_features(who.as_ref(), &team, &req).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], answer.to_json()).into_response())
 }
 
 /// Writes fresh values straight to the online store (older events never replace newer ones).
