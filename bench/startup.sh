@@ -7,7 +7,7 @@ set -euo pipefail
 MODEL="$1"
 RUNS="${2:-5}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PLINTH="${PLINTH_BIN:-$HERE/../target/release/plinth}"
+PLINTH="${PLINTH_BIN:-${CARGO_TARGET_DIR:-$HERE/../target}/release/plinth}"
 LISTEN=127.0.0.1:8231
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/plinth-startup.XXXXXX")"
 trap 'pkill -f "plinth serve --listen $LISTEN" 2>/dev/null; rm -rf "$DATA"' EXIT

@@ -9,10 +9,11 @@
 //! until something is ready or the window ends; then the worker parks as usual, and finds the
 //! event at once. Nothing is read here: the runtime still owns every socket.
 //!
-//! The window adapts per worker, like the kernel's halt-polling: it doubles (up to the
-//! configured budget) when a sleep that followed a fruitless spin was shorter than the budget
-//! (a longer spin would have caught the work), and halves when sleeps are long (an idle
-//! server), so an idle server costs no CPU. A budget of 0 turns busy polling off.
+//! The window adapts per worker, like the kernel's halt-polling: after a spin that found
+//! nothing, a short sleep (under [`BUSY_HORIZON`] budgets: requests keep coming, and a longer
+//! spin would have caught the next one, sparing the wake-up) doubles it up to the configured
+//! budget, and a long sleep (an idle server) halves it down to nothing, so an idle server
+//! costs no CPU. A budget of 0 turns busy polling off.
 
 use std::cell::Cell;
 use std::mem::MaybeUninit;
@@ -44,6 +45,11 @@ thread_local! {
 
 /// Below this, a shrinking window drops to zero (and grows back from here).
 const MIN_WINDOW_NS: u64 = 2_000;
+
+/// A sleep shorter than this many budgets means work is still arriving: the window grows. (Not
+/// one budget: once the window is small, waking up makes every gap between requests longer
+/// than the budget, and the window would never grow back.)
+pub const BUSY_HORIZON: u64 = 10;
 
 /// The process's poller (one runtime serves per process), off until a budget is set; `None`
 /// where the system has no epoll.
@@ -124,8 +130,8 @@ impl BusyPoll {
         let slept = slept_at.elapsed().as_nanos() as u64;
         WINDOW_NS.with(|w| {
             let current = w.get().min(budget);
-            let next = if slept < budget {
-                // A longer spin would have caught this work.
+            let next = if slept < budget.saturating_mul(BUSY_HORIZON) {
+                // Work keeps coming: a longer spin would have caught it without a wake-up.
                 (current * 2).clamp(MIN_WINDOW_NS, budget)
             } else if current / 2 < MIN_WINDOW_NS {
                 0
@@ -154,16 +160,25 @@ mod tests {
             "a pending connection ends the spin (a window that runs out records a sleep)"
         );
 
-        // Nothing pending: the spin runs out, and a long sleep after it halves the window.
+        // Nothing pending: the spin runs out, and a long sleep after it halves the window...
         poll.set_budget(Duration::from_micros(100));
         poll.before_park();
         assert!(SLEPT_AT.with(Cell::get).is_some());
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(20));
         poll.after_unpark();
         assert_eq!(WINDOW_NS.with(Cell::get), 50_000);
-        // A short sleep doubles it again.
-        poll.before_park();
-        poll.after_unpark();
+        // ...down to nothing, after which the worker sleeps at once...
+        for _ in 0..5 {
+            poll.before_park();
+            std::thread::sleep(Duration::from_millis(20));
+            poll.after_unpark();
+        }
+        assert_eq!(WINDOW_NS.with(Cell::get), 0);
+        // ...until sleeps get short again (work is arriving): then it grows back to the budget.
+        for _ in 0..10 {
+            poll.before_park();
+            poll.after_unpark();
+        }
         assert_eq!(WINDOW_NS.with(Cell::get), 100_000);
     }
 

@@ -5,7 +5,9 @@
 //! Never on the hot path's critical section: requests push records into a bounded buffer (a
 //! short, uncontended lock; no wake-up of another thread); a full buffer drops the record and
 //! counts it. A writer thread drains the buffer every 2 ms (small slices of work:
-//! on a busy core, long ones showed up as tail latency), appends, and fsyncs every second.
+//! on a busy core, long ones showed up as tail latency), appends, and fsyncs every second;
+//! while nothing arrives it drains less and less often (up to every 50 ms), so an idle server
+//! stays idle.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -45,8 +47,10 @@ pub struct PredictionLog {
 
 /// Records buffered at most; beyond that new records are dropped (and counted).
 const CAPACITY: usize = 65_536;
-/// How often the writer drains the buffer into the files.
+/// How often the writer drains the buffer into the files while records arrive...
 const INTERVAL: Duration = Duration::from_millis(2);
+/// ...and at most this seldom while none do.
+const IDLE_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the files are fsynced (a crash loses at most this much of the log).
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -63,11 +67,13 @@ impl PredictionLog {
         let weak = Arc::downgrade(&log);
         std::thread::Builder::new().name("plinth-predlog".into()).spawn(move || {
             let mut last_sync = std::time::Instant::now();
+            let mut interval = INTERVAL;
             loop {
-                std::thread::sleep(INTERVAL);
+                std::thread::sleep(interval);
                 let Some(log) = weak.upgrade() else { return };
                 let sync = last_sync.elapsed() >= SYNC_INTERVAL;
-                log.write_pending(sync);
+                let wrote = log.write_pending(sync);
+                interval = if wrote { INTERVAL } else { (interval * 2).min(IDLE_INTERVAL) };
                 if sync {
                     last_sync = std::time::Instant::now();
                 }
@@ -97,12 +103,13 @@ impl PredictionLog {
         self.write_pending(true);
     }
 
-    /// Writes what is buffered; fsyncs the open files when `sync`.
-    fn write_pending(&self, sync: bool) {
+    /// Writes what is buffered; fsyncs the open files when `sync`. Answers whether there was
+    /// anything to write.
+    fn write_pending(&self, sync: bool) -> bool {
         let mut files = self.files.lock().expect("log files");
         let batch = std::mem::take(&mut *self.queue.lock().expect("log queue"));
         if batch.is_empty() && !sync {
-            return;
+            return false;
         }
         for e in &batch {
             if let Err(err) = write_entry(&self.dir, &mut files, e) {
@@ -119,6 +126,7 @@ impl PredictionLog {
         // Close the files of past hours.
         let now_hour = crate::util::now_micros().div_euclid(3_600_000_000);
         files.retain(|(_, h), _| *h >= now_hour - 1);
+        !batch.is_empty()
     }
 
     /// Records of a deployment in `[since, until)` (microseconds), oldest first, at most `limit`.
