@@ -294,6 +294,10 @@ impl FileScan {
         &self.schema
     }
 
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     fn csv_reader(&self) -> Result<Box<dyn Read + Send>, String> {
         let file = std::fs::File::open(&self.path)
             .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;

@@ -116,17 +116,22 @@ impl PartitionStream for FilePart {
         let (file, projection, schema) =
             (self.file.clone(), self.projection.clone(), self.schema.clone());
         tokio::task::spawn_blocking(move || {
-            let scanned = file.scan.batches(projection.as_deref(), &mut |batch| {
-                // The table's schema (every column nullable, no file metadata), same columns.
-                let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-                let batch = RecordBatch::try_new_with_options(
-                    schema.clone(),
-                    batch.columns().to_vec(),
-                    &options,
-                )
-                .map_err(|e| format!("a file of the table does not fit its schema: {e}"))?;
-                tx.blocking_send(Ok(batch)).map_err(|_| "the query stopped reading".to_string())
-            });
+            let scan = || {
+                file.scan.batches(projection.as_deref(), &mut |batch| {
+                    // The table's schema (every column nullable, no file metadata), same columns.
+                    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+                    let batch = RecordBatch::try_new_with_options(
+                        schema.clone(),
+                        batch.columns().to_vec(),
+                        &options,
+                    )
+                    .map_err(|e| format!("a file of the table does not fit its schema: {e}"))?;
+                    tx.blocking_send(Ok(batch)).map_err(|_| "the query stopped reading".to_string())
+                })
+            };
+            // A reader that panics (a damaged file) must not look like the end of the file.
+            let scanned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(scan))
+                .unwrap_or_else(|_| Err(format!("reading {} failed", file.scan.path().display())));
             if let Err(e) = scanned {
                 let _ = tx.blocking_send(Err(datafusion::error::DataFusionError::Execution(e)));
             }
@@ -358,9 +363,10 @@ impl QueryEngine for DataFusion {
                 Ok(Err(e)) => QueryEvent::Failed(e),
                 Err(_) => QueryEvent::Failed(timed_out()),
             };
-            let _ = tx.send(end).await;
-            // The session (and the files it reads) lives until the result is out.
+            // The session (and the files it reads) lived until the last row was encoded; the
+            // outcome waits for the reader, but not forever.
             drop(ctx);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), tx.send(end)).await;
         });
         Ok(rx)
     }

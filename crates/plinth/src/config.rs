@@ -162,6 +162,13 @@ pub fn load(
     if config.max_upload_bytes == 0 {
         bail!("invalid configuration: max_upload_bytes must be positive");
     }
+    if config.busy_poll_us > 1000 {
+        bail!(
+            "invalid configuration: busy_poll_us must be at most 1000 (a worker spinning longer \
+             delays timers and other work), not {}",
+            config.busy_poll_us
+        );
+    }
     Ok(config)
 }
 
@@ -231,6 +238,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("PLINTH_DATADIR"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_the_key() {
+        for (k, v, why) in [
+            ("PLINTH_BUSY_POLL_US", "5000", "busy_poll_us must be at most 1000"),
+            ("PLINTH_BUSY_POLL_US", "-1", "busy_poll_us"),
+            ("PLINTH_MAX_UPLOAD_BYTES", "0", "max_upload_bytes must be positive"),
+        ] {
+            let err = load(None, &env(&[(k, v)]), &Overrides::default()).unwrap_err();
+            assert!(format!("{err:#}").contains(why), "{k}={v}: {err:#}");
+        }
+        let ok = load(None, &env(&[("PLINTH_BUSY_POLL_US", "0")]), &Overrides::default());
+        assert_eq!(ok.unwrap().busy_poll_us, 0, "0 turns busy polling off");
     }
 
     #[test]

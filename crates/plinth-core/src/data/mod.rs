@@ -280,8 +280,9 @@ pub struct Profiler {
     rows: u64,
 }
 
-/// Beyond this many distinct values, a column's distinct count is estimated.
-pub const EXACT_DISTINCT: usize = 1 << 20;
+/// Beyond this many distinct values, a column's distinct count is estimated (a few MB a column
+/// at most, however wide and long the table).
+pub const EXACT_DISTINCT: usize = 1 << 16;
 
 #[derive(Debug)]
 enum Acc {

@@ -71,8 +71,9 @@ impl Plinth {
     /// The job body: the latest row of each entity (newer than the watermark when incremental)
     /// into the online store. The source is scanned, never held: a first pass over the key and
     /// time columns finds each entity's latest row, a second encodes those rows, in chunks that
-    /// the store writes while the next chunk is encoded. Memory: one batch of rows, plus about
-    /// 32 bytes per entity (see [`Latest`]), whatever the table's length.
+    /// the store writes while the next chunk is encoded. Memory: a batch of rows and a chunk of
+    /// encoded ones, plus 40 bytes per entity (80 with hashed keys; see [`Latest`]), whatever
+    /// the table's length.
     pub(crate) async fn run_materialization(&self, id: &str, params: &Value) -> Result<Value> {
         let team = params["team"].as_str().unwrap_or_default();
         let view = params["view"].as_str().unwrap_or_default();
@@ -213,9 +214,11 @@ impl Scan {
         let spec = &self.meta.spec;
         let keys: Vec<String> = spec.join_keys.iter().map(|k| k.name.clone()).collect();
         let fail = |e: String| Error::new(plinth_api::Code::InvalidData, e).with_field("source");
+        // A job that stopped listening (failed or gone) stops the scan too.
         let progress = |done: u64, from: f64, to: f64| {
             let part = done as f64 / self.total_rows.max(1) as f64;
-            let _ = tx.blocking_send(Step::Progress(from + (to - from) * part.min(1.0)));
+            tx.blocking_send(Step::Progress(from + (to - from) * part.min(1.0)))
+                .map_err(|_| "the job stopped".to_string())
         };
 
         // Pass 1: the keys and times only.
@@ -250,7 +253,7 @@ impl Scan {
                             let Some(k) = k[i] else { continue };
                             match k.checked_sub(*min).and_then(|o| slots.get_mut(o as usize)) {
                                 Some(slot) => slot.offer(event, c, row),
-                                // Outside the range the profile gave: not expected, still right.
+                                // The profile is exact: a key outside it means the file changed.
                                 None => return Err("a key outside the profiled range".into()),
                             }
                         }
@@ -266,8 +269,7 @@ impl Scan {
                     }
                 }
                 row0 += t.rows as u64;
-                progress(row0, 0.0, 0.4);
-                Ok(())
+                progress(row0, 0.0, 0.4)
             })
             .map_err(fail)?;
         let rows_read = row0;
@@ -320,8 +322,7 @@ impl Scan {
                     }
                 }
                 row0 = end;
-                progress(row0, 0.4, 1.0);
-                Ok(())
+                progress(row0, 0.4, 1.0)
             })
             .map_err(fail)?;
         if !chunk.is_empty() {

@@ -69,6 +69,8 @@ pub struct Runner {
     workers: AtomicUsize,
     /// Requests submitted and not yet answered.
     in_flight: AtomicUsize,
+    /// When a batch last ran ([`monotonic_us`]).
+    last_run_us: AtomicU64,
     model: Mutex<Option<Arc<dyn Model>>>,
     /// Serializes loads so a burst after scale-to-zero loads once.
     loading: tokio::sync::Mutex<()>,
@@ -111,6 +113,7 @@ impl Runner {
             notify: Notify::new(),
             workers: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            last_run_us: AtomicU64::new(monotonic_us()),
             model: Mutex::new(None),
             loading: tokio::sync::Mutex::new(()),
             backend,
@@ -176,7 +179,8 @@ impl Runner {
     ) -> Result<Outputs> {
         let config = self.config();
         let flight = InFlight::enter(&self.in_flight);
-        if flight.alone && rows <= INLINE_MAX_ROWS {
+        // (A cold start goes through the queue: loading may take longer than the timeout.)
+        if flight.alone && rows <= INLINE_MAX_ROWS && self.stats.loaded.load(Ordering::Relaxed) {
             let (reply, answer) = oneshot::channel();
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let job = Job { inputs, rows, enqueued: Instant::now(), reply };
@@ -221,6 +225,11 @@ impl Runner {
         }
     }
 
+    fn since_last_run(&self) -> Duration {
+        let last = self.last_run_us.load(Ordering::Relaxed);
+        Duration::from_micros(monotonic_us().saturating_sub(last))
+    }
+
     /// Starts a worker when there is none, or when the queue outgrows the running ones.
     fn scale_up(self: &Arc<Self>, config: &RunnerConfig) {
         let workers = self.workers.load(Ordering::Acquire);
@@ -260,13 +269,10 @@ impl Runner {
             self.take(max_rows, &mut batch, &mut rows);
             if batch.is_empty() {
                 let idle = Duration::from_secs(u64::from(config.scaling.idle_seconds.max(1)));
-                if tokio::time::timeout(idle, self.notify.notified()).await.is_ok() {
-                    continue;
-                }
-                // Requests run inline do not wake the workers: idle means none of those either.
-                let last = self.stats.last_inference_ms.load(Ordering::Relaxed);
-                let now_ms = (crate::util::now_micros() / 1000) as u64;
-                if now_ms.saturating_sub(last) < idle.as_millis() as u64 {
+                // Requests run inline do not wake the workers: idle counts from the last run.
+                let wait = idle.saturating_sub(self.since_last_run());
+                if wait > Duration::ZERO {
+                    let _ = tokio::time::timeout(wait, self.notify.notified()).await;
                     continue;
                 }
                 // Idle: stop, unless work arrived while deciding.
@@ -345,9 +351,16 @@ impl Runner {
             }
         }
         stats.compute_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.last_run_us.store(monotonic_us(), Ordering::Relaxed);
         let now_ms = (crate::util::now_micros() / 1000) as u64;
         stats.last_inference_ms.store(now_ms, Ordering::Relaxed);
     }
+}
+
+/// Microseconds since the first call: a clock that never goes back.
+fn monotonic_us() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
 /// Requests of at most this many rows may run inline: their work takes microseconds, so running

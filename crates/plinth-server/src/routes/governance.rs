@@ -374,31 +374,42 @@ impl http_body::Body for QueryBody {
         let ending = |fields: Vec<(&'static str, String)>| {
             let mut map = axum::http::HeaderMap::new();
             for (k, v) in fields {
-                let v = v.replace(['\r', '\n'], " ");
+                // A header value holds visible ASCII: other characters become spaces or `?`.
+                let v: String = v
+                    .chars()
+                    .map(|c| match c {
+                        c if c.is_control() => ' ',
+                        c if c.is_ascii() => c,
+                        _ => '?',
+                    })
+                    .collect();
                 if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
                     map.insert(k, v);
                 }
             }
             http_body::Frame::trailers(map)
         };
-        let frame = match event {
+        let (frame, failed) = match event {
             Some(QueryEvent::Rows(b)) => {
                 return Poll::Ready(Some(Ok(http_body::Frame::data(b.into()))));
             }
-            Some(QueryEvent::Done { rows, truncated }) => ending(vec![
-                ("x-plinth-rows", rows.to_string()),
-                ("x-plinth-truncated", truncated.to_string()),
-            ]),
+            Some(QueryEvent::Done { rows, truncated }) => {
+                let fields = vec![
+                    ("x-plinth-rows", rows.to_string()),
+                    ("x-plinth-truncated", truncated.to_string()),
+                ];
+                (ending(fields), false)
+            }
             Some(QueryEvent::Failed(e)) => {
                 tracing::warn!(error = %e, "a query failed while streaming");
-                ending(vec![("x-plinth-error", e)])
+                (ending(vec![("x-plinth-error", e)]), true)
             }
             None => {
-                ending(vec![("x-plinth-error", "the query stopped before its last row".into())])
+                let e = "the query stopped before its last row".to_string();
+                (ending(vec![("x-plinth-error", e)]), true)
             }
         };
         self.events = None;
-        let failed = frame.trailers_ref().is_some_and(|t| t.contains_key("x-plinth-error"));
         match (self.trailers, failed) {
             (true, _) => Poll::Ready(Some(Ok(frame))),
             (false, false) => Poll::Ready(None),

@@ -853,7 +853,7 @@ pub(super) async fn query(c: &Client, json_out: bool, a: QueryArgs) -> Result<()
     out.flush()?;
     spinner.finish_and_clear();
     let field = |name: &str| -> Option<String> {
-        trailers.as_ref()?.get(name)?.to_str().ok().map(str::to_string)
+        Some(String::from_utf8_lossy(trailers.as_ref()?.get(name)?.as_bytes()).into_owned())
     };
     if let Some(e) = field("x-plinth-error") {
         return Err(anyhow::anyhow!("the query failed after {received} bytes: {e}"));
