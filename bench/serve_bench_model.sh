@@ -17,7 +17,7 @@ KEY="$("$PLINTH" key generate)"
 PLINTH_BOOTSTRAP_ADMIN_KEY="$KEY" PLINTH_LOG_LEVEL="${PLINTH_LOG_LEVEL:-warn}" \
   "$PLINTH" serve --listen "$LISTEN" --data-dir "$DATA/data" &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
 for _ in $(seq 1 100); do
   curl -sf "http://$LISTEN/readyz" >/dev/null && break
   sleep 0.05

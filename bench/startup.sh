@@ -10,7 +10,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PLINTH="${PLINTH_BIN:-${CARGO_TARGET_DIR:-$HERE/../target}/release/plinth}"
 LISTEN=127.0.0.1:8231
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/plinth-startup.XXXXXX")"
-trap 'pkill -f "plinth serve --listen $LISTEN" 2>/dev/null; rm -rf "$DATA"' EXIT
+trap 'pkill -f "plinth serve --listen $LISTEN" 2>/dev/null || true; rm -rf "$DATA"' EXIT
 export PLINTH_PROFILES_FILE="$DATA/profiles.toml"
 KEY="$("$PLINTH" key generate)"
 export PLINTH_BOOTSTRAP_ADMIN_KEY="$KEY" PLINTH_LOG_LEVEL=warn
