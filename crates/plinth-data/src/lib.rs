@@ -169,11 +169,19 @@ pub type Batches = (Vec<(String, DataType)>, Vec<RecordBatch>);
 /// Reads a whole Parquet file. Flat files with several columns are decoded by two threads, each
 /// taking half of the columns.
 pub fn read_parquet(bytes: Vec<u8>) -> Result<Batches, String> {
+    let bytes = bytes::Bytes::from(bytes);
+    read_parquet_from(|| Ok(bytes.clone()))
+}
+
+/// Reads a whole Parquet file from a source opened once per reading thread (each reads the
+/// column chunks it decodes, straight from the source).
+fn read_parquet_from<R: parquet::file::reader::ChunkReader + 'static>(
+    source: impl Fn() -> Result<R, String> + Sync,
+) -> Result<Batches, String> {
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let bytes = bytes::Bytes::from(bytes);
     let open = || {
-        ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+        ParquetRecordBatchReaderBuilder::try_new(source()?)
             .map_err(|e| format!("not a readable Parquet file: {e}"))
     };
     let builder = open()?;
@@ -183,7 +191,7 @@ pub fn read_parquet(bytes: Vec<u8>) -> Result<Batches, String> {
     // One batch per file when it fits: callers want whole columns, not chunks to glue.
     let rows = builder.metadata().file_metadata().num_rows().clamp(1, 1 << 24) as usize;
     let leaves = builder.parquet_schema().num_columns();
-    let read = |builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>| -> Result<Vec<RecordBatch>, String> {
+    let read = |builder: ParquetRecordBatchReaderBuilder<R>| -> Result<Vec<RecordBatch>, String> {
         builder
             .with_batch_size(rows)
             .build()
@@ -375,10 +383,12 @@ fn check_csv_header(schema: &arrow::datatypes::Schema) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads a Parquet file from disk into record batches.
+/// Reads a Parquet file from disk into record batches (its column chunks read as they are
+/// decoded, not the file first).
 pub fn read_parquet_file(path: &std::path::Path) -> Result<Vec<RecordBatch>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    read_parquet(bytes).map(|(_, b)| b).map_err(|e| format!("{}: {e}", path.display()))
+    let open =
+        || std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+    read_parquet_from(open).map(|(_, b)| b).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Writes one batch as a Parquet file (Snappy-compressed), atomically: a temporary file in the
