@@ -144,11 +144,87 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
 const ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new("rows");
 
 /// The embedded store: one redb file. Values are the event time (8 bytes, big-endian) followed
-/// by the encoded values.
+/// by the encoded values. Rows read are kept in memory ([`RowCache`]): this process is the
+/// file's only writer (redb locks the file), so updating the cache on every write keeps it
+/// exact.
 pub struct EmbeddedStore {
     db: Arc<redb::Database>,
     path: String,
+    cache: Arc<RowCache>,
 }
+
+/// Rows recently read, by key, kept up to date by writes, up to a byte budget; when full it
+/// starts over (a cheap generation reset: hot rows come back on their next read).
+///
+/// A read could race a write (the read's snapshot older than a row the write just cached):
+/// every write bumps `writes` under the lock, and rows read are kept only if no write
+/// happened since the read began.
+pub struct RowCache {
+    rows: std::sync::RwLock<std::collections::HashMap<String, Stored>>,
+    writes: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicUsize,
+    budget: usize,
+}
+
+impl RowCache {
+    fn new(budget: usize) -> RowCache {
+        RowCache {
+            rows: std::sync::RwLock::default(),
+            writes: std::sync::atomic::AtomicU64::new(0),
+            bytes: std::sync::atomic::AtomicUsize::new(0),
+            budget,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Stored> {
+        self.rows.read().expect("cache lock").get(key).cloned()
+    }
+
+    /// How many writes have gone through the cache: read it before a read transaction begins.
+    fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Rows a committed write stored: cached ones are replaced (others are left to their
+    /// first read, so a bulk load does not push the hot rows out).
+    fn put_written(&self, rows: impl IntoIterator<Item = (String, Stored)>) {
+        let mut map = self.rows.write().expect("cache lock");
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        for (key, row) in rows {
+            if let Some(cached) = map.get_mut(&key) {
+                *cached = row;
+            }
+        }
+    }
+
+    /// Rows a read found, if no write went through since `writes_before` (else they may be
+    /// older than what that write cached).
+    fn put_read(&self, rows: Vec<(String, Stored)>, writes_before: u64) {
+        let mut map = self.rows.write().expect("cache lock");
+        if self.writes() == writes_before {
+            self.insert(&mut map, rows);
+        }
+    }
+
+    fn insert(
+        &self,
+        map: &mut std::collections::HashMap<String, Stored>,
+        rows: impl IntoIterator<Item = (String, Stored)>,
+    ) {
+        use std::sync::atomic::Ordering;
+        for (key, row) in rows {
+            let size = key.len() + row.values.len() + 64;
+            if self.bytes.fetch_add(size, Ordering::Relaxed) + size > self.budget {
+                map.clear();
+                self.bytes.store(size, Ordering::Relaxed);
+            }
+            map.insert(key, row);
+        }
+    }
+}
+
+/// Memory the embedded store's row cache may use.
+const ROW_CACHE_BYTES: usize = 64 << 20;
 
 impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<EmbeddedStore> {
@@ -156,7 +232,11 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(|e| unavailable("embedded", e))?;
         txn.open_table(ROWS).map_err(|e| unavailable("embedded", e))?;
         txn.commit().map_err(|e| unavailable("embedded", e))?;
-        Ok(EmbeddedStore { db: Arc::new(db), path: path.display().to_string() })
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            path: path.display().to_string(),
+            cache: Arc::new(RowCache::new(ROW_CACHE_BYTES)),
+        })
     }
 }
 
@@ -175,17 +255,18 @@ fn decode(b: &[u8]) -> Option<Stored> {
 #[async_trait::async_trait]
 impl OnlineStore for EmbeddedStore {
     async fn write(&self, mut rows: Vec<(String, Stored)>) -> Result<usize> {
-        let db = self.db.clone();
+        let (db, cache) = (self.db.clone(), self.cache.clone());
         tokio::task::spawn_blocking(move || -> Result<usize> {
             // In key order the B-tree is walked once, left to right, instead of at random. A
             // stable sort keeps the later of two rows of one key last, so it wins as it should.
             rows.sort_by(|a, b| a.0.cmp(&b.0));
             let e = |e: &dyn std::fmt::Display| unavailable("embedded", e);
             let txn = db.begin_write().map_err(|x| e(&x))?;
-            let mut written = 0;
+            // Whether each row replaced the stored one.
+            let mut kept = vec![true; rows.len()];
             {
                 let mut t = txn.open_table(ROWS).map_err(|x| e(&x))?;
-                for (key, row) in &rows {
+                for ((key, row), kept) in rows.iter().zip(&mut kept) {
                     // Insert, and put the old row back in the rare case it was newer: one
                     // B-tree walk per row instead of two.
                     let bytes = encode(row);
@@ -193,15 +274,18 @@ impl OnlineStore for EmbeddedStore {
                         .insert(key.as_str(), bytes.as_slice())
                         .map_err(|x| e(&x))?
                         .map(|old| old.value().to_vec());
-                    match old.as_deref().and_then(decode) {
-                        Some(o) if o.event_micros > row.event_micros => {
+                    if let Some(o) = old.as_deref().and_then(decode) {
+                        if o.event_micros > row.event_micros {
                             t.insert(key.as_str(), encode(&o).as_slice()).map_err(|x| e(&x))?;
+                            *kept = false;
                         }
-                        _ => written += 1,
                     }
                 }
             }
             txn.commit().map_err(|x| e(&x))?;
+            // Committed: the cache learns the rows now stored (a later row of one key wins).
+            let written = kept.iter().filter(|k| **k).count();
+            cache.put_written(rows.into_iter().zip(kept).filter(|(_, k)| *k).map(|(r, _)| r));
             Ok(written)
         })
         .await
@@ -210,12 +294,25 @@ impl OnlineStore for EmbeddedStore {
 
     async fn read(&self, keys: &[String]) -> Result<Vec<Option<Stored>>> {
         // Reads are a few microseconds each: done inline, no thread hop.
+        let mut out: Vec<Option<Stored>> = keys.iter().map(|k| self.cache.get(k)).collect();
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
+        if missing.is_empty() {
+            return Ok(out);
+        }
         let e = |e: &dyn std::fmt::Display| unavailable("embedded", e);
+        let writes_before = self.cache.writes();
         let txn = self.db.begin_read().map_err(|x| e(&x))?;
         let t = txn.open_table(ROWS).map_err(|x| e(&x))?;
-        keys.iter()
-            .map(|k| Ok(t.get(k.as_str()).map_err(|x| e(&x))?.and_then(|v| decode(v.value()))))
-            .collect()
+        let mut found = Vec::new();
+        for i in missing {
+            let row = t.get(keys[i].as_str()).map_err(|x| e(&x))?.and_then(|v| decode(v.value()));
+            if let Some(row) = &row {
+                found.push((keys[i].clone(), row.clone()));
+            }
+            out[i] = row;
+        }
+        self.cache.put_read(found, writes_before);
+        Ok(out)
     }
 
     fn describe(&self) -> String {
@@ -382,6 +479,33 @@ mod tests {
             assert_eq!(out, encode_values(std::slice::from_ref(&value)), "{kind:?} {value}");
         }
         assert_eq!(decode_values(&[1, 0, 0]), None, "a truncated value is refused");
+    }
+
+    #[tokio::test]
+    async fn the_row_cache_never_serves_a_row_older_than_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("online.redb")).unwrap();
+        let row = |t: i64, v: &str| Stored { event_micros: t, values: v.as_bytes().to_vec() };
+        let k = || vec!["k".to_string()];
+        store.write(vec![("k".into(), row(1, "one"))]).await.unwrap();
+        assert_eq!(store.read(&k()).await.unwrap(), vec![Some(row(1, "one"))]);
+        // A write after a cached read replaces the cached row; an older one does not.
+        store.write(vec![("k".into(), row(2, "two"))]).await.unwrap();
+        store.write(vec![("k".into(), row(0, "zero"))]).await.unwrap();
+        assert_eq!(store.read(&k()).await.unwrap(), vec![Some(row(2, "two"))]);
+        // Rows read before a write are not cached after it.
+        let before = store.cache.writes();
+        store.write(vec![("k".into(), row(3, "three"))]).await.unwrap();
+        store.cache.put_read(vec![("k".into(), row(2, "two"))], before);
+        assert_eq!(store.read(&k()).await.unwrap(), vec![Some(row(3, "three"))]);
+        // A full cache starts over, and reads still answer from the store.
+        let small = RowCache::new(200);
+        small.put_read((0..10).map(|i| (format!("k{i}"), row(i, "v"))).collect(), 0);
+        assert!(small.rows.read().unwrap().len() < 10);
+        assert_eq!(small.get("k9"), Some(row(9, "v")), "the newest rows survive a reset");
+        // Writes replace cached rows and leave the others to their first read.
+        small.put_written([("k9".to_string(), row(10, "w")), ("new".to_string(), row(1, "n"))]);
+        assert_eq!((small.get("k9"), small.get("new")), (Some(row(10, "w")), None));
     }
 
     #[tokio::test]
