@@ -274,11 +274,11 @@ impl OnlineStore for EmbeddedStore {
                         .insert(key.as_str(), bytes.as_slice())
                         .map_err(|x| e(&x))?
                         .map(|old| old.value().to_vec());
-                    if let Some(o) = old.as_deref().and_then(decode) {
-                        if o.event_micros > row.event_micros {
-                            t.insert(key.as_str(), encode(&o).as_slice()).map_err(|x| e(&x))?;
-                            *kept = false;
-                        }
+                    if let Some(o) = old.as_deref().and_then(decode)
+                        && o.event_micros > row.event_micros
+                    {
+                        t.insert(key.as_str(), encode(&o).as_slice()).map_err(|x| e(&x))?;
+                        *kept = false;
                     }
                 }
             }
