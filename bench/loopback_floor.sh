@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The loopback floor of this machine, measured the way the serving harness measures servers
+# (wrk with the harness's Lua script and 1-row body, server on CPU 1, wrk on CPU 0): a C server
+# that answers every request with a fixed body and does nothing else (bench/floor/http_floor.c),
+# sleeping between requests and busy polling. No server can beat these figures here; they
+# bound, for example, "10x FastAPI's requests/s at 1 connection" and "p99 at 32 connections".
+# usage: bench/loopback_floor.sh          (env: BENCH_HOME, PEERS_DIR, DURATION)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PEERS_DIR="${PEERS_DIR:-../shared/bench/peers}"
+BENCH_DATA="${BENCH_DATA:-${BENCH_HOME:-$HOME/.cache/plinth-bench}/data}"
+work="$(mktemp -d)"
+trap 'kill "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$work"' EXIT
+gcc -O2 -o "$work/http_floor" bench/floor/http_floor.c
+for mode in 0 1; do
+  taskset -c 1 "$work/http_floor" "$mode" 8299 &
+  echo $! >"$work/pid"
+  sleep 0.3
+  name=$([ "$mode" = 1 ] && echo floor_busy_poll || echo floor_sleeping)
+  DURATION="${DURATION:-6}" "$PEERS_DIR/lib/loadgen.sh" "$name" single http://127.0.0.1:8299/ \
+    "$BENCH_DATA/serving/bodies/v2_single.json"
+  kill "$(cat "$work/pid")"
+  wait "$(cat "$work/pid")" 2>/dev/null || true
+done
