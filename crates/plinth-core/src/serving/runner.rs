@@ -67,8 +67,6 @@ pub struct Runner {
     queue: Mutex<VecDeque<Job>>,
     notify: Notify,
     workers: AtomicUsize,
-    /// Requests submitted and not yet answered.
-    in_flight: AtomicUsize,
     /// When a batch last ran ([`monotonic_us`]).
     last_run_us: AtomicU64,
     model: Mutex<Option<Arc<dyn Model>>>,
@@ -112,7 +110,6 @@ impl Runner {
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             workers: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
             last_run_us: AtomicU64::new(monotonic_us()),
             model: Mutex::new(None),
             loading: tokio::sync::Mutex::new(()),
@@ -169,29 +166,13 @@ impl Runner {
         Ok(model)
     }
 
-    /// Answers a request: a small one that finds the version idle (nothing else in flight) is
-    /// run at once by the caller, with nothing to batch it with and no hand-off to a worker;
-    /// any other is queued for the workers, batched, and waited for (or the timeout).
+    /// Queues a request and waits for its answer (or the timeout).
     pub async fn submit(
         self: &Arc<Self>,
         inputs: Vec<(String, Tensor)>,
         rows: usize,
     ) -> Result<Outputs> {
         let config = self.config();
-        let flight = InFlight::enter(&self.in_flight);
-        // (A cold start goes through the queue: loading may take longer than the timeout.)
-        if flight.alone && rows <= INLINE_MAX_ROWS && self.stats.loaded.load(Ordering::Relaxed) {
-            let (reply, answer) = oneshot::channel();
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let job = Job { inputs, rows, enqueued: Instant::now(), reply };
-            self.run_batch(vec![job], rows).await;
-            // A worker outlives the burst to unload the model once the version is idle.
-            self.scale_up(&config);
-            return match answer.await {
-                Ok(result) => result,
-                Err(_) => Err(Error::internal("an inline run ended without answering")),
-            };
-        }
         let (reply, answer) = oneshot::channel();
         {
             let mut queue = self.queue.lock().expect("queue lock");
@@ -287,17 +268,21 @@ impl Runner {
                 }
                 return;
             }
-            // Adaptive batching: when requests arrive together, wait a little for more.
-            if batch.len() > 1 && rows < max_rows && config.batching.max_wait_us > 0 {
-                let deadline = tokio::time::Instant::now()
-                    + Duration::from_micros(u64::from(config.batching.max_wait_us));
-                while rows < max_rows {
-                    if tokio::time::timeout_at(deadline, self.notify.notified()).await.is_err() {
+            // Adaptive batching: requests that arrive together are still being read by their
+            // connections' tasks, on this runtime. Let those run, take what they queued, and go
+            // on while each round brings more (up to the batch size, for at most max_wait_us);
+            // a round that brings nothing ends the wait: no client is left waiting on a timer.
+            if config.batching.max_wait_us > 0 {
+                let deadline =
+                    Instant::now() + Duration::from_micros(u64::from(config.batching.max_wait_us));
+                while rows < max_rows && Instant::now() < deadline {
+                    let before = batch.len();
+                    tokio::task::yield_now().await;
+                    self.take(max_rows, &mut batch, &mut rows);
+                    if batch.len() == before {
                         break;
                     }
-                    self.take(max_rows, &mut batch, &mut rows);
                 }
-                self.take(max_rows, &mut batch, &mut rows);
             }
             self.run_batch(batch, rows).await;
             // Other workers may be parked while jobs remain.
@@ -361,29 +346,6 @@ impl Runner {
 fn monotonic_us() -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_micros() as u64
-}
-
-/// Requests of at most this many rows may run inline: their work takes microseconds, so running
-/// them without a hand-off cannot hold up a timeout that matters.
-const INLINE_MAX_ROWS: usize = 16;
-
-/// Counts a request in flight until it is answered or abandoned.
-struct InFlight<'a> {
-    count: &'a AtomicUsize,
-    /// Nothing else was in flight when this request arrived.
-    alone: bool,
-}
-
-impl<'a> InFlight<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        InFlight { count, alone: count.fetch_add(1, Ordering::AcqRel) == 0 }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 fn run(model: &dyn Model, inputs: &[(String, Tensor)]) -> Result<Outputs> {
