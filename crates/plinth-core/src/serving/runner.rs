@@ -67,8 +67,6 @@ pub struct Runner {
     queue: Mutex<VecDeque<Job>>,
     notify: Notify,
     workers: AtomicUsize,
-    /// When a batch last ran ([`monotonic_us`]).
-    last_run_us: AtomicU64,
     model: Mutex<Option<Arc<dyn Model>>>,
     /// Serializes loads so a burst after scale-to-zero loads once.
     loading: tokio::sync::Mutex<()>,
@@ -110,7 +108,6 @@ impl Runner {
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             workers: AtomicUsize::new(0),
-            last_run_us: AtomicU64::new(monotonic_us()),
             model: Mutex::new(None),
             loading: tokio::sync::Mutex::new(()),
             backend,
@@ -206,11 +203,6 @@ impl Runner {
         }
     }
 
-    fn since_last_run(&self) -> Duration {
-        let last = self.last_run_us.load(Ordering::Relaxed);
-        Duration::from_micros(monotonic_us().saturating_sub(last))
-    }
-
     /// Starts a worker when there is none, or when the queue outgrows the running ones.
     fn scale_up(self: &Arc<Self>, config: &RunnerConfig) {
         let workers = self.workers.load(Ordering::Acquire);
@@ -250,10 +242,7 @@ impl Runner {
             self.take(max_rows, &mut batch, &mut rows);
             if batch.is_empty() {
                 let idle = Duration::from_secs(u64::from(config.scaling.idle_seconds.max(1)));
-                // Requests run inline do not wake the workers: idle counts from the last run.
-                let wait = idle.saturating_sub(self.since_last_run());
-                if wait > Duration::ZERO {
-                    let _ = tokio::time::timeout(wait, self.notify.notified()).await;
+                if tokio::time::timeout(idle, self.notify.notified()).await.is_ok() {
                     continue;
                 }
                 // Idle: stop, unless work arrived while deciding.
@@ -336,16 +325,9 @@ impl Runner {
             }
         }
         stats.compute_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.last_run_us.store(monotonic_us(), Ordering::Relaxed);
         let now_ms = (crate::util::now_micros() / 1000) as u64;
         stats.last_inference_ms.store(now_ms, Ordering::Relaxed);
     }
-}
-
-/// Microseconds since the first call: a clock that never goes back.
-fn monotonic_us() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
 fn run(model: &dyn Model, inputs: &[(String, Tensor)]) -> Result<Outputs> {

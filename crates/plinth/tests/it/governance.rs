@@ -389,7 +389,13 @@ shared_server_tests! {
         assert_eq!(headers["x-plinth-event"], "promotion.requested");
         let payload: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(payload["data"]["promotion"], p["id"]);
-        let log = m.get(&format!("/teams/{team}/webhooks/{}/deliveries", hook["id"].as_str().unwrap())).await.ok(StatusCode::OK);
+        // The sender records the outcome after the receiver has answered: wait for it.
+        let deliveries = format!("/teams/{team}/webhooks/{}/deliveries", hook["id"].as_str().unwrap());
+        let log = wait_for("the delivery to be recorded", Duration::from_secs(20), async || {
+            let log = m.get(&deliveries).await.ok(StatusCode::OK);
+            (log[0]["status"] != "pending").then_some(log)
+        })
+        .await;
         let d = &log[0];
         assert_eq!((d["event"].as_str(), d["status"].as_str(), d["attempts"].as_u64()), (Some("promotion.requested"), Some("delivered"), Some(2)), "{log}");
         assert_eq!(log.as_array().unwrap().len(), 1, "only the subscribed event: {log}");
