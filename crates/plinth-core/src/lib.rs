@@ -60,6 +60,8 @@ pub struct Plinth {
     pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
     pub(crate) online: Arc<dyn features::online::OnlineStore>,
     pub(crate) views: Arc<features::ViewCache>,
+    /// Online rows rendered as JSON, by content (see `features::rendered`).
+    pub(crate) rendered: Arc<features::RenderCache>,
     pub(crate) sources_root: Option<PathBuf>,
 }
 
@@ -139,6 +141,7 @@ impl Plinth {
             webhook_wake: Arc::default(),
             online,
             views: Arc::default(),
+            rendered: Arc::default(),
             sources_root: opts.local_sources_root.clone(),
         };
         let removed = core.collect_orphan_artifacts().await?;

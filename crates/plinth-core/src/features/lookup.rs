@@ -1,6 +1,7 @@
 //! Online reads: many entities × many features in Feast's shapes, and the features of a
 //! prediction by entity key (read as the deployment's own team).
 
+use super::rendered::RenderedRow;
 use super::*;
 
 impl Plinth {
@@ -117,25 +118,19 @@ impl Plinth {
                     if j > 0 {
                         s.push('\u{1f}');
                     }
-                    s.push_str(&key_text(
-                        &format!("entities.{}[{i}]", k.name),
-                        k.kind,
-                        &values[i],
-                    )?);
+                    let field = || format!("entities.{}[{i}]", k.name);
+                    push_key_text(&mut s, field, k.kind, &values[i])?;
                 }
                 Ok(s)
             })
             .collect::<Result<Vec<String>>>()?;
-        // One read per view, then decode each stored row once.
-        let mut rows: Vec<Vec<Option<Decoded>>> = Vec::with_capacity(views.len());
+        // One read per view; each stored row is decoded and rendered once (see `rendered`).
+        let mut rows: Vec<Vec<Option<Arc<RenderedRow>>>> = Vec::with_capacity(views.len());
         for v in &views {
             let ks: Vec<String> = key_texts.iter().map(|k| store_key(&v.id, k)).collect();
             let stored = self.online.read(&ks).await?;
             rows.push(
-                stored
-                    .into_iter()
-                    .map(|s| s.and_then(|s| decode_values(&s.values).map(|v| (s.event_micros, v))))
-                    .collect(),
+                stored.iter().map(|s| s.as_ref().and_then(|s| self.rendered.get(s))).collect(),
             );
         }
         let mut names = Vec::with_capacity(keys.len() + cols.len());
@@ -143,12 +138,7 @@ impl Plinth {
         names
             .extend(refs.iter().map(|r| r.split_once(':').map_or(r.as_str(), |x| x.1).to_string()));
         let keys = keys.iter().map(|k| entities[&k.name].clone()).collect();
-        // Each row's event time is formatted once per view, not once per feature.
-        let times = rows
-            .iter()
-            .map(|view| view.iter().map(|r| r.as_ref().map(|(t, _)| rfc3339(*t))).collect())
-            .collect();
-        Ok(OnlineAnswer { names, keys, cols, rows, times, n })
+        Ok(OnlineAnswer { names, keys, cols, rows, n })
     }
 
     /// Checks that a version may declare a feature service: it exists in the team and gives
@@ -249,10 +239,8 @@ pub struct OnlineAnswer {
     keys: Vec<Vec<Value>>,
     /// Per feature: its view (index into `rows`) and its position in the view's values.
     cols: Vec<(usize, usize)>,
-    /// Per view, per entity row: the stored row (event time, values), if any.
-    rows: Vec<Vec<Option<Decoded>>>,
-    /// Per view, per entity row: the event time in RFC 3339.
-    times: Vec<Vec<Option<String>>>,
+    /// Per view, per entity row: the stored row (decoded and rendered), if any.
+    rows: Vec<Vec<Option<Arc<RenderedRow>>>>,
     n: usize,
 }
 
@@ -265,7 +253,7 @@ impl OnlineAnswer {
         names.into_iter().skip(keys.len()).zip(cols).map(move |(name, (vi, pos))| {
             let values = rows[vi]
                 .iter()
-                .map(|r| r.as_ref().and_then(|(_, v)| v.get(pos).cloned()).unwrap_or(Value::Null))
+                .map(|r| r.as_ref().and_then(|r| r.values.get(pos).cloned()).unwrap_or(Value::Null))
                 .collect();
             (name, values)
         })
@@ -278,7 +266,7 @@ impl OnlineAnswer {
     /// they are; names and values go through serde_json.
     pub fn to_json(&self) -> Vec<u8> {
         let cells = self.n * (self.keys.len() + self.cols.len());
-        let mut out = Vec::with_capacity(128 + cells * 48);
+        let mut out = Vec::with_capacity(128 + cells * 64);
         let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write(out);
         out.extend_from_slice(b"{\"metadata\":{\"feature_names\":");
         json(&mut out, &self.names);
@@ -295,18 +283,17 @@ impl OnlineAnswer {
             if j > 0 || !self.keys.is_empty() {
                 out.push(b',');
             }
-            let (rows, times) = (&self.rows[vi], &self.times[vi]);
-            let value = |out: &mut Vec<u8>, i: usize| match rows[i]
-                .as_ref()
-                .and_then(|(_, v)| v.get(pos))
-            {
-                Some(v) => json(out, v),
-                None => out.extend_from_slice(b"null"),
-            };
+            let rows = &self.rows[vi];
+            let value =
+                |out: &mut Vec<u8>, i: usize| match rows[i].as_ref().and_then(|r| r.json(pos)) {
+                    Some(text) => out.extend_from_slice(text),
+                    None => out.extend_from_slice(b"null"),
+                };
             let status = |i: usize| -> &'static [u8] {
                 if rows[i].is_some() { b"PRESENT" } else { b"NOT_FOUND" }
             };
-            write_column(&mut out, n, value, status, |i| times[i].as_deref().unwrap_or(NO_TIME));
+            let time = |i: usize| rows[i].as_ref().map_or(NO_TIME, |r| &*r.time);
+            write_column(&mut out, n, value, status, time);
         }
         out.extend_from_slice(b"]}");
         out
@@ -370,12 +357,16 @@ mod tests {
 
     #[test]
     fn answers_are_feasts_shape() {
+        let stored = Stored {
+            event_micros: 1_704_067_200_000_000,
+            values: super::super::encode_values(&[json!("a"), json!(0.5)]),
+        };
+        let row = RenderCache::new(1 << 20).get(&stored).unwrap();
         let answer = OnlineAnswer {
             names: vec!["driver_id".into(), "conv \"rate\"".into()],
             keys: vec![vec![json!(1), json!(2)]],
             cols: vec![(0, 1)],
-            rows: vec![vec![Some((0, vec![json!("a"), json!(0.5)])), None]],
-            times: vec![vec![Some("2024-01-01T00:00:00Z".into()), None]],
+            rows: vec![vec![Some(row), None]],
             n: 2,
         };
         let got: Value = serde_json::from_slice(&answer.to_json()).unwrap();

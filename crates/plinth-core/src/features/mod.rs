@@ -5,11 +5,13 @@
 mod lookup;
 
 pub use lookup::OnlineAnswer;
+pub(crate) use rendered::RenderCache;
 mod materialize;
 pub mod nats;
 pub mod online;
 mod push;
 mod registry;
+mod rendered;
 mod training;
 
 use std::collections::HashMap;
@@ -34,7 +36,7 @@ use crate::data::ColumnData;
 use crate::error::{Error, Result};
 use crate::store::{Sql, col};
 use crate::util::{check_name, check_text, micros_to_time, new_id, now_micros, time_to_micros};
-use online::{Decoded, Stored, decode_values, encode_values};
+use online::{Stored, encode_values};
 
 /// What a view stores besides its identity (the `spec` column).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,16 +71,34 @@ pub(crate) const MATERIALIZE: &str = "materialize";
 
 /// The online-store key of an entity row of a view.
 fn store_key(view_id: &str, key: &str) -> String {
-    format!("{view_id}\u{1f}{key}")
+    let mut out = String::with_capacity(view_id.len() + 1 + key.len());
+    out.push_str(view_id);
+    out.push('\u{1f}');
+    out.push_str(key);
+    out
 }
 
-/// A join-key value in canonical text: integers in decimal, strings as they are.
-fn key_text(field: &str, kind: ColumnType, v: &Value) -> Result<String> {
+/// Appends a join-key value in canonical text: integers in decimal, strings as they are. The
+/// field is named only when the value is refused (a lookup checks thousands of keys a second).
+fn push_key_text(
+    out: &mut String,
+    field: impl FnOnce() -> String,
+    kind: ColumnType,
+    v: &Value,
+) -> Result<()> {
     match (kind, v) {
-        (ColumnType::Int64, Value::Number(n)) if n.is_i64() => Ok(n.to_string()),
-        (ColumnType::String, Value::String(s)) => Ok(s.clone()),
+        (ColumnType::Int64, Value::Number(n)) if n.is_i64() => {
+            use std::fmt::Write;
+            // Writing into a String cannot fail.
+            let _ = write!(out, "{}", n.as_i64().unwrap_or_default());
+            Ok(())
+        }
+        (ColumnType::String, Value::String(s)) => {
+            out.push_str(s);
+            Ok(())
+        }
         (k, other) => Err(Error::invalid(
-            field,
+            field(),
             format!("join keys of this entity are {}, got {other}", k.as_str()),
         )),
     }

@@ -11,9 +11,6 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// A stored row, decoded: its event time and values in the view's feature order.
-pub(crate) type Decoded = (i64, Vec<Value>);
-
 /// The online store's value encoding: per feature a tag byte, then the value (little endian):
 /// 0 null, 1 f64, 2 i64, 3 false, 4 true, 5 string (u32 length + UTF-8).
 pub(crate) fn encode_values(values: &[Value]) -> Vec<u8> {

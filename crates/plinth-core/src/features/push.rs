@@ -38,7 +38,7 @@ impl Plinth {
                 if j > 0 {
                     key.push('\u{1f}');
                 }
-                key.push_str(&key_text(&field, k.kind, v)?);
+                push_key_text(&mut key, || field, k.kind, v)?;
             }
             let ts = match row.get("event_timestamp") {
                 Some(Value::String(s)) => time_to_micros(
