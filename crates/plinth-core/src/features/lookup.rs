@@ -359,7 +359,7 @@ mod tests {
     fn answers_are_feasts_shape() {
         let stored = Stored {
             event_micros: 1_704_067_200_000_000,
-            values: super::super::encode_values(&[json!("a"), json!(0.5)]),
+            values: super::super::encode_values(&[json!("a"), json!(0.5)]).into(),
         };
         let row = RenderCache::new(1 << 20).get(&stored).unwrap();
         let answer = OnlineAnswer {

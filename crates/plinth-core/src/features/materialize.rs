@@ -314,7 +314,7 @@ impl Scan {
                     }
                     chunk.push((
                         store_key(&self.meta.id, &key),
-                        Stored { event_micros: event, values },
+                        Stored { event_micros: event, values: values.into() },
                     ));
                     if chunk.len() == CHUNK {
                         let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));

@@ -116,11 +116,12 @@ pub(crate) fn decode_values(mut b: &[u8]) -> Option<Vec<Value>> {
     Some(out)
 }
 
-/// A stored row: its event time (µs) and its encoded values.
+/// A stored row: its event time (µs) and its encoded values (shared: a cached row is handed
+/// out without copying).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
     pub event_micros: i64,
-    pub values: Vec<u8>,
+    pub values: Arc<[u8]>,
 }
 
 #[async_trait::async_trait]
@@ -246,7 +247,7 @@ fn encode(s: &Stored) -> Vec<u8> {
 
 fn decode(b: &[u8]) -> Option<Stored> {
     let ts = i64::from_be_bytes(b.get(..8)?.try_into().ok()?);
-    Some(Stored { event_micros: ts, values: b[8..].to_vec() })
+    Some(Stored { event_micros: ts, values: b[8..].into() })
 }
 
 #[async_trait::async_trait]
@@ -372,7 +373,7 @@ impl OnlineStore for RedisStore {
                     self.script
                         .key(format!("{}{key}", self.prefix))
                         .arg(row.event_micros)
-                        .arg(row.values.as_slice()),
+                        .arg(&*row.values),
                 );
             }
             let done: Vec<i64> = match pipe.query_async(&mut conn).await {
@@ -407,7 +408,7 @@ impl OnlineStore for RedisStore {
         Ok(rows
             .into_iter()
             .map(|(t, v)| match (t, v) {
-                (Some(t), Some(v)) => Some(Stored { event_micros: t, values: v }),
+                (Some(t), Some(v)) => Some(Stored { event_micros: t, values: v.into() }),
                 _ => None,
             })
             .collect())
@@ -422,7 +423,7 @@ impl OnlineStore for RedisStore {
 #[cfg(test)]
 pub(crate) async fn conformance(store: &dyn OnlineStore, ns: &str) {
     let k = |s: &str| format!("{ns}:{s}");
-    let row = |t: i64, v: &str| Stored { event_micros: t, values: v.as_bytes().to_vec() };
+    let row = |t: i64, v: &str| Stored { event_micros: t, values: v.as_bytes().into() };
     assert_eq!(store.read(&[k("a")]).await.unwrap(), vec![None]);
     let n = store.write(vec![(k("a"), row(10, "a10")), (k("b"), row(5, "b5"))]).await.unwrap();
     assert_eq!(n, 2);
@@ -482,7 +483,7 @@ mod tests {
     async fn the_row_cache_never_serves_a_row_older_than_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("online.redb")).unwrap();
-        let row = |t: i64, v: &str| Stored { event_micros: t, values: v.as_bytes().to_vec() };
+        let row = |t: i64, v: &str| Stored { event_micros: t, values: v.as_bytes().into() };
         let k = || vec!["k".to_string()];
         store.write(vec![("k".into(), row(1, "one"))]).await.unwrap();
         assert_eq!(store.read(&k()).await.unwrap(), vec![Some(row(1, "one"))]);

@@ -83,7 +83,7 @@ impl Plinth {
             newest = newest.max(ts);
             out.push((
                 store_key(&meta.id, &key),
-                Stored { event_micros: ts, values: encode_values(&values) },
+                Stored { event_micros: ts, values: encode_values(&values).into() },
             ));
         }
         let received = out.len() as u64;

@@ -61,7 +61,7 @@ impl RenderedRow {
 /// The memo: rows by encoded values, up to a byte budget; when full it starts over (hot rows
 /// come back on their next read).
 pub struct RenderCache {
-    rows: RwLock<HashMap<Box<[u8]>, Arc<RenderedRow>>>,
+    rows: RwLock<HashMap<Arc<[u8]>, Arc<RenderedRow>>>,
     bytes: AtomicUsize,
     budget: usize,
 }
@@ -83,7 +83,7 @@ impl RenderCache {
     /// The row rendered: from the memo when the same row was rendered before, else rendered
     /// now and remembered. `None` when its bytes do not decode.
     pub fn get(&self, stored: &Stored) -> Option<Arc<RenderedRow>> {
-        let hit = self.rows.read().expect("render lock").get(stored.values.as_slice()).cloned();
+        let hit = self.rows.read().expect("render lock").get(&*stored.values).cloned();
         if let Some(row) = hit
             && row.event_micros == stored.event_micros
         {
@@ -96,7 +96,7 @@ impl RenderCache {
             map.clear();
             self.bytes.store(size, Ordering::Relaxed);
         }
-        map.insert(stored.values.clone().into_boxed_slice(), row.clone());
+        map.insert(stored.values.clone(), row.clone());
         Some(row)
     }
 }
@@ -108,7 +108,7 @@ mod tests {
     use serde_json::json;
 
     fn stored(t: i64, values: &[Value]) -> Stored {
-        Stored { event_micros: t, values: encode_values(values) }
+        Stored { event_micros: t, values: encode_values(values).into() }
     }
 
     #[test]
@@ -128,7 +128,7 @@ mod tests {
         let b = stored(2_000_000, &[json!(0.1), json!(null), json!("x\"y"), json!(7), json!(true)]);
         assert_eq!(&*cache.get(&b).unwrap().time, "1970-01-01T00:00:02Z");
         // Bytes that do not decode render nothing.
-        assert!(cache.get(&Stored { event_micros: 0, values: vec![9] }).is_none());
+        assert!(cache.get(&Stored { event_micros: 0, values: vec![9].into() }).is_none());
     }
 
     #[test]
