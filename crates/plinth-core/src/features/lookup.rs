@@ -262,8 +262,8 @@ impl OnlineAnswer {
 
 impl OnlineAnswer {
     /// The answer as JSON in Feast's shape ([`plinth_api::features::OnlineResponse`]), written
-    /// straight from the decoded rows: statuses and times need no escaping and are copied as
-    /// they are; names and values go through serde_json.
+    /// straight from the rendered rows: values, statuses and times are copied as they are;
+    /// names and key values go through serde_json.
     pub fn to_json(&self) -> Vec<u8> {
         let cells = self.n * (self.keys.len() + self.cols.len());
         let mut out = Vec::with_capacity(128 + cells * 64);

@@ -2,9 +2,9 @@
 //! the same row: an answer of 100 entities × 10 features is then copies, not 1,000 floats
 //! formatted and 100 times in RFC 3339.
 //!
-//! The memo is keyed by the row's encoded bytes and checked against its event time, so it can
-//! never answer with a row other than the one the store returned: a changed row has other bytes
-//! or another time, and is rendered afresh. It works the same over both online stores.
+//! The memo is keyed by the row itself (event time and encoded bytes), so it can never answer
+//! with a row other than the one the store returned: a changed row has another key, and is
+//! rendered afresh. It works the same over both online stores.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +17,6 @@ use super::online::{Stored, decode_values};
 /// One stored row, decoded and rendered.
 #[derive(Debug)]
 pub struct RenderedRow {
-    pub event_micros: i64,
     /// The values, for the prediction path.
     pub values: Vec<Value>,
     /// The values' JSON texts, one after the other; value `i` ends at `ends[i]`.
@@ -38,7 +37,6 @@ impl RenderedRow {
             ends.push(json.len() as u32);
         }
         Some(RenderedRow {
-            event_micros: stored.event_micros,
             values,
             json: json.into(),
             ends: ends.into(),
@@ -58,10 +56,13 @@ impl RenderedRow {
     }
 }
 
-/// The memo: rows by encoded values, up to a byte budget; when full it starts over (hot rows
-/// come back on their next read).
+/// A stored row's identity: its event time and encoded values.
+type RowKey = (i64, Arc<[u8]>);
+
+/// The memo: rows by (event time, encoded values), up to a byte budget; when full it starts
+/// over (hot rows come back on their next read). Keys share the stored rows' bytes.
 pub struct RenderCache {
-    rows: RwLock<HashMap<Arc<[u8]>, Arc<RenderedRow>>>,
+    rows: RwLock<HashMap<RowKey, Arc<RenderedRow>>>,
     bytes: AtomicUsize,
     budget: usize,
 }
@@ -83,11 +84,9 @@ impl RenderCache {
     /// The row rendered: from the memo when the same row was rendered before, else rendered
     /// now and remembered. `None` when its bytes do not decode.
     pub fn get(&self, stored: &Stored) -> Option<Arc<RenderedRow>> {
-        let hit = self.rows.read().expect("render lock").get(&*stored.values).cloned();
-        if let Some(row) = hit
-            && row.event_micros == stored.event_micros
-        {
-            return Some(row);
+        let key = (stored.event_micros, stored.values.clone());
+        if let Some(row) = self.rows.read().expect("render lock").get(&key) {
+            return Some(row.clone());
         }
         let row = Arc::new(RenderedRow::new(stored)?);
         let size = row.size(stored.values.len());
@@ -96,7 +95,7 @@ impl RenderCache {
             map.clear();
             self.bytes.store(size, Ordering::Relaxed);
         }
-        map.insert(stored.values.clone(), row.clone());
+        map.insert(key, row.clone());
         Some(row)
     }
 }
