@@ -11,6 +11,7 @@ MODEL="$1"
 LISTEN="${2:-127.0.0.1:8200}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PLINTH="${PLINTH_BIN:-${CARGO_TARGET_DIR:-$HERE/../target}/release/plinth}"
+unset PLINTH_BIN # plinth refuses PLINTH_* variables that are not its settings
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/plinth-bench.XXXXXX")"
 export PLINTH_PROFILES_FILE="$DATA/profiles.toml"
 KEY="$("$PLINTH" key generate)"

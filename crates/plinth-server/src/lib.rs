@@ -11,6 +11,7 @@ pub mod openapi;
 mod routes;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -27,10 +28,10 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::extract::RequestId;
 
-/// What every handler can reach.
+/// What every handler can reach. Extractors clone it per request: one reference count.
 #[derive(Clone)]
 pub struct AppState {
-    pub core: Plinth,
+    pub core: Arc<Plinth>,
 }
 
 tokio::task_local! {

@@ -14,6 +14,12 @@ use plinth_core::serving::runtime::InferenceBackend;
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: a prediction allocates a few dozen small buffers
+/// (request, tensors, response, log record), and glibc's malloc/free were a fifth of a serving
+/// core's time under load (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The inference backend this build serves with.
 pub fn backend() -> Arc<dyn InferenceBackend> {
     #[cfg(feature = "infer")]

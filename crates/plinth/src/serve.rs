@@ -53,7 +53,7 @@ pub async fn run(config: Config) -> Result<()> {
     eprintln!("listening on http://{addr}");
     plinth_server::serve(
         listener,
-        AppState { core: core.clone() },
+        AppState { core: std::sync::Arc::new(core.clone()) },
         shutdown_signal(),
         Duration::from_secs(config.shutdown_grace_seconds),
     )

@@ -168,7 +168,7 @@ impl TestServer {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let state = plinth_server::AppState { core: core.clone() };
+        let state = plinth_server::AppState { core: std::sync::Arc::new(core.clone()) };
         runtime.spawn(async move {
             let _ = plinth_server::serve(
                 listener,
