@@ -214,7 +214,11 @@ impl Ensemble {
     ///
     /// Rows go in blocks, and within a block tree by tree, so a tree's nodes stay in cache. A
     /// tree is walked by [`LANES`] rows in lockstep: each step is a dependent load, and
-    /// independent walks side by side keep the core busy while each one waits for memory.
+    /// independent walks side by side keep the core busy while each one waits for memory. The
+    /// rows left over (all of them in a request of fewer than [`LANES`] rows, the common case
+    /// of online serving) walk [`LANES`] trees in lockstep instead, for the same reason. Either
+    /// way each row adds its trees' weights in tree order, so the sums do not depend on the
+    /// batch a row came in.
     pub fn accumulate(&self, features: &[f32], width: usize, out: &mut [f64]) {
         const BLOCK: usize = 64;
         assert!(
@@ -234,10 +238,12 @@ impl Ensemble {
         let mut start = 0;
         while start < n_rows {
             let end = (start + BLOCK).min(n_rows);
+            // Rows start..lanes_end go LANES at a time down each tree; the rest, tree-wise.
+            let lanes_end = if nf == width { start + (end - start) / LANES * LANES } else { start };
             for (t, &root) in self.roots.iter().enumerate() {
                 let mut r = start;
-                if self.lockstep[t] && nf == width {
-                    while r + LANES <= end {
+                if self.lockstep[t] {
+                    while r < lanes_end {
                         let leaves = self.walk_lanes(root, features, nf, r);
                         for (lane, &leaf) in leaves.iter().enumerate() {
                             self.add_leaf(
@@ -248,12 +254,38 @@ impl Ensemble {
                         r += LANES;
                     }
                 }
-                for r in r..end {
+                for r in r..lanes_end {
                     let leaf = self.leaf_index(root, &features[r * nf..(r + 1) * nf]);
                     self.add_leaf(leaf, &mut out[r * nt..(r + 1) * nt]);
                 }
             }
+            for r in lanes_end..end {
+                self.accumulate_row(
+                    &features[r * nf..(r + 1) * nf],
+                    &mut out[r * nt..(r + 1) * nt],
+                );
+            }
             start = end;
+        }
+    }
+
+    /// One row through every tree, [`LANES`] trees at a time where they are all compiled.
+    fn accumulate_row(&self, row: &[f32], o: &mut [f64]) {
+        let n_trees = self.roots.len();
+        let mut t = 0;
+        while t < n_trees {
+            if t + LANES <= n_trees
+                && row.len() >= self.n_features
+                && self.lockstep[t..t + LANES].iter().all(|&l| l)
+            {
+                for leaf in self.walk_trees(&self.roots[t..t + LANES], row) {
+                    self.add_leaf(leaf as usize, o);
+                }
+                t += LANES;
+            } else {
+                self.add_leaf(self.leaf_index(self.roots[t], row), o);
+                t += 1;
+            }
         }
     }
 
@@ -294,6 +326,32 @@ impl Ensemble {
                     if x <= n.t || (x.is_nan() && n.meta & NAN_YES != 0) { n.yes } else { n.no };
                 moved |= next != idx[k];
                 idx[k] = next;
+            }
+            if !moved {
+                return idx;
+            }
+        }
+    }
+
+    /// Walks one row down [`LANES`] trees together; answers their leaves. The same reasoning as
+    /// [`Ensemble::walk_lanes`] makes the unchecked reads sound: every root and child index was
+    /// checked by [`Ensemble::check`], the caller checked `row.len() >= n_features`, and a leaf's
+    /// children are itself.
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    fn walk_trees(&self, roots: &[u32], row: &[f32]) -> [u32; LANES] {
+        let fast = &self.fast;
+        let mut idx: [u32; LANES] = std::array::from_fn(|k| roots[k]);
+        loop {
+            let mut moved = false;
+            for i in &mut idx {
+                // SAFETY: see above.
+                let n = unsafe { *fast.get_unchecked(*i as usize) };
+                let x = unsafe { *row.get_unchecked((n.meta & FEATURE) as usize) };
+                let next =
+                    if x <= n.t || (x.is_nan() && n.meta & NAN_YES != 0) { n.yes } else { n.no };
+                moved |= next != *i;
+                *i = next;
             }
             if !moved {
                 return idx;
@@ -550,6 +608,83 @@ mod tests {
                         assert_eq!(compiled, reference, "{cmp:?} t={t} flags={m} x={x}");
                     }
                 }
+            }
+        }
+    }
+
+    /// A forest of `n_trees` full trees of `depth` levels over 5 features, thresholds and
+    /// features from a fixed pseudo-random sequence; trees 3, 19, 35... have an equality split
+    /// (not compiled, so its group of trees cannot go in lockstep).
+    fn forest(n_trees: usize, depth: u32, n_targets: u32) -> Ensemble {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut e =
+            Ensemble { n_features: 5, n_targets: n_targets as usize, ..Ensemble::default() };
+        for t in 0..n_trees {
+            let root = e.nodes.len() as u32;
+            e.roots.push(root);
+            let internal = (1u32 << depth) - 1;
+            for i in 0..(2 * internal + 1) {
+                if i < internal {
+                    let slow = t % 16 == 3 && i == 0;
+                    e.nodes.push(Node {
+                        threshold: (next() % 2000) as f64 / 1000.0 - 1.0,
+                        feature: (next() % 5) as u32,
+                        yes: root + 2 * i + 1,
+                        no: root + 2 * i + 2,
+                        cmp: if slow { Cmp::Eq } else { Cmp::Le },
+                        missing: if next() % 2 == 0 {
+                            missing::NAN_DEFAULT | missing::DEFAULT_YES
+                        } else {
+                            0
+                        },
+                    });
+                } else {
+                    let first = e.leaf_weights.len() as u32;
+                    for target in 0..n_targets {
+                        e.leaf_weights.push((target, (next() % 1_000_000) as f64 / 7_777.0 - 64.0));
+                    }
+                    e.nodes.push(Node::leaf(first, n_targets));
+                }
+            }
+        }
+        e.check().unwrap();
+        e
+    }
+
+    #[test]
+    fn any_batch_size_sums_every_row_like_the_reference_walk() {
+        for (n_trees, n_targets) in [(1, 1), (7, 1), (8, 1), (21, 1), (100, 1), (24, 3)] {
+            let e = forest(n_trees, 4, n_targets);
+            let mut seed = 7u64;
+            let rows: Vec<f32> = (0..150 * 5)
+                .map(|i| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    if i % 23 == 0 { f32::NAN } else { ((seed >> 40) % 3000) as f32 / 1000.0 - 1.5 }
+                })
+                .collect();
+            // The reference: each row alone, tree after tree, through the general walk.
+            let nt = n_targets as usize;
+            let mut reference = vec![0.0; 150 * nt];
+            for (r, row) in rows.chunks(5).enumerate() {
+                for &root in &e.roots {
+                    let leaf = e.leaf_of(root, row);
+                    for &(target, w) in
+                        &e.leaf_weights[leaf.yes as usize..(leaf.yes + leaf.no) as usize]
+                    {
+                        reference[r * nt + target as usize] += w;
+                    }
+                }
+            }
+            for n in [1, 2, 7, 8, 9, 15, 16, 17, 63, 64, 65, 150] {
+                let mut out = vec![0.0; n * nt];
+                e.accumulate(&rows[..n * 5], 5, &mut out);
+                assert_eq!(out, reference[..n * nt], "{n_trees} trees, {n} rows");
             }
         }
     }
