@@ -76,6 +76,19 @@ pub(crate) struct Fast {
     no: u32,
 }
 
+impl Fast {
+    /// The child this (compiled, numeric) split sends `x` to, computed without a branch: which
+    /// way a row goes is data, so a branch here is mispredicted about as often as not, and the
+    /// misprediction costs more than the whole step (`perf annotate` showed the compiler's
+    /// `jae` on `x <= t` as the hottest instructions of batch evaluation).
+    #[inline(always)]
+    fn child(self, x: f32) -> u32 {
+        let yes = (x <= self.t) | (x.is_nan() & (self.meta & NAN_YES != 0));
+        let mask = u32::from(yes).wrapping_neg();
+        (self.yes & mask) | (self.no & !mask)
+    }
+}
+
 /// Rows walked down a tree together.
 const LANES: usize = 8;
 
@@ -204,8 +217,7 @@ impl Ensemble {
                 continue;
             }
             let x = row[(n.meta & FEATURE) as usize];
-            i = if x <= n.t || (x.is_nan() && n.meta & NAN_YES != 0) { n.yes } else { n.no }
-                as usize;
+            i = n.child(x) as usize;
         }
     }
 
@@ -322,8 +334,7 @@ impl Ensemble {
                 // `n_features <= width == rows[k].len()`.
                 let n = unsafe { *fast.get_unchecked(idx[k] as usize) };
                 let x = unsafe { *rows[k].get_unchecked((n.meta & FEATURE) as usize) };
-                let next =
-                    if x <= n.t || (x.is_nan() && n.meta & NAN_YES != 0) { n.yes } else { n.no };
+                let next = n.child(x);
                 moved |= next != idx[k];
                 idx[k] = next;
             }
@@ -348,8 +359,7 @@ impl Ensemble {
                 // SAFETY: see above.
                 let n = unsafe { *fast.get_unchecked(*i as usize) };
                 let x = unsafe { *row.get_unchecked((n.meta & FEATURE) as usize) };
-                let next =
-                    if x <= n.t || (x.is_nan() && n.meta & NAN_YES != 0) { n.yes } else { n.no };
+                let next = n.child(x);
                 moved |= next != *i;
                 *i = next;
             }
