@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plinth_api::serving::PredictionRecord;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::tensor::{Data, Tensor};
 use crate::util::micros_to_time;
@@ -51,6 +51,8 @@ const CAPACITY: usize = 65_536;
 const INTERVAL: Duration = Duration::from_millis(2);
 /// ...and at most this seldom while none do.
 const IDLE_INTERVAL: Duration = Duration::from_millis(50);
+/// The write buffer of each open log file: a drain's records go out in a few system calls.
+const FILE_BUFFER: usize = 64 * 1024;
 /// How often the files are fsynced (a crash loses at most this much of the log).
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -111,8 +113,9 @@ impl PredictionLog {
         if batch.is_empty() && !sync {
             return false;
         }
+        let mut scratch = Scratch::default();
         for e in &batch {
-            if let Err(err) = write_entry(&self.dir, &mut files, e) {
+            if let Err(err) = write_entry(&self.dir, &mut files, &mut scratch, e) {
                 tracing::error!(error = %err, "cannot write the prediction log");
             }
         }
@@ -192,28 +195,48 @@ impl PredictionLog {
 }
 
 /// Writes tensors compactly: numbers as base64 of their little-endian bytes (formatting floats as
-/// text would cost more than the prediction itself).
-fn write_tensors(out: &mut String, tensors: &[(String, Tensor)]) {
+/// text would cost more than the prediction itself). `le` is scratch space.
+fn write_tensors(out: &mut Vec<u8>, le: &mut Vec<u8>, tensors: &[(String, Tensor)]) {
     use base64::Engine;
-    use std::fmt::Write as _;
-    out.push('{');
+    out.push(b'{');
     for (i, (name, t)) in tensors.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        let _ = write!(out, "{}:{{\"shape\":{},", json!(name), json!(t.shape));
-        let body = match &t.data {
-            Data::Str(v) => json!(v),
-            numbers => {
-                let mut bytes = Vec::with_capacity(numbers.len() * 8);
-                numbers.write_le(&mut bytes);
-                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+        write_json_str(out, name);
+        out.extend_from_slice(b":{\"shape\":[");
+        for (j, d) in t.shape.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
             }
-        };
-        let dt = t.data.type_name();
-        let _ = write!(out, "\"datatype\":\"{dt}\",\"b64\":{body}}}");
+            let _ = write!(out, "{d}");
+        }
+        out.extend_from_slice(b"],\"datatype\":\"");
+        out.extend_from_slice(t.data.type_name().as_bytes());
+        out.extend_from_slice(b"\",\"b64\":");
+        match &t.data {
+            Data::Str(v) => {
+                let _ = serde_json::to_writer(&mut *out, v);
+            }
+            numbers => {
+                le.clear();
+                numbers.write_le(le);
+                let engine = &base64::engine::general_purpose::STANDARD;
+                let start = out.len() + 1;
+                let len = base64::encoded_len(le.len(), true).expect("a tensor's size fits");
+                out.resize(start + len + 2, b'"');
+                engine.encode_slice(&le[..], &mut out[start..start + len]).expect("sized above");
+                out.truncate(start + len + 1);
+            }
+        }
+        out.push(b'}');
     }
-    out.push('}');
+    out.push(b'}');
+}
+
+/// A JSON string literal, escaped.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// Reads tensors written by [`write_tensors`] back as `{"name": {"shape", "data"}}`.
@@ -250,9 +273,17 @@ fn read_tensors(v: &Value) -> Value {
     Value::Object(out)
 }
 
+/// Scratch space for encoding records, reused from one record to the next.
+#[derive(Default)]
+struct Scratch {
+    line: Vec<u8>,
+    le: Vec<u8>,
+}
+
 fn write_entry(
     dir: &Path,
     files: &mut HashMap<(String, i64), std::io::BufWriter<std::fs::File>>,
+    scratch: &mut Scratch,
     e: &Entry,
 ) -> std::io::Result<()> {
     let hour = e.at_micros.div_euclid(3_600_000_000);
@@ -264,33 +295,26 @@ fn write_entry(
             .create(true)
             .append(true)
             .open(d.join(format!("{hour}.jsonl")))?;
-        files.insert(key.clone(), std::io::BufWriter::new(f));
+        files.insert(key.clone(), std::io::BufWriter::with_capacity(FILE_BUFFER, f));
     }
-    let mut line = String::with_capacity(256);
-    {
-        use std::fmt::Write as _;
-        let _ = write!(
-            line,
-            "{{\"at_us\":{},\"request_id\":{},\"version\":{},\"shadow\":{},\"caller\":{},\"latency_us\":{},\"inputs\":",
-            e.at_micros,
-            json!(e.request_id),
-            e.version,
-            e.shadow,
-            json!(e.caller),
-            e.latency_us
-        );
-    }
-    write_tensors(&mut line, &e.inputs);
+    let Scratch { line, le } = scratch;
+    line.clear();
+    let _ = write!(line, "{{\"at_us\":{},\"request_id\":", e.at_micros);
+    write_json_str(line, &e.request_id);
+    let _ = write!(line, ",\"version\":{},\"shadow\":{},\"caller\":", e.version, e.shadow);
+    write_json_str(line, &e.caller);
+    let _ = write!(line, ",\"latency_us\":{},\"inputs\":", e.latency_us);
+    write_tensors(line, le, &e.inputs);
     match &e.outputs {
         Ok(o) => {
-            line.push_str(",\"outputs\":");
-            write_tensors(&mut line, o);
+            line.extend_from_slice(b",\"outputs\":");
+            write_tensors(line, le, o);
         }
         Err(m) => {
-            line.push_str(",\"outputs\":null,\"error\":");
-            line.push_str(&json!(m).to_string());
+            line.extend_from_slice(b",\"outputs\":null,\"error\":");
+            write_json_str(line, m);
         }
     }
-    line.push_str("}\n");
-    files.get_mut(&key).expect("opened above").write_all(line.as_bytes())
+    line.extend_from_slice(b"}\n");
+    files.get_mut(&key).expect("opened above").write_all(line)
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Server CPU time per request: a figure that moves far less with the machine's noise than req/s.
+#
+#   usage: bench/serving_cpu.sh [PLINTH_BINARY ...]     (default: the release build)
+#
+# For each binary: the harness's serving model deployed by bench/serve_bench_model.sh (server on
+# CPU 1, wrk on CPU 0, as the harness does), busy polling off (a spinning thread would count
+# its waiting as CPU time), a 2-s warm-up, then wrk at each concurrency (CONNS, default
+# "1 8 32") for DURATION seconds (default 5) with 1-row OIP bodies (BODY=batch64 for 64 rows).
+# Prints one JSON line per level: req/s, p50/p99 and the server's user+system CPU microseconds
+# per request (from /proc/<pid>/stat). Several binaries are measured in turn, in one run, so
+# that two builds compare under the same conditions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PEERS_DIR="${PEERS_DIR:-../shared/bench/peers}"
+export BENCH_DATA="${BENCH_DATA:-${BENCH_HOME:-$HOME/.cache/plinth-bench}/data}"
+LISTEN=127.0.0.1:8200
+URL="http://$LISTEN/v2/models/bench.lgbm/infer"
+case "${BODY:-single}" in
+  single) export WRK_BODY="$BENCH_DATA/serving/bodies/v2_single.json" ;;
+  batch64) export WRK_BODY="$BENCH_DATA/serving/bodies/v2_batch64.json" ;;
+  *) echo "BODY is single or batch64" >&2; exit 2 ;;
+esac
+[ -f "$WRK_BODY" ] || { echo "no $WRK_BODY: run $PEERS_DIR/serving/train_model.py first" >&2; exit 2; }
+BINS=("$@")
+[ ${#BINS[@]} -eq 0 ] && BINS=("${CARGO_TARGET_DIR:-target}/release/plinth")
+HZ=$(getconf CLK_TCK)
+
+stop() { pkill -f -- "serve --listen $LISTEN" 2>/dev/null || true; sleep 1; }
+trap stop EXIT
+
+for bin in "${BINS[@]}"; do
+  stop
+  PLINTH_BUSY_POLL_US=0 PLINTH_BIN="$bin" taskset -c 1 bench/serve_bench_model.sh \
+    "$BENCH_DATA/serving/model.onnx" "$LISTEN" >/dev/null 2>&1 &
+  until curl -sf -o /dev/null "http://$LISTEN/v2/models/bench.lgbm/ready"; do sleep 0.1; done
+  pid=$(pgrep -f -- "serve --listen $LISTEN" | tail -n 1)
+  cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+  taskset -c 0 wrk -t1 -c32 -d2s -s "$PEERS_DIR/lib/wrk_post.lua" "$URL" >/dev/null 2>&1
+  for c in ${CONNS:-1 8 32}; do
+    before=$(cpu)
+    line=$(taskset -c 0 wrk -t1 -c"$c" -d"${DURATION:-5}"s -s "$PEERS_DIR/lib/wrk_post.lua" "$URL" 2>&1 | tail -n 1)
+    after=$(cpu)
+    python3 - "$bin" "$c" "$((after - before))" "$HZ" "${BODY:-single}" "$line" <<'EOF'
+import json, sys
+bin_, conns, ticks, hz, body, line = sys.argv[1:]
+d = json.loads(line)
+print(json.dumps({"bench": "serving_cpu", "binary": bin_, "body": body, "conns": int(conns),
+                  "rps": round(d["rps"]), "p50_ms": d["p50_ms"], "p99_ms": d["p99_ms"],
+                  "errors": d["err_status"] + d["err_timeout"],
+                  "cpu_us_per_request": round(int(ticks) / int(hz) * 1e6 / max(d["requests"], 1), 2)}))
+EOF
+  done
+done
