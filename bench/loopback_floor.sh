@@ -4,7 +4,9 @@
 # that answers every request with a fixed body and does nothing else (bench/floor/http_floor.c),
 # sleeping between requests and busy polling. No server can beat these figures here; they
 # bound, for example, "10x FastAPI's requests/s at 1 connection" and "p99 at 32 connections".
-# usage: bench/loopback_floor.sh          (env: BENCH_HOME, PEERS_DIR, DURATION)
+# Then, at 1 connection, the busy-polling floor doing WORK_US of work per request (FLOOR_WORK_US,
+# default "5 10 20"): how the round trip grows with a server's own time.
+# usage: bench/loopback_floor.sh          (env: BENCH_HOME, PEERS_DIR, DURATION, FLOOR_WORK_US)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS_DIR="${PEERS_DIR:-../shared/bench/peers}"
@@ -19,6 +21,15 @@ for mode in 0 1; do
   name=$([ "$mode" = 1 ] && echo floor_busy_poll || echo floor_sleeping)
   DURATION="${DURATION:-6}" "$PEERS_DIR/lib/loadgen.sh" "$name" single http://127.0.0.1:8299/ \
     "$BENCH_DATA/serving/bodies/v2_single.json"
+  kill "$(cat "$work/pid")"
+  wait "$(cat "$work/pid")" 2>/dev/null || true
+done
+for work_us in ${FLOOR_WORK_US:-5 10 20}; do
+  taskset -c 1 "$work/http_floor" 1 8299 "$work_us" &
+  echo $! >"$work/pid"
+  sleep 0.3
+  CONCURRENCY=1 WARMUP=0 DURATION="${DURATION:-6}" "$PEERS_DIR/lib/loadgen.sh" \
+    "floor_busy_poll_work_${work_us}us" single http://127.0.0.1:8299/ "$BENCH_DATA/serving/bodies/v2_single.json"
   kill "$(cat "$work/pid")"
   wait "$(cat "$work/pid")" 2>/dev/null || true
 done

@@ -1,9 +1,11 @@
 /* The loopback floor of this machine: an HTTP/1.1 server that does nothing but answer every
  * request with a fixed 2-byte body, on one thread, either sleeping in epoll_wait between
  * requests (mode 0, what most servers do) or polling without sleeping (mode 1, busy polling).
- * Whatever a real server does per request comes on top of these figures.
+ * Whatever a real server does per request comes on top of these figures. WORK_US, if given,
+ * spins that many microseconds before each answer: a server's own work, to see how the round
+ * trip grows with it (on a guest whose idle vCPUs halt, not linearly: see docs/BENCHMARKS.md).
  *
- * usage: http_floor MODE PORT        (listens on 127.0.0.1:PORT) */
+ * usage: http_floor MODE PORT [WORK_US]        (listens on 127.0.0.1:PORT) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
@@ -12,14 +14,16 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char RESP[] =
     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
 
 int main(int argc, char **argv) {
-  if (argc != 3) return 2;
+  if (argc != 3 && argc != 4) return 2;
   int busy = atoi(argv[1]), port = atoi(argv[2]), one = 1;
+  long work_ns = argc == 4 ? atol(argv[3]) * 1000 : 0;
   int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
   setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
@@ -49,8 +53,16 @@ int main(int argc, char **argv) {
         continue;
       }
       /* One answer per request head in what arrived (small bodies arrive with their head). */
-      for (ssize_t k = 0; k + 3 < r; k++)
-        if (!memcmp(buf + k, "\r\n\r\n", 4)) (void)!write(fd, RESP, sizeof RESP - 1);
+      for (ssize_t k = 0; k + 3 < r; k++) {
+        if (memcmp(buf + k, "\r\n\r\n", 4)) continue;
+        if (work_ns) {
+          struct timespec t0, t;
+          clock_gettime(CLOCK_MONOTONIC, &t0);
+          do clock_gettime(CLOCK_MONOTONIC, &t);
+          while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < work_ns);
+        }
+        (void)!write(fd, RESP, sizeof RESP - 1);
+      }
     }
   }
 }
