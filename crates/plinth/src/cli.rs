@@ -50,6 +50,13 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether this runs the server (rather than a client command).
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
 #[derive(Args, Debug)]
 struct Global {
     /// Print the server's JSON instead of tables.

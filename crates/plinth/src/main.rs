@@ -37,6 +37,22 @@ pub fn backends() -> plinth_core::Backends {
     }
 }
 
+/// A client command whose reader goes away (`plinth audit | head`) ends the way Unix tools do,
+/// by SIGPIPE, instead of panicking in `println!`: Rust's runtime ignores SIGPIPE, so restore
+/// its default. Never for `serve`, which writes to sockets that clients may close at any time.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn end_quietly_on_broken_pipe() {
+    // SAFETY: called from `main` before any other thread exists (the runtime is built after
+    // it), and SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn end_quietly_on_broken_pipe() {}
+
 fn main() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
@@ -46,6 +62,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if !args.is_serve() {
+        end_quietly_on_broken_pipe();
+    }
     // Busy polling (off until `plinth serve` sets its budget): see plinth_server::busy_poll.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -17,15 +17,19 @@ impl Cli {
         Cli { profiles: tempfile::tempdir().unwrap() }
     }
 
-    pub(crate) fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_plinth"))
-            .args(args)
+    /// `plinth ARGS` with this user's profiles and no ambient settings, not yet started.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plinth"));
+        cmd.args(args)
             .env("PLINTH_PROFILES_FILE", self.profiles.path().join("profiles.toml"))
             .env_remove("PLINTH_KEY")
             .env_remove("PLINTH_URL")
-            .env_remove("PLINTH_PROFILE")
-            .output()
-            .expect("run plinth")
+            .env_remove("PLINTH_PROFILE");
+        cmd
+    }
+
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run plinth")
     }
 
     #[track_caller]

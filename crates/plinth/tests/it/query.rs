@@ -210,6 +210,24 @@ shared_server_tests! {
         assert_eq!(saved["rows"], 3);
         let err = cli.fails(&["query", &ta, "SELECT * FROM read_csv('secret.csv')"], 1);
         assert!(err.contains("invalid_field") && err.contains("read_csv"), "{err}");
+        // A reader that stops early (`plinth query ... | head -c 10`): the command ends quietly,
+        // by SIGPIPE like any Unix tool, not with a panic. 3^10 rows overflow the pipe's buffer.
+        let joined: Vec<String> = (0..10).map(|i| format!("sales s{i}")).collect();
+        let sql = format!("SELECT s0.region FROM {}", joined.join(", "));
+        let mut child = cli
+            .command(&["query", &ta, &sql, "--format", "csv"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut head = [0u8; 10];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut head).unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        use std::os::unix::process::ExitStatusExt;
+        assert!(out.status.success() || out.status.signal() == Some(13), "{:?}: {stderr}", out.status);
 
         let audit = srv.admin().all_pages(&format!("/audit?team={tb}&limit=500")).await;
         assert!(audit.iter().any(|e| e["action"] == "dataset.grant") && audit.iter().any(|e| e["action"] == "dataset.revoke"));
