@@ -14,22 +14,20 @@ BENCH_DATA="${BENCH_DATA:-${BENCH_HOME:-$HOME/.cache/plinth-bench}/data}"
 work="$(mktemp -d)"
 trap 'kill "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$work"' EXIT
 gcc -O2 -o "$work/http_floor" bench/floor/http_floor.c
-for mode in 0 1; do
-  taskset -c 1 "$work/http_floor" "$mode" 8299 &
+# floor NAME CONCURRENCY MODE [WORK_US]: the floor server started, loaded by the harness's
+# load generator, stopped.
+floor() {
+  local name="$1" conc="$2"; shift 2
+  taskset -c 1 "$work/http_floor" "$1" 8299 ${2:+"$2"} &
   echo $! >"$work/pid"
   sleep 0.3
-  name=$([ "$mode" = 1 ] && echo floor_busy_poll || echo floor_sleeping)
-  DURATION="${DURATION:-6}" "$PEERS_DIR/lib/loadgen.sh" "$name" single http://127.0.0.1:8299/ \
-    "$BENCH_DATA/serving/bodies/v2_single.json"
+  CONCURRENCY="$conc" DURATION="${DURATION:-6}" "$PEERS_DIR/lib/loadgen.sh" "$name" single \
+    http://127.0.0.1:8299/ "$BENCH_DATA/serving/bodies/v2_single.json"
   kill "$(cat "$work/pid")"
   wait "$(cat "$work/pid")" 2>/dev/null || true
-done
+}
+floor floor_sleeping "${CONCURRENCY:-1 8 32}" 0
+floor floor_busy_poll "${CONCURRENCY:-1 8 32}" 1
 for work_us in ${FLOOR_WORK_US:-5 10 20}; do
-  taskset -c 1 "$work/http_floor" 1 8299 "$work_us" &
-  echo $! >"$work/pid"
-  sleep 0.3
-  CONCURRENCY=1 WARMUP=0 DURATION="${DURATION:-6}" "$PEERS_DIR/lib/loadgen.sh" \
-    "floor_busy_poll_work_${work_us}us" single http://127.0.0.1:8299/ "$BENCH_DATA/serving/bodies/v2_single.json"
-  kill "$(cat "$work/pid")"
-  wait "$(cat "$work/pid")" 2>/dev/null || true
+  WARMUP=0 floor "floor_busy_poll_work_${work_us}us" 1 1 "$work_us"
 done

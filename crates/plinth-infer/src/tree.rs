@@ -281,15 +281,15 @@ impl Ensemble {
         }
     }
 
-    /// One row through every tree, [`LANES`] trees at a time where they are all compiled.
+    /// One row through every tree, [`LANES`] trees at a time where they are all compiled. Only
+    /// [`Ensemble::accumulate`] calls it, which asserted `width >= n_features` (rows are `width`
+    /// long).
     fn accumulate_row(&self, row: &[f32], o: &mut [f64]) {
+        debug_assert!(row.len() >= self.n_features);
         let n_trees = self.roots.len();
         let mut t = 0;
         while t < n_trees {
-            if t + LANES <= n_trees
-                && row.len() >= self.n_features
-                && self.lockstep[t..t + LANES].iter().all(|&l| l)
-            {
+            if t + LANES <= n_trees && self.lockstep[t..t + LANES].iter().all(|&l| l) {
                 for leaf in self.walk_trees(&self.roots[t..t + LANES], row) {
                     self.add_leaf(leaf as usize, o);
                 }
@@ -346,8 +346,8 @@ impl Ensemble {
 
     /// Walks one row down [`LANES`] trees together; answers their leaves. The same reasoning as
     /// [`Ensemble::walk_lanes`] makes the unchecked reads sound: every root and child index was
-    /// checked by [`Ensemble::check`], the caller checked `row.len() >= n_features`, and a leaf's
-    /// children are itself.
+    /// checked by [`Ensemble::check`], `accumulate` asserts `width >= n_features` (a row's
+    /// length), and a leaf's children are itself.
     #[allow(unsafe_code)]
     #[inline(always)]
     fn walk_trees(&self, roots: &[u32], row: &[f32]) -> [u32; LANES] {
