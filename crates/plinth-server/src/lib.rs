@@ -5,6 +5,7 @@
 //! thin: parse, call one core method, render.
 
 pub mod busy_poll;
+mod connections;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -148,6 +149,8 @@ pub async fn serve(
             poll.watch(&*stream);
         }
     });
+    let clients = state.core.engine().clients.clone();
+    let listener = connections::Counted { listener, clients };
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(());

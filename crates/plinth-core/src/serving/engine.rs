@@ -19,7 +19,7 @@ use plinth_api::serving::{DeploymentMetrics, DeploymentSpec, LatencySummary, Ver
 use super::metrics::{DeploymentStats, label};
 use super::predlog::{Entry, PredictionLog};
 pub use super::runner::Runner;
-use super::runner::{Outputs, RunnerConfig, VersionSource};
+use super::runner::{Clients, Outputs, RunnerConfig, VersionSource};
 use super::runtime::InferenceBackend;
 use super::tensor::Tensor;
 use crate::auth::Principal;
@@ -132,6 +132,8 @@ pub struct Engine {
     stats: Mutex<HashMap<String, Arc<DeploymentStats>>>,
     pub started: Instant,
     pub predictions: AtomicU64,
+    /// Client connections open to the HTTP server (it counts them; runners batch by them).
+    pub clients: Clients,
 }
 
 /// One prediction request, as the engine takes it.
@@ -170,6 +172,7 @@ impl Engine {
             stats: Mutex::new(HashMap::new()),
             started: Instant::now(),
             predictions: AtomicU64::new(0),
+            clients: Clients::default(),
         }
     }
 
@@ -240,6 +243,7 @@ impl Engine {
                     config,
                     self.backend.clone(),
                     self.artifacts.clone(),
+                    self.clients.clone(),
                 ));
                 runners.insert(key, r.clone());
                 r

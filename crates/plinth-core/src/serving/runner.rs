@@ -61,12 +61,40 @@ pub struct RunnerConfig {
     pub limits: Limits,
 }
 
+/// The client connections open to the server in front of the engine, as its HTTP layer counts
+/// them; 0 while nothing counts (callers in the same process).
+#[derive(Debug, Clone, Default)]
+pub struct Clients(Arc<AtomicUsize>);
+
+impl Clients {
+    pub fn open(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more open connection until the answer is dropped.
+    pub fn connect(&self) -> Connection {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Connection(self.0.clone())
+    }
+}
+
+/// One counted connection (see [`Clients::connect`]).
+#[derive(Debug)]
+pub struct Connection(Arc<AtomicUsize>);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub struct Runner {
     pub source: VersionSource,
     config: Mutex<RunnerConfig>,
     queue: Mutex<VecDeque<Job>>,
     notify: Notify,
     workers: AtomicUsize,
+    clients: Clients,
     model: Mutex<Option<Arc<dyn Model>>>,
     /// Serializes loads so a burst after scale-to-zero loads once.
     loading: tokio::sync::Mutex<()>,
@@ -101,6 +129,7 @@ impl Runner {
         config: RunnerConfig,
         backend: Arc<dyn InferenceBackend>,
         artifacts: Arc<dyn ArtifactStore>,
+        clients: Clients,
     ) -> Runner {
         Runner {
             source,
@@ -108,6 +137,7 @@ impl Runner {
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             workers: AtomicUsize::new(0),
+            clients,
             model: Mutex::new(None),
             loading: tokio::sync::Mutex::new(()),
             backend,
@@ -261,7 +291,9 @@ impl Runner {
             // connections' tasks, on this runtime. Let those run, take what they queued, and go
             // on while each round brings more (up to the batch size, for at most max_wait_us);
             // a round that brings nothing ends the wait: no client is left waiting on a timer.
-            if config.batching.max_wait_us > 0 {
+            // With a single client connection open, no other request can come: no wait (a
+            // round costs a pass through the event loop, a system call).
+            if config.batching.max_wait_us > 0 && self.clients.open() != 1 {
                 let deadline =
                     Instant::now() + Duration::from_micros(u64::from(config.batching.max_wait_us));
                 while rows < max_rows && Instant::now() < deadline {

@@ -44,13 +44,15 @@ async fn openapi_json() -> impl IntoResponse {
     )
 }
 
-/// Prometheus text: per-deployment requests, errors by code, latency, batch sizes, queue depth,
-/// workers and model loads.
+/// Prometheus text: open connections; per-deployment requests, errors by code, latency, batch
+/// sizes, queue depth, workers and model loads.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let engine = state.core.engine();
     let mut out = String::with_capacity(16 * 1024);
     out.push_str("# HELP plinth_uptime_seconds Seconds since the server started.\n# TYPE plinth_uptime_seconds gauge\n");
     out.push_str(&format!("plinth_uptime_seconds {}\n", engine.started.elapsed().as_secs_f64()));
+    out.push_str("# HELP plinth_http_connections_open Client connections open to the server.\n# TYPE plinth_http_connections_open gauge\n");
+    out.push_str(&format!("plinth_http_connections_open {}\n", engine.clients.open()));
     engine.render_prometheus(&mut out);
     match state.core.freshness_gauges().await {
         Ok(views) if !views.is_empty() => {

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Api, TestServer, eventually, fixtures, shared_server_tests};
+use crate::harness::{
+    Api, Backend, ServerOptions, TestServer, eventually, fixtures, shared_server_tests,
+};
 
 /// The Adult income rows and the source library's answers for a fixture.
 fn expected(stem: &str) -> Value {
@@ -447,4 +449,37 @@ shared_server_tests! {
         }
         assert!(timed_out, "20000 rows never took more than 1 ms");
     }
+}
+
+/// `/metrics` counts the client connections open to the server (the runners skip waiting to
+/// batch while there is a single one): raw connections show up once served and are no longer
+/// counted once closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_open_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::start(ServerOptions::new(Backend::Sqlite)).await;
+    let api = srv.anonymous();
+    let open = async || -> u64 {
+        let text = api.get("/metrics").await.body.as_str().unwrap_or_default().to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix("plinth_http_connections_open "))
+            .and_then(|v| v.parse().ok())
+            .expect("the gauge is reported")
+    };
+    // The scrapes reuse one pooled connection: once the harness's are closed, it is the only one.
+    eventually("only the test's own connection is open", async || open().await == 1).await;
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    let mut raw = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: plinth\r\n\r\n").await.unwrap();
+        let mut answer = [0u8; 12];
+        s.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        raw.push(s);
+    }
+    assert_eq!(open().await, 4, "three more connections are open");
+    drop(raw);
+    eventually("closed connections are no longer counted", async || open().await == 1).await;
+    srv.stop().await;
 }
