@@ -266,6 +266,8 @@ impl Engine {
             RunnerConfig { batching: spec.batching, scaling: spec.scaling, limits: spec.limits };
         let runner = self.runner(deployment_hint, source, config);
         runner.model().await.map_err(|e| Error::invalid("versions", e.message))?;
+        // Loaded now: unloaded again if it stays idle.
+        runner.ensure_worker();
         Ok(())
     }
 

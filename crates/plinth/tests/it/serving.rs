@@ -459,13 +459,7 @@ async fn metrics_count_open_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let srv = TestServer::start(ServerOptions::new(Backend::Sqlite)).await;
     let api = srv.anonymous();
-    let open = async || -> u64 {
-        let text = api.get("/metrics").await.body.as_str().unwrap_or_default().to_string();
-        text.lines()
-            .find_map(|l| l.strip_prefix("plinth_http_connections_open "))
-            .and_then(|v| v.parse().ok())
-            .expect("the gauge is reported")
-    };
+    let open = async || open_connections(&api).await;
     // The scrapes reuse one pooled connection: once the harness's are closed, it is the only one.
     eventually("only the test's own connection is open", async || open().await == 1).await;
     let addr = srv.url.trim_start_matches("http://").to_string();
@@ -481,5 +475,59 @@ async fn metrics_count_open_connections() {
     assert_eq!(open().await, 4, "three more connections are open");
     drop(raw);
     eventually("closed connections are no longer counted", async || open().await == 1).await;
+    srv.stop().await;
+}
+
+/// The server's `plinth_http_connections_open` gauge, read through `api`'s own connection.
+async fn open_connections(api: &Api) -> u64 {
+    let text = api.get("/metrics").await.body.as_str().unwrap_or_default().to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("plinth_http_connections_open "))
+        .and_then(|v| v.parse().ok())
+        .expect("the gauge is reported")
+}
+
+/// A lone client connection has nothing to batch with, so its requests run on their own task
+/// instead of a worker's: they are answered and counted like any other, they keep the version
+/// loaded while they come (idleness is judged by the last inference, not by the worker's own
+/// work), and once they stop the version still scales to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_connection_keeps_its_version_loaded_then_lets_it_idle() {
+    let srv = TestServer::start(ServerOptions::new(Backend::Sqlite)).await;
+    let (t, base) = income_model(&srv).await;
+    let m = &t.maintainer.1;
+    let mut s = spec(&[(1, 100)]);
+    s["scaling"] = json!({"max_workers": 2, "idle_seconds": 1});
+    m.put(&format!("{base}/production"), &s).await.ok(StatusCode::OK);
+    let row = json!({"rows": [[39, 13, 2174, 0, 40, 1]]});
+    predict(m, &base, row.clone()).await.ok(StatusCode::OK);
+    eventually("only the maintainer's connection is open", async || open_connections(m).await == 1)
+        .await;
+    let metrics_path = format!("{base}/production/metrics");
+    let before = m.get(&metrics_path).await.ok(StatusCode::OK)["versions"][0].clone();
+    assert_eq!(before["model_loaded"], true, "{before}");
+    // Requests for 2.5 idle periods, one every 20 ms.
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < std::time::Duration::from_millis(2500) {
+        let r = predict(m, &base, row.clone()).await.ok(StatusCode::OK);
+        assert_eq!(r["predictions"], json!([1]));
+        assert_eq!(r["version"], 1);
+        sent += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let after = m.get(&metrics_path).await.ok(StatusCode::OK)["versions"][0].clone();
+    assert_eq!(after["loads"], before["loads"], "the version stayed loaded while used: {after}");
+    let counted = after["requests"].as_u64().unwrap() - before["requests"].as_u64().unwrap();
+    assert_eq!(counted, sent, "every request is counted: {after}");
+    let batches = after["batches"].as_u64().unwrap() - before["batches"].as_u64().unwrap();
+    assert_eq!(batches, sent, "each lone request is a batch of one: {after}");
+    eventually("the idle version to scale to zero", async || {
+        let v = m.get(&metrics_path).await.body;
+        v["versions"][0]["workers"] == 0 && v["versions"][0]["model_loaded"] == false
+    })
+    .await;
+    let r = predict(m, &base, row).await.ok(StatusCode::OK);
+    assert_eq!(r["predictions"], json!([1]));
     srv.stop().await;
 }
