@@ -39,11 +39,14 @@ pub struct PredictionLog {
     dir: PathBuf,
     /// Records waiting for the writer; appending never waits for disk.
     queue: Mutex<Vec<Entry>>,
-    /// Open files, by (deployment, hour); held while writing.
-    files: Mutex<HashMap<(String, i64), std::io::BufWriter<std::fs::File>>>,
+    /// Open files; held while writing.
+    files: Mutex<Files>,
     dropped: Mutex<HashMap<String, u64>>,
     pub dropped_total: AtomicU64,
 }
+
+/// Open log files by deployment id, then by hour (a lookup by `&str`: no key to build per record).
+type Files = HashMap<String, HashMap<i64, std::io::BufWriter<std::fs::File>>>;
 
 /// Records buffered at most; beyond that new records are dropped (and counted).
 const CAPACITY: usize = 65_536;
@@ -119,7 +122,7 @@ impl PredictionLog {
                 tracing::error!(error = %err, "cannot write the prediction log");
             }
         }
-        for w in files.values_mut() {
+        for w in files.values_mut().flat_map(HashMap::values_mut) {
             let synced =
                 if sync { w.flush().and_then(|_| w.get_ref().sync_data()) } else { w.flush() };
             if let Err(e) = synced {
@@ -128,7 +131,10 @@ impl PredictionLog {
         }
         // Close the files of past hours.
         let now_hour = crate::util::now_micros().div_euclid(3_600_000_000);
-        files.retain(|(_, h), _| *h >= now_hour - 1);
+        for hours in files.values_mut() {
+            hours.retain(|h, _| *h >= now_hour - 1);
+        }
+        files.retain(|_, hours| !hours.is_empty());
         !batch.is_empty()
     }
 
@@ -209,7 +215,7 @@ fn write_tensors(out: &mut Vec<u8>, le: &mut Vec<u8>, tensors: &[(String, Tensor
             if j > 0 {
                 out.push(b',');
             }
-            let _ = write!(out, "{d}");
+            write_int(out, *d as u64);
         }
         out.extend_from_slice(b"],\"datatype\":\"");
         out.extend_from_slice(t.data.type_name().as_bytes());
@@ -234,9 +240,21 @@ fn write_tensors(out: &mut Vec<u8>, le: &mut Vec<u8>, tensors: &[(String, Tensor
     out.push(b'}');
 }
 
-/// A JSON string literal, escaped.
+/// A JSON string literal, escaped (copied as it is when nothing needs escaping, as ids and
+/// names do not).
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *out, s);
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// An integer in decimal (`itoa`: `write!` costs several times as much).
+fn write_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Reads tensors written by [`write_tensors`] back as `{"name": {"shape", "data"}}`.
@@ -282,28 +300,25 @@ struct Scratch {
 
 fn write_entry(
     dir: &Path,
-    files: &mut HashMap<(String, i64), std::io::BufWriter<std::fs::File>>,
+    files: &mut Files,
     scratch: &mut Scratch,
     e: &Entry,
 ) -> std::io::Result<()> {
     let hour = e.at_micros.div_euclid(3_600_000_000);
-    let key = (e.deployment_id.clone(), hour);
-    if !files.contains_key(&key) {
-        let d = dir.join(&e.deployment_id);
-        std::fs::create_dir_all(&d)?;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.join(format!("{hour}.jsonl")))?;
-        files.insert(key.clone(), std::io::BufWriter::with_capacity(FILE_BUFFER, f));
-    }
     let Scratch { line, le } = scratch;
     line.clear();
-    let _ = write!(line, "{{\"at_us\":{},\"request_id\":", e.at_micros);
+    line.extend_from_slice(b"{\"at_us\":");
+    write_int(line, e.at_micros);
+    line.extend_from_slice(b",\"request_id\":");
     write_json_str(line, &e.request_id);
-    let _ = write!(line, ",\"version\":{},\"shadow\":{},\"caller\":", e.version, e.shadow);
+    line.extend_from_slice(b",\"version\":");
+    write_int(line, e.version);
+    line.extend_from_slice(if e.shadow { b",\"shadow\":true" } else { b",\"shadow\":false" });
+    line.extend_from_slice(b",\"caller\":");
     write_json_str(line, &e.caller);
-    let _ = write!(line, ",\"latency_us\":{},\"inputs\":", e.latency_us);
+    line.extend_from_slice(b",\"latency_us\":");
+    write_int(line, e.latency_us);
+    line.extend_from_slice(b",\"inputs\":");
     write_tensors(line, le, &e.inputs);
     match &e.outputs {
         Ok(o) => {
@@ -316,5 +331,17 @@ fn write_entry(
         }
     }
     line.extend_from_slice(b"}\n");
-    files.get_mut(&key).expect("opened above").write_all(line)
+    if let Some(w) = files.get_mut(e.deployment_id.as_str()).and_then(|h| h.get_mut(&hour)) {
+        return w.write_all(line);
+    }
+    let d = dir.join(&e.deployment_id);
+    std::fs::create_dir_all(&d)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join(format!("{hour}.jsonl")))?;
+    let mut w = std::io::BufWriter::with_capacity(FILE_BUFFER, f);
+    w.write_all(line)?;
+    files.entry(e.deployment_id.clone()).or_default().insert(hour, w);
+    Ok(())
 }

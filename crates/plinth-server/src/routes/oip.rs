@@ -501,37 +501,35 @@ fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> OipError
 
 /// Decodes one input from JSON data or from its slice of the binary section.
 fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<Tensor> {
-    let field = format!("inputs[{i}]");
+    // The error's field, built only when there is an error.
+    let field = |rest: &str| format!("inputs[{i}]{rest}");
     let shape: Vec<usize> = input
         .shape
         .iter()
         .map(|&d| {
             usize::try_from(d)
-                .map_err(|_| invalid(format!("{field}.shape"), "dimensions must be non-negative"))
+                .map_err(|_| invalid(field(".shape"), "dimensions must be non-negative"))
         })
         .collect::<Result<_, _>>()?;
     let n: usize = shape.iter().product();
     if let Some(size) = input.parameters.get("binary_data_size") {
         let size = size.as_u64().ok_or_else(|| {
-            invalid(
-                format!("{field}.parameters.binary_data_size"),
-                "must be a non-negative integer",
-            )
+            invalid(field(".parameters.binary_data_size"), "must be a non-negative integer")
         })? as usize;
         if size > binary.len() {
             return Err(invalid(
-                format!("{field}.parameters.binary_data_size"),
+                field(".parameters.binary_data_size"),
                 format!("{size} bytes, but only {} follow the JSON header", binary.len()),
             ));
         }
         let (bytes, rest) = binary.split_at(size);
         *binary = rest;
         let width = Data::element_size(&input.datatype).ok_or_else(|| {
-            invalid(format!("{field}.datatype"), format!("unknown datatype '{}'", input.datatype))
+            invalid(field(".datatype"), format!("unknown datatype '{}'", input.datatype))
         })?;
         if width > 0 && bytes.len() != n * width {
             return Err(invalid(
-                format!("{field}.parameters.binary_data_size"),
+                field(".parameters.binary_data_size"),
                 format!(
                     "{} bytes for shape {shape:?} of {} ({} expected)",
                     bytes.len(),
@@ -541,10 +539,10 @@ fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<T
             ));
         }
         let data = Data::from_le(&input.datatype, bytes)
-            .map_err(|reason| invalid(format!("{field}.data"), reason))?;
+            .map_err(|reason| invalid(field(".data"), reason))?;
         if data.len() != n {
             return Err(invalid(
-                format!("{field}.data"),
+                field(".data"),
                 format!("{} elements for shape {shape:?}", data.len()),
             ));
         }
@@ -552,13 +550,13 @@ fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<T
     }
     let data = input.data.as_ref().ok_or_else(|| {
         invalid(
-            format!("{field}.data"),
+            field(".data"),
             "missing (send data, or binary_data_size with the binary extension)",
         )
     })?;
     if data.len() != n {
         return Err(invalid(
-            format!("{field}.data"),
+            field(".data"),
             format!("{} values for shape {shape:?} ({n} expected)", data.len()),
         ));
     }
@@ -566,9 +564,8 @@ fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<T
         .iter()
         .filter(|k| **k)
         .count();
-    let wrong = |what: &str| {
-        invalid(format!("{field}.data"), format!("expected {what} for {}", input.datatype))
-    };
+    let wrong =
+        |what: &str| invalid(field(".data"), format!("expected {what} for {}", input.datatype));
     let all_numbers = data.len() == data.nums.len();
     let data = match input.datatype.as_str() {
         "FP32" | "FP16" | "BF16" if kinds <= 1 && all_numbers => {
@@ -598,10 +595,7 @@ fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<T
         "BOOL" => return Err(wrong("true or false")),
         "BYTES" => return Err(wrong("strings")),
         other => {
-            return Err(invalid(
-                format!("{field}.datatype"),
-                format!("unknown datatype '{other}'"),
-            ));
+            return Err(invalid(field(".datatype"), format!("unknown datatype '{other}'")));
         }
     };
     Ok(Tensor::new(shape, data))
