@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# User-space instructions per request, counted by callgrind: the one serving figure that does not
+# move with the machine's noise (the same binary and load give the same count within ~1 %), so
+# it tells whether a change made the request path cheaper when req/s cannot.
+#
+#   usage: bench/serving_instructions.sh [PLINTH_BINARY ...]     (default: the release build)
+#
+# For each binary: the harness's serving model deployed by bench/serve_bench_model.sh with the
+# server under `valgrind --tool=callgrind` (busy polling off: a spinning worker would count its
+# waiting), a 3-s warm-up, counters zeroed, then wrk for DURATION seconds (default 3) at CONNS
+# connections (default 1) with 1-row OIP bodies (BODY=batch64 for 64 rows; URL_KIND=health for
+# the empty /v2/health/live instead). Prints one JSON line per binary: requests and
+# instructions per request (every thread of the server: the runtime, the prediction log's
+# writer). Kernel time is not counted. KEEP=DIR keeps each binary's callgrind output there, for
+# callgrind_annotate (where the instructions went).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PEERS_DIR="${PEERS_DIR:-../shared/bench/peers}"
+export BENCH_DATA="${BENCH_DATA:-${BENCH_HOME:-$HOME/.cache/plinth-bench}/data}"
+LISTEN=127.0.0.1:8200
+command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
+case "${BODY:-single}" in
+  single) export WRK_BODY="$BENCH_DATA/serving/bodies/v2_single.json" ;;
+  batch64) export WRK_BODY="$BENCH_DATA/serving/bodies/v2_batch64.json" ;;
+  *) echo "BODY is single or batch64" >&2; exit 2 ;;
+esac
+[ -f "$WRK_BODY" ] || { echo "no $WRK_BODY: run $PEERS_DIR/serving/train_model.py first" >&2; exit 2; }
+BINS=("$@")
+[ ${#BINS[@]} -eq 0 ] && BINS=("${CARGO_TARGET_DIR:-target}/release/plinth")
+work="$(mktemp -d)"
+stop() { pkill -f -- "serve --listen $LISTEN" 2>/dev/null || true; sleep 1; }
+trap 'stop; rm -rf "$work"' EXIT
+
+load() {
+  if [ "${URL_KIND:-infer}" = health ]; then
+    taskset -c 0 wrk -t1 -c"${CONNS:-1}" -d"$1" "http://$LISTEN/v2/health/live"
+  else
+    taskset -c 0 wrk -t1 -c"${CONNS:-1}" -d"$1" -s "$PEERS_DIR/lib/wrk_post.lua" \
+      "http://$LISTEN/v2/models/bench.lgbm/infer"
+  fi
+}
+
+for bin in "${BINS[@]}"; do
+  stop
+  bin="$(realpath "$bin")"
+  rm -f "$work"/callgrind.out*
+  # `plinth serve` runs under callgrind; the script's other plinth commands run as they are.
+  cat >"$work/plinth" <<EOF
+#!/bin/sh
+if [ "\$1" = serve ]; then
+  exec valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$bin" "\$@"
+fi
+exec "$bin" "\$@"
+EOF
+  chmod +x "$work/plinth"
+  PLINTH_BUSY_POLL_US=0 PLINTH_BIN="$work/plinth" taskset -c 1 bench/serve_bench_model.sh \
+    "$BENCH_DATA/serving/model.onnx" "$LISTEN" >"$work/server.log" 2>&1 &
+  until curl -sf -o /dev/null "http://$LISTEN/v2/models/bench.lgbm/ready"; do sleep 0.5; done
+  load 3s >/dev/null
+  callgrind_control -z >/dev/null 2>&1
+  requests=$(load "${DURATION:-3}s" | awk '/requests in/ {print $1}')
+  callgrind_control -d >/dev/null 2>&1
+  sleep 1
+  instructions=$(for f in "$work"/callgrind.out.*; do
+    callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
+  done | awk '{s += $1} END {print s}')
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP/$(basename "$(dirname "$bin")")"
+    cp "$work"/callgrind.out.* "$KEEP/$(basename "$(dirname "$bin")")/"
+  fi
+  printf '{"bench": "serving_instructions", "binary": "%s", "kind": "%s", "body": "%s", "conns": %s, "requests": %s, "instructions_per_request": %s}\n' \
+    "$bin" "${URL_KIND:-infer}" "${BODY:-single}" "${CONNS:-1}" "$requests" "$((instructions / requests))"
+done
