@@ -158,6 +158,11 @@ pub struct Ensemble {
     /// Per lockstep tree: the most steps from its root to a leaf (a walk of that many steps has
     /// reached its leaf, and stays there).
     pub(crate) depth: Vec<u32>,
+    /// How a lone row walks the trees: groups of [`LANES`] lockstep trees of similar depth
+    /// (tree indices, and the group's greatest depth)...
+    pub(crate) row_groups: Vec<([u32; LANES], u32)>,
+    /// ...and the trees left over, walked one at a time.
+    pub(crate) row_singles: Vec<u32>,
 }
 
 const ZERO_THRESHOLD: f64 = 1e-35;
@@ -317,28 +322,31 @@ impl Ensemble {
     /// One row through every tree, [`LANES`] trees at a time where they are all compiled. Only
     /// [`Ensemble::accumulate`] calls it, which asserted `width >= n_features` (rows are `width`
     /// long).
+    // Kept out of `accumulate`: inlined there, it cost the 8-row lane loop 7 % more
+    // instructions (callgrind, 64-row requests).
+    #[inline(never)]
     fn accumulate_row(&self, row: &[f32], o: &mut [f64]) {
         debug_assert!(row.len() >= self.n_features);
         let nan = any_nan(&row[..self.n_features]);
-        let n_trees = self.roots.len();
-        let mut t = 0;
-        while t < n_trees {
-            if t + LANES <= n_trees && self.lockstep[t..t + LANES].iter().all(|&l| l) {
-                let roots = &self.roots[t..t + LANES];
-                let steps = self.depth[t..t + LANES].iter().copied().max().unwrap_or(0);
-                let leaves = if nan {
-                    self.walk_trees::<true>(roots, steps, row)
-                } else {
-                    self.walk_trees::<false>(roots, steps, row)
-                };
-                for leaf in leaves {
-                    self.add_leaf(leaf as usize, o);
-                }
-                t += LANES;
+        let mut leaves = vec![0u32; self.roots.len()];
+        for (trees, steps) in &self.row_groups {
+            let roots = trees.map(|t| self.roots[t as usize]);
+            let found = if nan {
+                self.walk_trees::<true>(&roots, *steps, row)
             } else {
-                self.add_leaf(self.leaf_index(self.roots[t], row), o);
-                t += 1;
+                self.walk_trees::<false>(&roots, *steps, row)
+            };
+            for (&t, leaf) in trees.iter().zip(found) {
+                leaves[t as usize] = leaf;
             }
+        }
+        for &t in &self.row_singles {
+            leaves[t as usize] = self.leaf_index(self.roots[t as usize], row) as u32;
+        }
+        // Summed in tree order, whatever order the trees were walked in: the same sum as
+        // every other path.
+        for leaf in leaves {
+            self.add_leaf(leaf as usize, o);
         }
     }
 
@@ -479,6 +487,24 @@ impl Ensemble {
                 (true, depth)
             })
             .unzip();
+        // Trees of similar depth together, deepest first: a group walks as many steps as its
+        // deepest tree (on the harness's 100-tree model, 16 % fewer steps than in tree order),
+        // and the few left over, the shallowest, walk alone.
+        let mut order: Vec<u32> =
+            (0..self.roots.len() as u32).filter(|&t| self.lockstep[t as usize]).collect();
+        order.sort_by_key(|&t| std::cmp::Reverse(self.depth[t as usize]));
+        let groups = order.chunks_exact(LANES);
+        let rest = groups.remainder();
+        self.row_singles = (0..self.roots.len() as u32)
+            .filter(|&t| !self.lockstep[t as usize])
+            .chain(rest.iter().copied())
+            .collect();
+        self.row_groups = groups
+            .map(|g| {
+                let trees: [u32; LANES] = g.try_into().expect("chunks of LANES");
+                (trees, trees.iter().map(|&t| self.depth[t as usize]).max().unwrap_or(0))
+            })
+            .collect();
     }
 
     /// Checks every index the evaluator will follow, so evaluation cannot go out of bounds, and
