@@ -12,21 +12,10 @@
 # that two builds compare under the same conditions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PEERS_DIR="${PEERS_DIR:-../shared/bench/peers}"
-export BENCH_DATA="${BENCH_DATA:-${BENCH_HOME:-$HOME/.cache/plinth-bench}/data}"
-LISTEN=127.0.0.1:8200
+# shellcheck source=bench/serving_setup.sh
+source bench/serving_setup.sh "$@"
 URL="http://$LISTEN/v2/models/bench.lgbm/infer"
-case "${BODY:-single}" in
-  single) export WRK_BODY="$BENCH_DATA/serving/bodies/v2_single.json" ;;
-  batch64) export WRK_BODY="$BENCH_DATA/serving/bodies/v2_batch64.json" ;;
-  *) echo "BODY is single or batch64" >&2; exit 2 ;;
-esac
-[ -f "$WRK_BODY" ] || { echo "no $WRK_BODY: run $PEERS_DIR/serving/train_model.py first" >&2; exit 2; }
-BINS=("$@")
-[ ${#BINS[@]} -eq 0 ] && BINS=("${CARGO_TARGET_DIR:-target}/release/plinth")
 HZ=$(getconf CLK_TCK)
-
-stop() { pkill -f -- "serve --listen $LISTEN" 2>/dev/null || true; sleep 1; }
 trap stop EXIT
 
 for bin in "${BINS[@]}"; do
