@@ -306,9 +306,8 @@ impl Runner {
                     continue;
                 }
                 // Requests run inline (see `submit`) keep the version busy without this worker.
-                let now_ms = (crate::util::now_micros() / 1000) as u64;
                 let since_ms =
-                    now_ms.saturating_sub(self.stats.last_inference_ms.load(Ordering::Relaxed));
+                    now_ms().saturating_sub(self.stats.last_inference_ms.load(Ordering::Relaxed));
                 if since_ms < idle.as_millis() as u64 {
                     continue;
                 }
@@ -394,9 +393,13 @@ impl Runner {
             }
         }
         stats.compute_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        let now_ms = (crate::util::now_micros() / 1000) as u64;
-        stats.last_inference_ms.store(now_ms, Ordering::Relaxed);
+        stats.last_inference_ms.store(now_ms(), Ordering::Relaxed);
     }
+}
+
+/// Milliseconds since the epoch, as `RunnerStats::last_inference_ms` holds them.
+fn now_ms() -> u64 {
+    (crate::util::now_micros() / 1000) as u64
 }
 
 fn run(model: &dyn Model, inputs: &[(String, Tensor)]) -> Result<Outputs> {
