@@ -246,6 +246,17 @@ impl OnnxModel {
             let attrs =
                 Attrs { node, place: format!("node[{n}] {} '{}'", node.op_type, node.name) };
             let op = ops::lower(node, &attrs)?;
+            // An Identity names a value twice; it costs nothing at run time if both names share
+            // one slot.
+            if let (Op::Identity, [input], [output]) =
+                (&op, node.inputs.as_slice(), node.outputs.as_slice())
+                && !input.is_empty()
+                && !slots.contains_key(output)
+            {
+                let slot = slot_of(input, &mut slots, &mut constants);
+                slots.insert(output.clone(), slot);
+                continue;
+            }
             let inputs = node
                 .inputs
                 .iter()
@@ -357,9 +368,20 @@ impl Model for OnnxModel {
             };
         }
         for (k, step) in self.steps.iter().enumerate() {
-            let args: Vec<Option<&Tensor>> =
-                step.inputs.iter().map(|s| s.and_then(|s| values[s].get())).collect();
-            let outs = ops::run(&step.op, &args).map_err(|reason| {
+            // Most operators take one to three inputs: no allocation for those.
+            let mut few = [None; 4];
+            let many: Vec<Option<&Tensor>>;
+            let read = |s: &Option<usize>| s.and_then(|s| values[s].get());
+            let args: &[Option<&Tensor>] = if step.inputs.len() <= few.len() {
+                for (a, s) in few.iter_mut().zip(&step.inputs) {
+                    *a = read(s);
+                }
+                &few[..step.inputs.len()]
+            } else {
+                many = step.inputs.iter().map(read).collect();
+                &many
+            };
+            let outs = ops::run(&step.op, args).map_err(|reason| {
                 InferError::new("input", format!("step {k} ({}): {reason}", step.op.name()))
             })?;
             for (slot, t) in step.outputs.iter().zip(outs) {
@@ -369,8 +391,15 @@ impl Model for OnnxModel {
         self.output_slots
             .iter()
             .zip(&self.outputs)
-            .map(|(slot, spec)| {
-                let t = match std::mem::replace(&mut values[*slot], Slot::Empty) {
+            .enumerate()
+            .map(|(k, (slot, spec))| {
+                // Two outputs may name one value (through an Identity): the last one takes it.
+                let taken = if self.output_slots[k + 1..].contains(slot) {
+                    values[*slot].get().map_or(Slot::Empty, |t| Slot::Own(t.clone()))
+                } else {
+                    std::mem::replace(&mut values[*slot], Slot::Empty)
+                };
+                let t = match taken {
                     Slot::Own(t) => t,
                     Slot::Ref(t) => t.clone(),
                     Slot::Empty => {
