@@ -1,4 +1,5 @@
-//! Small shared pieces: ids, clock, names, cursors and page limits.
+//! Small shared pieces: ids, clock, names, cursors, page limits, and JSON text written by hand
+//! on hot paths (the prediction log, inference answers).
 
 use base64::Engine;
 use plinth_api::page::{DEFAULT_LIMIT, MAX_LIMIT};
@@ -76,4 +77,21 @@ pub fn decode_cursor(cursor: &str, n: usize) -> Result<Vec<String>> {
         return Err(bad());
     }
     Ok(parts)
+}
+
+/// A JSON string literal, escaped (copied as it is when nothing needs escaping, as ids and
+/// names do not).
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// An integer in decimal (`itoa`: `write!` costs several times as much).
+pub fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }

@@ -152,7 +152,7 @@ pub struct Call<'a> {
 /// What a prediction answered.
 pub struct Answer {
     pub version: u32,
-    pub outputs: Outputs,
+    pub outputs: Arc<Outputs>,
 }
 
 impl Engine {
@@ -374,8 +374,10 @@ impl Engine {
         let sampled = live.spec.log_sample_rate >= 1.0
             || (fast_random() % 1_000_000) as f64 / 1e6 < live.spec.log_sample_rate;
         let keep_inputs = sampled || !live.shadows.is_empty();
+        let inputs = Arc::new(inputs);
         let copy = keep_inputs.then(|| inputs.clone());
-        let result = runner.submit(inputs, rows).await;
+        // Shared by the answer and the log.
+        let result = runner.submit(inputs, rows).await.map(Arc::new);
         let elapsed = started.elapsed();
         live.stats.requests.fetch_add(1, Ordering::Relaxed);
         live.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
@@ -392,7 +394,11 @@ impl Engine {
                     (self.log.clone(), caller.to_string(), request_id.to_string());
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    let outputs = shadow.submit(inputs.clone(), rows).await.map_err(|e| e.message);
+                    let outputs = shadow
+                        .submit(inputs.clone(), rows)
+                        .await
+                        .map(Arc::new)
+                        .map_err(|e| e.message);
                     if sampled {
                         log.append(Entry {
                             deployment_id: live.deployment_id.clone(),
@@ -417,7 +423,7 @@ impl Engine {
                     shadow: false,
                     caller: caller.to_string(),
                     inputs,
-                    outputs: result.as_ref().map(Clone::clone).map_err(|e| e.message.clone()),
+                    outputs: result.as_ref().map(Arc::clone).map_err(|e| e.message.clone()),
                     latency_us: elapsed.as_micros() as u64,
                 });
             }

@@ -20,7 +20,7 @@ use plinth_api::serving::PredictionRecord;
 use serde_json::Value;
 
 use super::tensor::{Data, Tensor};
-use crate::util::micros_to_time;
+use crate::util::{micros_to_time, push_int, push_json_str};
 
 /// A record on its way to the log.
 pub struct Entry {
@@ -30,8 +30,8 @@ pub struct Entry {
     pub version: u32,
     pub shadow: bool,
     pub caller: String,
-    pub inputs: Vec<(String, Tensor)>,
-    pub outputs: Result<Vec<(String, Tensor)>, String>,
+    pub inputs: super::runner::Inputs,
+    pub outputs: Result<Arc<Vec<(String, Tensor)>>, String>,
     pub latency_us: u64,
 }
 
@@ -209,13 +209,13 @@ fn write_tensors(out: &mut Vec<u8>, le: &mut Vec<u8>, tensors: &[(String, Tensor
         if i > 0 {
             out.push(b',');
         }
-        write_json_str(out, name);
+        push_json_str(out, name);
         out.extend_from_slice(b":{\"shape\":[");
         for (j, d) in t.shape.iter().enumerate() {
             if j > 0 {
                 out.push(b',');
             }
-            write_int(out, *d as u64);
+            push_int(out, *d as u64);
         }
         out.extend_from_slice(b"],\"datatype\":\"");
         out.extend_from_slice(t.data.type_name().as_bytes());
@@ -238,23 +238,6 @@ fn write_tensors(out: &mut Vec<u8>, le: &mut Vec<u8>, tensors: &[(String, Tensor
         out.push(b'}');
     }
     out.push(b'}');
-}
-
-/// A JSON string literal, escaped (copied as it is when nothing needs escaping, as ids and
-/// names do not).
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        let _ = serde_json::to_writer(&mut *out, s);
-    }
-}
-
-/// An integer in decimal (`itoa`: `write!` costs several times as much).
-fn write_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Reads tensors written by [`write_tensors`] back as `{"name": {"shape", "data"}}`.
@@ -308,16 +291,16 @@ fn write_entry(
     let Scratch { line, le } = scratch;
     line.clear();
     line.extend_from_slice(b"{\"at_us\":");
-    write_int(line, e.at_micros);
+    push_int(line, e.at_micros);
     line.extend_from_slice(b",\"request_id\":");
-    write_json_str(line, &e.request_id);
+    push_json_str(line, &e.request_id);
     line.extend_from_slice(b",\"version\":");
-    write_int(line, e.version);
+    push_int(line, e.version);
     line.extend_from_slice(if e.shadow { b",\"shadow\":true" } else { b",\"shadow\":false" });
     line.extend_from_slice(b",\"caller\":");
-    write_json_str(line, &e.caller);
+    push_json_str(line, &e.caller);
     line.extend_from_slice(b",\"latency_us\":");
-    write_int(line, e.latency_us);
+    push_int(line, e.latency_us);
     line.extend_from_slice(b",\"inputs\":");
     write_tensors(line, le, &e.inputs);
     match &e.outputs {
@@ -327,7 +310,7 @@ fn write_entry(
         }
         Err(m) => {
             line.extend_from_slice(b",\"outputs\":null,\"error\":");
-            write_json_str(line, m);
+            push_json_str(line, m);
         }
     }
     line.extend_from_slice(b"}\n");

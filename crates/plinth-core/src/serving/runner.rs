@@ -20,8 +20,11 @@ use crate::store::artifacts::ArtifactStore;
 /// What a runner answers for one request.
 pub type Outputs = Vec<(String, Tensor)>;
 
+/// A request's named input tensors, shared with the prediction log rather than copied for it.
+pub type Inputs = Arc<Vec<(String, Tensor)>>;
+
 struct Job {
-    inputs: Vec<(String, Tensor)>,
+    inputs: Inputs,
     rows: usize,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Outputs>>,
@@ -198,11 +201,7 @@ impl Runner {
     }
 
     /// Queues a request and waits for its answer (or the timeout).
-    pub async fn submit(
-        self: &Arc<Self>,
-        inputs: Vec<(String, Tensor)>,
-        rows: usize,
-    ) -> Result<Outputs> {
+    pub async fn submit(self: &Arc<Self>, inputs: Inputs, rows: usize) -> Result<Outputs> {
         let config = self.config();
         let (reply, mut answer) = oneshot::channel();
         // A lone client (one connection open) has nothing to batch with: with the model loaded
