@@ -11,16 +11,8 @@ use serde::de::DeserializeOwned;
 use crate::AppState;
 use crate::error::ApiError;
 
-/// The id of the current request (from `x-request-id`, or generated).
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
 /// The authenticated caller. Authentication only: authorization is the core's job.
 pub struct Caller(pub Principal);
-
-fn request_id(parts: &Parts) -> Option<String> {
-    parts.extensions.get::<RequestId>().map(|r| r.0.clone())
-}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -29,7 +21,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let rid = request_id(parts);
+        let rid = crate::current_request_id();
         let fail = ApiError;
         let header = parts
             .headers

@@ -46,7 +46,10 @@ shared_server_tests! {
         assert_eq!(doc, serde_json::from_str::<serde_json::Value>(&plinth_server::openapi::document()).unwrap());
         let e = anon.get("/api/v1/nothing-here").await.err(StatusCode::NOT_FOUND, "route_not_found");
         assert!(e["request_id"].as_str().unwrap().starts_with("req_"));
-        anon.delete("/api/v1/teams").await.err(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        let r = anon.delete("/api/v1/teams").await;
+        let id = r.headers["x-request-id"].to_str().unwrap().to_string();
+        let e = r.err(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        assert_eq!(e["request_id"], id.as_str(), "the 405 body names its request: {e}");
     }
 
     async fn requests_need_a_valid_key(srv: &TestServer) {
