@@ -5,6 +5,8 @@
 //! A model is named `team.model` (its production deployment) or `team.model.environment`;
 //! `/versions/{v}` targets one served version. Errors use the protocol's `{"error": "..."}`.
 
+mod json;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -19,6 +21,7 @@ use plinth_api::registry::{DataType, TensorSpec};
 use plinth_core::Error;
 use plinth_core::serving::engine::{Call, Live};
 use plinth_core::serving::tensor::{Data, Tensor};
+use plinth_core::util::{push_int, push_json_str};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -601,29 +604,59 @@ fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<T
     Ok(Tensor::new(shape, data))
 }
 
-#[derive(serde::Serialize)]
-struct InferResponse<'a> {
-    model_name: &'a str,
-    model_version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
-    outputs: Vec<OutTensor<'a>>,
-}
-
-#[derive(serde::Serialize)]
+/// An output as answered: its data inline, or its byte count in the binary section.
 struct OutTensor<'a> {
     name: &'a str,
     datatype: &'static str,
     shape: &'a [usize],
-    #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<DataRef<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinarySize>,
+    binary_data_size: Option<usize>,
 }
 
-#[derive(serde::Serialize)]
-struct BinarySize {
-    binary_data_size: usize,
+/// The answer's JSON, written directly: serde's struct machinery cost more than the values.
+fn write_answer(name: &str, version: u32, id: Option<&str>, outputs: &[OutTensor<'_>]) -> Vec<u8> {
+    let values: usize = outputs.iter().filter_map(|o| o.data.as_ref()).map(|d| d.0.len()).sum();
+    let mut out = Vec::with_capacity(160 + 12 * values);
+    out.extend_from_slice(b"{\"model_name\":");
+    push_json_str(&mut out, name);
+    out.extend_from_slice(b",\"model_version\":\"");
+    push_int(&mut out, version);
+    out.push(b'"');
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        push_json_str(&mut out, id);
+    }
+    out.extend_from_slice(b",\"outputs\":[");
+    for (k, o) in outputs.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        push_json_str(&mut out, o.name);
+        out.extend_from_slice(b",\"datatype\":\"");
+        out.extend_from_slice(o.datatype.as_bytes());
+        out.extend_from_slice(b"\",\"shape\":[");
+        for (j, &d) in o.shape.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            push_int(&mut out, d);
+        }
+        out.push(b']');
+        if let Some(data) = &o.data {
+            out.extend_from_slice(b",\"data\":");
+            // Writing to a Vec cannot fail, and the values are plain numbers and strings.
+            let _ = serde_json::to_writer(&mut out, data);
+        }
+        if let Some(size) = o.binary_data_size {
+            out.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
+            push_int(&mut out, size);
+            out.push(b'}');
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 /// Serializes tensor data as a flat JSON array straight from the typed buffer (non-finite
@@ -653,7 +686,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for HeaderLength {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        let v = parts.headers.get("inference-header-content-length");
+        const NAME: header::HeaderName =
+            header::HeaderName::from_static("inference-header-content-length");
+        let v = parts.headers.get(&NAME);
         Ok(HeaderLength(v.map(|v| Bytes::copy_from_slice(v.as_bytes()))))
     }
 }
@@ -707,7 +742,11 @@ async fn run_infer(
         }
         None => (&body[..], &[][..]),
     };
-    let req: InferRequest = crate::extract::parse_json("", json_part)?;
+    let req: InferRequest = match json::read(json_part) {
+        Some(req) => req,
+        // Another shape, or an error to name.
+        None => crate::extract::parse_json("", json_part)?,
+    };
     if req.inputs.is_empty() {
         return Err(invalid("inputs", "at least one input is required"));
     }
@@ -803,23 +842,23 @@ async fn run_infer(
     let outputs: Vec<OutTensor<'_>> = selected
         .iter()
         .map(|((n, t), bin)| {
-            let (data, parameters) = if *bin {
+            let (data, binary_data_size) = if *bin {
                 let start = tail.len();
                 t.data.write_le(&mut tail);
-                (None, Some(BinarySize { binary_data_size: tail.len() - start }))
+                (None, Some(tail.len() - start))
             } else {
                 (Some(DataRef(&t.data)), None)
             };
-            OutTensor { name: n, datatype: t.data.type_name(), shape: &t.shape, data, parameters }
+            OutTensor {
+                name: n,
+                datatype: t.data.type_name(),
+                shape: &t.shape,
+                data,
+                binary_data_size,
+            }
         })
         .collect();
-    let head = InferResponse {
-        model_name: &name,
-        model_version: answer.version.to_string(),
-        id: req.id,
-        outputs,
-    };
-    let head = serde_json::to_vec(&head).map_err(Error::from)?;
+    let head = write_answer(&name, answer.version, req.id.as_deref(), &outputs);
     if tail.is_empty() {
         return Ok(([(header::CONTENT_TYPE, "application/json")], head).into_response());
     }
