@@ -28,7 +28,7 @@ struct Reader<'a> {
     i: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn space(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
             self.i += 1;
@@ -52,15 +52,15 @@ impl Reader<'_> {
         (self.next()? == c).then_some(())
     }
 
-    /// A string without escapes or control characters.
-    fn str(&mut self) -> Option<&str> {
+    /// A string without escapes or control characters (borrowing the body, not the reader).
+    fn str(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
-        let start = self.i;
-        let len = self.b[start..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let (b, start) = (self.b, self.i);
+        let len = b[start..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
         // Ends at its quote: not at an escape or a control character.
-        (self.b[start + len] == b'"').then_some(())?;
+        (b[start + len] == b'"').then_some(())?;
         self.i = start + len + 1;
-        std::str::from_utf8(&self.b[start..start + len]).ok()
+        std::str::from_utf8(&b[start..start + len]).ok()
     }
 
     /// The members of an object, each read by `member` (which answers `None` to give up).
@@ -71,16 +71,7 @@ impl Reader<'_> {
             return Some(());
         }
         loop {
-            // The key borrows the body, not the reader.
-            let b = self.b;
-            let key = {
-                self.expect(b'"')?;
-                let start = self.i;
-                let len = b[start..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-                self.i = start + len + 1;
-                (b[start + len] == b'"').then_some(())?;
-                std::str::from_utf8(&b[start..start + len]).ok()?
-            };
+            let key = self.str()?;
             self.expect(b':')?;
             member(self, key)?;
             match self.next()? {
