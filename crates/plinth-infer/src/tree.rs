@@ -285,28 +285,32 @@ impl Ensemble {
                 let first = start + g * LANES;
                 *nan = any_nan(&features[first * nf..(first + LANES) * nf]);
             }
-            for (t, &root) in self.roots.iter().enumerate() {
-                let mut r = start;
-                if self.lockstep[t] {
-                    let steps = self.depth[t];
-                    while r < lanes_end {
-                        let leaves = if group_nan[(r - start) / LANES] {
-                            self.walk_lanes::<true>(root, steps, features, nf, r)
-                        } else {
-                            self.walk_lanes::<false>(root, steps, features, nf, r)
-                        };
-                        for (lane, &leaf) in leaves.iter().enumerate() {
-                            self.add_leaf(
-                                leaf as usize,
-                                &mut out[(r + lane) * nt..(r + lane + 1) * nt],
-                            );
+            // Rows in groups of LANES, tree by tree (no pass over the trees at all when every
+            // row is left over: a request of fewer than LANES rows, the common case online).
+            if lanes_end > start {
+                for (t, &root) in self.roots.iter().enumerate() {
+                    let mut r = start;
+                    if self.lockstep[t] {
+                        let steps = self.depth[t];
+                        while r < lanes_end {
+                            let leaves = if group_nan[(r - start) / LANES] {
+                                self.walk_lanes::<true>(root, steps, features, nf, r)
+                            } else {
+                                self.walk_lanes::<false>(root, steps, features, nf, r)
+                            };
+                            for (lane, &leaf) in leaves.iter().enumerate() {
+                                self.add_leaf(
+                                    leaf as usize,
+                                    &mut out[(r + lane) * nt..(r + lane + 1) * nt],
+                                );
+                            }
+                            r += LANES;
                         }
-                        r += LANES;
                     }
-                }
-                for r in r..lanes_end {
-                    let leaf = self.leaf_index(root, &features[r * nf..(r + 1) * nf]);
-                    self.add_leaf(leaf, &mut out[r * nt..(r + 1) * nt]);
+                    for r in r..lanes_end {
+                        let leaf = self.leaf_index(root, &features[r * nf..(r + 1) * nf]);
+                        self.add_leaf(leaf, &mut out[r * nt..(r + 1) * nt]);
+                    }
                 }
             }
             for r in lanes_end..end {
@@ -328,7 +332,15 @@ impl Ensemble {
     fn accumulate_row(&self, row: &[f32], o: &mut [f64]) {
         debug_assert!(row.len() >= self.n_features);
         let nan = any_nan(&row[..self.n_features]);
-        let mut leaves = vec![0u32; self.roots.len()];
+        // On the stack for models of up to 512 trees (most): no allocation per row.
+        let mut stack = [0u32; 512];
+        let mut heap = Vec::new();
+        let leaves: &mut [u32] = if self.roots.len() <= stack.len() {
+            &mut stack[..self.roots.len()]
+        } else {
+            heap.resize(self.roots.len(), 0);
+            &mut heap
+        };
         for (trees, steps) in &self.row_groups {
             let roots = trees.map(|t| self.roots[t as usize]);
             let found = if nan {
@@ -345,7 +357,7 @@ impl Ensemble {
         }
         // Summed in tree order, whatever order the trees were walked in: the same sum as
         // every other path.
-        for leaf in leaves {
+        for &leaf in leaves.iter() {
             self.add_leaf(leaf as usize, o);
         }
     }

@@ -106,6 +106,17 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
 }
 
+/// The engine table's key of a deployment: `team/model/environment` (a name holds no '/', so
+/// keys of different deployments differ, and a name with one finds nothing).
+fn table_key(key: &mut String, team: &str, model: &str, environment: &str) {
+    key.clear();
+    key.push_str(team);
+    key.push('/');
+    key.push_str(model);
+    key.push('/');
+    key.push_str(environment);
+}
+
 fn fast_random() -> u64 {
     use std::cell::Cell;
     thread_local! {
@@ -126,8 +137,8 @@ pub struct Engine {
     artifacts: Arc<dyn ArtifactStore>,
     backend: Arc<dyn InferenceBackend>,
     pub log: Arc<PredictionLog>,
-    /// (team, model, environment) → live deployment
-    table: RwLock<HashMap<(String, String, String), Arc<Live>>>,
+    /// Live deployments by [`table_key`].
+    table: RwLock<HashMap<String, Arc<Live>>>,
     runners: Mutex<HashMap<(String, u32), Arc<Runner>>>,
     stats: Mutex<HashMap<String, Arc<DeploymentStats>>>,
     pub started: Instant,
@@ -334,7 +345,8 @@ impl Engine {
             grants,
             stats,
         });
-        let key = (live.team.clone(), live.model.clone(), live.environment.clone());
+        let mut key = String::new();
+        table_key(&mut key, &live.team, &live.model, &live.environment);
         self.table.write().expect("table lock").insert(key, live.clone());
         // Forget runners of versions no longer served (in-flight requests still hold theirs).
         let keep: HashSet<u32> =
@@ -348,11 +360,14 @@ impl Engine {
 
     /// The live deployment of a model in an environment.
     pub fn resolve(&self, team: &str, model: &str, environment: &str) -> Option<Arc<Live>> {
-        self.table
-            .read()
-            .expect("table lock")
-            .get(&(team.to_string(), model.to_string(), environment.to_string()))
-            .cloned()
+        // The key is built in a buffer kept per thread: no allocation per request.
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        KEY.with_borrow_mut(|key| {
+            table_key(key, team, model, environment);
+            self.table.read().expect("table lock").get(key.as_str()).cloned()
+        })
     }
 
     /// Every live deployment.
