@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -69,14 +69,14 @@ pub fn app(
         .merge(routes::oip::router())
         .merge(api)
         .fallback(not_found)
-        .with_state(state);
+        .with_state(state.clone());
     tower::ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(Code::Internal, "internal error").into_response()
         }))
         .layer(TraceLayer::new_for_http())
-        .layer(middleware::from_fn(frame))
+        .layer(middleware::from_fn_with_state(state, frame))
         // Routes that take larger bodies set their own limit, which this default does not
         // override: the innermost limit wins.
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
@@ -89,9 +89,10 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Every request's frame, one layer (each `from_fn` layer costs a boxed service and a boxed
 /// future per request): the request id, taken from `x-request-id` or generated, in scope for
-/// the handler ([`current_request_id`]) and echoed on the response; and axum's empty 405
-/// answer given the error shape.
-async fn frame(req: Request, next: Next) -> Response {
+/// the handler ([`current_request_id`]) and echoed on the response; axum's empty 405 answer
+/// given the error shape; and the serving hot path, `POST /v2/models/{name}/infer`, answered
+/// without the router.
+async fn frame(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(&X_REQUEST_ID)
@@ -102,6 +103,10 @@ async fn frame(req: Request, next: Next) -> Response {
     let header = HeaderValue::from_str(&id);
     let mut response = REQUEST_ID
         .scope(id, async move {
+            // The serving hot path skips the router (see `infer_direct`).
+            if let Some(name) = routes::oip::direct_infer_name(&req) {
+                return routes::oip::infer_direct(state, name.to_string(), req).await;
+            }
             let method = req.method().clone();
             let response = next.run(req).await;
             if response.status() != StatusCode::METHOD_NOT_ALLOWED
