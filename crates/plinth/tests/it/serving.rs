@@ -106,6 +106,13 @@ shared_server_tests! {
         assert_eq!(oip["model_version"], "1");
         let label = oip["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "label").unwrap();
         assert_eq!(label["data"], exp["labels"]);
+        // A percent-encoded name takes the routed handler rather than the frame's direct path:
+        // the same answer.
+        let routed = viewer
+            .post(&format!("/v2/models/{}%2Eincome/infer", t.team), &json!({"id": "x1", "inputs": [{"name": "input", "shape": [n, 6], "datatype": "FP32", "data": flat}]}))
+            .await
+            .ok(StatusCode::OK);
+        assert_eq!(routed, oip);
         let meta = viewer.get(&format!("/v2/models/{}.income", t.team)).await.ok(StatusCode::OK);
         assert_eq!(meta["inputs"][0]["shape"], json!([-1, 6]));
         assert_eq!(meta["versions"], json!(["1"]));
@@ -126,11 +133,11 @@ shared_server_tests! {
         // Developers cannot deploy; the deployment metrics count every request.
         t.developer.1.put(&format!("{base}/staging"), &spec(&[(1, 100)])).await.err(StatusCode::FORBIDDEN, "forbidden");
         let metrics = viewer.get(&format!("{base}/production/metrics")).await.ok(StatusCode::OK);
-        assert_eq!(metrics["requests"], 4);
-        assert_eq!(metrics["rows"].as_u64().unwrap(), 4 * n as u64);
+        assert_eq!(metrics["requests"], 5);
+        assert_eq!(metrics["rows"].as_u64().unwrap(), 5 * n as u64);
         let prom = srv.anonymous().get("/metrics").await;
         let text = prom.body.as_str().unwrap_or_default().to_string();
-        assert!(text.contains(&format!("plinth_requests_total{{team=\"{}\",model=\"income\",environment=\"production\"}} 4", t.team)), "{text}");
+        assert!(text.contains(&format!("plinth_requests_total{{team=\"{}\",model=\"income\",environment=\"production\"}} 5", t.team)), "{text}");
         assert!(text.contains("plinth_request_duration_seconds_bucket"));
         assert!(text.contains("plinth_model_load_seconds"));
     }
