@@ -73,11 +73,6 @@ impl Live {
         &self.routes[0].1.source.signature
     }
 
-    /// The registry id of the version whose signature requests are checked against.
-    pub fn primary_version_id(&self) -> &str {
-        &self.routes[0].1.source.version_id
-    }
-
     /// May `who` call this deployment? Its own team (any role), granted teams, platform roles,
     /// or anyone when it is public. Others get `not_found`.
     pub fn authorize(&self, who: Option<&Principal>) -> Result<()> {

@@ -53,8 +53,13 @@ fn tabular_input(sig: &Signature) -> Result<(&str, usize)> {
 }
 
 /// Builds the input tensor from rows or columns. Returns the tensor and its row count.
+///
+/// A feature `sig` does not read is refused unless `other_feature` accepts it (a feature of
+/// another version the deployment serves: the same payload can reach a canary that reads fewer
+/// features); then it is left out.
 pub fn tensor_from_request(
     sig: &Signature,
+    other_feature: &dyn Fn(&str) -> bool,
     rows: Option<&[Value]>,
     columns: Option<&BTreeMap<String, Vec<Value>>>,
     max_rows: usize,
@@ -88,17 +93,22 @@ pub fn tensor_from_request(
                         let index = index.as_ref().ok_or_else(|| {
                             Error::invalid(format!("rows[{r}]"), "this version's signature has no feature names: send each row as an array in input order")
                         })?;
+                        let mut read = 0;
                         for (k, v) in map {
-                            let j = *index.get(k.as_str()).ok_or_else(|| {
-                                Error::new(
+                            let Some(&j) = index.get(k.as_str()) else {
+                                if other_feature(k) {
+                                    continue;
+                                }
+                                return Err(Error::new(
                                     plinth_api::Code::UnknownField,
                                     format!("rows[{r}].{k}: not a feature of this model"),
                                 )
-                                .with_field(format!("rows[{r}].{k}"))
-                            })?;
+                                .with_field(format!("rows[{r}].{k}")));
+                            };
                             out[j] = number(|| format!("rows[{r}].{k}"), v)?;
+                            read += 1;
                         }
-                        if map.len() != width {
+                        if read != width {
                             let missing = names
                                 .expect("index implies names")
                                 .iter()
@@ -127,7 +137,9 @@ pub fn tensor_from_request(
                 )
             })?;
             let index = index.as_ref().expect("names imply index");
-            if let Some(k) = columns.keys().find(|k| !index.contains_key(k.as_str())) {
+            if let Some(k) =
+                columns.keys().find(|k| !index.contains_key(k.as_str()) && !other_feature(k))
+            {
                 return Err(Error::new(
                     plinth_api::Code::UnknownField,
                     format!("columns.{k}: not a feature of this model"),
@@ -140,10 +152,10 @@ pub fn tensor_from_request(
                     "every feature is required",
                 ));
             }
-            n = columns.values().next().map_or(0, Vec::len);
+            n = names.first().and_then(|f| columns.get(f)).map_or(0, Vec::len);
             check_rows(n, max_rows, "columns")?;
             values = vec![f32::NAN; n * width];
-            for (k, col) in columns {
+            for (k, col) in columns.iter().filter(|(k, _)| index.contains_key(k.as_str())) {
                 if col.len() != n {
                     return Err(Error::invalid(
                         format!("columns.{k}"),

@@ -237,6 +237,9 @@ async fn predict(
 ) -> ApiResult<Json<PredictResponse>> {
     let live = callable(&s, who.as_ref(), &t, &m, &e)?;
     let mut req: PredictRequest = parse_json("", &body)?;
+    // The version that answers is picked first: its signature (and feature service) reads the
+    // request, since a canary may take other features than the version it is replacing.
+    let runner = live.route(req.routing_key.as_deref()).clone();
     if let Some(entities) = &req.entities {
         if req.rows.is_some() || req.columns.is_some() {
             return Err(plinth_core::Error::invalid(
@@ -247,12 +250,19 @@ async fn predict(
         }
         let columns = s
             .core
-            .prediction_features(&live.team_id, &live.team, live.primary_version_id(), entities)
+            .prediction_features(&live.team_id, &live.team, &runner.source.version_id, entities)
             .await?;
         req.columns = Some(columns);
     }
+    // A feature another served version reads is left out, not refused.
+    let other_feature = |k: &str| {
+        live.runners().chain(&live.shadows).any(|r| {
+            r.source.signature.feature_names.as_ref().is_some_and(|n| n.iter().any(|f| f == k))
+        })
+    };
     let (name, tensor, rows) = input::tensor_from_request(
-        live.signature(),
+        &runner.source.signature,
+        &other_feature,
         req.rows.as_deref(),
         req.columns.as_ref(),
         live.spec.limits.max_rows as usize,
@@ -264,8 +274,8 @@ async fn predict(
         request_id: &request_id,
         inputs: vec![(name, tensor)],
         rows,
-        routing_key: req.routing_key.as_deref(),
-        runner: None,
+        routing_key: None,
+        runner: Some(&runner),
     };
     let answer = s.core.engine().predict(&live, call).await?;
     let (predictions, probabilities) = input::predictions(&answer.outputs, rows);

@@ -177,6 +177,31 @@ shared_server_tests! {
         assert_eq!(history.len(), 2);
     }
 
+    async fn a_canary_reading_fewer_features_takes_the_same_rows(srv: &TestServer) {
+        // Version 4 reads five of the six features (no `sex_male`); it is the canary.
+        let (t, base) = income_model(srv).await;
+        let m = &t.maintainer.1;
+        m.upload_fixture(&t.team, "income", "../eval/adult_v2.txt").await.ok(StatusCode::CREATED);
+        m.put(&format!("{base}/production"), &spec(&[(1, 50), (4, 50)])).await.ok(StatusCode::OK);
+        let row = json!({"age": 39, "education_num": 13, "capital_gain": 2174, "capital_loss": 0, "hours_per_week": 40, "sex_male": 1});
+        let columns = json!({"age": [39], "education_num": [13], "capital_gain": [2174], "capital_loss": [0], "hours_per_week": [40], "sex_male": [1]});
+        let mut answered = HashMap::new();
+        for k in 0..40 {
+            for body in [json!({"rows": [row], "routing_key": format!("k{k}")}), json!({"columns": columns, "routing_key": format!("k{k}")})] {
+                let r = predict(m, &base, body).await.ok(StatusCode::OK);
+                *answered.entry(r["version"].as_u64().unwrap()).or_insert(0) += 1;
+            }
+        }
+        assert!(answered.contains_key(&1) && answered.contains_key(&4), "{answered:?}");
+        // A name no served version reads is still refused, and so is a missing one.
+        let mut typo = row.clone();
+        typo["agee"] = json!(39);
+        predict(m, &base, json!({"rows": [typo]})).await.err(StatusCode::BAD_REQUEST, "unknown_field");
+        let mut short = row.clone();
+        short.as_object_mut().unwrap().remove("age");
+        predict(m, &base, json!({"rows": [short]})).await.err(StatusCode::BAD_REQUEST, "missing_field");
+    }
+
     async fn shadow_answers_are_logged_never_returned(srv: &TestServer) {
         let (t, base) = income_model(srv).await;
         let m = &t.maintainer.1;
