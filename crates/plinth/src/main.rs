@@ -66,7 +66,15 @@ fn main() -> ExitCode {
         end_quietly_on_broken_pipe();
     }
     // Busy polling (off until `plinth serve` sets its budget): see plinth_server::busy_poll.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // On one CPU (a server pinned to a core) a work-stealing pool is overhead: one thread runs
+    // every task.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder
         .enable_all()
         .on_thread_park(|| {
             if let Some(poll) = plinth_server::busy_poll::global() {

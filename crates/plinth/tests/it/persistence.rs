@@ -1,5 +1,6 @@
 //! Durability: everything survives a restart; a crash in the middle of an upload leaves no
-//! visible trace; the audit log cannot be rewritten, even from inside the database.
+//! visible trace; the audit log cannot be rewritten, even from inside the database. And the
+//! binary itself on one CPU (where it runs every task on one thread).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -52,7 +53,7 @@ backend_tests! {
             Backend::Postgres => Some(fresh_postgres_database().await),
         };
         let (_, admin_key, _) = plinth_core::auth::generate_key();
-        let mut server = Server::spawn(&data_dir, database_url.as_deref(), &admin_key);
+        let mut server = Server::spawn(&data_dir, database_url.as_deref(), &admin_key, None);
         let admin = Api::new(&server.url, &admin_key);
         admin.post("/teams", &json!({"name": "crash"})).await.ok(StatusCode::CREATED);
         admin.post("/teams/crash/models", &json!({"name": "m", "task": "binary_classification"})).await.ok(StatusCode::CREATED);
@@ -81,7 +82,7 @@ backend_tests! {
         std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
         std::fs::write(&orphan, b"half a registration").unwrap();
 
-        let server = Server::spawn(&data_dir, database_url.as_deref(), &admin_key);
+        let server = Server::spawn(&data_dir, database_url.as_deref(), &admin_key, None);
         let admin = Api::new(&server.url, &admin_key);
         assert!(admin.all_pages("/teams/crash/models/m/versions?include_archived=true").await.is_empty());
         assert_eq!(admin.get("/teams/crash/models/m").await.ok(StatusCode::OK)["latest_version"], 0);
@@ -90,6 +91,37 @@ backend_tests! {
         let v = admin.upload("crash", "m", "m.txt", artifact, None).await.ok(StatusCode::CREATED);
         assert_eq!(v["version"], 1);
         assert_eq!(walk_files(&data_dir.join("artifacts")), 1);
+        drop(server);
+    }
+
+    async fn the_binary_pinned_to_one_cpu_registers_deploys_and_serves(backend: Backend) {
+        // On one CPU the binary runs a single-threaded runtime: the whole path, through it.
+        let tmp = tempfile::tempdir().unwrap();
+        let database_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(fresh_postgres_database().await),
+        };
+        let (_, admin_key, _) = plinth_core::auth::generate_key();
+        let server = Server::spawn(tmp.path(), database_url.as_deref(), &admin_key, Some("0"));
+        let admin = Api::new(&server.url, &admin_key);
+        admin.post("/teams", &json!({"name": "onecpu"})).await.ok(StatusCode::CREATED);
+        admin.post("/teams/onecpu/models", &json!({"name": "m", "task": "binary_classification"})).await.ok(StatusCode::CREATED);
+        let artifact = std::fs::read(fixtures().join("lightgbm_binary.txt")).unwrap();
+        admin.upload("onecpu", "m", "m.txt", artifact, None).await.ok(StatusCode::CREATED);
+        admin.put("/deployments/onecpu/m/production", &json!({"versions": [{"version": 1, "weight": 100}]})).await.ok(StatusCode::OK);
+        let rows = json!({"rows": [[39, 13, 2174, 0, 40, 1], [50, 9, 0, 0, 45, 0]]});
+        let answer = admin.post("/deployments/onecpu/m/production/predict", &rows).await.ok(StatusCode::OK);
+        assert_eq!(answer["predictions"].as_array().unwrap().len(), 2);
+        // Many connections at once, over the Open Inference Protocol: batched on one thread.
+        let body = json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32", "data": [39, 13, 2174, 0, 40, 1]}]});
+        let calls = (0..32).map(|_| {
+            let (api, body) = (admin.clone(), body.clone());
+            tokio::spawn(async move { api.post("/v2/models/onecpu.m/infer", &body).await })
+        });
+        for call in calls.collect::<Vec<_>>() {
+            let r = call.await.unwrap().ok(StatusCode::OK);
+            assert_eq!(r["outputs"][1]["data"][1].as_f64(), answer["probabilities"][0][1].as_f64());
+        }
         drop(server);
     }
 
@@ -142,12 +174,22 @@ pub struct Server {
 }
 
 impl Server {
+    /// `cpus`: pin the process to these CPUs (`taskset -c`), else it runs anywhere.
     pub fn spawn(
         data_dir: &std::path::Path,
         database_url: Option<&str>,
         admin_key: &str,
+        cpus: Option<&str>,
     ) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plinth"));
+        let plinth = env!("CARGO_BIN_EXE_plinth");
+        let mut cmd = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus, plinth]);
+                c
+            }
+            None => Command::new(plinth),
+        };
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
         if let Some(url) = database_url {
             cmd.args(["--database-url", url]);
