@@ -95,3 +95,15 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
 pub fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
+
+/// A JSON array of integers, such as a tensor's shape.
+pub fn push_int_array(out: &mut Vec<u8>, items: &[usize]) {
+    out.push(b'[');
+    for (i, &n) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_int(out, n);
+    }
+    out.push(b']');
+}

@@ -20,7 +20,7 @@ use plinth_api::serving::PredictionRecord;
 use serde_json::Value;
 
 use super::tensor::{Data, Tensor};
-use crate::util::{micros_to_time, push_int, push_json_str};
+use crate::util::{micros_to_time, push_int, push_int_array, push_json_str};
 
 /// A record on its way to the log.
 pub struct Entry {
@@ -31,7 +31,7 @@ pub struct Entry {
     pub shadow: bool,
     pub caller: String,
     pub inputs: super::runner::Inputs,
-    pub outputs: Result<Arc<Vec<(String, Tensor)>>, String>,
+    pub outputs: Result<Arc<super::runner::Outputs>, String>,
     pub latency_us: u64,
 }
 
@@ -210,14 +210,9 @@ fn write_tensors(out: &mut Vec<u8>, le: &mut Vec<u8>, tensors: &[(String, Tensor
             out.push(b',');
         }
         push_json_str(out, name);
-        out.extend_from_slice(b":{\"shape\":[");
-        for (j, d) in t.shape.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            push_int(out, *d as u64);
-        }
-        out.extend_from_slice(b"],\"datatype\":\"");
+        out.extend_from_slice(b":{\"shape\":");
+        push_int_array(out, &t.shape);
+        out.extend_from_slice(b",\"datatype\":\"");
         out.extend_from_slice(t.data.type_name().as_bytes());
         out.extend_from_slice(b"\",\"b64\":");
         match &t.data {

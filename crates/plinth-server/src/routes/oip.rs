@@ -21,7 +21,7 @@ use plinth_api::registry::{DataType, TensorSpec};
 use plinth_core::Error;
 use plinth_core::serving::engine::{Call, Live};
 use plinth_core::serving::tensor::{Data, Tensor};
-use plinth_core::util::{push_int, push_json_str};
+use plinth_core::util::{push_int, push_int_array, push_json_str};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -635,14 +635,8 @@ fn write_answer(name: &str, version: u32, id: Option<&str>, outputs: &[OutTensor
         push_json_str(&mut out, o.name);
         out.extend_from_slice(b",\"datatype\":\"");
         out.extend_from_slice(o.datatype.as_bytes());
-        out.extend_from_slice(b"\",\"shape\":[");
-        for (j, &d) in o.shape.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            push_int(&mut out, d);
-        }
-        out.push(b']');
+        out.extend_from_slice(b"\",\"shape\":");
+        push_int_array(&mut out, o.shape);
         if let Some(data) = &o.data {
             out.extend_from_slice(b",\"data\":");
             // Writing to a Vec cannot fail, and the values are plain numbers and strings.

@@ -82,6 +82,16 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The elements of an array, each read by `element`, collected.
+    fn list<T>(&mut self, mut element: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        let mut items = Vec::new();
+        self.array(|r| {
+            items.push(element(r)?);
+            Some(())
+        })?;
+        Some(items)
+    }
+
     /// The elements of an array, each read by `element`.
     fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.expect(b'[')?;
@@ -107,17 +117,11 @@ impl<'a> Reader<'a> {
                 Some(())
             }
             "inputs" if inputs.is_none() => {
-                let mut list = Vec::new();
-                r.array(|r| {
-                    list.push(r.input()?);
-                    Some(())
-                })?;
-                inputs = Some(list);
+                inputs = Some(r.list(Self::input)?);
                 Some(())
             }
             "outputs" if outputs.is_none() => {
-                let mut list = Vec::new();
-                r.array(|r| {
+                outputs = Some(r.list(|r| {
                     let mut name = None;
                     r.object(|r, key| match key {
                         "name" if name.is_none() => {
@@ -126,10 +130,8 @@ impl<'a> Reader<'a> {
                         }
                         _ => None,
                     })?;
-                    list.push(RequestedOutput { name: name?, parameters: Map::new() });
-                    Some(())
-                })?;
-                outputs = Some(list);
+                    Some(RequestedOutput { name: name?, parameters: Map::new() })
+                })?);
                 Some(())
             }
             _ => None,
@@ -154,16 +156,13 @@ impl<'a> Reader<'a> {
                 Some(())
             }
             "shape" if shape.is_none() => {
-                let mut dims = Vec::with_capacity(4);
-                r.array(|r| {
+                shape = Some(r.list(|r| {
                     r.space();
                     match r.number()? {
-                        Num::Int(d) => dims.push(d),
-                        Num::Float(_) => return None,
+                        Num::Int(d) => Some(d),
+                        Num::Float(_) => None,
                     }
-                    Some(())
-                })?;
-                shape = Some(dims);
+                })?);
                 Some(())
             }
             "data" if data.is_none() => {
