@@ -490,7 +490,7 @@ shared_server_tests! {
 async fn metrics_count_open_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let srv = TestServer::start(ServerOptions::new(Backend::Sqlite)).await;
-    let api = srv.anonymous();
+    let api = srv.anonymous().keeping_one_idle_connection();
     let open = async || open_connections(&api).await;
     // The scrapes reuse one pooled connection: once the harness's are closed, it is the only one.
     eventually("only the test's own connection is open", async || open().await == 1).await;
@@ -527,7 +527,9 @@ async fn open_connections(api: &Api) -> u64 {
 async fn a_lone_connection_keeps_its_version_loaded_then_lets_it_idle() {
     let srv = TestServer::start(ServerOptions::new(Backend::Sqlite)).await;
     let (t, base) = income_model(&srv).await;
-    let m = &t.maintainer.1;
+    // The fixture's client is dropped, and its connections with it: only this one's count.
+    let m = &t.maintainer.1.keeping_one_idle_connection();
+    drop(t);
     let mut s = spec(&[(1, 100)]);
     s["scaling"] = json!({"max_workers": 2, "idle_seconds": 1});
     m.put(&format!("{base}/production"), &s).await.ok(StatusCode::OK);
