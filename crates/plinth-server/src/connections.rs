@@ -1,52 +1,141 @@
-//! Counting open client connections: a listener whose connections hold a count of themselves
-//! in the engine's [`Clients`] until they close. The serving runners read it (one client alone
-//! never has a second request to batch with) and `/metrics` reports it.
+//! Client connections: the accept loop and each connection's life.
+//!
+//! A connection is counted in the engine's [`Clients`] while it is open: the serving runners
+//! read the count (one client alone never has a second request to batch with) and `/metrics`
+//! reports it. Its requests are read first by [`crate::h1`], which answers the serving hot path
+//! itself; at the first request it does not answer, the connection goes to hyper and the router
+//! for good, with the bytes already read handed over first.
 
+use std::convert::Infallible;
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::serve::Listener;
-use plinth_core::serving::runner::{Clients, Connection};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use bytes::{Buf, BytesMut};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::ServiceExt;
 
-/// A listener whose accepted connections are counted in `clients` while open.
-pub struct Counted<L> {
-    pub listener: L,
-    pub clients: Clients,
-}
+use crate::{AppState, busy_poll, h1};
 
-impl<L: Listener> Listener for Counted<L> {
-    type Io = CountedIo<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = self.listener.accept().await;
-        (CountedIo { io, _counted: self.clients.connect() }, addr)
+/// Accepts connections on `listener` until `shutdown` resolves, then lets the open ones finish
+/// the request in hand (for at most `grace`) and close.
+pub(crate) async fn serve<S>(
+    listener: TcpListener,
+    state: AppState,
+    app: S,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> io::Result<()>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let poll = busy_poll::global();
+    if let Some(poll) = poll {
+        poll.watch(&listener);
     }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.listener.local_addr()
+    // Every connection holds a receiver: the sender closes once they are all gone.
+    let (stopping, stop) = watch::channel(false);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Answers go out as soon as they are written.
+        let _ = stream.set_nodelay(true);
+        if let Some(poll) = poll {
+            poll.watch(&stream);
+        }
+        let counted = state.core.engine().clients.connect();
+        let (state, app, stop) = (state.clone(), app.clone(), stop.clone());
+        tokio::spawn(async move {
+            connection(stream, state, app, stop).await;
+            drop(counted);
+        });
     }
+    drop(listener);
+    drop(stop);
+    let _ = stopping.send(true);
+    if tokio::time::timeout(grace, stopping.closed()).await.is_err() {
+        tracing::warn!(
+            "graceful shutdown took longer than {grace:?}; closing remaining connections"
+        );
+    }
+    Ok(())
 }
 
-/// A connection, counted until dropped; reads and writes go straight to `io`.
-pub struct CountedIo<Io> {
-    io: Io,
-    _counted: Connection,
+/// An accept that failed: a connection reset before it was taken is nothing; anything else
+/// (out of file descriptors, say) is logged and waited out, as hyper's servers do.
+async fn accept_failed(e: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-impl<Io: AsyncRead + Unpin> AsyncRead for CountedIo<Io> {
+/// One connection, from its first byte to its close.
+async fn connection<S>(
+    mut stream: TcpStream,
+    state: AppState,
+    app: S,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let Some(read) = h1::serve(&mut stream, &state, &mut stop).await else { return };
+    let io = TokioIo::new(Prefixed { read, io: stream });
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        app.clone().oneshot(req.map(Body::new))
+    });
+    let mut conn = pin!(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop.wait_for(|stopping| *stopping) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+struct Prefixed {
+    read: BytesMut,
+    io: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        if self.read.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
-impl<Io: AsyncWrite + Unpin> AsyncWrite for CountedIo<Io> {
+impl AsyncWrite for Prefixed {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -21,27 +21,39 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let rid = crate::current_request_id();
-        let fail = ApiError;
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-        let Some(key) = header else {
-            return Err(fail(Error::new(
-                Code::Unauthenticated,
-                "no API key: send 'Authorization: Bearer <key>' (create keys with `plinth key create`)",
-            )));
-        };
-        let mut principal = state.core.authenticate(key).await.map_err(fail)?;
-        principal.request_id = rid;
-        Ok(Caller(principal))
+        let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let key = api_key(header(axum::http::header::AUTHORIZATION.as_str()), header("x-api-key"));
+        authenticate(state, key).await.map(Caller)
     }
 }
 
-/// Maps a deserialization failure to the catalogue: which field, and why.
+/// The API key a request carries: `Authorization: Bearer <key>`, else `x-api-key` (the two
+/// headers' values, where they are text).
+pub(crate) fn api_key<'a>(
+    authorization: Option<&'a str>,
+    x_api_key: Option<&'a str>,
+) -> Option<&'a str> {
+    authorization
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or(x_api_key)
+}
+
+/// The principal holding `key`, for the request in scope ([`crate::current_request_id`]).
+pub(crate) async fn authenticate(
+    state: &AppState,
+    key: Option<&str>,
+) -> Result<Principal, ApiError> {
+    let Some(key) = key else {
+        return Err(ApiError(Error::new(
+            Code::Unauthenticated,
+            "no API key: send 'Authorization: Bearer <key>' (create keys with `plinth key create`)",
+        )));
+    };
+    let mut principal = state.core.authenticate(key).await.map_err(ApiError)?;
+    principal.request_id = crate::current_request_id();
+    Ok(principal)
+}
+
 pub fn classify_json_error(
     prefix: &str,
     err: serde_path_to_error::Error<serde_json::Error>,

@@ -8,6 +8,7 @@ pub mod busy_poll;
 mod connections;
 pub mod error;
 pub mod extract;
+mod h1;
 pub mod openapi;
 mod routes;
 
@@ -16,11 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use plinth_api::Code;
 use plinth_core::Plinth;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -76,7 +76,7 @@ pub fn app(
             ApiError::new(Code::Internal, "internal error").into_response()
         }))
         .layer(TraceLayer::new_for_http())
-        .layer(middleware::from_fn_with_state(state, frame))
+        .layer(middleware::from_fn(frame))
         // Routes that take larger bodies set their own limit, which this default does not
         // override: the innermost limit wins.
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
@@ -87,26 +87,15 @@ pub fn app(
 /// inserted, on every request).
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Every request's frame, one layer (each `from_fn` layer costs a boxed service and a boxed
-/// future per request): the request id, taken from `x-request-id` or generated, in scope for
-/// the handler ([`current_request_id`]) and echoed on the response; axum's empty 405 answer
-/// given the error shape; and the serving hot path, `POST /v2/models/{name}/infer`, answered
-/// without the router.
-async fn frame(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(new_request_id);
+/// Every routed request's frame, one layer (each `from_fn` layer costs a boxed service and a
+/// boxed future per request): the request id ([`request_id`]) in scope for the handler
+/// ([`current_request_id`]) and echoed on the response, and axum's empty 405 answer given the
+/// error shape.
+async fn frame(req: Request, next: Next) -> Response {
+    let id = request_id(req.headers().get(&X_REQUEST_ID).map(HeaderValue::as_bytes));
     let header = HeaderValue::from_str(&id);
     let mut response = REQUEST_ID
         .scope(id, async move {
-            // The serving hot path skips the router (see `infer_direct`).
-            if let Some(name) = routes::oip::direct_infer_name(&req) {
-                return routes::oip::infer_direct(state, name.to_string(), req).await;
-            }
             let method = req.method().clone();
             let response = next.run(req).await;
             if response.status() != StatusCode::METHOD_NOT_ALLOWED
@@ -131,6 +120,17 @@ async fn frame(State(state): State<AppState>, req: Request, next: Next) -> Respo
         response.headers_mut().insert(X_REQUEST_ID, v);
     }
     response
+}
+
+/// A request's id: the caller's `x-request-id` when it is 1 to 128 visible ASCII characters,
+/// else a fresh one.
+fn request_id(given: Option<&[u8]>) -> String {
+    match given {
+        Some(v) if !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic) => {
+            String::from_utf8_lossy(v).into_owned()
+        }
+        _ => new_request_id(),
+    }
 }
 
 /// A fresh request id: this process's random prefix and a counter (no system call per request,
@@ -159,38 +159,14 @@ async fn not_found(req: Request) -> ApiError {
     )
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests (for at
-/// most `grace`).
+/// Serves the application on `listener` until `shutdown` resolves, then finishes in-flight
+/// requests (for at most `grace`). How connections are served: [`connections`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let poll = busy_poll::global();
-    if let Some(poll) = poll {
-        poll.watch(&listener);
-    }
-    let listener = listener.tap_io(move |stream| {
-        // Answers go out as soon as they are written.
-        let _ = stream.set_nodelay(true);
-        if let Some(poll) = poll {
-            poll.watch(&*stream);
-        }
-    });
-    let clients = state.core.engine().clients.clone();
-    let listener = connections::Counted { listener, clients };
-    let app = axum::ServiceExt::<Request>::into_make_service(app(state));
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(());
-    });
-    tokio::select! {
-        res = server => res,
-        _ = async { let _ = rx.await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("graceful shutdown took longer than {grace:?}; closing remaining connections");
-            Ok(())
-        }
-    }
+    let app = app(state.clone());
+    connections::serve(listener, state, app, shutdown, grace).await
 }

@@ -697,38 +697,28 @@ async fn infer(
     run_infer(s, who, name, None, header_len, body).await
 }
 
-/// The model named by `POST /v2/models/{name}/infer`, when `req` is such a request and the
-/// name needs no percent-decoding: the requests [`infer_direct`] serves.
-pub(crate) fn direct_infer_name(req: &axum::extract::Request) -> Option<&str> {
-    if req.method() != axum::http::Method::POST {
+/// The model named by the path of `POST /v2/models/{name}/infer` (no query), when the name
+/// needs no percent-decoding and holds only characters a URI path takes as they are: the
+/// requests the connection's own reader answers ([`crate::h1`]).
+pub(crate) fn infer_path_name(path: &[u8]) -> Option<&str> {
+    let name = path.strip_prefix(b"/v2/models/")?.strip_suffix(b"/infer")?;
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(b);
+    if name.is_empty() || !name.iter().all(plain) {
         return None;
     }
-    let name = req.uri().path().strip_prefix("/v2/models/")?.strip_suffix("/infer")?;
-    (!name.is_empty() && !name.contains(['/', '%'])).then_some(name)
+    std::str::from_utf8(name).ok()
 }
 
-/// `POST /v2/models/{name}/infer`, the serving hot path, called by the request frame without
-/// the router: the same extractors, limit and handler as the routed [`infer`], less the route
-/// lookup and the layers around a routed handler (about a tenth of a 1-row request's CPU).
-pub(crate) async fn infer_direct(
+/// `POST /v2/models/{name}/infer` as the connection's own reader serves it: the routed
+/// [`infer`]'s work on what its extractors would have read.
+pub(crate) async fn infer_read(
     s: AppState,
+    who: Option<plinth_core::auth::Principal>,
     name: String,
-    req: axum::extract::Request,
+    header_len: Option<&[u8]>,
+    body: Bytes,
 ) -> Response {
-    use axum::extract::{FromRequest, FromRequestParts};
-    let (mut parts, body) = req.into_parts();
-    let who = match MaybeCaller::from_request_parts(&mut parts, &s).await {
-        Ok(MaybeCaller(who)) => who,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let Ok(header_len) = HeaderLength::from_request_parts(&mut parts, &s).await;
-    let mut req = axum::extract::Request::from_parts(parts, body);
-    // The limit the router sets on every OIP route.
-    DefaultBodyLimit::max(super::serving::PREDICT_BODY_LIMIT).apply(&mut req);
-    let body = match Bytes::from_request(req, &s).await {
-        Ok(body) => body,
-        Err(rejection) => return rejection.into_response(),
-    };
+    let header_len = HeaderLength(header_len.map(Bytes::copy_from_slice));
     run_infer(s, who, name, None, header_len, body).await.into_response()
 }
 

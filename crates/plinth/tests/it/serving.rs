@@ -106,8 +106,8 @@ shared_server_tests! {
         assert_eq!(oip["model_version"], "1");
         let label = oip["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "label").unwrap();
         assert_eq!(label["data"], exp["labels"]);
-        // A percent-encoded name takes the routed handler rather than the frame's direct path:
-        // the same answer.
+        // A percent-encoded name takes the router rather than the connection's own reader
+        // (h1.rs): the same answer.
         let routed = viewer
             .post(&format!("/v2/models/{}%2Eincome/infer", t.team), &json!({"id": "x1", "inputs": [{"name": "input", "shape": [n, 6], "datatype": "FP32", "data": flat}]}))
             .await
@@ -563,4 +563,129 @@ async fn a_lone_connection_keeps_its_version_loaded_then_lets_it_idle() {
     let r = predict(m, &base, row).await.ok(StatusCode::OK);
     assert_eq!(r["predictions"], json!([1]));
     srv.stop().await;
+}
+
+/// One HTTP/1.1 answer read off a raw connection: status, headers (names lowercased), body.
+struct RawAnswer {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Value,
+}
+
+/// A raw client connection, for the framings a library client does not send.
+struct RawConn {
+    stream: tokio::net::TcpStream,
+    read: Vec<u8>,
+}
+
+impl RawConn {
+    async fn open(srv: &TestServer) -> RawConn {
+        let addr = srv.url.trim_start_matches("http://");
+        RawConn { stream: tokio::net::TcpStream::connect(addr).await.unwrap(), read: Vec::new() }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    async fn answer(&mut self) -> RawAnswer {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = self.read.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = self.stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the connection closed before an answer");
+            self.read.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(self.read[..head_end].to_vec()).unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: HashMap<String, String> = lines
+            .filter_map(|l| l.split_once(": "))
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+            .collect();
+        let len: usize = headers.get("content-length").map_or(0, |v| v.parse().unwrap());
+        while self.read.len() < head_end + len {
+            let n = self.stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the connection closed inside an answer");
+            self.read.extend_from_slice(&chunk[..n]);
+        }
+        let body: Vec<u8> = self.read.drain(..head_end + len).skip(head_end).collect();
+        let body = if len == 0 { Value::Null } else { serde_json::from_slice(&body).unwrap() };
+        RawAnswer { status, headers, body }
+    }
+}
+
+shared_server_tests! {
+    // The serving hot path reads plain OIP requests itself and hands anything else to the
+    // general HTTP stack: on one connection, pipelined, split, chunked and other requests in
+    // any order all get their answer, the same one.
+    async fn one_connection_answers_every_framing_of_an_inference(srv: &TestServer) {
+        let (t, base) = income_model(srv).await;
+        let m = &t.maintainer.1;
+        m.put(&format!("{base}/production"), &spec(&[(1, 100)])).await.ok(StatusCode::OK);
+        let path = format!("/v2/models/{}.income/infer", t.team);
+        let body = json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32", "data": [39, 13, 2174, 0, 40, 1]}]}).to_string();
+        let head = |extra: &str| format!("POST {path} HTTP/1.1\r\nhost: plinth\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\n{extra}", m.key());
+        let plain = |id: &str| format!("{}content-length: {}\r\nx-request-id: {id}\r\n\r\n{body}", head(""), body.len());
+        let want = m.post(&path, &serde_json::from_str::<Value>(&body).unwrap()).await.ok(StatusCode::OK)["outputs"].clone();
+        let same = |a: &RawAnswer, what: &str| {
+            assert_eq!(a.status, 200, "{what}: {}", a.body);
+            assert_eq!(a.body["outputs"], want, "{what}");
+            assert_eq!(a.headers["content-type"], "application/json", "{what}");
+            assert!(a.headers.contains_key("date"), "{what}");
+        };
+        let mut c = RawConn::open(srv).await;
+        // Two requests in one write: two answers, in order, each with its own id.
+        c.send(format!("{}{}", plain("lane-1"), plain("lane-2")).as_bytes()).await;
+        for id in ["lane-1", "lane-2"] {
+            let a = c.answer().await;
+            same(&a, id);
+            assert_eq!(a.headers["x-request-id"], id);
+        }
+        // A request arriving in pieces.
+        let whole = plain("lane-3");
+        for piece in whole.as_bytes().chunks(whole.len() / 5 + 1) {
+            c.send(piece).await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        same(&c.answer().await, "in pieces");
+        // A chunked body goes to the general stack, and so does everything after it on this
+        // connection: a plain request, and another endpoint.
+        let (a, b) = body.split_at(body.len() / 2);
+        c.send(format!("{}transfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n", head(""), a.len(), b.len()).as_bytes()).await;
+        same(&c.answer().await, "chunked");
+        c.send(plain("lane-4").as_bytes()).await;
+        let a = c.answer().await;
+        same(&a, "plain after chunked");
+        assert_eq!(a.headers["x-request-id"], "lane-4");
+        c.send(b"GET /v2/health/live HTTP/1.1\r\nhost: plinth\r\n\r\n").await;
+        assert_eq!(c.answer().await.status, 200);
+        // `Expect: 100-continue` is answered by the general stack, then the body is read.
+        let mut c = RawConn::open(srv).await;
+        c.send(format!("{}content-length: {}\r\nexpect: 100-continue\r\n\r\n", head(""), body.len()).as_bytes()).await;
+        assert_eq!(c.answer().await.status, 100);
+        c.send(body.as_bytes()).await;
+        same(&c.answer().await, "expect");
+        // Refusals on the hot path have the API's shape: a wrong key, no body, a bad body.
+        let mut c = RawConn::open(srv).await;
+        c.send(format!("POST {path} HTTP/1.1\r\nx-api-key: nope\r\ncontent-length: 2\r\n\r\n{{}}").as_bytes()).await;
+        let a = c.answer().await;
+        assert_eq!((a.status, a.body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{}", a.body);
+        assert!(a.headers["x-request-id"].starts_with("req_"));
+        c.send(format!("{}content-length: 9\r\n\r\n{{\"inputs\"", head("")).as_bytes()).await;
+        let a = c.answer().await;
+        assert_eq!(a.status, 400, "{}", a.body);
+        assert!(a.body["error"].as_str().unwrap().contains("JSON"), "{}", a.body);
+        c.send(format!("{}\r\n", head("")).as_bytes()).await;
+        assert_eq!(c.answer().await.status, 400, "no body");
+        // A closed connection mid-request leaves the server serving.
+        let mut c = RawConn::open(srv).await;
+        c.send(&plain("cut").as_bytes()[..40]).await;
+        drop(c);
+        same(&{ let mut c = RawConn::open(srv).await; c.send(plain("after").as_bytes()).await; c.answer().await }, "after a cut");
+    }
 }
