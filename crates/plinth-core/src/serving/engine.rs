@@ -158,7 +158,7 @@ pub struct Call<'a> {
 /// What a prediction answered.
 pub struct Answer {
     pub version: u32,
-    pub outputs: Arc<Outputs>,
+    pub outputs: Outputs,
 }
 
 impl Engine {
@@ -386,8 +386,7 @@ impl Engine {
         let keep_inputs = sampled || !live.shadows.is_empty();
         let inputs = Arc::new(inputs);
         let copy = keep_inputs.then(|| inputs.clone());
-        // Shared by the answer and the log.
-        let result = runner.submit(inputs, rows).await.map(Arc::new);
+        let result = runner.submit(inputs, rows).await;
         let elapsed = started.elapsed();
         live.stats.requests.fetch_add(1, Ordering::Relaxed);
         live.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
@@ -404,21 +403,17 @@ impl Engine {
                     (self.log.clone(), caller.to_string(), request_id.to_string());
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    let outputs = shadow
-                        .submit(inputs.clone(), rows)
-                        .await
-                        .map(Arc::new)
-                        .map_err(|e| e.message);
+                    let outputs = shadow.submit(inputs.clone(), rows).await;
                     if sampled {
                         log.append(Entry {
-                            deployment_id: live.deployment_id.clone(),
+                            deployment_id: &live.deployment_id,
                             at_micros: now_micros(),
-                            request_id,
+                            request_id: &request_id,
                             version: shadow.source.version,
                             shadow: true,
-                            caller,
-                            inputs,
-                            outputs,
+                            caller: &caller,
+                            inputs: &inputs,
+                            outputs: outputs.as_deref().map_err(|e| e.message.as_str()),
                             latency_us: started.elapsed().as_micros() as u64,
                         });
                     }
@@ -426,14 +421,14 @@ impl Engine {
             }
             if sampled {
                 self.log.append(Entry {
-                    deployment_id: live.deployment_id.clone(),
+                    deployment_id: &live.deployment_id,
                     at_micros: at,
-                    request_id: request_id.to_string(),
+                    request_id,
                     version: runner.source.version,
                     shadow: false,
-                    caller: caller.to_string(),
-                    inputs,
-                    outputs: result.as_ref().map(Arc::clone).map_err(|e| e.message.clone()),
+                    caller,
+                    inputs: &inputs,
+                    outputs: result.as_deref().map_err(|e| e.message.as_str()),
                     latency_us: elapsed.as_micros() as u64,
                 });
             }
