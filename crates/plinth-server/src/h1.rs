@@ -79,11 +79,13 @@ pub(crate) async fn serve(
         let body = request.split_off(head.len).freeze();
         let id = crate::request_id(head.field(&request, &head.request_id));
         let answered = REQUEST_ID.scope(id.clone(), answer(state, &request, &head, body));
-        let response = AssertUnwindSafe(answered)
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| ApiError::new(Code::Internal, "internal error").into_response());
-        write_response(&mut out, response, &id).await;
+        let answered = AssertUnwindSafe(answered).catch_unwind().await.unwrap_or_else(|_| {
+            Answered::Other(ApiError::new(Code::Internal, "internal error").into_response())
+        });
+        match answered {
+            Answered::Inference(answer) => write_answer(&mut out, &answer, &id),
+            Answered::Other(response) => write_response(&mut out, response, &id).await,
+        }
         if stream.write_all(&out).await.is_err() {
             return None;
         }
@@ -194,9 +196,15 @@ fn text(v: &[u8]) -> Option<&str> {
     }
 }
 
+/// What a request got: an inference, or another response (a refusal).
+enum Answered {
+    Inference(oip::InferAnswer),
+    Other(Response),
+}
+
 /// The routed handler's work: its caller (a key is optional, and refused when invalid), then
 /// the inference.
-async fn answer(state: &AppState, request: &[u8], head: &Head, body: Bytes) -> Response {
+async fn answer(state: &AppState, request: &[u8], head: &Head, body: Bytes) -> Answered {
     let authorization = head.field(request, &head.authorization);
     let x_api_key = head.field(request, &head.x_api_key);
     let who = if authorization.is_none() && x_api_key.is_none() {
@@ -205,15 +213,33 @@ async fn answer(state: &AppState, request: &[u8], head: &Head, body: Bytes) -> R
         let key = extract::api_key(authorization.and_then(text), x_api_key.and_then(text));
         match extract::authenticate(state, key).await {
             Ok(principal) => Some(principal),
-            Err(refused) => return refused.into_response(),
+            Err(refused) => return Answered::Other(refused.into_response()),
         }
     };
     // Checked by `infer_path_name`: ASCII.
     let name = String::from_utf8_lossy(&request[head.name.clone()]).into_owned();
-    oip::infer_read(state.clone(), who, name, head.field(request, &head.header_length), body).await
+    match oip::infer_read(state.clone(), who, name, head.field(request, &head.header_length), body)
+        .await
+    {
+        Ok(answer) => Answered::Inference(answer),
+        Err(refused) => Answered::Other(refused),
+    }
 }
 
-/// `response` as HTTP/1.1 bytes in `out`, with the request id, the length and the date.
+/// A successful inference as HTTP/1.1 bytes in `out`.
+fn write_answer(out: &mut Vec<u8>, answer: &oip::InferAnswer, id: &str) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    push_header(out, header::CONTENT_TYPE.as_str(), answer.content_type().as_bytes());
+    if let Some(len) = answer.json_len {
+        out.extend_from_slice(b"inference-header-content-length: ");
+        push_int(out, len);
+        out.extend_from_slice(b"\r\n");
+    }
+    finish(out, id, &answer.body);
+}
+
+/// A refusal (any response) as HTTP/1.1 bytes in `out`.
 async fn write_response(out: &mut Vec<u8>, response: Response, id: &str) {
     let (parts, body) = response.into_parts();
     // The handler's bodies are whole: collecting them takes their one buffer.
@@ -225,14 +251,22 @@ async fn write_response(out: &mut Vec<u8>, response: Response, id: &str) {
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == X_REQUEST_ID || name == header::DATE {
-            continue;
+        if name != header::CONTENT_LENGTH && name != X_REQUEST_ID && name != header::DATE {
+            push_header(out, name.as_str(), value.as_bytes());
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
     }
+    finish(out, id, &body);
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The headers every answer ends with (the request id, the length, the date), then `body`.
+fn finish(out: &mut Vec<u8>, id: &str, body: &[u8]) {
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(b"\r\ncontent-length: ");
@@ -240,7 +274,7 @@ async fn write_response(out: &mut Vec<u8>, response: Response, id: &str) {
     out.extend_from_slice(b"\r\ndate: ");
     push_date(out);
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
 }
 
 /// The `Date` header's value, formatted once a second per thread.

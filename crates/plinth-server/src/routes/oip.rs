@@ -693,7 +693,7 @@ async fn infer(
     Path(name): Path<String>,
     header_len: HeaderLength,
     body: Bytes,
-) -> OipResult<Response> {
+) -> OipResult<InferAnswer> {
     run_infer(s, who, name, None, header_len, body).await
 }
 
@@ -710,16 +710,16 @@ pub(crate) fn infer_path_name(path: &[u8]) -> Option<&str> {
 }
 
 /// `POST /v2/models/{name}/infer` as the connection's own reader serves it: the routed
-/// [`infer`]'s work on what its extractors would have read.
+/// [`infer`]'s work on what its extractors would have read; a refusal as its response.
 pub(crate) async fn infer_read(
     s: AppState,
     who: Option<plinth_core::auth::Principal>,
     name: String,
     header_len: Option<&[u8]>,
     body: Bytes,
-) -> Response {
+) -> Result<InferAnswer, Response> {
     let header_len = HeaderLength(header_len.map(Bytes::copy_from_slice));
-    run_infer(s, who, name, None, header_len, body).await.into_response()
+    run_infer(s, who, name, None, header_len, body).await.map_err(IntoResponse::into_response)
 }
 
 async fn infer_v(
@@ -728,7 +728,7 @@ async fn infer_v(
     Path((name, v)): Path<(String, String)>,
     header_len: HeaderLength,
     body: Bytes,
-) -> OipResult<Response> {
+) -> OipResult<InferAnswer> {
     run_infer(s, who, name, Some(v), header_len, body).await
 }
 
@@ -739,7 +739,7 @@ async fn run_infer(
     version: Option<String>,
     HeaderLength(header_len): HeaderLength,
     body: Bytes,
-) -> OipResult<Response> {
+) -> OipResult<InferAnswer> {
     let live = resolve(&s, who.as_ref(), &name)?;
     let pinned = runner_version(&live, version.as_deref())?;
     let header_len = header_len.map(|v| {
@@ -877,16 +877,38 @@ async fn run_infer(
             }
         })
         .collect();
-    let head = write_answer(&name, answer.version, req.id.as_deref(), &outputs);
+    let mut body = write_answer(&name, answer.version, req.id.as_deref(), &outputs);
     if tail.is_empty() {
-        return Ok(([(header::CONTENT_TYPE, "application/json")], head).into_response());
+        return Ok(InferAnswer { body, json_len: None });
     }
-    let head_len = head.len();
-    let mut body = head;
+    let json_len = Some(body.len());
     body.extend_from_slice(&tail);
-    let mut r = Body::from(body).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    r.headers_mut().insert("inference-header-content-length", HeaderValue::from(head_len));
-    Ok(r)
+    Ok(InferAnswer { body, json_len })
+}
+
+/// A successful inference's answer before it is an HTTP response: the routed handlers make one
+/// of it, the connection's own reader writes it as it is ([`crate::h1`]).
+pub(crate) struct InferAnswer {
+    /// The JSON answer, then any binary outputs.
+    pub body: Vec<u8>,
+    /// Where binary outputs follow the JSON: its length (`Inference-Header-Content-Length`).
+    pub json_len: Option<usize>,
+}
+
+impl InferAnswer {
+    pub fn content_type(&self) -> &'static str {
+        if self.json_len.is_some() { "application/octet-stream" } else { "application/json" }
+    }
+}
+
+impl IntoResponse for InferAnswer {
+    fn into_response(self) -> Response {
+        let content_type = HeaderValue::from_static(self.content_type());
+        let mut r = Body::from(self.body).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        if let Some(len) = self.json_len {
+            r.headers_mut().insert("inference-header-content-length", HeaderValue::from(len));
+        }
+        r
+    }
 }
