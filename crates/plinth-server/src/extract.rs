@@ -54,6 +54,7 @@ pub(crate) async fn authenticate(
     Ok(principal)
 }
 
+/// Maps a deserialization failure to the catalogue: which field, and why.
 pub fn classify_json_error(
     prefix: &str,
     err: serde_path_to_error::Error<serde_json::Error>,

@@ -70,7 +70,9 @@ pub(crate) async fn serve(
         };
         let whole = head.len + head.body;
         while buf.len() < whole {
-            buf.reserve(whole - buf.len());
+            // Room for what arrives, not for what is announced: a client that announces 64 MiB
+            // and sends nothing holds no more memory than it sent.
+            buf.reserve((whole - buf.len()).min(64 * 1024));
             if !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
                 return None;
             }

@@ -69,7 +69,7 @@ pub fn app(
         .merge(routes::oip::router())
         .merge(api)
         .fallback(not_found)
-        .with_state(state.clone());
+        .with_state(state);
     tower::ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
         .layer(CatchPanicLayer::custom(|_| {
