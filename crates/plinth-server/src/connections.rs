@@ -34,7 +34,11 @@ pub(crate) async fn serve<S>(
     grace: Duration,
 ) -> io::Result<()>
 where
-    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: tower::Service<Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + Unpin
+        + 'static,
     S::Future: Send + 'static,
 {
     let poll = busy_poll::global();
@@ -96,21 +100,59 @@ async fn connection<S>(
     app: S,
     mut stop: watch::Receiver<bool>,
 ) where
-    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: tower::Service<Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + Unpin
+        + 'static,
     S::Future: Send + 'static,
 {
     let Some(read) = h1::serve(&mut stream, &state, &mut stop).await else { return };
     let io = TokioIo::new(Prefixed { read, io: stream });
+    // Boxed: the connection is polled without being pinned, so that its socket can be taken
+    // back at the end (routed requests are not the hot path).
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        app.clone().oneshot(req.map(Body::new))
+        Box::pin(app.clone().oneshot(req.map(Body::new)))
     });
-    let mut conn = pin!(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+    let mut conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    let mut stopping = false;
+    let done = loop {
+        tokio::select! {
+            done = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break done,
+            _ = stop.wait_for(|stopping| *stopping), if !stopping => stopping = true,
+        }
+        Pin::new(&mut conn).graceful_shutdown();
+    };
+    if done.is_ok() {
+        let stream = conn.into_parts().io.into_inner().io;
+        linger(stream, &mut stop).await;
+    }
+}
+
+/// Closes a connection hyper is done with without losing its last answer. hyper closes a
+/// connection when it answered a request before reading all of its body (a refused upload, say);
+/// closing a socket with unread data resets it, and the client may lose the answer it was sent.
+/// So, like nginx's lingering close: end the writing side, then read and discard what the client
+/// still sends (at most 1 MiB, for at most a second, or until the server stops).
+async fn linger(mut stream: TcpStream, stop: &mut watch::Receiver<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 8192];
+        let mut left = 1usize << 20;
+        while let Ok(n @ 1..) = stream.read(&mut sink).await {
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    };
     tokio::select! {
-        _ = conn.as_mut() => return,
+        _ = tokio::time::timeout(Duration::from_secs(1), drain) => {}
         _ = stop.wait_for(|stopping| *stopping) => {}
     }
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
 }
 
 /// A connection whose first bytes were already read: they are read again first.

@@ -688,4 +688,28 @@ shared_server_tests! {
         drop(c);
         same(&{ let mut c = RawConn::open(srv).await; c.send(plain("after").as_bytes()).await; c.answer().await }, "after a cut");
     }
+
+    // An answer given before the request's body was read (a refused upload) reaches the client
+    // whole, and the connection then closes cleanly while the client sends the rest: closing
+    // with the body unread would reset the connection, and a client could lose the answer.
+    async fn an_early_refusal_is_not_lost_to_a_reset(srv: &TestServer) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (t, _) = income_model(srv).await;
+        let len = 200_000;
+        let mut c = RawConn::open(srv).await;
+        c.send(format!("POST /api/v1/teams/{}/models/income/versions HTTP/1.1\r\nhost: plinth\r\nauthorization: Bearer {}\r\ncontent-type: application/octet-stream\r\ncontent-length: {len}\r\n\r\n", t.team, t.maintainer.1.key()).as_bytes()).await;
+        c.send(&vec![b'x'; 10_000]).await;
+        let a = c.answer().await;
+        assert_eq!((a.status, a.body["error"]["code"].as_str()), (415, Some("unsupported_media_type")), "{}", a.body);
+        // Past the time a closed socket takes to answer data with a reset.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        for _ in 0..19 {
+            c.stream.write_all(&[b'x'; 10_000]).await.expect("the rest of the body is taken");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        c.stream.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let end = c.stream.read_to_end(&mut rest).await;
+        assert!(matches!(end, Ok(0)), "a clean close, not a reset: {end:?}");
+    }
 }
