@@ -24,23 +24,35 @@ use tower::ServiceExt;
 
 use crate::{AppState, busy_poll, h1};
 
-/// Accepts connections on `listener` until `shutdown` resolves, then lets the open ones finish
-/// the request in hand (for at most `grace`) and close.
-pub(crate) async fn serve<S>(
-    listener: TcpListener,
-    state: AppState,
-    app: S,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) -> io::Result<()>
-where
-    S: tower::Service<Request, Response = Response, Error = Infallible>
+/// The application the routed requests go to ([`crate::app`]): cloned per connection, and
+/// `Unpin` so that a finished connection's socket can be taken back from hyper.
+pub(crate) trait App:
+    tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
         + Clone
         + Send
         + Unpin
-        + 'static,
-    S::Future: Send + 'static,
+        + 'static
 {
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves, then lets the open ones finish
+/// the request in hand (for at most `grace`) and close.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    app: impl App,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> io::Result<()> {
     let poll = busy_poll::global();
     if let Some(poll) = poll {
         poll.watch(&listener);
@@ -94,19 +106,12 @@ async fn accept_failed(e: io::Error) {
 }
 
 /// One connection, from its first byte to its close.
-async fn connection<S>(
+async fn connection(
     mut stream: TcpStream,
     state: AppState,
-    app: S,
+    app: impl App,
     mut stop: watch::Receiver<bool>,
-) where
-    S: tower::Service<Request, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + Unpin
-        + 'static,
-    S::Future: Send + 'static,
-{
+) {
     let Some(read) = h1::serve(&mut stream, &state, &mut stop).await else { return };
     let io = TokioIo::new(Prefixed { read, io: stream });
     // Boxed: the connection is polled without being pinned, so that its socket can be taken

@@ -315,7 +315,10 @@ mod tests {
         assert_eq!((h.len, h.body), (req.len(), 12));
         assert_eq!(&req.as_bytes()[h.name.clone()], b"m.1");
         assert_eq!(h.field(req.as_bytes(), &h.request_id), Some(&b"r1"[..]));
-        assert!(matches!(parse(base.as_bytes()), Parsed::Partial));
+        // Every prefix of a head is a partial one, whichever byte it ends at.
+        for end in 0..req.len() {
+            assert!(matches!(parse(&req.as_bytes()[..end]), Parsed::Partial), "{end} bytes");
+        }
         for other in [
             "GET /v2/models/m/infer HTTP/1.1\r\n\r\n",
             "POST /v2/models/m/infer HTTP/1.0\r\ncontent-length: 2\r\n\r\n",

@@ -646,11 +646,12 @@ shared_server_tests! {
             same(&a, id);
             assert_eq!(a.headers["x-request-id"], id);
         }
-        // A request arriving in pieces.
+        // A request sent in pieces, each its own segment (the reader's parse of every partial
+        // head is covered by h1's unit tests, whatever the server happens to read at once).
+        c.stream.set_nodelay(true).unwrap();
         let whole = plain("lane-3");
         for piece in whole.as_bytes().chunks(whole.len() / 5 + 1) {
             c.send(piece).await;
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         same(&c.answer().await, "in pieces");
         // A chunked body goes to the general stack, and so does everything after it on this
@@ -701,15 +702,15 @@ shared_server_tests! {
         c.send(&vec![b'x'; 10_000]).await;
         let a = c.answer().await;
         assert_eq!((a.status, a.body["error"]["code"].as_str()), (415, Some("unsupported_media_type")), "{}", a.body);
-        // Past the time a closed socket takes to answer data with a reset.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // The server is done with the connection: it has ended its writing side.
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(std::time::Duration::from_secs(10), c.stream.read_to_end(&mut rest)).await;
+        assert!(matches!(end, Ok(Ok(0))), "the server ends its side: {end:?}");
+        // Were the socket closed, the first of these would be answered with a reset, and the
+        // next would fail.
         for _ in 0..19 {
             c.stream.write_all(&[b'x'; 10_000]).await.expect("the rest of the body is taken");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         c.stream.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        let end = c.stream.read_to_end(&mut rest).await;
-        assert!(matches!(end, Ok(0)), "a clean close, not a reset: {end:?}");
     }
 }
