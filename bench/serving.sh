@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Plinth against the serving peers, side by side in one run (docs/BENCHMARKS.md):
 #   1. ../shared/bench/peers/serving/run_serving.sh with Plinth as its `target` and the peers;
-#   2. Triton's perf_analyzer against Plinth;
+#   2. Triton's perf_analyzer against Plinth (the harness's p99 criterion, then its default one);
 #   3. start-up figures (server start -> ready, cold start of the model);
 #   4. memory across a sustained run (SOAK_SECONDS, default 300).
 # usage: bench/serving.sh            (env: PEERS_DIR, SOAK_SECONDS, SERVING_PEERS)
@@ -31,6 +31,7 @@ stop_plinth() {
 
 start_plinth
 "$PEERS_DIR/serving/perf_analyzer.sh" plinth 127.0.0.1:8200 bench.lgbm | tee -a "$OUT/serving.jsonl" || true
+bench/perf_analyzer_default.sh 127.0.0.1:8200 bench.lgbm | tee -a "$OUT/serving.jsonl" || true
 stop_plinth
 
 bench/startup.sh "$BENCH_DATA/serving/model.onnx" 5 | tee -a "$OUT/serving.jsonl"

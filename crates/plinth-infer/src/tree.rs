@@ -5,7 +5,7 @@
 //! indices into it, leaves pointing into a table of `(target, weight)` pairs. Evaluation walks
 //! rows in blocks and, within a block, tree by tree, so a tree's nodes stay in cache while every
 //! row of the block descends it. Trees of numeric splits only (nearly all) are also laid out
-//! breadth first with each split's children side by side, for walks in lockstep ([`Step`]).
+//! breadth first with each split's children side by side, for walks in lockstep ([`Steps`]).
 
 /// How a split compares the feature value `x` with its threshold `t`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,36 +90,91 @@ impl Fast {
     }
 }
 
-/// A node of the lockstep layout, where the two children of a split sit side by side: a step
-/// is `left + (x goes right)`, without choosing between two stored children (which compiled to
-/// a load from a computed address and, across eight walks, spilled registers: the layout cut
-/// the instructions of a 64-row request by 16 %, of a 1-row one by 6 %, callgrind). Built by
-/// [`Ensemble::compile`] for the trees walked in lockstep.
-#[derive(Debug, Clone, Copy)]
-#[repr(C)]
-pub(crate) struct Step {
-    t: f32,
-    /// Bits 0-28: feature index. Bit 30: NaN goes left. A leaf has `t` = +inf and NaN going
-    /// left, so every value stays on it.
-    meta: u32,
-    /// The first of the two children, the `x <= t` one; a leaf: itself.
-    left: u32,
-    /// The node's index in `nodes` (for a leaf, where its weights are: `leaf_range`).
-    node: u32,
+/// The lockstep layout: the trees walked in lockstep, each laid out breadth first with the two
+/// children of a split side by side, so that a step is `left + (x goes right)` without choosing
+/// between two stored children (which compiled to a load from a computed address and, across
+/// eight walks, spilled registers: the side-by-side layout cut the instructions of a 64-row
+/// request by 16 %, of a 1-row one by 6 %, callgrind). Built by [`Ensemble::compile`].
+///
+/// One array per field, indexed by place: a step reads its threshold, feature and left child
+/// each in one instruction addressed by the place itself. (One 16-byte record per place needed
+/// the place scaled by 16 into a register first, and the feature masked out of a word it shared
+/// with the NaN flag: eight instructions per step and walk, where these take five.)
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Steps {
+    /// The split's threshold, `x <= t` going left; +inf for a leaf (every value stays on it).
+    t: Vec<f32>,
+    /// The feature the split reads; 0 for a leaf.
+    feature: Vec<u32>,
+    /// The place of the first of the two children, the `x <= t` one; a leaf: its own place.
+    left: Vec<u32>,
+    /// Whether NaN goes left (true for a leaf, so that NaN stays on it too).
+    nan_left: Vec<bool>,
+    /// The node in `nodes` each place lays out (for a leaf, where its weights are:
+    /// `leaf_range`).
+    node: Vec<u32>,
 }
 
-impl Step {
-    const EMPTY: Step = Step { t: f32::INFINITY, meta: NAN_YES, left: 0, node: 0 };
+impl Steps {
+    fn len(&self) -> usize {
+        self.t.len()
+    }
 
-    /// The node `x` goes to; `NAN` says whether `x` may be NaN.
-    #[inline(always)]
-    fn next<const NAN: bool>(self, x: f32) -> u32 {
-        let left = if NAN {
-            (x <= self.t) | (x.is_nan() & (self.meta & NAN_YES != 0))
+    /// Appends `n` places, each a leaf of node 0 staying on itself until set.
+    fn grow(&mut self, n: usize) {
+        for _ in 0..n {
+            let place = self.t.len() as u32;
+            self.set_leaf(place as usize, 0);
+        }
+    }
+
+    fn set_leaf(&mut self, place: usize, node: u32) {
+        self.set(place, f32::INFINITY, 0, place as u32, true, node);
+    }
+
+    fn set(&mut self, place: usize, t: f32, feature: u32, left: u32, nan_left: bool, node: u32) {
+        if place == self.t.len() {
+            self.t.push(t);
+            self.feature.push(feature);
+            self.left.push(left);
+            self.nan_left.push(nan_left);
+            self.node.push(node);
         } else {
-            x <= self.t
-        };
-        self.left + u32::from(!left)
+            self.t[place] = t;
+            self.feature[place] = feature;
+            self.left[place] = left;
+            self.nan_left[place] = nan_left;
+            self.node[place] = node;
+        }
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.t.truncate(len);
+        self.feature.truncate(len);
+        self.left.truncate(len);
+        self.nan_left.truncate(len);
+        self.node.truncate(len);
+    }
+
+    /// The place a walk at `place` goes to, for the value `x` of the row it walks; `NAN` says
+    /// whether `x` may be NaN.
+    ///
+    /// # Safety
+    /// `place` is a place of these steps and the place's feature is below `row.len()`.
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    unsafe fn next<const NAN: bool>(&self, place: usize, row: &[f32]) -> usize {
+        // SAFETY: the caller's contract; `left` has as many places as `t` and `feature`.
+        unsafe {
+            let x = *row.get_unchecked(*self.feature.get_unchecked(place) as usize);
+            let t = *self.t.get_unchecked(place);
+            let left = if NAN {
+                (x <= t) | (x.is_nan() & *self.nan_left.get_unchecked(place))
+            } else {
+                x <= t
+            };
+            *self.left.get_unchecked(place) as usize + usize::from(!left)
+        }
     }
 }
 
@@ -176,8 +231,8 @@ pub struct Ensemble {
     pub(crate) leaf_range: Vec<(u32, u32)>,
     /// Per tree: whether every split is a compiled one (the tree can be walked in lockstep).
     pub(crate) lockstep: Vec<bool>,
-    /// The lockstep trees' nodes, laid out for [`Step`]s...
-    pub(crate) steps: Vec<Step>,
+    /// The lockstep trees' nodes, laid out for walks in lockstep...
+    pub(crate) steps: Steps,
     /// ...and each lockstep tree's root among them.
     pub(crate) step_roots: Vec<u32>,
     /// Per lockstep tree: the most steps from its root to a leaf (a walk of that many steps has
@@ -325,7 +380,7 @@ impl Ensemble {
                             };
                             for (lane, &leaf) in leaves.iter().enumerate() {
                                 self.add_leaf(
-                                    self.steps[leaf as usize].node as usize,
+                                    self.steps.node[leaf] as usize,
                                     &mut out[(r + lane) * nt..(r + lane + 1) * nt],
                                 );
                             }
@@ -374,7 +429,7 @@ impl Ensemble {
                 self.walk_trees::<false>(&roots, *steps, row)
             };
             for (&t, leaf) in trees.iter().zip(found) {
-                leaves[t as usize] = self.steps[leaf as usize].node;
+                leaves[t as usize] = self.steps.node[leaf];
             }
         }
         for &t in &self.row_singles {
@@ -400,9 +455,9 @@ impl Ensemble {
         }
     }
 
-    /// Walks [`LANES`] rows from `first` down one tree together (from its root among the
-    /// [`Step`]s), `steps` (the tree's depth) steps; answers their leaves, as indices of `steps`.
-    /// `NAN`: whether a row may hold NaN.
+    /// Walks [`LANES`] rows from `first` down one tree together (from its root's place among
+    /// the [`Steps`]), `steps` (the tree's depth) steps; answers their leaves' places. `NAN`:
+    /// whether a row may hold NaN.
     ///
     /// The one place Plinth reads without bounds checks, because it is the hottest loop of the
     /// platform: [`Ensemble::compile`] places both children of every split inside `steps` and
@@ -417,41 +472,40 @@ impl Ensemble {
         features: &[f32],
         width: usize,
         first: usize,
-    ) -> [u32; LANES] {
-        let nodes = &self.steps;
+    ) -> [usize; LANES] {
         let rows: [&[f32]; LANES] =
             std::array::from_fn(|k| &features[(first + k) * width..(first + k + 1) * width]);
-        let mut idx = [root; LANES];
+        let mut place = [root as usize; LANES];
         for _ in 0..steps {
             for k in 0..LANES {
-                // SAFETY: see above; `idx[k]` is a root or a child placed by `compile`, the
+                // SAFETY: see above; `place[k]` is a root or a child placed by `compile`, its
                 // feature is below `n_features <= width == rows[k].len()`.
-                let n = unsafe { *nodes.get_unchecked(idx[k] as usize) };
-                let x = unsafe { *rows[k].get_unchecked((n.meta & FEATURE) as usize) };
-                idx[k] = n.next::<NAN>(x);
+                place[k] = unsafe { self.steps.next::<NAN>(place[k], rows[k]) };
             }
         }
-        idx
+        place
     }
 
-    /// Walks one row down [`LANES`] trees together (from their roots among the [`Step`]s),
-    /// `steps` (their greatest depth) steps; answers their leaves, as indices of `steps`. The
-    /// same reasoning as [`Ensemble::walk_lanes`] makes the unchecked reads sound (`accumulate`
+    /// Walks one row down [`LANES`] trees together (from their roots' places among the
+    /// [`Steps`]), `steps` (their greatest depth) steps; answers their leaves' places. The same
+    /// reasoning as [`Ensemble::walk_lanes`] makes the unchecked reads sound (`accumulate`
     /// asserts `width >= n_features`, a row's length).
     #[allow(unsafe_code)]
     #[inline(always)]
-    fn walk_trees<const NAN: bool>(&self, roots: &[u32], steps: u32, row: &[f32]) -> [u32; LANES] {
-        let nodes = &self.steps;
-        let mut idx: [u32; LANES] = std::array::from_fn(|k| roots[k]);
+    fn walk_trees<const NAN: bool>(
+        &self,
+        roots: &[u32; LANES],
+        steps: u32,
+        row: &[f32],
+    ) -> [usize; LANES] {
+        let mut place = roots.map(|r| r as usize);
         for _ in 0..steps {
-            for i in &mut idx {
+            for p in &mut place {
                 // SAFETY: see above.
-                let n = unsafe { *nodes.get_unchecked(*i as usize) };
-                let x = unsafe { *row.get_unchecked((n.meta & FEATURE) as usize) };
-                *i = n.next::<NAN>(x);
+                *p = unsafe { self.steps.next::<NAN>(*p, row) };
             }
         }
-        idx
+        place
     }
 
     /// Builds the evaluation form of every node. A numeric split of an f32 input `x` is exactly
@@ -524,7 +578,7 @@ impl Ensemble {
             .collect();
     }
 
-    /// Lays out every tree of compiled splits as [`Step`]s, breadth first from its root (the
+    /// Lays out every tree of compiled splits as [`Steps`], breadth first from its root (the
     /// top levels, which every walk reads, together): a split's children take the next two free
     /// places. Such a tree walks in lockstep, and its depth is recorded. A tree with a general
     /// split is walked by [`Ensemble::leaf_index`] instead; so is a graph whose layout would
@@ -532,12 +586,12 @@ impl Ensemble {
     /// bounds the work done here.
     fn lay_out_steps(&mut self) {
         let n = self.roots.len();
-        self.steps.clear();
+        self.steps = Steps::default();
         (self.step_roots, self.lockstep, self.depth) = (vec![0; n], vec![false; n], vec![0; n]);
         let mut queue = std::collections::VecDeque::new();
         for (t, &root) in self.roots.iter().enumerate() {
             let start = self.steps.len();
-            self.steps.push(Step::EMPTY);
+            self.steps.grow(1);
             queue.clear();
             queue.push_back((root as usize, start, 0u32));
             let (mut depth, mut laid_out) = (0, true);
@@ -547,21 +601,17 @@ impl Ensemble {
                     laid_out = false;
                     break;
                 }
-                self.steps[place] = if f.meta & LEAF != 0 {
+                if f.meta & LEAF != 0 {
                     depth = depth.max(d);
-                    Step { left: place as u32, node: i as u32, ..Step::EMPTY }
+                    self.steps.set_leaf(place, i as u32);
                 } else {
                     let left = self.steps.len();
-                    self.steps.extend([Step::EMPTY; 2]);
+                    self.steps.grow(2);
                     queue.push_back((f.yes as usize, left, d + 1));
                     queue.push_back((f.no as usize, left + 1, d + 1));
-                    Step {
-                        t: f.t,
-                        meta: f.meta & (FEATURE | NAN_YES),
-                        left: left as u32,
-                        node: i as u32,
-                    }
-                };
+                    let nan_left = f.meta & NAN_YES != 0;
+                    self.steps.set(place, f.t, f.meta & FEATURE, left as u32, nan_left, i as u32);
+                }
             }
             if laid_out {
                 (self.step_roots[t], self.lockstep[t], self.depth[t]) = (start as u32, true, depth);
