@@ -22,6 +22,9 @@ struct Step {
     /// Value slots read (None for an omitted optional input).
     inputs: Vec<Option<usize>>,
     outputs: Vec<usize>,
+    /// Per input: whether this step is the slot's last reader (nothing after it, graph outputs
+    /// included, reads the slot), so that a value passed through unchanged can be moved on.
+    last_read: Vec<bool>,
 }
 
 /// A loaded ONNX model.
@@ -264,13 +267,21 @@ impl OnnxModel {
                 .collect();
             let outputs =
                 node.outputs.iter().map(|o| slot_of(o, &mut slots, &mut constants)).collect();
-            steps.push(Step { op, inputs, outputs });
+            steps.push(Step { op, inputs, outputs, last_read: Vec::new() });
         }
         let mut output_slots = Vec::new();
         let mut outputs = Vec::new();
         for o in &g.outputs {
             output_slots.push(slots[&o.name]);
             outputs.push(output_spec(o, &steps, slots[&o.name]));
+        }
+        // Each slot's last reader: graph outputs read after every step.
+        let mut read_later: std::collections::HashSet<usize> =
+            output_slots.iter().copied().collect();
+        for step in steps.iter_mut().rev() {
+            step.last_read =
+                step.inputs.iter().map(|s| s.is_some_and(|s| !read_later.contains(&s))).collect();
+            read_later.extend(step.inputs.iter().flatten());
         }
         Ok(OnnxModel { steps, constants, input_slots, output_slots, inputs, outputs })
     }
@@ -381,6 +392,18 @@ impl Model for OnnxModel {
                 many = step.inputs.iter().map(read).collect();
                 &many
             };
+            if let (Some(k), [out]) = (ops::passes_through(&step.op, args), &step.outputs[..]) {
+                let from = step.inputs[k].expect("a passed-through input is present");
+                values[*out] = match &values[from] {
+                    Slot::Own(_) if step.last_read[k] => {
+                        std::mem::replace(&mut values[from], Slot::Empty)
+                    }
+                    Slot::Own(t) => Slot::Own(t.clone()),
+                    Slot::Ref(t) => Slot::Ref(t),
+                    Slot::Empty => unreachable!("a passed-through input is present"),
+                };
+                continue;
+            }
             let outs = ops::run(&step.op, args).map_err(|reason| {
                 InferError::new("input", format!("step {k} ({}): {reason}", step.op.name()))
             })?;

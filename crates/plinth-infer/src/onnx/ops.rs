@@ -257,6 +257,44 @@ fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> R<(Vec<f64>, 
     Ok((out, m, n))
 }
 
+/// Which input, if any, the operator would answer unchanged for these arguments: an Identity, a
+/// Cast to the type the tensor already has, a multiplication or division by a constant one that
+/// broadcasting does not reshape. Converters write such steps (onnxmltools follows a LightGBM
+/// classifier with a Cast of its labels to int64 and a Mul of its probabilities by 1): the
+/// executor hands the input on instead of computing a copy.
+pub(crate) fn passes_through(op: &Op, args: &[Option<&Tensor>]) -> Option<usize> {
+    let is_one = |t: &Tensor| match &t.data {
+        Data::F32(v) => v.as_slice() == [1.0],
+        Data::F64(v) => v.as_slice() == [1.0],
+        Data::I64(v) => v.as_slice() == [1],
+        Data::I32(v) => v.as_slice() == [1],
+        _ => false,
+    };
+    // `x` times the one `k` is `x`, same type, same shape.
+    let times_one = |x: &Tensor, k: &Tensor| {
+        std::mem::discriminant(&x.data) == std::mem::discriminant(&k.data)
+            && is_one(k)
+            && k.shape.len() <= x.shape.len()
+    };
+    match (op, args) {
+        (Op::Identity, [Some(_)]) => Some(0),
+        (Op::Cast { to }, [Some(t)]) => matches!(
+            (*to, &t.data),
+            (1, Data::F32(_))
+                | (11, Data::F64(_))
+                | (7, Data::I64(_))
+                | (6, Data::I32(_))
+                | (9, Data::Bool(_))
+                | (8, Data::Str(_))
+        )
+        .then_some(0),
+        (Op::Binary(BinOp::Mul), [Some(x), Some(k)]) if times_one(x, k) => Some(0),
+        (Op::Binary(BinOp::Mul), [Some(k), Some(x)]) if times_one(x, k) => Some(1),
+        (Op::Binary(BinOp::Div), [Some(x), Some(k)]) if times_one(x, k) => Some(0),
+        _ => None,
+    }
+}
+
 pub(crate) fn run(op: &Op, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
     let name = op.name();
     Ok(match op {
@@ -439,4 +477,41 @@ pub(crate) fn run(op: &Op, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         }
         Op::Ml(m) => ml::run(m, args)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(shape: &[usize], data: Data) -> Tensor {
+        Tensor::new(shape.to_vec(), data)
+    }
+
+    #[test]
+    fn only_steps_that_change_nothing_pass_their_input_through() {
+        let x = t(&[2, 2], Data::F32(vec![1.5, -0.0, f32::NAN, 3.0]));
+        let one = t(&[], Data::F32(vec![1.0]));
+        let labels = t(&[2], Data::I64(vec![0, 1]));
+        let mul = Op::Binary(BinOp::Mul);
+        assert_eq!(passes_through(&Op::Identity, &[Some(&x)]), Some(0));
+        assert_eq!(passes_through(&Op::Cast { to: 7 }, &[Some(&labels)]), Some(0));
+        assert_eq!(passes_through(&mul, &[Some(&x), Some(&one)]), Some(0));
+        assert_eq!(passes_through(&mul, &[Some(&one), Some(&x)]), Some(1));
+        assert_eq!(passes_through(&Op::Binary(BinOp::Div), &[Some(&x), Some(&one)]), Some(0));
+        // Each of these computes something new.
+        assert_eq!(passes_through(&Op::Cast { to: 1 }, &[Some(&labels)]), None, "a new type");
+        let two = t(&[], Data::F32(vec![2.0]));
+        assert_eq!(passes_through(&mul, &[Some(&x), Some(&two)]), None);
+        let f64_one = t(&[], Data::F64(vec![1.0]));
+        assert_eq!(passes_through(&mul, &[Some(&x), Some(&f64_one)]), None, "another type");
+        let deeper_one = t(&[1, 1, 1], Data::F32(vec![1.0]));
+        assert_eq!(passes_through(&mul, &[Some(&x), Some(&deeper_one)]), None, "a new shape");
+        assert_eq!(passes_through(&Op::Binary(BinOp::Div), &[Some(&one), Some(&x)]), None);
+        assert_eq!(passes_through(&Op::Binary(BinOp::Add), &[Some(&x), Some(&one)]), None);
+        // And where they pass, running them answers the input itself.
+        let ran = run(&mul, &[Some(&x), Some(&one)]).unwrap();
+        assert_eq!(ran[0].shape, x.shape);
+        let (Data::F32(a), Data::F32(b)) = (&ran[0].data, &x.data) else { panic!() };
+        assert!(a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()));
+    }
 }
