@@ -42,8 +42,8 @@ path, case, c = sys.argv[1:4]
 row = list(csv.DictReader(open(path)))[-1]
 ms = lambda k: round(float(row[k]) / 1000, 3) if row.get(k) else None
 print(json.dumps({"peer": "plinth", "tool": "perf_analyzer_default", "case": case, "conc": int(c),
-                  "infer_per_s": float(row["Inferences/Second"]), "mean_ms": ms("Avg latency"),
-                  "p50_ms": ms("p50 latency"), "p99_ms": ms("p99 latency")}))
+                  "infer_per_s": float(row["Inferences/Second"]), "p50_ms": ms("p50 latency"),
+                  "p90_ms": ms("p90 latency"), "p99_ms": ms("p99 latency")}))
 PY
   done
 done

@@ -14,12 +14,18 @@ PLINTH="${PLINTH_BIN:-${CARGO_TARGET_DIR:-$HERE/../target}/release/plinth}"
 unset PLINTH_BIN # plinth refuses PLINTH_* variables that are not its settings
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/plinth-bench.XXXXXX")"
 export PLINTH_PROFILES_FILE="$DATA/profiles.toml"
+# Another server on this address would answer the readiness check below and be measured instead.
+if curl -s -o /dev/null -m 1 "http://$LISTEN/"; then
+  echo "serve_bench_model.sh: something already answers on $LISTEN; stop it first" >&2
+  exit 1
+fi
 KEY="$("$PLINTH" key generate)"
 PLINTH_BOOTSTRAP_ADMIN_KEY="$KEY" PLINTH_LOG_LEVEL="${PLINTH_LOG_LEVEL:-warn}" \
   "$PLINTH" serve --listen "$LISTEN" --data-dir "$DATA/data" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
 for _ in $(seq 1 100); do
+  kill -0 "$SERVER" 2>/dev/null || { echo "serve_bench_model.sh: plinth serve exited" >&2; exit 1; }
   curl -sf "http://$LISTEN/readyz" >/dev/null && break
   sleep 0.05
 done

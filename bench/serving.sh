@@ -38,7 +38,8 @@ bench/startup.sh "$BENCH_DATA/serving/model.onnx" 5 | tee -a "$OUT/serving.jsonl
 
 # Memory over a sustained run at load: RSS sampled every 10 s.
 start_plinth
-pid=$(pgrep -f "plinth serve --listen 127.0.0.1:8200" | head -n 1)
+# The newest match: a server of the start-up runs may still be exiting.
+pid=$(pgrep -n -f "plinth serve --listen 127.0.0.1:8200")
 WRK_BODY="$BENCH_DATA/serving/bodies/v2_single.json" taskset -c 0 wrk -t1 -c32 -d"${SOAK_SECONDS:-300}s" \
   -s "$PEERS_DIR/lib/wrk_post.lua" "$TARGET_URL" >"$OUT/plinth-soak-wrk.json" 2>&1 &
 wrk_pid=$!
