@@ -257,6 +257,19 @@ fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> R<(Vec<f64>, 
     Ok((out, m, n))
 }
 
+/// Whether a Cast to the ONNX element type `to` is to the type `t` already has.
+fn casts_to_itself(to: i64, t: &Tensor) -> bool {
+    matches!(
+        (to, &t.data),
+        (1, Data::F32(_))
+            | (11, Data::F64(_))
+            | (7, Data::I64(_))
+            | (6, Data::I32(_))
+            | (9, Data::Bool(_))
+            | (8, Data::Str(_))
+    )
+}
+
 /// Which input, if any, the operator would answer unchanged for these arguments: an Identity, a
 /// Cast to the type the tensor already has, a multiplication or division by a constant one that
 /// broadcasting does not reshape. Converters write such steps (onnxmltools follows a LightGBM
@@ -278,16 +291,7 @@ pub(crate) fn passes_through(op: &Op, args: &[Option<&Tensor>]) -> Option<usize>
     };
     match (op, args) {
         (Op::Identity, [Some(_)]) => Some(0),
-        (Op::Cast { to }, [Some(t)]) => matches!(
-            (*to, &t.data),
-            (1, Data::F32(_))
-                | (11, Data::F64(_))
-                | (7, Data::I64(_))
-                | (6, Data::I32(_))
-                | (9, Data::Bool(_))
-                | (8, Data::Str(_))
-        )
-        .then_some(0),
+        (Op::Cast { to }, [Some(t)]) => casts_to_itself(*to, t).then_some(0),
         (Op::Binary(BinOp::Mul), [Some(x), Some(k)]) if times_one(x, k) => Some(0),
         (Op::Binary(BinOp::Mul), [Some(k), Some(x)]) if times_one(x, k) => Some(1),
         (Op::Binary(BinOp::Div), [Some(x), Some(k)]) if times_one(x, k) => Some(0),
@@ -301,16 +305,7 @@ pub(crate) fn run(op: &Op, args: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         Op::Identity => vec![arg(args, 0, name)?.clone()],
         Op::Cast { to } => {
             let t = arg(args, 0, name)?;
-            let unchanged = matches!(
-                (*to, &t.data),
-                (1, Data::F32(_))
-                    | (11, Data::F64(_))
-                    | (7, Data::I64(_))
-                    | (6, Data::I32(_))
-                    | (9, Data::Bool(_))
-                    | (8, Data::Str(_))
-            );
-            if unchanged {
+            if casts_to_itself(*to, t) {
                 // Exact, and integers past 2^53 keep every digit.
                 return Ok(vec![t.clone()]);
             }
