@@ -9,13 +9,17 @@
 use std::convert::Infallible;
 use std::io;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::header::{CONNECTION, HeaderValue};
 use axum::response::Response;
 use bytes::{Buf, BytesMut};
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -117,7 +121,19 @@ async fn connection(
     // Boxed: the connection is polled without being pinned, so that its socket can be taken
     // back at the end (routed requests are not the hot path).
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        Box::pin(app.clone().oneshot(req.map(Body::new)))
+        let read = Arc::new(AtomicBool::new(req.body().is_end_stream()));
+        let req = req.map(|body| Body::new(Watched { body, read: read.clone() }));
+        let answer = app.clone().oneshot(req);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            // Answered before its body was read (a refused upload, say): hyper will not read
+            // the rest, so the connection cannot carry another request. Say so, or the client
+            // may send its next request on it and find it closed (`linger` below).
+            if !read.load(Ordering::Relaxed) {
+                response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response)
+        })
     });
     let mut conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
     let mut stopping = false;
@@ -157,6 +173,36 @@ async fn linger(mut stream: TcpStream, stop: &mut watch::Receiver<bool>) {
     tokio::select! {
         _ = tokio::time::timeout(Duration::from_secs(1), drain) => {}
         _ = stop.wait_for(|stopping| *stopping) => {}
+    }
+}
+
+/// A request body that records when it has been read to its end.
+struct Watched {
+    body: hyper::body::Incoming,
+    read: Arc<AtomicBool>,
+}
+
+impl HttpBody for Watched {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.read.store(true, Ordering::Relaxed);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

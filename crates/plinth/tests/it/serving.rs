@@ -702,6 +702,9 @@ shared_server_tests! {
         c.send(&vec![b'x'; 10_000]).await;
         let a = c.answer().await;
         assert_eq!((a.status, a.body["error"]["code"].as_str()), (415, Some("unsupported_media_type")), "{}", a.body);
+        // The answer says the connection carries no more requests, so that a pooling client
+        // does not send its next one on it.
+        assert_eq!(a.headers.get("connection").map(String::as_str), Some("close"), "{:?}", a.headers);
         // The server is done with the connection: it has ended its writing side.
         let mut rest = Vec::new();
         let end = tokio::time::timeout(std::time::Duration::from_secs(10), c.stream.read_to_end(&mut rest)).await;
