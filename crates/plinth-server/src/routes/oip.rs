@@ -514,7 +514,9 @@ fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<T
                 .map_err(|_| invalid(field(".shape"), "dimensions must be non-negative"))
         })
         .collect::<Result<_, _>>()?;
-    let n: usize = shape.iter().product();
+    let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| {
+        invalid(field(".shape"), format!("{shape:?} holds more elements than any request can"))
+    })?;
     if let Some(size) = input.parameters.get("binary_data_size") {
         let size = size.as_u64().ok_or_else(|| {
             invalid(field(".parameters.binary_data_size"), "must be a non-negative integer")
@@ -530,14 +532,15 @@ fn decode_input(i: usize, input: &InferInput, binary: &mut &[u8]) -> OipResult<T
         let width = Data::element_size(&input.datatype).ok_or_else(|| {
             invalid(field(".datatype"), format!("unknown datatype '{}'", input.datatype))
         })?;
-        if width > 0 && bytes.len() != n * width {
+        // n * width is at most the body's size when it matches, and saturates otherwise.
+        let expected = n.saturating_mul(width);
+        if width > 0 && bytes.len() != expected {
             return Err(invalid(
                 field(".parameters.binary_data_size"),
                 format!(
-                    "{} bytes for shape {shape:?} of {} ({} expected)",
+                    "{} bytes for shape {shape:?} of {} ({expected} expected)",
                     bytes.len(),
                     input.datatype,
-                    n * width
                 ),
             ));
         }
@@ -816,7 +819,7 @@ async fn run_infer(
         return Err(invalid("inputs", format!("input '{}' is missing", missing.name)));
     }
     let rows = inputs[0].1.shape.first().copied().unwrap_or(1);
-    if rows as u32 > live.spec.limits.max_rows {
+    if rows > live.spec.limits.max_rows as usize {
         return Err(invalid(
             "inputs[0].shape",
             format!(

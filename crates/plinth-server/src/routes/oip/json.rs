@@ -172,7 +172,7 @@ impl<'a> Reader<'a> {
                     s.iter().try_fold(1i64, |n, &d| n.checked_mul(d)).filter(|&n| n > 0)
                 });
                 flat.nums.reserve(elements.map_or(32, |n| n.min(1 << 20) as usize));
-                r.values(&mut flat)?;
+                r.values(&mut flat, MAX_DEPTH)?;
                 data = Some(flat);
                 Some(())
             }
@@ -188,10 +188,11 @@ impl<'a> Reader<'a> {
     }
 
     /// A value of a tensor's data: a number, a boolean, a string, or an array of them, nested
-    /// to any depth.
-    fn values(&mut self, flat: &mut Flat) -> Option<()> {
+    /// at most `depth` deep (deeper is left to serde, whose recursion limit refuses it).
+    fn values(&mut self, flat: &mut Flat, depth: u32) -> Option<()> {
         match self.peek()? {
             b'[' => {
+                let depth = depth.checked_sub(1)?;
                 self.i += 1;
                 if self.peek()? == b']' {
                     self.i += 1;
@@ -201,7 +202,7 @@ impl<'a> Reader<'a> {
                     // Numbers, the common case, without a call per element.
                     match self.peek()? {
                         b'-' | b'0'..=b'9' => flat.nums.push(self.number()?),
-                        _ => self.values(flat)?,
+                        _ => self.values(flat, depth)?,
                     }
                     match self.next()? {
                         b',' => {}
@@ -317,6 +318,11 @@ impl<'a> Reader<'a> {
         })
     }
 }
+
+/// How deep the arrays of a tensor's data may nest here. A tensor has a handful of
+/// dimensions; deeper data goes to serde, which refuses nesting past its recursion limit (the
+/// reader recurses once per level: without a bound, 20,000 `[` overflowed the stack).
+const MAX_DEPTH: u32 = 32;
 
 /// Exact powers of ten as doubles: 10^22 is the largest.
 const POW10: [f64; 23] = [
@@ -523,6 +529,17 @@ mod tests {
         ] {
             assert!(!agree(&body), "the fast reader should give up on {body}");
         }
+    }
+
+    #[test]
+    fn deep_arrays_are_left_to_serde_which_refuses_them() {
+        let nested = |depth: usize| one(&format!("{}1{}", "[".repeat(depth), "]".repeat(depth)));
+        assert!(agree(&nested(MAX_DEPTH as usize - 2)));
+        assert!(!agree(&nested(MAX_DEPTH as usize)));
+        // Far past any limit: neither reader recurses without bound.
+        let deep = one(&"[".repeat(20_000));
+        assert!(read(deep.as_bytes()).is_none());
+        assert!(parse_serde(&deep).is_none());
     }
 
     #[test]
