@@ -20,6 +20,7 @@ use datafusion::common::TableReference;
 use datafusion::datasource::TableType;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::LexOrdering;
@@ -33,7 +34,9 @@ use plinth_core::data::query::{
     QUERY_BUFFER, QueryEngine, QueryEvent, QueryLimits, QueryTable, ResultFormat,
 };
 use plinth_data::FileScan;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+mod guard;
 
 /// The DataFusion engine.
 #[derive(Debug, Default, Clone, Copy)]
@@ -144,16 +147,19 @@ impl PartitionStream for FilePart {
 }
 
 /// Opens every table's files (reading their schemas) and registers the tables, and nothing
-/// else, in a fresh session. Blocking: CSV schemas are inferred from every row.
+/// else, in a fresh session whose functions charge what they build to the query's memory pool
+/// ([`guard`]). Blocking: CSV schemas are inferred from every row.
 fn session(tables: Vec<QueryTable>, limits: &QueryLimits) -> Result<SessionContext, String> {
     let config = SessionConfig::new()
         .with_information_schema(false)
         .with_default_catalog_and_schema("datafusion", "public");
+    let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(limits.memory_bytes));
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(limits.memory_bytes, 1.0)
+        .with_memory_pool(pool.clone())
         .build_arc()
         .map_err(|e| e.to_string())?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    guard::charge_functions(&ctx, &pool);
     let catalog = ctx.catalog("datafusion").ok_or("no default catalog")?;
     for t in tables {
         let mut schema: Option<SchemaRef> = None;
@@ -219,6 +225,50 @@ fn open_cached(file: &LocalFile) -> Result<FileScan, String> {
     }
     map.insert(key, scan.clone());
     Ok(scan)
+}
+
+/// The stack of the thread that parses and plans a query. Planning recurses once per level of
+/// an expression; [`guard::check_statement`] bounds the levels before planning starts, and
+/// this stack holds far more than that bound needs (DataFusion's recursive steps also grow
+/// their stack on demand, `recursive_protection`), so no statement overflows it.
+const PLAN_STACK: usize = 64 * 1024 * 1024;
+
+/// Builds the query's session and its physical plan on a thread of its own ([`PLAN_STACK`]):
+/// parse, check the statement ([`guard::check_statement`]), plan, refuse what is not a query,
+/// optimize. Whatever the statement holds is dropped on that thread too.
+async fn plan(
+    tables: Vec<QueryTable>,
+    sql: String,
+    limits: QueryLimits,
+) -> Result<(SessionContext, Arc<dyn ExecutionPlan>), String> {
+    let runtime = tokio::runtime::Handle::current();
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("plinth-sql-plan".into())
+        .stack_size(PLAN_STACK)
+        .spawn(move || {
+            let planned = (|| {
+                let ctx = session(tables, &limits)?;
+                let state = ctx.state();
+                let dialect = state.config().options().sql_parser.dialect;
+                let statement = state.sql_to_statement(&sql, &dialect).map_err(clean)?;
+                guard::check_statement(&statement)?;
+                let logical =
+                    runtime.block_on(state.statement_to_plan(statement)).map_err(clean)?;
+                SQLOptions::new()
+                    .with_allow_ddl(false)
+                    .with_allow_dml(false)
+                    .with_allow_statements(false)
+                    .verify_plan(&logical)
+                    .map_err(clean)?;
+                let physical =
+                    runtime.block_on(state.create_physical_plan(&logical)).map_err(clean)?;
+                Ok((ctx, physical))
+            })();
+            let _ = tx.send(planned);
+        })
+        .map_err(|e| format!("cannot start the query's planner: {e}"))?;
+    rx.await.map_err(|_| "the query's planner stopped without an answer".to_string())?
 }
 
 /// DataFusion's messages, without its internal prefixes.
@@ -339,16 +389,10 @@ impl QueryEngine for DataFusion {
         };
         // Plan it, start it, and wait for its first rows: most failures show before any answer.
         let start = async {
-            let ctx = tokio::task::spawn_blocking(move || session(tables, &limits))
-                .await
-                .map_err(|e| e.to_string())??;
-            let options = SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false);
-            let df = ctx.sql_with_options(sql, options).await.map_err(clean)?;
-            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let mut stream = df.execute_stream().await.map_err(clean)?;
+            let (ctx, plan) = plan(tables, sql.to_string(), limits).await?;
+            let schema = plan.schema();
+            let mut stream =
+                datafusion::physical_plan::execute_stream(plan, ctx.task_ctx()).map_err(clean)?;
             let first = stream.next().await.transpose().map_err(clean)?;
             Ok::<_, String>((ctx, schema, stream, first))
         };

@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod features;
 mod governance;
+mod hostile;
 mod isolation;
 mod persistence;
 mod query;
