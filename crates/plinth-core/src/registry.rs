@@ -644,12 +644,19 @@ impl Plinth {
         let description = req.description.unwrap_or_default();
         check_text("metadata.description", &description, 10_000)?;
         let path = staged.path().to_path_buf();
+        let backend = self.engine.backend_arc();
         let inspected =
             tokio::task::spawn_blocking(move || -> Result<plinth_formats::Inspected> {
                 let bytes = std::fs::read(&path)?;
-                plinth_formats::inspect(&bytes).map_err(|e| {
-                    Error::new(Code::InvalidModel, e.to_string()).with_field("artifact")
-                })
+                let invalid = |m: String| Error::new(Code::InvalidModel, m).with_field("artifact");
+                let inspected =
+                    plinth_formats::inspect(&bytes).map_err(|e| invalid(e.to_string()))?;
+                // The runtime loads it now, or it is refused: a version that cannot be served
+                // is not registered.
+                backend.check(inspected.format, &bytes).map_err(|reason| {
+                    invalid(format!("the runtime cannot load this model: {reason}"))
+                })?;
+                Ok(inspected)
             })
             .await
             .map_err(Error::internal)??;

@@ -8,6 +8,7 @@
 
 pub mod lightgbm;
 pub mod onnx;
+pub mod onnx_ml;
 mod protobuf;
 pub mod xgboost;
 

@@ -12,6 +12,15 @@ use crate::{FormatError, Inspected};
 
 const FORMAT: &str = "onnx";
 
+/// How deeply graphs (a node's graph attribute holds a graph) and value types (a sequence of
+/// maps of ...) may nest. The reader recurses once per level, so an unbounded file could
+/// overflow the stack; real models nest a few levels.
+const MAX_NESTING: u32 = 32;
+
+fn too_deep(place: &str, what: &str) -> FormatError {
+    FormatError::new(FORMAT, place, format!("{what} nest more than {MAX_NESTING} levels deep"))
+}
+
 /// A decoded ONNX model: the parts Plinth reads.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
@@ -235,7 +244,7 @@ pub fn parse(bytes: &[u8]) -> Result<Model, FormatError> {
                 model.producer_version =
                     text("model.producer_version", expect_len("model.producer_version", v)?)?
             }
-            7 => graph = Some(parse_graph("model.graph", expect_len("model.graph", v)?)?),
+            7 => graph = Some(parse_graph("model.graph", expect_len("model.graph", v)?, 0)?),
             8 => {
                 let place = format!("model.opset_import[{}]", model.opset_import.len());
                 let mut domain = String::new();
@@ -272,14 +281,17 @@ pub fn parse(bytes: &[u8]) -> Result<Model, FormatError> {
     Ok(model)
 }
 
-fn parse_graph(place: &str, bytes: &[u8]) -> Result<Graph, FormatError> {
+fn parse_graph(place: &str, bytes: &[u8], depth: u32) -> Result<Graph, FormatError> {
+    if depth > MAX_NESTING {
+        return Err(too_deep(place, "graphs"));
+    }
     let mut g = Graph::default();
     let mut r = Reader::new(bytes);
     while let Some((field, v)) = r.next_field().map_err(|e| wire(place, e))? {
         match field {
             1 => {
                 let p = format!("{place}.node[{}]", g.nodes.len());
-                g.nodes.push(parse_node(&p, expect_len(&p, v)?)?);
+                g.nodes.push(parse_node(&p, expect_len(&p, v)?, depth)?);
             }
             2 => g.name = text(place, expect_len(place, v)?)?,
             5 => {
@@ -300,7 +312,7 @@ fn parse_graph(place: &str, bytes: &[u8]) -> Result<Graph, FormatError> {
     Ok(g)
 }
 
-fn parse_node(place: &str, bytes: &[u8]) -> Result<Node, FormatError> {
+fn parse_node(place: &str, bytes: &[u8], depth: u32) -> Result<Node, FormatError> {
     let mut n = Node::default();
     let mut r = Reader::new(bytes);
     while let Some((field, v)) = r.next_field().map_err(|e| wire(place, e))? {
@@ -311,7 +323,7 @@ fn parse_node(place: &str, bytes: &[u8]) -> Result<Node, FormatError> {
             4 => n.op_type = text(place, expect_len(place, v)?)?,
             5 => {
                 let p = format!("{place}.attribute[{}]", n.attributes.len());
-                n.attributes.push(parse_attribute(&p, expect_len(&p, v)?)?);
+                n.attributes.push(parse_attribute(&p, expect_len(&p, v)?, depth)?);
             }
             7 => n.domain = text(place, expect_len(place, v)?)?,
             _ => {}
@@ -323,7 +335,7 @@ fn parse_node(place: &str, bytes: &[u8]) -> Result<Node, FormatError> {
     Ok(n)
 }
 
-fn parse_attribute(place: &str, bytes: &[u8]) -> Result<Attribute, FormatError> {
+fn parse_attribute(place: &str, bytes: &[u8], depth: u32) -> Result<Attribute, FormatError> {
     let mut name = String::new();
     let mut f = None;
     let mut i = None;
@@ -346,7 +358,7 @@ fn parse_attribute(place: &str, bytes: &[u8]) -> Result<Attribute, FormatError> 
             3 => i = Some(expect_varint(place, v)?),
             4 => s = Some(expect_len(place, v)?.to_vec()),
             5 => t = Some(parse_tensor(place, expect_len(place, v)?)?),
-            6 => g = Some(parse_graph(&format!("{place}.g"), expect_len(place, v)?)?),
+            6 => g = Some(parse_graph(&format!("{place}.g"), expect_len(place, v)?, depth + 1)?),
             7 => protobuf::push_floats(v, &mut floats).map_err(|e| wire(place, e))?,
             8 => protobuf::push_varints(v, &mut ints).map_err(|e| wire(place, e))?,
             9 => strings.push(expect_len(place, v)?.to_vec()),
@@ -444,7 +456,7 @@ fn parse_value_info(place: &str, bytes: &[u8]) -> Result<ValueInfo, FormatError>
     while let Some((field, v)) = r.next_field().map_err(|e| wire(place, e))? {
         match field {
             1 => name = text(place, expect_len(place, v)?)?,
-            2 => ty = parse_type(place, expect_len(place, v)?)?,
+            2 => ty = parse_type(place, expect_len(place, v)?, 0)?,
             _ => {}
         }
     }
@@ -454,7 +466,10 @@ fn parse_value_info(place: &str, bytes: &[u8]) -> Result<ValueInfo, FormatError>
     Ok(ValueInfo { name, ty })
 }
 
-fn parse_type(place: &str, bytes: &[u8]) -> Result<ValueType, FormatError> {
+fn parse_type(place: &str, bytes: &[u8], depth: u32) -> Result<ValueType, FormatError> {
+    if depth > MAX_NESTING {
+        return Err(too_deep(place, "value types"));
+    }
     let mut r = Reader::new(bytes);
     let mut ty = ValueType::Unknown;
     while let Some((field, v)) = r.next_field().map_err(|e| wire(place, e))? {
@@ -477,7 +492,7 @@ fn parse_type(place: &str, bytes: &[u8]) -> Result<ValueType, FormatError> {
                 let mut r = Reader::new(expect_len(place, v)?);
                 while let Some((f, v)) = r.next_field().map_err(|e| wire(place, e))? {
                     if f == 1 {
-                        inner = parse_type(place, expect_len(place, v)?)?;
+                        inner = parse_type(place, expect_len(place, v)?, depth + 1)?;
                     }
                 }
                 ty = ValueType::Sequence(Box::new(inner));
@@ -489,7 +504,7 @@ fn parse_type(place: &str, bytes: &[u8]) -> Result<ValueType, FormatError> {
                 while let Some((f, v)) = r.next_field().map_err(|e| wire(place, e))? {
                     match f {
                         1 => key = expect_varint(place, v)? as i32,
-                        2 => value = parse_type(place, expect_len(place, v)?)?,
+                        2 => value = parse_type(place, expect_len(place, v)?, depth + 1)?,
                         _ => {}
                     }
                 }
@@ -500,7 +515,7 @@ fn parse_type(place: &str, bytes: &[u8]) -> Result<ValueType, FormatError> {
                 let mut r = Reader::new(expect_len(place, v)?);
                 while let Some((f, v)) = r.next_field().map_err(|e| wire(place, e))? {
                     if f == 1 {
-                        inner = parse_type(place, expect_len(place, v)?)?;
+                        inner = parse_type(place, expect_len(place, v)?, depth + 1)?;
                     }
                 }
                 ty = ValueType::Optional(Box::new(inner));
@@ -618,7 +633,63 @@ pub fn validate(model: &Model) -> Result<(), FormatError> {
             ));
         }
     }
+    validate_ml(g)
+}
+
+/// Checks the ONNX-ML tree ensembles completely ([`crate::onnx_ml::TreeEnsemble::read`]), and
+/// that no split reads a column past its input's width where the graph declares that width.
+fn validate_ml(g: &Graph) -> Result<(), FormatError> {
+    let widths = row_widths(g);
+    for (n, node) in g.nodes.iter().enumerate() {
+        if node.domain != "ai.onnx.ml"
+            || !matches!(node.op_type.as_str(), "TreeEnsembleClassifier" | "TreeEnsembleRegressor")
+        {
+            continue;
+        }
+        let place = format!("model.graph.node[{n}] ({} '{}')", node.op_type, node.name);
+        let ensemble = crate::onnx_ml::TreeEnsemble::read(node)
+            .map_err(|reason| FormatError::new(FORMAT, place.clone(), reason))?;
+        let input = node.inputs.first().map(String::as_str).unwrap_or_default();
+        if let (Some(max), Some(&width)) = (ensemble.max_feature, widths.get(input))
+            && max >= width
+        {
+            return Err(FormatError::new(
+                FORMAT,
+                format!("{place}.nodes_featureids"),
+                format!("a split reads column {max}, but its input '{input}' has {width} columns"),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The row width (columns of a `[rows, columns]` tensor) of the values whose width the graph
+/// declares: its inputs with a fixed last dimension, and what operators that keep the width
+/// (casts, scalers, imputers, ...) or concatenate columns make of them.
+pub fn row_widths(g: &Graph) -> std::collections::HashMap<&str, usize> {
+    let mut widths = std::collections::HashMap::new();
+    for i in &g.inputs {
+        if let ValueType::Tensor { shape: Some(dims), .. } = &i.ty
+            && let [_, Dim::Value(w)] = dims.as_slice()
+            && let Ok(w) = usize::try_from(*w)
+        {
+            widths.insert(i.name.as_str(), w);
+        }
+    }
+    for node in &g.nodes {
+        let of = |k: usize| node.inputs.get(k).and_then(|i| widths.get(i.as_str()).copied());
+        let width = match node.op_type.as_str() {
+            "Cast" | "Identity" | "Scaler" | "Imputer" | "Normalizer" | "Binarizer" => of(0),
+            "Concat" if matches!(node.attribute("axis"), Some(AttrValue::Int(1 | -1))) => {
+                (0..node.inputs.len()).map(of).sum::<Option<usize>>()
+            }
+            _ => None,
+        };
+        if let (Some(w), Some(out)) = (width, node.outputs.first()) {
+            widths.insert(out.as_str(), w);
+        }
+    }
+    widths
 }
 
 fn tensor_spec(v: &ValueInfo) -> Option<TensorSpec> {
@@ -693,4 +764,77 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<Inspected, FormatError> {
         signature: Some(signature),
         details,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// A length-delimited field.
+    fn field(number: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(u64::from(number) << 3 | 2, &mut out);
+        varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// `inner` wrapped `levels` times, each level being the given field numbers from the outside
+    /// in. Built with headers computed from the inside out, in linear time.
+    fn nested(inner: &[u8], levels: usize, fields: &[u32]) -> Vec<u8> {
+        let mut sizes = Vec::with_capacity(levels * fields.len());
+        let mut len = inner.len();
+        for _ in 0..levels {
+            for &f in fields.iter().rev() {
+                sizes.push((f, len));
+                let mut head = Vec::new();
+                varint(u64::from(f) << 3 | 2, &mut head);
+                varint(len as u64, &mut head);
+                len += head.len();
+            }
+        }
+        let mut out = Vec::with_capacity(len);
+        for &(f, len) in sizes.iter().rev() {
+            varint(u64::from(f) << 3 | 2, &mut out);
+            varint(len as u64, &mut out);
+        }
+        out.extend_from_slice(inner);
+        out
+    }
+
+    fn model_with_input_type(ty: &[u8]) -> Vec<u8> {
+        let input = [field(1, b"x"), field(2, ty)].concat();
+        let mut model = vec![0x08, 8]; // ir_version 8
+        model.extend(field(7, &field(11, &input)));
+        model
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_refused_not_recursed() {
+        let tensor = field(1, &[0x08, 1]); // tensor_type { elem_type: FLOAT }
+        // sequence_type (4) { elem_type (1): TypeProto }, 100,000 levels.
+        let deep = nested(&tensor, 100_000, &[4, 1]);
+        let e = parse(&model_with_input_type(&deep)).unwrap_err();
+        assert!(e.to_string().contains("value types nest more than"), "{e}");
+        let shallow = nested(&tensor, 3, &[4, 1]);
+        let m = parse(&model_with_input_type(&shallow)).expect("a few levels parse");
+        assert_eq!(m.graph.inputs[0].ty.describe(), "seq(seq(seq(tensor(float))))");
+
+        // A node's graph attribute holding a graph with such a node, 100,000 levels:
+        // GraphProto.node (1) { attribute (5) { g (6): GraphProto } }.
+        let leaf = field(4, b"Identity"); // the innermost node's op_type
+        let graphs = nested(&field(1, &leaf), 100_000, &[1, 5, 6]);
+        let mut model = vec![0x08, 8];
+        model.extend(field(7, &graphs[..]));
+        let e = parse(&model).unwrap_err();
+        assert!(e.to_string().contains("graphs nest more than"), "{e}");
+    }
 }

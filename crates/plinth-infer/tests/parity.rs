@@ -141,6 +141,8 @@ fn malformed_models_are_refused_with_the_place_named() {
         ("bad/missing_field_xgboost.json", ModelFormat::Xgboost, "split_conditions"),
         ("bad/bad_index_xgboost.json", ModelFormat::Xgboost, "trees["),
         ("bad/empty.bin", ModelFormat::Onnx, "graph"),
+        ("bad/tree_feature_past_width.onnx", ModelFormat::Onnx, "has 6 columns"),
+        ("bad/tree_child_nowhere.onnx", ModelFormat::Onnx, "does not exist"),
     ] {
         let bytes = std::fs::read(testdata().join(file)).unwrap();
         let err = plinth_infer::load(format, &bytes).expect_err(file).to_string();
@@ -182,4 +184,35 @@ fn odd_inputs_never_crash_a_model() {
             "{name}"
         );
     }
+}
+
+/// onnxmltools writes LightGBM's categorical splits as chains of `BRANCH_EQ` nodes sharing
+/// their true child: trees that are DAGs. onnxruntime serves them; so does Plinth, with the
+/// same answers, on the file the real converter wrote.
+#[test]
+fn trees_with_shared_subtrees_answer_as_onnxruntime_does() {
+    let name = "lightgbm_categorical_binary.onnx";
+    let exp = expected(name);
+    let shared = exp["shared_nodes"].as_array().expect("shared_nodes");
+    assert!(!shared.is_empty(), "the fixture must have nodes reached from two parents");
+    let bytes = std::fs::read(testdata().join(name)).unwrap();
+    plinth_formats::inspect(&bytes).expect("valid at upload");
+    let model = plinth_infer::load(ModelFormat::Onnx, &bytes).expect("loads");
+    let (x, n, cols) = rows(&exp);
+    let out = model.run(&[("input", &Tensor::f32(vec![n, cols], x))]).unwrap();
+    let probs = out.iter().find(|(k, _)| k == "probabilities").expect("probabilities");
+    let got = as_f64(&probs.1);
+    let want: Vec<f64> = exp["onnxruntime_probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    let diff = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
+    assert!(diff <= 1e-6, "differs from onnxruntime by {diff}");
+    let labels = out.iter().find(|(k, _)| k == "label").expect("label");
+    let want_labels: Vec<f64> =
+        exp["onnxruntime_labels"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(as_f64(&labels.1), want_labels);
 }

@@ -36,6 +36,11 @@ pub trait Model: Send + Sync + std::fmt::Debug {
 /// Loads model artifacts into runnable models.
 pub trait InferenceBackend: Send + Sync {
     fn load(&self, format: ModelFormat, bytes: &[u8]) -> Result<Arc<dyn Model>, String>;
+    /// Whether a file would load: what an upload must pass before it is stored, so that every
+    /// registered version can be served.
+    fn check(&self, format: ModelFormat, bytes: &[u8]) -> Result<(), String> {
+        self.load(format, bytes).map(drop)
+    }
     /// A short description for logs and server metadata.
     fn describe(&self) -> String;
 }
@@ -48,6 +53,11 @@ impl InferenceBackend for NoBackend {
     fn load(&self, _: ModelFormat, _: &[u8]) -> Result<Arc<dyn Model>, String> {
         Err("this build of Plinth has no inference runtime (built without the `infer` feature)"
             .into())
+    }
+
+    /// Without a runtime there is nothing to load into: the format's own validation stands.
+    fn check(&self, _: ModelFormat, _: &[u8]) -> Result<(), String> {
+        Ok(())
     }
 
     fn describe(&self) -> String {

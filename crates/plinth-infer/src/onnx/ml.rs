@@ -12,6 +12,7 @@ use super::ops::floats;
 use crate::LoadError;
 use crate::tensor::{Data, Tensor};
 use crate::tree::{Cmp, Ensemble, Node, missing};
+use plinth_formats::onnx_ml::{EnsembleNode, Mode};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum PostTransform {
@@ -204,173 +205,59 @@ pub(crate) enum LabelMap {
     IntToInt { map: HashMap<i64, i64>, default: i64 },
 }
 
-/// Builds the ensemble of a `TreeEnsemble{Classifier,Regressor}` node. `prefix` is `class` or
-/// `target`.
+/// Builds the ensemble of a `TreeEnsemble{Classifier,Regressor}` node from its checked form
+/// ([`plinth_formats::onnx_ml::TreeEnsemble`], the reader upload validation uses: shared
+/// subtrees copied out, cycles refused). Answers the ensemble, its tree count and base values.
 fn lower_ensemble(
+    node: &proto::Node,
     a: &Attrs<'_>,
-    prefix: &str,
     n_targets: usize,
 ) -> Result<(Ensemble, usize, Vec<f64>), LoadError> {
-    let tree_ids = a.ints("nodes_treeids")?;
-    let node_ids = a.ints("nodes_nodeids")?;
-    let feature_ids = a.ints("nodes_featureids")?;
-    let values = {
-        let v = a.floats("nodes_values")?;
-        if v.is_empty() { a.floats("nodes_values_as_tensor")? } else { v }
-    };
-    let modes = a.strings("nodes_modes")?;
-    let true_ids = a.ints("nodes_truenodeids")?;
-    let false_ids = a.ints("nodes_falsenodeids")?;
-    let tracks = a.ints("nodes_missing_value_tracks_true")?;
-    let n = tree_ids.len();
-    for (name, len) in [
-        ("nodes_nodeids", node_ids.len()),
-        ("nodes_featureids", feature_ids.len()),
-        ("nodes_modes", modes.len()),
-        ("nodes_truenodeids", true_ids.len()),
-        ("nodes_falsenodeids", false_ids.len()),
-    ] {
-        if len != n {
-            return Err(a.err(format!("{name} has {len} entries for {n} nodes")));
-        }
-    }
-    if values.len() != n {
-        return Err(a.err(format!("nodes_values has {} entries for {n} nodes", values.len())));
-    }
-    if !tracks.is_empty() && tracks.len() != n {
-        return Err(a.err(format!(
-            "nodes_missing_value_tracks_true has {} entries for {n} nodes",
-            tracks.len()
-        )));
-    }
-    let w_tree = a.ints(&format!("{prefix}_treeids"))?;
-    let w_node = a.ints(&format!("{prefix}_nodeids"))?;
-    let w_id = a.ints(&format!("{prefix}_ids"))?;
-    let w_weight = {
-        let v = a.floats(&format!("{prefix}_weights"))?;
-        if v.is_empty() { a.floats(&format!("{prefix}_weights_as_tensor"))? } else { v }
-    };
-    if w_node.len() != w_tree.len() || w_id.len() != w_tree.len() || w_weight.len() != w_tree.len()
-    {
-        return Err(a.err(format!("{prefix}_treeids/nodeids/ids/weights differ in length")));
-    }
-    // Global index of every (tree, node); trees in order of first appearance.
-    let mut index: HashMap<(i64, i64), u32> = HashMap::with_capacity(n);
-    let mut tree_order: Vec<i64> = Vec::new();
-    for i in 0..n {
-        if index.insert((tree_ids[i], node_ids[i]), i as u32).is_some() {
-            return Err(a.err(format!("node ({}, {}) is defined twice", tree_ids[i], node_ids[i])));
-        }
-        if !tree_order.contains(&tree_ids[i]) {
-            tree_order.push(tree_ids[i]);
-        }
-    }
-    let mut leaf_lists: HashMap<u32, Vec<(u32, f64)>> = HashMap::new();
-    for k in 0..w_tree.len() {
-        let Some(&node) = index.get(&(w_tree[k], w_node[k])) else {
-            return Err(a.err(format!(
-                "{prefix} weight {k} refers to missing node ({}, {})",
-                w_tree[k], w_node[k]
-            )));
-        };
-        if w_id[k] < 0 || w_id[k] as usize >= n_targets {
-            return Err(
-                a.err(format!("{prefix}_ids[{k}] = {} is out of range for {n_targets}", w_id[k]))
-            );
-        }
-        leaf_lists.entry(node).or_default().push((w_id[k] as u32, f64::from(w_weight[k])));
-    }
+    let read = plinth_formats::onnx_ml::TreeEnsemble::read(node).map_err(|m| a.err(m))?;
+    let one_target_regressor = node.op_type == "TreeEnsembleRegressor" && n_targets == 1;
     let mut e = Ensemble { n_targets, ..Ensemble::default() };
-    let mut max_feature = 0usize;
-    for i in 0..n {
-        let mode = modes[i].as_str();
-        if mode == "LEAF" {
-            let mut list = leaf_lists.remove(&(i as u32)).unwrap_or_default();
-            // A one-target regressor counts only the first weight of a leaf, as onnxruntime does.
-            if prefix == "target" && n_targets == 1 {
-                list.truncate(1);
+    for n in &read.nodes {
+        e.nodes.push(match *n {
+            EnsembleNode::Leaf(leaf) => {
+                let mut list = read.leaf_weights[leaf as usize].clone();
+                // A one-target regressor counts only the first weight of a leaf, as
+                // onnxruntime does.
+                if one_target_regressor {
+                    list.truncate(1);
+                }
+                let node = Node::leaf(e.leaf_weights.len() as u32, list.len() as u32);
+                e.leaf_weights.extend(list);
+                node
             }
-            e.nodes.push(Node::leaf(e.leaf_weights.len() as u32, list.len() as u32));
-            e.leaf_weights.extend(list);
-            continue;
-        }
-        let cmp = match mode {
-            "BRANCH_LEQ" => Cmp::Le,
-            "BRANCH_LT" => Cmp::Lt,
-            "BRANCH_GTE" => Cmp::Ge,
-            "BRANCH_GT" => Cmp::Gt,
-            "BRANCH_EQ" => Cmp::Eq,
-            "BRANCH_NEQ" => Cmp::Ne,
-            other => return Err(a.err(format!("nodes_modes[{i}] = '{other}' is not a known mode"))),
-        };
-        let child = |id: i64, which: &str| {
-            index.get(&(tree_ids[i], id)).copied().ok_or_else(|| {
-                a.err(format!(
-                    "node {i}'s {which} node {id} does not exist in tree {}",
-                    tree_ids[i]
-                ))
-            })
-        };
-        if feature_ids[i] < 0 {
-            return Err(a.err(format!("nodes_featureids[{i}] is negative")));
-        }
-        max_feature = max_feature.max(feature_ids[i] as usize);
-        let tracks_true = tracks.get(i).copied().unwrap_or(0) != 0;
-        e.nodes.push(Node {
-            threshold: f64::from(values[i]),
-            feature: feature_ids[i] as u32,
-            yes: child(true_ids[i], "true")?,
-            no: child(false_ids[i], "false")?,
-            cmp,
-            missing: if tracks_true { missing::NAN_DEFAULT | missing::DEFAULT_YES } else { 0 },
+            EnsembleNode::Branch { mode, feature, threshold, yes, no, missing_yes } => Node {
+                threshold: f64::from(threshold),
+                feature,
+                yes,
+                no,
+                cmp: match mode {
+                    Mode::Le => Cmp::Le,
+                    Mode::Lt => Cmp::Lt,
+                    Mode::Ge => Cmp::Ge,
+                    Mode::Gt => Cmp::Gt,
+                    Mode::Eq => Cmp::Eq,
+                    Mode::Ne => Cmp::Ne,
+                },
+                missing: if missing_yes { missing::NAN_DEFAULT | missing::DEFAULT_YES } else { 0 },
+            },
         });
     }
-    // A tree's root is its node with no parent.
-    let mut has_parent = vec![false; n];
-    for node in &e.nodes {
-        if node.cmp != Cmp::Leaf {
-            has_parent[node.yes as usize] = true;
-            has_parent[node.no as usize] = true;
-        }
-    }
-    for t in &tree_order {
-        let roots: Vec<usize> = (0..n).filter(|&i| tree_ids[i] == *t && !has_parent[i]).collect();
-        match roots.as_slice() {
-            [r] => e.roots.push(*r as u32),
-            _ => return Err(a.err(format!("tree {t} has {} roots", roots.len()))),
-        }
-    }
-    e.n_features = max_feature + 1;
+    e.roots = read.roots.clone();
+    e.n_features = read.max_feature.map_or(0, |f| f + 1);
     e.check().map_err(|m| a.err(m))?;
-    check_acyclic(&e).map_err(|m| a.err(m))?;
     let base_values = a.floats("base_values")?.into_iter().map(f64::from).collect();
-    Ok((e, tree_order.len(), base_values))
-}
-
-/// Every tree must be a tree: no node reachable twice, so evaluation always ends.
-fn check_acyclic(e: &Ensemble) -> Result<(), String> {
-    let mut seen = vec![false; e.nodes.len()];
-    for &root in &e.roots {
-        let mut stack = vec![root as usize];
-        while let Some(i) = stack.pop() {
-            if std::mem::replace(&mut seen[i], true) {
-                return Err(format!("node {i} is reached twice (cycle or shared subtree)"));
-            }
-            let node = &e.nodes[i];
-            if node.cmp != Cmp::Leaf {
-                stack.push(node.yes as usize);
-                stack.push(node.no as usize);
-            }
-        }
-    }
-    Ok(())
+    Ok((e, read.roots.len(), base_values))
 }
 
 pub(crate) fn lower(node: &proto::Node, a: &Attrs<'_>) -> Result<MlOp, LoadError> {
     Ok(match node.op_type.as_str() {
         "TreeEnsembleClassifier" => {
             let labels = Labels::parse(a)?;
-            let (ensemble, _, base_values) = lower_ensemble(a, "class", labels.len())?;
+            let (ensemble, _, base_values) = lower_ensemble(node, a, labels.len())?;
             let ids = a.ints("class_ids")?;
             let mut distinct: Vec<i64> = ids.clone();
             distinct.sort();
@@ -389,7 +276,7 @@ pub(crate) fn lower(node: &proto::Node, a: &Attrs<'_>) -> Result<MlOp, LoadError
         }
         "TreeEnsembleRegressor" => {
             let targets = a.int("n_targets", 1)?.max(1) as usize;
-            let (ensemble, n_trees, base_values) = lower_ensemble(a, "target", targets)?;
+            let (ensemble, n_trees, base_values) = lower_ensemble(node, a, targets)?;
             let aggregate = match a.string("aggregate_function", "SUM")?.as_str() {
                 "SUM" => Aggregate::Sum,
                 "AVERAGE" => Aggregate::Average,

@@ -32,6 +32,8 @@ shared_server_tests! {
             ("bad/missing_field_xgboost.json", "split_conditions"),
             ("bad/bad_index_xgboost.json", "out of range"),
             ("bad/not_a_model.json", "learner"),
+            ("bad/tree_feature_past_width.onnx", "reads column 9, but its input 'input' has 6 columns"),
+            ("bad/tree_child_nowhere.onnx", "true node 100000 does not exist"),
             ("bad/empty.bin", "empty"),
             ("bad/text.txt", "not a model of a supported format"),
         ];
