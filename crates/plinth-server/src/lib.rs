@@ -70,6 +70,22 @@ pub fn app(
         .merge(api)
         .fallback(not_found)
         .with_state(state);
+    framed(routes)
+}
+
+/// The router inside the cross-cutting middleware: a panic in a handler answers that request
+/// `500 internal` (the process goes on), traces, the request frame, the default body limit.
+fn framed(
+    routes: Router,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
     tower::ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
         .layer(CatchPanicLayer::custom(|_| {
@@ -174,4 +190,34 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = app(state.clone());
     connections::serve(listener, state, app, shutdown, grace).await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("a bug in a handler")
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_answers_500_and_the_next_request_is_served() {
+        let routes =
+            Router::new().route("/boom", get(boom)).route("/fine", get(|| async { "fine" }));
+        let app = framed(routes);
+        let call = |path: &str| {
+            let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+            app.clone().oneshot(req)
+        };
+        let r = call("/boom").await.unwrap();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "internal", "{body}");
+        assert_eq!(call("/fine").await.unwrap().status(), StatusCode::OK);
+    }
 }

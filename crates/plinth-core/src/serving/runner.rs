@@ -401,9 +401,15 @@ fn now_ms() -> u64 {
     (crate::util::now_micros() / 1000) as u64
 }
 
+/// Runs the model on one request's (or a batch's) inputs. A runtime that panics fails these
+/// inputs with an internal error: the worker goes on serving the next ones (a worker that died
+/// with its batch would leave the version's queue unserved).
 fn run(model: &dyn Model, inputs: &[(String, Tensor)]) -> Result<Outputs> {
     let named: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    model.run(&named).map_err(|e| Error::invalid(format!("inputs.{}", e.field), e.reason))
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(&named))) {
+        Ok(answer) => answer.map_err(|e| Error::invalid(format!("inputs.{}", e.field), e.reason)),
+        Err(_) => Err(Error::internal("the model's runtime panicked on these inputs")),
+    }
 }
 
 /// Stacks the jobs' inputs along the first dimension.
@@ -472,4 +478,41 @@ fn split(outputs: &Outputs, offset: usize, rows: usize, total: usize) -> Result<
             Ok((name.clone(), Tensor::new(shape, data)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use plinth_api::registry::TensorSpec;
+
+    use super::*;
+    use crate::serving::runtime::InferError;
+
+    /// A runtime with a bug: it panics on a negative input.
+    #[derive(Debug)]
+    struct Fragile;
+
+    impl Model for Fragile {
+        fn inputs(&self) -> &[TensorSpec] {
+            &[]
+        }
+
+        fn outputs(&self) -> &[TensorSpec] {
+            &[]
+        }
+
+        fn run(&self, inputs: &[(&str, &Tensor)]) -> std::result::Result<Outputs, InferError> {
+            match &inputs[0].1.data {
+                Data::F32(v) if v[0] < 0.0 => panic!("a bug in the runtime"),
+                _ => Ok(vec![("y".into(), inputs[0].1.clone())]),
+            }
+        }
+    }
+
+    #[test]
+    fn a_runtime_that_panics_fails_the_request_not_the_worker() {
+        let input = |x: f32| vec![("x".to_string(), Tensor::new(vec![1, 1], Data::F32(vec![x])))];
+        let e = run(&Fragile, &input(-1.0)).unwrap_err();
+        assert_eq!(e.code, Code::Internal);
+        assert_eq!(run(&Fragile, &input(1.0)).unwrap()[0].1.data, Data::F32(vec![1.0]));
+    }
 }
