@@ -171,8 +171,11 @@ pub struct Bound {
     pub max: Option<f64>,
 }
 
-/// A promotion policy, for one environment. Team policies override the platform default set by
-/// admins, field by field being the whole policy (a team policy replaces the default).
+/// A promotion policy, for one environment. A team's policy adds to the platform default an
+/// admin sets: the policy in force is the stricter of the two, field by field (gated if either
+/// is; every bound of both; the larger reviewer count per tier; self-serve only if both allow
+/// it, with the smaller tolerance; the platform's required dataset when it names one). A team
+/// can tighten what the platform requires, never loosen it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
@@ -209,6 +212,10 @@ pub struct Policy {
     /// Low-risk changes are approved without a reviewer.
     #[serde(default)]
     pub self_serve: SelfServe,
+    /// On the platform default: a team's change to its own policy for this environment waits
+    /// for an independent reviewer's approval before it takes effect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub review_team_changes: bool,
 }
 
 impl Policy {
@@ -253,6 +260,86 @@ pub struct PolicyRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     pub updated_by: String,
+}
+
+/// A change to a team's policy that waits for a reviewer (the platform default for the
+/// environment has `review_team_changes`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PolicyChange {
+    pub id: String,
+    pub team: String,
+    pub environment: String,
+    /// The policy the team asked for.
+    pub policy: Policy,
+    pub status: PolicyChangeStatus,
+    pub requested_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub decided_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyChangeStatus {
+    PendingReview,
+    Approved,
+    Rejected,
+}
+
+impl PolicyChangeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyChangeStatus::PendingReview => "pending_review",
+            PolicyChangeStatus::Approved => "approved",
+            PolicyChangeStatus::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending_review" => PolicyChangeStatus::PendingReview,
+            "approved" => PolicyChangeStatus::Approved,
+            "rejected" => PolicyChangeStatus::Rejected,
+            _ => return None,
+        })
+    }
+}
+
+/// What setting a team's policy did: it is in force, or it waits for a reviewer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PolicyOutcome {
+    Applied(PolicyRecord),
+    Pending(PolicyChange),
+}
+
+/// Filters of `GET /policy-changes`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChangeQuery {
+    #[serde(default)]
+    pub team: Option<String>,
+    /// `pending_review`, `approved` or `rejected`.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// A reviewer's decision on a policy change: `approve` puts it in force.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChangeReview {
+    pub decision: Decision,
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// Ask for a version to serve in an environment.
@@ -316,6 +403,10 @@ pub enum CheckStatus {
     Failed,
     /// Not applicable (e.g. nothing serves yet to compare with).
     Skipped,
+    /// Needs a reviewer's attention without blocking: the request waits for at least one
+    /// reviewer, whatever the policy's tier or self-serve rule (e.g. a signature change that
+    /// breaks callers of the version serving now).
+    Flagged,
 }
 
 /// One automated check of a promotion.

@@ -1,6 +1,6 @@
 //! The promotion workflow: a request runs the policy's automated checks (each with its evidence),
 //! then is approved automatically (the self-serve rule, or a policy needing no reviewer) or
-//! waits for reviewers who are not its author; on approval it deploys through the serving
+//! waits for reviewers independent of its author (`review.rs`); on approval it deploys through the serving
 //! `apply()` (as a canary first when asked). Every step is audited and announced to webhooks.
 
 use std::collections::BTreeSet;
@@ -36,6 +36,9 @@ fn failed(name: impl Into<String>, evidence: impl Into<String>) -> Check {
 }
 fn skipped(name: impl Into<String>, evidence: impl Into<String>) -> Check {
     Check { name: name.into(), status: CheckStatus::Skipped, evidence: evidence.into() }
+}
+fn flagged(name: impl Into<String>, evidence: impl Into<String>) -> Check {
+    Check { name: name.into(), status: CheckStatus::Flagged, evidence: evidence.into() }
 }
 
 /// Platform reviewers and admins review every team's promotions; maintainers their team's.
@@ -307,6 +310,37 @@ impl Plinth {
         Ok(Checked { checks, evaluation })
     }
 
+    /// Whether the version keeps working for the callers of the version serving the environment
+    /// now ([`super::compat::breaking_changes`]): flagged for the reviewer when it does not.
+    async fn signature_check(
+        &self,
+        m: &ModelRef,
+        v: &ModelVersion,
+        environment: &str,
+    ) -> Result<Check> {
+        let Some(base) =
+            self.serving_version(&m.id, environment).await?.filter(|b| *b != v.version)
+        else {
+            return Ok(skipped(
+                "signature",
+                format!("nothing else serves in {environment} to compare with"),
+            ));
+        };
+        let now = crate::registry::version_from_row(&self.version_row(m, base).await?)?;
+        let breaks = super::compat::breaking_changes(&now.signature, &v.signature);
+        Ok(if breaks.is_empty() {
+            passed(
+                "signature",
+                format!("takes and answers what v{base} serving {environment} does"),
+            )
+        } else {
+            flagged(
+                "signature",
+                format!("breaks callers of v{base} serving {environment}: {}", breaks.join("; ")),
+            )
+        })
+    }
+
     pub(crate) async fn list_evaluations_internal(
         &self,
         model_id: &str,
@@ -427,20 +461,26 @@ impl Plinth {
                     .unwrap_or_default()
             })
             .unwrap_or_else(|| "medium".into());
+        let signature = self.signature_check(&m, &v, &req.environment).await?;
         let (checked, status, required, auto) = match &policy {
             None => (
-                Checked { checks: vec![], evaluation: None },
+                Checked { checks: vec![signature], evaluation: None },
                 PromotionStatus::Deployed,
                 0,
                 Some(format!("no policy governs {}", req.environment)),
             ),
             Some(p) => {
-                let c =
+                let mut c =
                     self.run_checks(&m, &v, &req.environment, p, req.evaluation.as_deref()).await?;
+                c.checks.push(signature);
                 let failed = c.checks.iter().any(|c| c.status == CheckStatus::Failed);
-                let required = p.reviewers_for(&risk);
+                // A flagged check (a breaking change) always waits for a person.
+                let flagged = c.checks.iter().any(|c| c.status == CheckStatus::Flagged);
+                let required = p.reviewers_for(&risk).max(u32::from(flagged));
                 if failed {
                     (c, PromotionStatus::Blocked, required, None)
+                } else if flagged {
+                    (c, PromotionStatus::PendingReview, required, None)
                 } else if let Some(why) =
                     self.self_serve(&m, &v, &req.environment, p, &risk, &c).await?
                 {
@@ -458,8 +498,8 @@ impl Plinth {
         let mut tx = self.db.begin().await?;
         Sql::with(
             "INSERT INTO promotions (id, team_id, model_id, version, environment, status, risk_tier, canary_weight, evaluation_id, checks,
-                required_reviewers, auto_approved, note, requested_by, requested_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                required_reviewers, auto_approved, note, requested_by, requested_at, requested_key_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             [
                 id.clone().into(),
                 m.team.id.clone().into(),
@@ -477,6 +517,7 @@ impl Plinth {
                 note.into(),
                 who.id.clone().into(),
                 now.into(),
+                who.key_id.clone().into(),
             ],
         )
         .execute(&mut tx)
@@ -615,7 +656,7 @@ impl Plinth {
         let row = self
             .db
             .fetch_optional(&Sql::with(
-                "SELECT team_id, requested_by, status FROM promotions WHERE id = $1",
+                "SELECT team_id, requested_by, requested_key_id, status FROM promotions WHERE id = $1",
                 [id.into()],
             ))
             .await?
@@ -629,10 +670,11 @@ impl Plinth {
                 "reviewing a promotion needs the reviewer platform role or the maintainer role in the team",
             ));
         }
-        if col::<String>(&row, "requested_by")? == who.id {
-            return Err(Error::forbidden(
-                "the author of a promotion request cannot review it: ask another reviewer",
-            ));
+        let (author, author_key): (String, Option<String>) =
+            (col(&row, "requested_by")?, col(&row, "requested_key_id")?);
+        let author = super::review::Author { id: &author, key_id: author_key.as_deref() };
+        if let Some(why) = self.not_independent(who, &author).await? {
+            return Err(Error::forbidden(why));
         }
         let status: String = col(&row, "status")?;
         if status != PromotionStatus::PendingReview.as_str() {
@@ -749,13 +791,16 @@ impl Plinth {
         let rows = self.db.fetch_all(&sql).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let p = self.promotion_from_row(&r).await?;
             if q.reviewable == Some(true) {
                 let tid: String = col(&r, "team_id")?;
-                if !may_review(who, &tid) {
+                let (author, key): (String, Option<String>) =
+                    (col(&r, "requested_by")?, col(&r, "requested_key_id")?);
+                let author = super::review::Author { id: &author, key_id: key.as_deref() };
+                if !may_review(who, &tid) || self.not_independent(who, &author).await?.is_some() {
                     continue;
                 }
             }
+            let p = self.promotion_from_row(&r).await?;
             out.push(p);
         }
         Ok(out)

@@ -13,8 +13,9 @@ use plinth_api::data::{
     UploadDataset,
 };
 use plinth_api::governance::{
-    CreateWebhook, Delivery, Evaluation, EvaluationRequest, Policy, PolicyRecord, Promotion,
-    PromotionQuery, PromotionRequest, ReviewRequest, ServedAt, ServedQuery, Webhook,
+    CreateWebhook, Delivery, Evaluation, EvaluationRequest, Policy, PolicyChange,
+    PolicyChangeQuery, PolicyChangeReview, PolicyOutcome, PolicyRecord, Promotion, PromotionQuery,
+    PromotionRequest, ReviewRequest, ServedAt, ServedQuery, Webhook,
 };
 use plinth_core::data::query::{QueryAnswer, QueryEvent};
 use serde::Deserialize;
@@ -37,6 +38,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(set_team_policy))
         .routes(routes!(set_platform_policy))
         .routes(routes!(list_policies))
+        .routes(routes!(list_policy_changes))
+        .routes(routes!(review_policy_change))
         .routes(routes!(request_promotion))
         .routes(routes!(list_promotions))
         .routes(routes!(get_promotion))
@@ -166,17 +169,23 @@ async fn evaluation_report(
     Ok(([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], md).into_response())
 }
 
-/// Sets a team's policy for an environment (maintainers).
+/// Sets a team's policy for an environment (maintainers). It adds to the platform default:
+/// the policy in force is the stricter of the two. Where the platform default says
+/// `review_team_changes`, the change waits for a reviewer (202, a policy change).
 #[utoipa::path(put, path = "/teams/{team}/policies/{environment}", tag = "governance",
     params(("team" = String, Path), ("environment" = String, Path)), request_body = Policy,
-    responses((status = 200, body = PolicyRecord), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = PolicyRecord), (status = 202, body = PolicyChange), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn set_team_policy(
     State(s): State<AppState>,
     Caller(who): Caller,
     Path((team, env)): Path<(String, String)>,
     ApiJson(p): ApiJson<Policy>,
-) -> ApiResult<Json<PolicyRecord>> {
-    Ok(Json(s.core.set_policy(&who, Some(&team), &env, p).await?))
+) -> ApiResult<Response> {
+    Ok(match s.core.set_policy(&who, Some(&team), &env, p).await? {
+        PolicyOutcome::Applied(r) => Json(r).into_response(),
+        PolicyOutcome::Pending(c) => (StatusCode::ACCEPTED, Json(c)).into_response(),
+    })
 }
 
 /// Sets the platform default policy for an environment (admins).
@@ -188,8 +197,37 @@ async fn set_platform_policy(
     Caller(who): Caller,
     Path(env): Path<String>,
     ApiJson(p): ApiJson<Policy>,
-) -> ApiResult<Json<PolicyRecord>> {
-    Ok(Json(s.core.set_policy(&who, None, &env, p).await?))
+) -> ApiResult<Response> {
+    Ok(match s.core.set_policy(&who, None, &env, p).await? {
+        PolicyOutcome::Applied(r) => Json(r).into_response(),
+        PolicyOutcome::Pending(c) => (StatusCode::ACCEPTED, Json(c)).into_response(),
+    })
+}
+
+/// Changes to team policies, waiting for review or decided (newest first).
+#[utoipa::path(get, path = "/policy-changes", tag = "governance", params(PolicyChangeQuery),
+    responses((status = 200, body = Vec<PolicyChange>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_policy_changes(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiQuery(q): ApiQuery<PolicyChangeQuery>,
+) -> ApiResult<Json<Vec<PolicyChange>>> {
+    Ok(Json(s.core.list_policy_changes(&who, &q).await?))
+}
+
+/// A reviewer's decision on a pending policy change (platform reviewers and admins, independent
+/// of its author): `approve` puts it in force.
+#[utoipa::path(post, path = "/policy-changes/{id}/review", tag = "governance",
+    params(("id" = String, Path)), request_body = PolicyChangeReview,
+    responses((status = 200, body = PolicyChange), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn review_policy_change(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<PolicyChangeReview>,
+) -> ApiResult<Json<PolicyChange>> {
+    Ok(Json(s.core.review_policy_change(&who, &id, req).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -9,7 +9,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use plinth_api::data::{Dataset, DatasetVersion};
 use plinth_api::governance::{
-    CheckStatus, Delivery, Evaluation, JobStatus, PolicyRecord, Promotion, ServedAt, Webhook,
+    CheckStatus, Delivery, Evaluation, JobStatus, PolicyChange, PolicyOutcome, PolicyRecord,
+    Promotion, PromotionStatus, ServedAt, Webhook,
 };
 use serde_json::{Value, json};
 
@@ -123,6 +124,22 @@ pub(crate) enum PolicyCmd {
     Show {
         #[arg(long)]
         team: Option<String>,
+    },
+    /// Changes to team policies waiting for review (or, with --status, decided ones).
+    Changes {
+        #[arg(long)]
+        team: Option<String>,
+        /// pending_review (default), approved or rejected.
+        #[arg(long, default_value = "pending_review")]
+        status: String,
+    },
+    /// Approve (puts it in force) or reject a team's policy change (platform reviewers).
+    Review {
+        id: String,
+        /// approve or reject.
+        decision: String,
+        #[arg(long)]
+        comment: Option<String>,
     },
 }
 
@@ -367,6 +384,16 @@ pub(super) async fn promote(c: &Client, json_out: bool, a: PromoteArgs) -> Resul
     let body = json!({"version": version, "environment": a.env, "canary_weight": a.canary, "evaluation": a.evaluation, "note": a.note});
     let p: Promotion = c.post(&format!("/teams/{team}/models/{model}/promotions"), &body).await?;
     print_promotion(json_out, &p);
+    // A blocked promotion fails the command, so that a CI gate stops on it.
+    if p.status == PromotionStatus::Blocked {
+        let failed: Vec<&str> = p
+            .checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Failed)
+            .map(|c| c.name.as_str())
+            .collect();
+        bail!("promotion {} is blocked: failed checks {}", p.id, failed.join(", "));
+    }
     Ok(())
 }
 
@@ -375,6 +402,7 @@ fn status(s: CheckStatus) -> &'static str {
         CheckStatus::Passed => "passed",
         CheckStatus::Failed => "FAILED",
         CheckStatus::Skipped => "skipped",
+        CheckStatus::Flagged => "FLAGGED",
     }
 }
 
@@ -467,8 +495,26 @@ pub(super) async fn policy(c: &Client, json_out: bool, cmd: PolicyCmd) -> Result
                 Some(t) => format!("/teams/{t}/policies/{env}"),
                 None => format!("/policies/{env}"),
             };
-            let r: PolicyRecord = c.put(&path, &body).await?;
-            print_policies(json_out, &[r]);
+            let outcome: PolicyOutcome = c.put(&path, &body).await?;
+            match outcome {
+                PolicyOutcome::Applied(r) => print_policies(json_out, &[r]),
+                PolicyOutcome::Pending(change) => print_policy_changes(json_out, &[change]),
+            }
+        }
+        PolicyCmd::Changes { team, status } => {
+            let mut q = vec![("status", status)];
+            q.extend(team.map(|t| ("team", t)));
+            let l: Vec<PolicyChange> = c.get("/policy-changes", &q).await?;
+            print_policy_changes(json_out, &l);
+        }
+        PolicyCmd::Review { id, decision, comment } => {
+            if !matches!(decision.as_str(), "approve" | "reject") {
+                return Err(usage(format!("decision '{decision}': say approve or reject")));
+            }
+            let body = json!({"decision": decision, "comment": comment});
+            let change: PolicyChange =
+                c.post(&format!("/policy-changes/{id}/review"), &body).await?;
+            print_policy_changes(json_out, &[change]);
         }
         PolicyCmd::Show { team } => {
             let q: Vec<(&str, String)> = team.map(|t| vec![("team", t)]).unwrap_or_default();
@@ -477,6 +523,29 @@ pub(super) async fn policy(c: &Client, json_out: bool, cmd: PolicyCmd) -> Result
         }
     }
     Ok(())
+}
+
+fn print_policy_changes(json_out: bool, l: &[PolicyChange]) {
+    if json_out {
+        output::json(&l);
+        return;
+    }
+    output::table(
+        &["change", "team", "environment", "status", "requested by", "at", "decided by"],
+        l.iter()
+            .map(|c| {
+                vec![
+                    c.id.clone(),
+                    c.team.clone(),
+                    c.environment.clone(),
+                    c.status.as_str().replace('_', " "),
+                    c.requested_by.clone(),
+                    output::time(&c.requested_at),
+                    c.decided_by.clone().unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    );
 }
 
 fn print_policies(json_out: bool, l: &[PolicyRecord]) {

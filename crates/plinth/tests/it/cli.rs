@@ -50,6 +50,18 @@ impl Cli {
         serde_json::from_str(&self.ok(&a)).expect("--json prints JSON")
     }
 
+    /// `--json` output of a command that must fail with `code` (a blocked promotion prints what
+    /// it decided, then exits non-zero): the JSON and the error.
+    #[track_caller]
+    pub(crate) fn json_failing(&self, args: &[&str], code: i32) -> (Value, String) {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.run(&a);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(code), "plinth {args:?}: {stderr}");
+        (serde_json::from_slice(&out.stdout).expect("--json prints JSON"), stderr)
+    }
+
     #[track_caller]
     pub(crate) fn fails(&self, args: &[&str], code: i32) -> String {
         let out = self.run(args);

@@ -141,8 +141,10 @@ shared_server_tests! {
         assert!(err.contains("approval_required") && err.contains("gated") && err.contains("adult-test"), "{err}");
 
         // Requesting production for v1: blocked by the fairness threshold (and staging first).
-        let p1 = author.json(&["promote", &format!("{model}@1"), "--env", "production"]);
+        let (p1, err) = author.json_failing(&["promote", &format!("{model}@1"), "--env", "production"], 1);
         assert_eq!(p1["status"], "blocked", "{p1}");
+        // A blocked promotion fails the command: a CI gate stops on it.
+        assert!(err.contains("is blocked: failed checks") && err.contains("fairness:sex:demographic_parity_difference"), "{err}");
         let fair = check(&p1, "fairness:sex:demographic_parity_difference");
         assert_eq!(fair["status"], "failed");
         assert!(fair["evidence"].as_str().unwrap().contains("above the maximum 0.15"), "{fair}");
@@ -289,10 +291,20 @@ shared_server_tests! {
         assert_eq!(p["status"], "blocked");
         assert_eq!(check(&p, "card:limitations")["status"], "failed");
         assert_eq!(check(&p, "card:intended_use")["status"], "passed");
-        // The team's own policy for the environment replaces the default.
-        m.put(&format!("/teams/{team}/policies/{env}"), &json!({"reviewers": {"medium": 0}})).await.ok(StatusCode::OK);
+        // A team's own policy adds to the default: it cannot loosen it...
+        m.put(&format!("/teams/{team}/policies/{env}"), &json!({"gated": false, "reviewers": {"medium": 0}})).await.ok(StatusCode::OK);
+        m.put(&format!("/deployments/{team}/income/{env}"), &json!({"versions": [{"version": 1, "weight": 100}]})).await.err(StatusCode::CONFLICT, "approval_required");
         let p = m.post(&format!("/teams/{team}/models/income/promotions"), &json!({"version": 1, "environment": env})).await.ok(StatusCode::CREATED);
-        assert_eq!(p["status"], "deployed", "{p}");
+        assert_eq!((p["status"].as_str(), p["required_reviewers"].as_u64()), (Some("blocked"), Some(1)), "{p}");
+        assert_eq!(check(&p, "card:limitations")["status"], "failed");
+        // ...and can tighten it.
+        m.put(&format!("/teams/{team}/policies/{env}"), &json!({"required_card_fields": ["owners"], "reviewers": {"medium": 2}})).await.ok(StatusCode::OK);
+        let p = m.post(&format!("/teams/{team}/models/income/promotions"), &json!({"version": 1, "environment": env})).await.ok(StatusCode::CREATED);
+        assert_eq!((p["status"].as_str(), p["required_reviewers"].as_u64()), (Some("blocked"), Some(2)), "{p}");
+        assert_eq!(check(&p, "card:owners")["status"], "failed");
+        assert_eq!(check(&p, "card:limitations")["status"], "failed");
+        let audit = srv.admin().all_pages(&format!("/audit?team={team}")).await;
+        assert_eq!(audit.iter().filter(|e| e["action"] == "policy.set").count(), 2, "team policy changes are audited");
         let listed = m.get(&format!("/policies?team={team}")).await.ok(StatusCode::OK);
         assert!(listed.as_array().unwrap().iter().any(|r| r["environment"] == env.as_str() && r["team"].is_null()));
         assert!(listed.as_array().unwrap().iter().any(|r| r["environment"] == env.as_str() && r["team"] == team.as_str()));

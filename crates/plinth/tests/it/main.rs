@@ -13,5 +13,6 @@ mod isolation;
 mod persistence;
 mod query;
 mod registry;
+mod separation;
 mod serving;
 mod triton;
