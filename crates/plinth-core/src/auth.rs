@@ -118,7 +118,8 @@ pub fn parse_key(presented: &str) -> Option<(String, String)> {
     Some((format!("key_{id}"), hash_secret(secret)))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -41,8 +41,10 @@ pub struct CoreOptions {
     pub online_store_url: Option<String>,
     /// Consume feature pushes from NATS JetStream.
     pub nats: Option<features::nats::NatsOptions>,
-    /// File and folder sources must live under this folder (none: such sources are refused).
+    /// File and folder sources live in `<this folder>/<team>/` (none: such sources are refused).
     pub local_sources_root: Option<PathBuf>,
+    /// The PostgreSQL servers sources may read (none by default).
+    pub postgres_sources: data::sources::PostgresAccess,
 }
 
 /// The core service.
@@ -63,6 +65,7 @@ pub struct Plinth {
     /// Online rows rendered as JSON, by content (see `features::rendered`).
     pub(crate) rendered: Arc<features::RenderCache>,
     pub(crate) sources_root: Option<PathBuf>,
+    pub(crate) postgres: data::sources::PostgresAccess,
 }
 
 /// The pluggable engines the core runs on: model inference, table decoding and SQL. Each lives
@@ -143,6 +146,7 @@ impl Plinth {
             views: Arc::default(),
             rendered: Arc::default(),
             sources_root: opts.local_sources_root.clone(),
+            postgres: opts.postgres_sources.clone(),
         };
         let removed = core.collect_orphan_artifacts().await?;
         if removed > 0 {

@@ -28,10 +28,18 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 
-/// What every handler can reach. Extractors clone it per request: one reference count.
+/// What every handler can reach. Extractors clone it per request: reference counts.
 #[derive(Clone)]
 pub struct AppState {
     pub core: Arc<Plinth>,
+    /// A bearer token that may read `/metrics` besides keys with a platform role.
+    pub metrics_token: Option<Arc<str>>,
+}
+
+impl AppState {
+    pub fn new(core: Plinth) -> AppState {
+        AppState { core: Arc::new(core), metrics_token: None }
+    }
 }
 
 tokio::task_local! {

@@ -327,9 +327,12 @@ struct ServeArgs {
     /// nats://... to consume feature pushes from JetStream (subjects plinth.push.TEAM.VIEW).
     #[arg(long)]
     nats_url: Option<String>,
-    /// Teams may declare file and folder data sources under this folder.
+    /// Teams may declare file and folder data sources in their folder under this one.
     #[arg(long)]
     local_sources_root: Option<PathBuf>,
+    /// PostgreSQL servers data sources may read (host, host:port or host:port/db; commas).
+    #[arg(long)]
+    postgres_source_hosts: Option<String>,
     #[arg(long)]
     log_format: Option<String>,
     #[arg(long)]
@@ -673,6 +676,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             set("online_store_url", args.online_store_url);
             set("nats_url", args.nats_url);
             set("local_sources_root", args.local_sources_root.map(|p| p.display().to_string()));
+            set("postgres_source_hosts", args.postgres_source_hosts);
             set("log_format", args.log_format);
             set("log_level", args.log_level);
             set("busy_poll_us", args.busy_poll_us.map(|v| v.to_string()));
@@ -808,6 +812,35 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// A subcommand's argument with the id of a global one shadows it: `source add --url` was
+    /// taken for the server's address (and its password printed), `webhook add TEAM URL` too.
+    /// Only `login --url`, the same server address, may share it.
+    #[test]
+    fn no_subcommand_argument_takes_a_global_one_s_name() {
+        fn walk(cmd: &clap::Command, path: &str, globals: &[String], found: &mut Vec<String>) {
+            for sub in cmd.get_subcommands() {
+                let here = format!("{path} {}", sub.get_name());
+                for arg in sub.get_arguments().filter(|a| !a.is_global_set()) {
+                    let id = arg.get_id().as_str().to_string();
+                    if globals.contains(&id) && !(here == "plinth login" && id == "url") {
+                        found.push(format!("{here}: {id}"));
+                    }
+                }
+                walk(sub, &here, globals, found);
+            }
+        }
+        let root = Cli::command();
+        let globals: Vec<String> = root
+            .get_arguments()
+            .filter(|a| a.is_global_set())
+            .map(|a| a.get_id().as_str().to_string())
+            .collect();
+        assert!(globals.contains(&"url".to_string()), "{globals:?}");
+        let mut found = Vec::new();
+        walk(&root, "plinth", &globals, &mut found);
+        assert!(found.is_empty(), "arguments shadowing global ones: {found:?}");
     }
 
     #[test]

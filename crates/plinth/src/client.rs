@@ -88,6 +88,12 @@ pub struct Client {
 
 impl Client {
     pub fn new(url: &str, key: &str) -> Result<Client> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            let shown = crate::config::redact_url(url);
+            anyhow::bail!(
+                "the Plinth server's URL must start with http:// or https://, not '{shown}'"
+            );
+        }
         let http = reqwest::Client::builder()
             .user_agent(concat!("plinth-cli/", env!("CARGO_PKG_VERSION")))
             .build()?;

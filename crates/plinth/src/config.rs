@@ -47,8 +47,16 @@ pub struct Config {
     pub online_store_url: Option<Secret>,
     /// `nats://...`: consume feature pushes from JetStream subjects `plinth.push.<team>.<view>`.
     pub nats_url: Option<String>,
-    /// File and folder data sources must live under this folder; unset, they are refused.
+    /// File and folder data sources live in `<this folder>/<team>/`; unset, they are refused.
     pub local_sources_root: Option<PathBuf>,
+    /// The PostgreSQL servers data sources may read: `host`, `host:port` or
+    /// `host:port/database`. Empty: PostgreSQL sources are refused.
+    pub postgres_source_hosts: Vec<String>,
+    /// How long connecting to a PostgreSQL source may take, in seconds.
+    pub postgres_source_timeout_seconds: u64,
+    /// A bearer token that may read `/metrics` (for a Prometheus scraper); keys with a
+    /// platform role may read it too. Unset: platform keys only.
+    pub metrics_token: Option<Secret>,
     /// The platform admin key to create at first start, instead of generating one.
     pub bootstrap_admin_key: Option<Secret>,
     /// `text` or `json`.
@@ -71,6 +79,9 @@ impl Default for Config {
             online_store_url: None,
             nats_url: None,
             local_sources_root: None,
+            postgres_source_hosts: Vec::new(),
+            postgres_source_timeout_seconds: 5,
+            metrics_token: None,
             bootstrap_admin_key: None,
             log_format: "text".into(),
             log_level: "info".into(),
@@ -89,6 +100,9 @@ pub const KEYS: &[&str] = &[
     "online_store_url",
     "nats_url",
     "local_sources_root",
+    "postgres_source_hosts",
+    "postgres_source_timeout_seconds",
+    "metrics_token",
     "bootstrap_admin_key",
     "log_format",
     "log_level",
@@ -159,6 +173,9 @@ pub fn load(
             config.log_format
         );
     }
+    if !(1..=300).contains(&config.postgres_source_timeout_seconds) {
+        bail!("invalid configuration: postgres_source_timeout_seconds must be 1-300");
+    }
     if config.max_upload_bytes == 0 {
         bail!("invalid configuration: max_upload_bytes must be positive");
     }
@@ -174,7 +191,19 @@ pub fn load(
 
 fn typed(key: &str, value: &str) -> Result<toml::Value> {
     Ok(match key {
-        "max_upload_bytes" | "shutdown_grace_seconds" | "busy_poll_us" => toml::Value::Integer(
+        // A list, comma-separated in a variable or flag.
+        "postgres_source_hosts" => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(|h| toml::Value::String(h.to_string()))
+                .collect(),
+        ),
+        "max_upload_bytes"
+        | "shutdown_grace_seconds"
+        | "busy_poll_us"
+        | "postgres_source_timeout_seconds" => toml::Value::Integer(
             value
                 .trim()
                 .parse()

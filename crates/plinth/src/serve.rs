@@ -25,6 +25,10 @@ pub async fn run(config: Config) -> Result<()> {
             online_store_url: config.online_store_url.as_ref().map(|u| u.expose().to_string()),
             nats: config.nats_url.as_deref().map(plinth_core::features::nats::NatsOptions::new),
             local_sources_root: config.local_sources_root.clone(),
+            postgres_sources: plinth_core::data::sources::PostgresAccess {
+                allowed_hosts: config.postgres_source_hosts.clone(),
+                connect_timeout: Duration::from_secs(config.postgres_source_timeout_seconds),
+            },
         },
         crate::backends(),
     )
@@ -53,7 +57,10 @@ pub async fn run(config: Config) -> Result<()> {
     eprintln!("listening on http://{addr}");
     plinth_server::serve(
         listener,
-        AppState { core: std::sync::Arc::new(core.clone()) },
+        AppState {
+            metrics_token: config.metrics_token.as_ref().map(|t| t.expose().into()),
+            ..AppState::new(core.clone())
+        },
         shutdown_signal(),
         Duration::from_secs(config.shutdown_grace_seconds),
     )

@@ -1,6 +1,14 @@
-//! Data sources: a team's files and folders (under the server's local sources root, never
-//! outside it) and PostgreSQL tables or queries, readable in SQL by name like datasets, and
-//! grantable to other teams. PostgreSQL data is read with `COPY ... TO STDOUT (FORMAT csv)`.
+//! Data sources: a team's files and folders and PostgreSQL tables or queries, readable in SQL by
+//! name like datasets, and grantable to other teams.
+//!
+//! - Files and folders live in the team's own folder, `<local_sources_root>/<team>/`: every
+//!   file a source reads is resolved (symbolic links followed) and refused unless it is inside
+//!   that folder.
+//! - PostgreSQL sources reach only the hosts the server's configuration allows
+//!   ([`PostgresAccess`], none by default), connect within a time limit, and read in a read-only
+//!   transaction with a role that is neither a superuser nor allowed to read server files. A
+//!   failed connection is reported the same way whatever the network said. Data is read with
+//!   `COPY ... TO STDOUT (FORMAT csv)`.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +28,23 @@ use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::store::{Sql, col};
 use crate::util::{check_name, micros_to_time, new_id, now_micros};
+
+/// Which PostgreSQL servers sources may read, and how long a connection may take.
+#[derive(Debug, Clone)]
+pub struct PostgresAccess {
+    /// `host`, `host:port` or `host:port/database`; empty: PostgreSQL sources are refused.
+    pub allowed_hosts: Vec<String>,
+    pub connect_timeout: std::time::Duration,
+}
+
+impl Default for PostgresAccess {
+    fn default() -> Self {
+        PostgresAccess {
+            allowed_hosts: Vec::new(),
+            connect_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Spec {
@@ -93,8 +118,8 @@ fn source_from_row(r: &AnyRow, team: &str) -> Result<Source> {
 }
 
 impl Plinth {
-    /// The local path of a file or folder source, checked to be inside the sources root.
-    fn local_path(&self, path: &str) -> Result<PathBuf> {
+    /// The team's own folder under the sources root, resolved.
+    fn team_folder(&self, team: &str) -> Result<PathBuf> {
         let root = self.sources_root.as_ref().ok_or_else(|| {
             Error::new(
                 Code::FeatureDisabled,
@@ -102,16 +127,57 @@ impl Plinth {
             )
             .with_field("kind")
         })?;
-        let root = root
-            .canonicalize()
-            .map_err(|e| Error::new(Code::Unavailable, format!("local_sources_root: {e}")))?;
-        let full = root.join(path.trim_start_matches('/')).canonicalize().map_err(|_| {
-            Error::invalid("path", format!("'{path}' does not exist under the sources root"))
+        root.join(team).canonicalize().map_err(|_| {
+            Error::new(
+                Code::FeatureDisabled,
+                format!("team '{team}' has no folder under the sources root: an operator creates <local_sources_root>/{team} and puts the team's files there"),
+            )
+            .with_field("path")
+        })
+    }
+
+    /// The local path of a file or folder source: inside the team's folder, symbolic links
+    /// resolved (a path of "" or "/" is the folder itself).
+    fn local_path(&self, team: &str, path: &str) -> Result<PathBuf> {
+        let folder = self.team_folder(team)?;
+        let full = folder.join(path.trim_start_matches('/')).canonicalize().map_err(|_| {
+            Error::invalid("path", format!("'{path}' does not exist in the team's folder"))
         })?;
-        if !full.starts_with(&root) {
-            return Err(Error::invalid("path", format!("'{path}' leads outside the sources root")));
+        if !full.starts_with(&folder) {
+            return Err(Error::invalid(
+                "path",
+                format!("'{path}' leads outside the team's folder"),
+            ));
         }
         Ok(full)
+    }
+
+    /// The data files of a folder source, each resolved and refused if it leads outside the
+    /// team's folder (a symbolic link to any file of the host, say).
+    fn folder_files(&self, team: &str, dir: &Path, source: &str) -> Result<Vec<PathBuf>> {
+        let folder = self.team_folder(team)?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?.path();
+            if file_format(&entry).is_none() {
+                continue;
+            }
+            let Ok(resolved) = entry.canonicalize() else { continue };
+            if !resolved.starts_with(&folder) {
+                return Err(Error::invalid(
+                    "sql",
+                    format!(
+                        "source '{source}': '{}' leads outside the team's folder",
+                        entry.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+                    ),
+                ));
+            }
+            if resolved.is_file() {
+                files.push(resolved);
+            }
+        }
+        files.sort();
+        Ok(files)
     }
 
     /// Declares a data source of the team (maintainers).
@@ -132,7 +198,7 @@ impl Plinth {
                 let path = req.path.clone().ok_or_else(|| {
                     Error::missing("path", "where the data is, under the sources root")
                 })?;
-                let full = self.local_path(&path)?;
+                let full = self.local_path(&t.name, &path)?;
                 if req.kind == SourceKind::File && (!full.is_file() || file_format(&full).is_none())
                 {
                     return Err(Error::invalid("path", "not a .parquet, .csv or .csv.gz file"));
@@ -246,10 +312,11 @@ impl Plinth {
         let rows = self
             .db
             .fetch_all(&Sql::with(
-                "SELECT NULL AS owner, s.name, s.kind, s.spec FROM sources s WHERE s.team_id = $1
+                "SELECT NULL AS owner, t.name AS owner_name, s.name, s.kind, s.spec FROM sources s
+                   JOIN teams t ON t.id = s.team_id WHERE s.team_id = $1
                  UNION ALL
-                 SELECT t.name AS owner, s.name, s.kind, s.spec FROM source_grants g JOIN sources s ON s.id = g.source_id
-                   JOIN teams t ON t.id = s.team_id WHERE g.team_id = $1",
+                 SELECT t.name AS owner, t.name AS owner_name, s.name, s.kind, s.spec FROM source_grants g
+                   JOIN sources s ON s.id = g.source_id JOIN teams t ON t.id = s.team_id WHERE g.team_id = $1",
                 [team_id.into()],
             ))
             .await?;
@@ -260,20 +327,18 @@ impl Plinth {
                 continue;
             }
             let spec: Spec = serde_json::from_str(&col::<String>(r, "spec")?)?;
+            // Files are read from the folder of the team that owns the source.
+            let owner: String = col(r, "owner_name")?;
+            let path = spec.path.as_deref().unwrap_or_default();
             let parts = match parse_kind(&col::<String>(r, "kind")?) {
                 SourceKind::File => {
-                    let p = self.local_path(spec.path.as_deref().unwrap_or_default())?;
+                    let p = self.local_path(&owner, path)?;
                     let format = file_format(&p).unwrap_or(FileFormat::Csv);
                     vec![LocalFile::new(p, format)]
                 }
                 SourceKind::Folder => {
-                    let dir = self.local_path(spec.path.as_deref().unwrap_or_default())?;
-                    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.is_file() && file_format(p).is_some())
-                        .collect();
-                    files.sort();
-                    files
+                    let dir = self.local_path(&owner, path)?;
+                    self.folder_files(&owner, &dir, &name)?
                         .into_iter()
                         .map(|f| {
                             let format = file_format(&f).unwrap_or(FileFormat::Csv);
@@ -291,7 +356,7 @@ impl Plinth {
     /// A PostgreSQL table or query as a CSV file in staging, streamed there by `COPY`.
     async fn postgres_file(&self, spec: &Spec) -> Result<LocalFile> {
         use sqlx::Connection;
-        let (mut conn, copy) = postgres_copy(spec, None).await?;
+        let (mut conn, copy) = self.postgres_copy(spec, None).await?;
         let fail = |e: &dyn std::fmt::Display| pg_error(spec, e);
         let stream = conn.copy_out_raw(&copy).await.map_err(|e| fail(&e))?;
         let mut reader = tokio_util::io::StreamReader::new(
@@ -311,7 +376,7 @@ impl Plinth {
     /// A PostgreSQL table or query as CSV with a header (at most `limit` rows).
     async fn postgres_csv(&self, spec: &Spec, limit: Option<u64>) -> Result<Vec<u8>> {
         use sqlx::Connection;
-        let (mut conn, copy) = postgres_copy(spec, limit).await?;
+        let (mut conn, copy) = self.postgres_copy(spec, limit).await?;
         let mut stream = conn.copy_out_raw(&copy).await.map_err(|e| pg_error(spec, &e))?;
         let mut out = Vec::new();
         while let Some(chunk) = stream.next().await {
@@ -328,23 +393,107 @@ fn pg_error(spec: &Spec, e: &dyn std::fmt::Display) -> Error {
     Error::invalid("url", format!("PostgreSQL at {}: {e}", host_of(url)))
 }
 
-/// A connection to a PostgreSQL source and the `COPY` that reads it as CSV with a header (at
-/// most `limit` rows).
-async fn postgres_copy(
-    spec: &Spec,
-    limit: Option<u64>,
-) -> Result<(sqlx::postgres::PgConnection, String)> {
-    use sqlx::Connection;
-    let url = spec.url.as_deref().unwrap_or_default();
-    let conn = sqlx::postgres::PgConnection::connect(url).await.map_err(|e| pg_error(spec, &e))?;
-    let select = match (&spec.table, &spec.query) {
-        (Some(t), _) => format!("SELECT * FROM {t}"),
-        (None, Some(q)) => q.trim().trim_end_matches(';').to_string(),
-        _ => return Err(Error::invalid("table", "give a table or a query")),
+/// Where a PostgreSQL URL leads: `(host, port, database)`.
+fn pg_target(opts: &sqlx::postgres::PgConnectOptions) -> (String, u16, String) {
+    (
+        opts.get_host().to_string(),
+        opts.get_port(),
+        opts.get_database().unwrap_or_else(|| opts.get_username()).to_string(),
+    )
+}
+
+/// Whether an allow-list entry (`host`, `host:port`, `host:port/database`) admits a target.
+fn admits(entry: &str, host: &str, port: u16, database: &str) -> bool {
+    let (address, db) = match entry.split_once('/') {
+        Some((a, d)) => (a, Some(d)),
+        None => (entry, None),
     };
-    let select = match limit {
-        Some(n) => format!("SELECT * FROM ({select}) AS q LIMIT {n}"),
-        None => select,
+    let (h, p) = match address.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => (h, p.parse::<u16>().ok()),
+        _ => (address, None),
     };
-    Ok((conn, format!("COPY ({select}) TO STDOUT (FORMAT csv, HEADER true)")))
+    h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port) && db.is_none_or(|d| d == database)
+}
+
+impl Plinth {
+    /// A read-only connection to a PostgreSQL source the configuration allows, and the `COPY`
+    /// that reads its table or query as CSV with a header (at most `limit` rows).
+    async fn postgres_copy(
+        &self,
+        spec: &Spec,
+        limit: Option<u64>,
+    ) -> Result<(sqlx::postgres::PgConnection, String)> {
+        use sqlx::{ConnectOptions, Connection};
+        let url = spec.url.as_deref().unwrap_or_default();
+        let opts: sqlx::postgres::PgConnectOptions = url.parse().map_err(|_| {
+            Error::invalid("url", "not a postgres://user:password@host:port/db URL")
+        })?;
+        let (host, port, database) = pg_target(&opts);
+        let access = &self.postgres;
+        if !access.allowed_hosts.iter().any(|e| admits(e, &host, port, &database)) {
+            return Err(Error::invalid(
+                "url",
+                format!(
+                    "the server does not allow PostgreSQL sources at {host}:{port}/{database}: an admin adds it to postgres_source_hosts"
+                ),
+            ));
+        }
+        let opts =
+            opts.application_name("plinth-source").log_statements(tracing::log::LevelFilter::Off);
+        let unreachable = || {
+            Error::invalid(
+                "url",
+                format!(
+                    "cannot connect to the PostgreSQL database {host}:{port}/{database} (check the address and that the server runs)"
+                ),
+            )
+        };
+        let mut conn = match tokio::time::timeout(access.connect_timeout, opts.connect()).await {
+            Ok(Ok(conn)) => conn,
+            // The server answered (bad credentials, no such database): its words.
+            Ok(Err(sqlx::Error::Database(e))) => {
+                return Err(Error::invalid(
+                    "url",
+                    format!("PostgreSQL at {host}:{port} refused the connection: {}", e.message()),
+                ));
+            }
+            // Refused, reset, timed out, not PostgreSQL at all: one answer, whatever the network said.
+            Ok(Err(_)) | Err(_) => return Err(unreachable()),
+        };
+        let powerful: bool = sqlx::query_scalar(
+            "SELECT r.rolsuper OR r.rolreplication OR r.rolbypassrls
+                OR pg_has_role(current_user, 'pg_read_server_files', 'MEMBER')
+                OR pg_has_role(current_user, 'pg_write_server_files', 'MEMBER')
+                OR pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER')
+                OR has_function_privilege('pg_read_file(text)', 'EXECUTE')
+                OR has_function_privilege('pg_read_binary_file(text)', 'EXECUTE')
+                OR has_function_privilege('pg_ls_dir(text)', 'EXECUTE')
+             FROM pg_roles r WHERE r.rolname = current_user",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| pg_error(spec, &e))?;
+        if powerful {
+            let _ = conn.close().await;
+            return Err(Error::invalid(
+                "url",
+                "the source's role may read or write server files or is a superuser: connect with a role that can only read its tables",
+            ));
+        }
+        // Every statement of the session runs in a read-only transaction.
+        sqlx::raw_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| pg_error(spec, &e))?;
+        let select = match (&spec.table, &spec.query) {
+            (Some(t), _) => format!("SELECT * FROM {t}"),
+            (None, Some(q)) => q.trim().trim_end_matches(';').to_string(),
+            _ => return Err(Error::invalid("table", "give a table or a query")),
+        };
+        let select = match limit {
+            Some(n) => format!("SELECT * FROM ({select}) AS q LIMIT {n}"),
+            None => select,
+        };
+        Ok((conn, format!("COPY ({select}) TO STDOUT (FORMAT csv, HEADER true)")))
+    }
 }

@@ -9,7 +9,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use plinth_api::Code;
+
 use crate::AppState;
+use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -44,9 +47,33 @@ async fn openapi_json() -> impl IntoResponse {
     )
 }
 
+/// Who may read `/metrics`: the configured scrape token, or a key with a platform role. The
+/// series name every team's models, environments and views, so a team's key is not enough.
+async fn may_scrape(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let text = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok());
+    let key = crate::extract::api_key(text(header::AUTHORIZATION.as_str()), text("x-api-key"));
+    if let (Some(token), Some(given)) = (&state.metrics_token, key)
+        && plinth_core::auth::constant_time_eq(token.as_bytes(), given.as_bytes())
+    {
+        return Ok(());
+    }
+    let who = crate::extract::authenticate(state, key).await?;
+    if who.platform_role.is_none() {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "/metrics covers every team: it needs a key with a platform role (reviewer or admin) or the server's metrics_token",
+        ));
+    }
+    Ok(())
+}
+
 /// Prometheus text: open connections; per-deployment requests, errors by code, latency, batch
-/// sizes, queue depth, workers and model loads.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// sizes, queue depth, workers and model loads. Needs the metrics token or a platform key.
+async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    may_scrape(&state, &headers).await?;
     let engine = state.core.engine();
     let mut out = String::with_capacity(16 * 1024);
     out.push_str("# HELP plinth_uptime_seconds Seconds since the server started.\n# TYPE plinth_uptime_seconds gauge\n");
@@ -75,5 +102,5 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read feature freshness for /metrics"),
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

@@ -148,7 +148,9 @@ pub(crate) enum WebhookCmd {
     /// Subscribe URL to events of TEAM (all events when none is given).
     Add {
         team: String,
-        url: String,
+        /// Where the events are POSTed (the global --url is Plinth's own address).
+        #[arg(value_name = "URL")]
+        endpoint: String,
         #[arg(long = "event")]
         events: Vec<String>,
     },
@@ -630,9 +632,12 @@ pub(super) async fn served(
 
 pub(super) async fn webhook(c: &Client, json_out: bool, cmd: WebhookCmd) -> Result<()> {
     match cmd {
-        WebhookCmd::Add { team, url, events } => {
+        WebhookCmd::Add { team, endpoint, events } => {
             let w: Webhook = c
-                .post(&format!("/teams/{team}/webhooks"), &json!({"url": url, "events": events}))
+                .post(
+                    &format!("/teams/{team}/webhooks"),
+                    &json!({"url": endpoint, "events": events}),
+                )
                 .await?;
             if json_out {
                 output::json(&w);
@@ -789,17 +794,19 @@ fn write_file(p: &Path, text: &str) -> Result<()> {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum SourceCmd {
-    /// Declare TEAM/NAME: --path for a file or folder (under the server's sources root), or
-    /// --url with --table or --query for PostgreSQL.
+    /// Declare TEAM/NAME: --path for a file or folder (in the team's folder under the server's
+    /// sources root), or --database-url with --table or --query for PostgreSQL.
     Add {
         source: String,
         /// file, folder or postgres
         #[arg(long)]
         kind: String,
+        /// A file or folder, relative to the team's folder under the sources root.
         #[arg(long)]
         path: Option<String>,
+        /// postgres://user:password@host:port/database (a host the server allows).
         #[arg(long)]
-        url: Option<String>,
+        database_url: Option<String>,
         #[arg(long)]
         table: Option<String>,
         #[arg(long)]
@@ -818,9 +825,9 @@ pub(crate) enum SourceCmd {
 
 pub(super) async fn source(c: &Client, json_out: bool, cmd: SourceCmd) -> Result<()> {
     match cmd {
-        SourceCmd::Add { source, kind, path, url, table, query } => {
+        SourceCmd::Add { source, kind, path, database_url, table, query } => {
             let (team, name) = split_model(&source)?;
-            let body = json!({"name": name, "kind": kind, "path": path, "url": url, "table": table, "query": query});
+            let body = json!({"name": name, "kind": kind, "path": path, "url": database_url, "table": table, "query": query});
             let s: plinth_api::data::Source =
                 c.post(&format!("/teams/{team}/sources"), &body).await?;
             if json_out { output::json(&s) } else { println!("added source {}/{}", s.team, s.name) }

@@ -181,7 +181,7 @@ async fn online_flow(srv: &TestServer) {
     assert_eq!(v["freshness"]["last_event_at"], "2024-05-03T09:00:00Z");
     assert_eq!(v["freshness"]["watermark"], "2024-05-03T09:00:00Z");
     assert_eq!(v["freshness"]["stale"], true);
-    let metrics = reqwest::get(format!("{}/metrics", srv.url)).await.unwrap().text().await.unwrap();
+    let metrics = srv.admin().get("/metrics").await.body.as_str().unwrap_or_default().to_string();
     assert!(
         metrics.contains(&format!("plinth_feature_view_stale{{team=\"{team}\",view=\"stats\"}} 1")),
         "{metrics}"

@@ -69,6 +69,8 @@ pub struct ServerOptions {
     pub online_store_url: Option<String>,
     pub nats: Option<plinth_core::features::nats::NatsOptions>,
     pub local_sources_root: Option<PathBuf>,
+    pub postgres_sources: plinth_core::data::sources::PostgresAccess,
+    pub metrics_token: Option<String>,
 }
 
 impl ServerOptions {
@@ -81,6 +83,8 @@ impl ServerOptions {
             online_store_url: None,
             nats: None,
             local_sources_root: None,
+            postgres_sources: plinth_core::data::sources::PostgresAccess::default(),
+            metrics_token: None,
         }
     }
 }
@@ -143,6 +147,7 @@ impl TestServer {
                     online_store_url: opts.online_store_url.clone(),
                     nats: opts.nats.clone(),
                     local_sources_root: opts.local_sources_root.clone(),
+                    postgres_sources: opts.postgres_sources.clone(),
                 },
                 plinth_core::Backends {
                     inference: std::sync::Arc::new(plinth_infer::NativeBackend),
@@ -168,7 +173,10 @@ impl TestServer {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let state = plinth_server::AppState { core: std::sync::Arc::new(core.clone()) };
+        let state = plinth_server::AppState {
+            metrics_token: opts.metrics_token.as_deref().map(Into::into),
+            ..plinth_server::AppState::new(core.clone())
+        };
         runtime.spawn(async move {
             let _ = plinth_server::serve(
                 listener,
@@ -363,6 +371,11 @@ impl Api {
     pub fn keeping_one_idle_connection(&self) -> Api {
         let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
         Api { http, base: self.base.clone(), key: self.key.clone() }
+    }
+
+    /// Another key on this client's connections (a clone of a client shares its pool).
+    pub fn as_key_on_same_connections(&self, key: &str) -> Api {
+        Api { http: self.http.clone(), base: self.base.clone(), key: key.to_string() }
     }
 
     pub fn key(&self) -> &str {

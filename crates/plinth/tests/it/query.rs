@@ -6,7 +6,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Api, shared_server_tests};
+use crate::harness::{Api, shared_server_tests, unique};
 
 const SALES: &str = "region,amount,at
 north,10,2024-01-01T00:00:00Z
@@ -238,19 +238,24 @@ shared_server_tests! {
 async fn sources_files_folders_and_postgres_tables_in_sql() {
     use crate::harness::{Backend, ServerOptions, TestServer};
     let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir(root.path().join("daily")).unwrap();
-    std::fs::write(root.path().join("daily/2024-01-01.csv"), "region,amount\nnorth,1\n").unwrap();
-    std::fs::write(root.path().join("daily/2024-01-02.csv"), "region,amount\nsouth,2\nnorth,3\n")
-        .unwrap();
-    std::fs::write(root.path().join("regions.csv"), "region,manager\nnorth,ana\nsouth,bo\n")
-        .unwrap();
     let srv = TestServer::start(ServerOptions {
         local_sources_root: Some(root.path().to_path_buf()),
+        // The test database's host; 127.0.0.2 (loopback too) is not allowed.
+        postgres_sources: plinth_core::data::sources::PostgresAccess {
+            allowed_hosts: vec!["127.0.0.1".into()],
+            connect_timeout: std::time::Duration::from_secs(1),
+        },
         ..ServerOptions::new(Backend::Sqlite)
     })
     .await;
     let (a, b) = (srv.team().await, srv.team().await);
     let (ta, ma) = (a.team.clone(), &a.maintainer.1);
+    // Each team's files live in its own folder under the root.
+    let mine = root.path().join(&ta);
+    std::fs::create_dir_all(mine.join("daily")).unwrap();
+    std::fs::write(mine.join("daily/2024-01-01.csv"), "region,amount\nnorth,1\n").unwrap();
+    std::fs::write(mine.join("daily/2024-01-02.csv"), "region,amount\nsouth,2\nnorth,3\n").unwrap();
+    std::fs::write(mine.join("regions.csv"), "region,manager\nnorth,ana\nsouth,bo\n").unwrap();
     let add = |body: Value| {
         let path = format!("/teams/{ta}/sources");
         async move { ma.post(&path, &body).await }
@@ -259,40 +264,148 @@ async fn sources_files_folders_and_postgres_tables_in_sql() {
     add(json!({"name": "regions", "kind": "file", "path": "regions.csv"}))
         .await
         .ok(StatusCode::CREATED);
-    // Paths never leave the root: a file beside it, reached by `..` or by its absolute path.
+    // Paths never leave the team's folder: a file beside it, reached by `..` or by its absolute
+    // path, another team's folder, or the root itself.
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret.csv"), "k\n42\n").unwrap();
-    let up = format!("../{}/secret.csv", outside.path().file_name().unwrap().to_str().unwrap());
-    assert!(root.path().join(&up).exists(), "the escape target exists");
-    let e = add(json!({"name": "escape", "kind": "file", "path": up}))
-        .await
-        .err(StatusCode::BAD_REQUEST, "invalid_field");
-    assert_eq!(e["field"], "path");
+    let up = format!("../../{}/secret.csv", outside.path().file_name().unwrap().to_str().unwrap());
+    assert!(mine.join(&up).exists(), "the escape target exists");
     let absolute = outside.path().join("secret.csv").to_str().unwrap().to_string();
-    let e = add(json!({"name": "abs", "kind": "file", "path": absolute}))
+    let (tb, mb) = (b.team.clone(), &b.maintainer.1);
+    std::fs::create_dir_all(root.path().join(&tb)).unwrap();
+    std::fs::write(root.path().join(&tb).join("theirs.csv"), "k\n1\n").unwrap();
+    for path in [up, absolute, format!("../{tb}/theirs.csv"), "..".into()] {
+        let e = add(json!({"name": "escape", "kind": "file", "path": path}))
+            .await
+            .err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "path", "{path}");
+    }
+    // "" and "/" are the team's own folder, not the root.
+    add(json!({"name": "everything", "kind": "folder", "path": "/"})).await.ok(StatusCode::CREATED);
+    let text = query(ma, &ta, json!({"sql": "SELECT COUNT(*) AS n FROM everything"}))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "{\"n\":2}\n", "only the team's regions.csv rows");
+    // A symbolic link in the team's folder to a file outside it is refused when read.
+    std::os::unix::fs::symlink(outside.path().join("secret.csv"), mine.join("daily/evil.csv"))
+        .unwrap();
+    let message = refused(ma, &ta, "SELECT * FROM daily").await;
+    assert!(message.contains("'evil.csv' leads outside the team's folder"), "{message}");
+    std::fs::remove_file(mine.join("daily/evil.csv")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.csv"), mine.join("link.csv")).unwrap();
+    add(json!({"name": "link", "kind": "file", "path": "link.csv"}))
         .await
         .err(StatusCode::BAD_REQUEST, "invalid_field");
-    assert_eq!(e["field"], "path");
+    // A team without a folder has no file sources.
+    let e = mb
+        .post(
+            &format!("/teams/{}/sources", srv.team().await.team),
+            &json!({"name": "x", "kind": "folder", "path": ""}),
+        )
+        .await;
+    assert!(e.status.is_client_error(), "{:?}", e.body);
 
-    // A PostgreSQL table of the team's own database.
+    // A PostgreSQL table of the team's own database, read with a role that can only read it.
     let pg = crate::harness::fresh_postgres_database().await;
+    let reader = unique("reader").replace('-', "_");
     {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&pg).await.unwrap();
-        sqlx::raw_sql("CREATE TABLE targets (region TEXT, target BIGINT); INSERT INTO targets VALUES ('north', 5), ('south', 1)")
-            .execute(&mut c)
-            .await
-            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE targets (region TEXT, target BIGINT); INSERT INTO targets VALUES ('north', 5), ('south', 1);
+             CREATE ROLE {reader} LOGIN; GRANT SELECT ON targets TO {reader};
+             CREATE TABLE visits (n INT); GRANT INSERT ON visits TO {reader};
+             CREATE FUNCTION visit() RETURNS INT AS 'INSERT INTO visits VALUES (1) RETURNING n' LANGUAGE sql;"
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
     }
-    add(json!({"name": "targets", "kind": "postgres", "url": pg, "table": "targets"}))
+    let (base, db) = pg.rsplit_once('/').unwrap();
+    let host_port = base.rsplit_once('@').map_or(base, |x| x.1).trim_start_matches("postgres://");
+    let url = format!("postgres://{reader}@{host_port}/{db}");
+    add(json!({"name": "targets", "kind": "postgres", "url": url, "table": "targets"}))
         .await
         .ok(StatusCode::CREATED);
-    let e = add(json!({"name": "nope", "kind": "postgres", "url": pg, "table": "missing_table"}))
+    let e = add(json!({"name": "nope", "kind": "postgres", "url": url, "table": "missing_table"}))
         .await
         .err(StatusCode::BAD_REQUEST, "invalid_field");
     assert!(e["message"].as_str().unwrap().contains("missing_table"), "{e}");
+    // The session is read-only and has no file functions: a query source cannot write or read
+    // the server's files, and a superuser's URL is refused.
+    let e = add(json!({"name": "files", "kind": "postgres", "url": url, "query": "SELECT pg_read_file('/etc/hostname') AS f"}))
+        .await
+        .err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert!(e["message"].as_str().unwrap().contains("permission denied"), "{e}");
+    // (The role may insert into visits, yet not from a source's session.)
+    add(json!({"name": "writes", "kind": "postgres", "url": url, "query": "SELECT visit() AS n"}))
+        .await
+        .ok(StatusCode::CREATED);
+    let message = refused(ma, &ta, "SELECT * FROM writes").await;
+    assert!(message.contains("read-only transaction"), "{message}");
+    let e = add(json!({"name": "root", "kind": "postgres", "url": pg, "table": "targets"}))
+        .await
+        .err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert!(e["message"].as_str().unwrap().contains("superuser"), "{e}");
+    // Hosts outside the allow-list are refused before any connection; an allowed address that
+    // does not answer, or answers something else, fails within the time limit with the same
+    // words as a closed port: no port scanning.
+    let e = add(json!({"name": "other", "kind": "postgres", "url": format!("postgres://{reader}@127.0.0.2:5432/{db}"), "table": "targets"}))
+        .await
+        .err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert!(
+        e["message"].as_str().unwrap().contains("does not allow PostgreSQL sources at 127.0.0.2"),
+        "{e}"
+    );
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut messages = Vec::new();
+    for port in [silent_port, closed_port] {
+        let url = format!("postgres://{reader}@127.0.0.1:{port}/{db}");
+        let e = add(json!({"name": "scan", "kind": "postgres", "url": url, "table": "targets"}))
+            .await
+            .err(StatusCode::BAD_REQUEST, "invalid_field");
+        messages.push(e["message"].as_str().unwrap().replace(&port.to_string(), "PORT"));
+    }
+    hold.abort();
+    assert_eq!(messages[0], messages[1], "an open and a closed port look the same");
+    assert!(messages[0].contains("cannot connect"), "{messages:?}");
     let listed = ma.get(&format!("/teams/{ta}/sources")).await.ok(StatusCode::OK);
     assert!(!listed.to_string().contains("postgres://"), "credentials are never shown: {listed}");
+    // The CLI: the database URL is --database-url, never taken for the server's --url, and its
+    // password is not printed either way.
+    let cli = crate::cli::Cli::new();
+    cli.ok(&["login", "--url", &srv.url, "--key", ma.key()]);
+    let secret_url = format!("postgres://{reader}:hunter2@127.0.0.2:5432/{db}");
+    let err = cli.fails(
+        &[
+            "source",
+            "add",
+            &format!("{ta}/cli"),
+            "--kind",
+            "postgres",
+            "--database-url",
+            &secret_url,
+            "--table",
+            "targets",
+        ],
+        1,
+    );
+    assert!(err.contains("does not allow PostgreSQL sources") && !err.contains("hunter2"), "{err}");
+    let err = cli.fails(&["--url", &secret_url, "source", "list", &ta], 1);
+    assert!(err.contains("must start with http") && !err.contains("hunter2"), "{err}");
 
     let sql = "SELECT d.region, SUM(d.amount) AS amount, MAX(t.target) AS target, MAX(r.manager) AS manager
                FROM daily d JOIN targets t ON t.region = d.region JOIN regions r ON r.region = d.region
@@ -304,14 +417,19 @@ async fn sources_files_folders_and_postgres_tables_in_sql() {
         text,
         "{\"region\":\"north\",\"amount\":4,\"target\":5,\"manager\":\"ana\"}\n{\"region\":\"south\",\"amount\":2,\"target\":1,\"manager\":\"bo\"}\n"
     );
-    // Another team reads it only once granted, as "owner".name.
-    let (tb, mb) = (b.team.clone(), &b.maintainer.1);
+    // Another team reads it only once granted, as "owner".name; a granted folder is read from
+    // its owner's folder.
     refused(mb, &tb, &format!("SELECT * FROM \"{ta}\".targets")).await;
-    ma.put(&format!("/teams/{ta}/sources/targets/grants"), &json!({"team": tb}))
-        .await
-        .ok(StatusCode::NO_CONTENT);
+    for source in ["targets", "daily"] {
+        ma.put(&format!("/teams/{ta}/sources/{source}/grants"), &json!({"team": tb}))
+            .await
+            .ok(StatusCode::NO_CONTENT);
+    }
     let r =
         query(mb, &tb, json!({"sql": format!("SELECT COUNT(*) AS n FROM \"{ta}\".targets")})).await;
     assert_eq!(r.text().await.unwrap(), "{\"n\":2}\n");
+    let r = query(mb, &tb, json!({"sql": format!("SELECT SUM(amount) AS n FROM \"{ta}\".daily")}))
+        .await;
+    assert_eq!(r.text().await.unwrap(), "{\"n\":6}\n");
     srv.stop().await;
 }

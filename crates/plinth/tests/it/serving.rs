@@ -135,7 +135,11 @@ shared_server_tests! {
         let metrics = viewer.get(&format!("{base}/production/metrics")).await.ok(StatusCode::OK);
         assert_eq!(metrics["requests"], 5);
         assert_eq!(metrics["rows"].as_u64().unwrap(), 5 * n as u64);
-        let prom = srv.anonymous().get("/metrics").await;
+        // /metrics names every team's deployments: not for anonymous callers or team keys.
+        srv.anonymous().get("/metrics").await.err(StatusCode::UNAUTHORIZED, "unauthenticated");
+        viewer.get("/metrics").await.err(StatusCode::FORBIDDEN, "forbidden");
+        let prom = srv.admin().get("/metrics").await;
+        assert_eq!(prom.status, StatusCode::OK);
         let text = prom.body.as_str().unwrap_or_default().to_string();
         assert!(text.contains(&format!("plinth_requests_total{{team=\"{}\",model=\"income\",environment=\"production\"}} 5", t.team)), "{text}");
         assert!(text.contains("plinth_request_duration_seconds_bucket"));
@@ -489,8 +493,12 @@ shared_server_tests! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_open_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let srv = TestServer::start(ServerOptions::new(Backend::Sqlite)).await;
-    let api = srv.anonymous().keeping_one_idle_connection();
+    let srv = TestServer::start(ServerOptions {
+        metrics_token: Some(SCRAPE_TOKEN.into()),
+        ..ServerOptions::new(Backend::Sqlite)
+    })
+    .await;
+    let api = Api::new(&srv.url, SCRAPE_TOKEN).keeping_one_idle_connection();
     let open = async || open_connections(&api).await;
     // The scrapes reuse one pooled connection: once the harness's are closed, it is the only one.
     eventually("only the test's own connection is open", async || open().await == 1).await;
@@ -510,9 +518,14 @@ async fn metrics_count_open_connections() {
     srv.stop().await;
 }
 
-/// The server's `plinth_http_connections_open` gauge, read through `api`'s own connection.
+/// The scrape token of the tests that read `/metrics` on a caller's own connection.
+const SCRAPE_TOKEN: &str = "scrape-token-for-tests";
+
+/// The server's `plinth_http_connections_open` gauge, read through `api`'s own connection
+/// with the server's scrape token.
 async fn open_connections(api: &Api) -> u64 {
-    let text = api.get("/metrics").await.body.as_str().unwrap_or_default().to_string();
+    let scraper = api.as_key_on_same_connections(SCRAPE_TOKEN);
+    let text = scraper.get("/metrics").await.body.as_str().unwrap_or_default().to_string();
     text.lines()
         .find_map(|l| l.strip_prefix("plinth_http_connections_open "))
         .and_then(|v| v.parse().ok())
@@ -525,7 +538,11 @@ async fn open_connections(api: &Api) -> u64 {
 /// work), and once they stop the version still scales to zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_connection_keeps_its_version_loaded_then_lets_it_idle() {
-    let srv = TestServer::start(ServerOptions::new(Backend::Sqlite)).await;
+    let srv = TestServer::start(ServerOptions {
+        metrics_token: Some(SCRAPE_TOKEN.into()),
+        ..ServerOptions::new(Backend::Sqlite)
+    })
+    .await;
     let (t, base) = income_model(&srv).await;
     // The fixture's client is dropped, and its connections with it: only this one's count.
     let m = &t.maintainer.1.keeping_one_idle_connection();
