@@ -125,6 +125,30 @@ const VERSION_SELECT: &str = "SELECT v.*, t.name AS team_name, m.name AS model_n
 
 /// Marks a version approved for production (freezing its card) inside `tx`, with its audit
 /// entry; a version approved already stays as it was.
+/// The environment where a version of the model (any version when `None`) serves or shadows
+/// now, read in the caller's transaction.
+async fn serves(
+    tx: &mut crate::store::Tx,
+    model_id: &str,
+    version: Option<u32>,
+) -> Result<Option<String>> {
+    let rows = Sql::with(
+        "SELECT environment, spec FROM deployments WHERE model_id = $1 ORDER BY environment",
+        [model_id.into()],
+    )
+    .fetch_all_tx(tx)
+    .await?;
+    for row in rows {
+        let spec: plinth_api::serving::DeploymentSpec =
+            serde_json::from_str(&col::<String>(&row, "spec")?)?;
+        let mut used = spec.versions.iter().map(|s| s.version).chain(spec.shadows.iter().copied());
+        if version.is_none_or(|v| used.any(|u| u == v)) {
+            return Ok(Some(col(&row, "environment")?));
+        }
+    }
+    Ok(None)
+}
+
 pub(crate) async fn record_production_approval(
     tx: &mut crate::store::Tx,
     who: &Principal,
@@ -593,6 +617,12 @@ impl Plinth {
         if !m.archived {
             let now = now_micros();
             let mut tx = self.db.begin().await?;
+            if let Some(env) = serves(&mut tx, &m.id, None).await? {
+                return Err(Error::conflict(format!(
+                    "model '{}' is deployed in {env}: remove its deployments before archiving it",
+                    m.name
+                )));
+            }
             Sql::with(
                 "UPDATE models SET archived_at = $1, updated_at = $1 WHERE id = $2",
                 [now.into(), m.id.clone().into()],
@@ -959,6 +989,11 @@ impl Plinth {
         let current = version_from_row(&self.version_row(&m, version).await?)?;
         if current.archived_at.is_none() {
             let mut tx = self.db.begin().await?;
+            if let Some(env) = serves(&mut tx, &m.id, Some(version)).await? {
+                return Err(Error::conflict(format!(
+                    "version {version} serves in {env}: take it out of the deployment (traffic, rollback) before archiving it"
+                )));
+            }
             Sql::with(
                 "UPDATE model_versions SET archived_at = $1 WHERE id = $2",
                 [now_micros().into(), current.id.clone().into()],

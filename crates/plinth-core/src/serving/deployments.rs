@@ -366,8 +366,17 @@ impl Plinth {
         )
         .await?;
         tx.commit().await?;
-        self.engine.refresh(&id).await?;
+        self.refresh_committed(&id).await;
         self.load_deployment(&id).await
+    }
+
+    /// Swaps a committed change into the live engine. The change stands whatever happens here:
+    /// a failure is logged and the engine keeps serving what it served (the caller is not told
+    /// that a committed change failed).
+    async fn refresh_committed(&self, id: &str) {
+        if let Err(e) = self.engine.refresh(id).await {
+            tracing::error!(deployment = id, error = %e, source = ?e.source, "a committed deployment change could not be swapped in");
+        }
     }
 
     async fn load_deployment(&self, id: &str) -> Result<Deployment> {
@@ -530,7 +539,7 @@ impl Plinth {
         };
         audit::record(&mut tx, who, action, t, json!({"team": grantee})).await?;
         tx.commit().await?;
-        self.engine.refresh(&d.id).await?;
+        self.refresh_committed(&d.id).await;
         self.load_deployment(&d.id).await
     }
 

@@ -146,6 +146,31 @@ shared_server_tests! {
         assert!(text.contains("plinth_model_load_seconds"));
     }
 
+    async fn versions_that_serve_or_shadow_cannot_be_archived(srv: &TestServer) {
+        let (t, base) = income_model(srv).await;
+        let (m, team) = (&t.maintainer.1, t.team.clone());
+        let mut s = spec(&[(1, 100)]);
+        s["shadows"] = json!([2]);
+        m.put(&format!("{base}/production"), &s).await.ok(StatusCode::OK);
+        for v in [1, 2] {
+            let e = m.post(&format!("/teams/{team}/models/income/versions/{v}/archive"), &json!({})).await.err(StatusCode::CONFLICT, "conflict");
+            assert!(e["message"].as_str().unwrap().contains(&format!("version {v} serves in production")), "{e}");
+        }
+        m.post(&format!("/teams/{team}/models/income/archive"), &json!({})).await.err(StatusCode::CONFLICT, "conflict");
+        // Refused changes changed nothing: grants and predictions go on.
+        let other = srv.team().await;
+        m.post(&format!("{base}/production/grants"), &json!({"team": other.team})).await.ok(StatusCode::OK);
+        predict(m, &base, json!({"rows": [[39, 13, 2174, 0, 40, 1]]})).await.ok(StatusCode::OK);
+        // Once v3 serves alone, v1 and v2 may go.
+        m.put(&format!("{base}/production"), &spec(&[(3, 100)])).await.ok(StatusCode::OK);
+        for v in [1, 2] {
+            let archived = m.post(&format!("/teams/{team}/models/income/versions/{v}/archive"), &json!({})).await.ok(StatusCode::OK);
+            assert!(archived["archived_at"].is_string(), "{archived}");
+        }
+        let answer = predict(m, &base, json!({"rows": [[39, 13, 2174, 0, 40, 1]]})).await.ok(StatusCode::OK);
+        assert_eq!(answer["version"], 3);
+    }
+
     async fn traffic_splits_by_weight_and_sticks_by_key(srv: &TestServer) {
         let (t, base) = income_model(srv).await;
         let m = &t.maintainer.1;
