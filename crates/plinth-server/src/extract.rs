@@ -118,6 +118,22 @@ pub fn parse_json<T: DeserializeOwned>(prefix: &str, bytes: &[u8]) -> Result<T, 
     Ok(value)
 }
 
+/// Whether a request says its body is JSON (`application/json` or `application/...+json`).
+pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+        ct.starts_with("application/json")
+            || (ct.starts_with("application/") && ct.contains("+json"))
+    })
+}
+
+/// The refusal of a body that does not say it is JSON.
+pub fn not_json() -> Error {
+    Error::new(
+        Code::UnsupportedMediaType,
+        "send the body as JSON with 'Content-Type: application/json'",
+    )
+}
+
 /// A JSON body. Requires `Content-Type: application/json`.
 pub struct ApiJson<T>(pub T);
 
@@ -126,19 +142,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let fail = ApiError;
-        let json = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.starts_with("application/json")
-                    || (ct.starts_with("application/") && ct.contains("+json"))
-            });
-        if !json {
-            return Err(fail(Error::new(
-                Code::UnsupportedMediaType,
-                "send the body as JSON with 'Content-Type: application/json'",
-            )));
+        if !is_json(req.headers()) {
+            return Err(fail(not_json()));
         }
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {

@@ -176,34 +176,26 @@ impl Plinth {
         Ok(())
     }
 
-    /// The feature values of entity rows for a prediction by the version `version_id` of a
-    /// deployment of `team`: read through the version's feature service, as the owning team.
-    /// Absent entities give nulls (missing values), as an online read does.
-    pub async fn prediction_features(
+    /// The feature values of entity rows for a prediction by a version of the live deployment:
+    /// read through the version's feature service, as the owning team. Absent entities give
+    /// nulls (missing values), as an online read does. No database read: the service's features
+    /// came with the version, the views' metadata is cached.
+    pub(crate) async fn prediction_features(
         &self,
-        team_id: &str,
-        team: &str,
-        version_id: &str,
+        live: &crate::serving::engine::Live,
+        version: &crate::serving::runner::VersionSource,
         entities: &std::collections::BTreeMap<String, Vec<Value>>,
     ) -> Result<std::collections::BTreeMap<String, Vec<Value>>> {
-        let row = self
-            .db
-            .fetch_optional(&Sql::with(
-                "SELECT feature_service FROM model_versions WHERE id = $1",
-                [version_id.into()],
-            ))
-            .await?
-            .ok_or_else(|| Error::internal("the serving version vanished"))?;
-        let service: Option<String> = col(&row, "feature_service")?;
-        let service = service.ok_or_else(|| {
+        let refs = version.feature_refs.as_deref().ok_or_else(|| {
             Error::invalid(
                 "entities",
                 "the serving version declares no feature service: send rows or columns",
             )
         })?;
-        let refs = self.service_features(team_id, &service).await?;
-        let answer =
-            self.online_lookup(Some(team_id), team, &refs, entities).await.map_err(|e| {
+        let answer = self
+            .online_lookup(Some(&live.team_id), &live.team, refs, entities)
+            .await
+            .map_err(|e| {
                 if e.field.as_deref().is_some_and(|f| f.starts_with("features")) {
                     e.with_field("entities")
                 } else {

@@ -211,7 +211,9 @@ impl Engine {
         let row = self
             .db
             .fetch_optional(&Sql::with(
-                "SELECT id, format, artifact_key, signature, archived_at FROM model_versions WHERE model_id = $1 AND version = $2",
+                "SELECT v.id, v.format, v.artifact_key, v.signature, v.archived_at, s.features
+                 FROM model_versions v LEFT JOIN feature_services s ON s.team_id = v.team_id AND s.name = v.feature_service
+                 WHERE v.model_id = $1 AND v.version = $2",
                 [model_id.into(), i64::from(version).into()],
             ))
             .await?;
@@ -227,6 +229,9 @@ impl Engine {
                 .ok_or_else(|| Error::internal(format!("bad format {format}")))?,
             artifact_key: col(&row, "artifact_key")?,
             signature: serde_json::from_str(&col::<String>(&row, "signature")?)?,
+            feature_refs: col::<Option<String>>(&row, "features")?
+                .map(|f| serde_json::from_str::<Vec<String>>(&f).map(Into::into))
+                .transpose()?,
         }))
     }
 
@@ -376,8 +381,9 @@ impl Engine {
     }
 
     /// Answers a prediction from the routed version (or a given served version), copies it to
-    /// the shadows, and logs it.
-    pub async fn predict(&self, live: &Arc<Live>, call: Call<'_>) -> Result<Answer> {
+    /// the shadows, and logs it. Called by [`super::predict::Prediction`], which authorized the
+    /// caller and checked the inputs.
+    pub(crate) async fn predict(&self, live: &Arc<Live>, call: Call<'_>) -> Result<Answer> {
         let Call { caller, request_id, inputs, rows, routing_key, runner } = call;
         let started = Instant::now();
         let runner = runner.unwrap_or_else(|| live.route(routing_key)).clone();
@@ -388,13 +394,10 @@ impl Engine {
         let copy = keep_inputs.then(|| inputs.clone());
         let result = runner.submit(inputs, rows).await;
         let elapsed = started.elapsed();
-        live.stats.requests.fetch_add(1, Ordering::Relaxed);
+        // Requests and errors are counted by the prediction around this call (`predict.rs`).
         live.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
         live.stats.latency.observe(elapsed.as_secs_f64());
         self.predictions.fetch_add(rows as u64, Ordering::Relaxed);
-        if let Err(e) = &result {
-            live.stats.record_error(e.code.as_str());
-        }
         if let Some(inputs) = copy {
             let at = now_micros();
             for shadow in &live.shadows {

@@ -1,5 +1,5 @@
-//! Serving: environments and deployments (the metadata, in [`deployments`]), and the live
-//! engine that answers predictions ([`engine`]): traffic routing with sticky keys, shadow
+//! Serving: environments and deployments (the metadata, in [`deployments`]), the one path every
+//! prediction takes ([`predict`]), and the live engine that answers them ([`engine`]): traffic routing with sticky keys, shadow
 //! copies, adaptive batching, worker pools that scale to zero, load shedding, the prediction log
 //! and metrics.
 //!
@@ -11,6 +11,7 @@ pub mod deployments;
 pub mod engine;
 pub mod input;
 pub mod metrics;
+pub mod predict;
 pub mod predlog;
 pub mod runner;
 pub mod runtime;

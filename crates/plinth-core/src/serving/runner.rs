@@ -54,6 +54,9 @@ pub struct VersionSource {
     pub format: ModelFormat,
     pub artifact_key: String,
     pub signature: Signature,
+    /// The `view:feature` references of the version's feature service, for predictions by
+    /// entity key (read with the version: services and a version's service never change).
+    pub feature_refs: Option<Arc<[String]>>,
 }
 
 /// The settings a runner works with; replaced on every deployment change.

@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use plinth_api::Code;
 use plinth_api::registry::{DataType, TensorSpec};
 use plinth_core::Error;
-use plinth_core::serving::engine::{Call, Live};
+use plinth_core::serving::engine::Live;
 use plinth_core::serving::tensor::{Data, Tensor};
 use plinth_core::util::{push_int, push_int_array, push_json_str};
 use serde::Deserialize;
@@ -105,12 +105,8 @@ async fn ready(State(s): State<AppState>) -> Response {
     }
 }
 
-/// `team.model[.environment]` → the live deployment the caller may call.
-fn resolve(
-    s: &AppState,
-    who: Option<&plinth_core::auth::Principal>,
-    name: &str,
-) -> OipResult<Arc<Live>> {
+/// `team.model[.environment]`: the deployment an OIP model name stands for.
+fn target(name: &str) -> OipResult<(&str, &str, &str)> {
     let mut parts = name.splitn(3, '.');
     let (Some(team), Some(model)) = (parts.next(), parts.next()) else {
         return Err(Error::not_found(
@@ -119,8 +115,17 @@ fn resolve(
         )
         .into());
     };
-    let env = parts.next().unwrap_or("production");
-    Ok(super::serving::callable(s, who, team, model, env)?)
+    Ok((team, model, parts.next().unwrap_or("production")))
+}
+
+/// `team.model[.environment]` → the live deployment the caller may call.
+fn resolve(
+    s: &AppState,
+    who: Option<&plinth_core::auth::Principal>,
+    name: &str,
+) -> OipResult<Arc<Live>> {
+    let (team, model, env) = target(name)?;
+    Ok(s.core.callable(who, team, model, env)?)
 }
 
 fn runner_version(live: &Live, version: Option<&str>) -> OipResult<Option<u32>> {
@@ -743,108 +748,62 @@ async fn run_infer(
     HeaderLength(header_len): HeaderLength,
     body: Bytes,
 ) -> OipResult<InferAnswer> {
-    let live = resolve(&s, who.as_ref(), &name)?;
-    let pinned = runner_version(&live, version.as_deref())?;
-    let header_len = header_len.map(|v| {
-        std::str::from_utf8(&v)
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .ok_or_else(|| invalid("Inference-Header-Content-Length", "must be a byte count"))
-    });
-    let (json_part, mut binary) = match header_len {
-        Some(len) => {
-            let len = len?;
-            if len > body.len() {
+    let (team, model, env) = target(&name)?;
+    let request_id = crate::current_request_id().unwrap_or_default();
+    let p = s.core.prediction(who.as_ref(), team, model, env, &request_id)?;
+    // Everything up to the core's call is the protocol's: refusals are counted all the same.
+    let read = || -> OipResult<(Option<u32>, InferRequest, Vec<(String, Tensor)>)> {
+        let pinned = match version.as_deref() {
+            None => None,
+            Some(v) => Some(v.parse::<u32>().map_err(|_| Error::not_found("model version", v))?),
+        };
+        let header_len = header_len.map(|v| {
+            std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| invalid("Inference-Header-Content-Length", "must be a byte count"))
+        });
+        let (json_part, mut binary) = match header_len {
+            Some(len) => {
+                let len = len?;
+                if len > body.len() {
+                    return Err(invalid(
+                        "Inference-Header-Content-Length",
+                        format!("{len} is longer than the body ({} bytes)", body.len()),
+                    ));
+                }
+                (&body[..len], &body[len..])
+            }
+            None => (&body[..], &[][..]),
+        };
+        let req: InferRequest = match json::read(json_part) {
+            Some(req) => req,
+            // Another shape, or an error to name.
+            None => crate::extract::parse_json("", json_part)?,
+        };
+        let mut inputs = Vec::with_capacity(req.inputs.len());
+        for (i, input) in req.inputs.iter().enumerate() {
+            inputs.push((input.name.clone(), decode_input(i, input, &mut binary)?));
+        }
+        if !binary.is_empty() {
+            return Err(invalid(
+                "body",
+                format!("{} bytes of binary data follow the inputs unused", binary.len()),
+            ));
+        }
+        let sig = p.signature(pinned)?;
+        for o in &req.outputs {
+            if !sig.outputs.iter().any(|s| s.name == o.name) && !sig.outputs.is_empty() {
                 return Err(invalid(
-                    "Inference-Header-Content-Length",
-                    format!("{len} is longer than the body ({} bytes)", body.len()),
+                    "outputs",
+                    format!("'{}' is not an output of this model", o.name),
                 ));
             }
-            (&body[..len], &body[len..])
         }
-        None => (&body[..], &[][..]),
+        Ok((pinned, req, inputs))
     };
-    let req: InferRequest = match json::read(json_part) {
-        Some(req) => req,
-        // Another shape, or an error to name.
-        None => crate::extract::parse_json("", json_part)?,
-    };
-    if req.inputs.is_empty() {
-        return Err(invalid("inputs", "at least one input is required"));
-    }
-    let mut inputs = Vec::with_capacity(req.inputs.len());
-    for (i, input) in req.inputs.iter().enumerate() {
-        inputs.push((input.name.clone(), decode_input(i, input, &mut binary)?));
-    }
-    if !binary.is_empty() {
-        return Err(invalid(
-            "body",
-            format!("{} bytes of binary data follow the inputs unused", binary.len()),
-        ));
-    }
-    // Check names, datatypes and shapes against the signature.
-    let sig = match pinned {
-        Some(v) => &live.runner_for(v).expect("checked").source.signature,
-        None => live.signature(),
-    };
-    for (i, (n, t)) in inputs.iter().enumerate() {
-        let Some(spec) = sig.inputs.iter().find(|s| &s.name == n) else {
-            return Err(invalid(
-                format!("inputs[{i}].name"),
-                format!(
-                    "'{n}' is not an input of this model (inputs: {})",
-                    sig.inputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            ));
-        };
-        let fits = spec.shape.is_empty()
-            || (spec.shape.len() == t.shape.len()
-                && spec.shape.iter().zip(&t.shape).all(|(&d, &n)| d < 0 || d as usize == n));
-        if !fits {
-            return Err(invalid(
-                format!("inputs[{i}].shape"),
-                format!("{:?} does not fit {:?} (-1 = any)", t.shape, spec.shape),
-            ));
-        }
-        let numeric_ok =
-            !matches!(spec.datatype, DataType::Bytes) && !matches!(t.data, Data::Str(_));
-        if !(numeric_ok || matches!((spec.datatype, &t.data), (DataType::Bytes, Data::Str(_)))) {
-            return Err(invalid(
-                format!("inputs[{i}].datatype"),
-                format!("the model takes {} for '{n}'", datatype(spec.datatype)),
-            ));
-        }
-    }
-    if let Some(missing) = sig.inputs.iter().find(|s| !inputs.iter().any(|(n, _)| n == &s.name)) {
-        return Err(invalid("inputs", format!("input '{}' is missing", missing.name)));
-    }
-    let rows = inputs[0].1.shape.first().copied().unwrap_or(1);
-    if rows > live.spec.limits.max_rows as usize {
-        return Err(invalid(
-            "inputs[0].shape",
-            format!(
-                "{rows} rows is more than this deployment's limit of {}",
-                live.spec.limits.max_rows
-            ),
-        ));
-    }
-    for o in &req.outputs {
-        if !sig.outputs.iter().any(|s| s.name == o.name) && !sig.outputs.is_empty() {
-            return Err(invalid("outputs", format!("'{}' is not an output of this model", o.name)));
-        }
-    }
-    let request_id = crate::current_request_id().unwrap_or_default();
-    let runner = pinned.and_then(|v| live.runner_for(v)).cloned();
-    let caller = who.as_ref().map(|p| p.name.as_str()).unwrap_or("anonymous");
-    let call = Call {
-        caller,
-        request_id: &request_id,
-        inputs,
-        rows,
-        routing_key: None,
-        runner: runner.as_ref(),
-    };
-    let answer = s.core.engine().predict(&live, call).await?;
+    let (pinned, req, inputs) = read().map_err(|OipError(e)| OipError(p.failed(e)))?;
+    let answer = p.tensors(inputs, pinned).await?;
 
     let all_binary =
         req.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);

@@ -13,15 +13,14 @@ use plinth_api::serving::{
 };
 use plinth_api::{ErrorBody, Page};
 use plinth_core::Error;
-use plinth_core::serving::engine::{Call, Live};
 use plinth_core::serving::input;
+use plinth_core::serving::predict::RowsAnswer;
 use plinth_core::util::{now_micros, time_to_micros};
-use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery, Caller, MaybeCaller, parse_json};
 
 /// The largest prediction request body.
@@ -207,82 +206,35 @@ async fn prediction_log(
     Ok(Json(records))
 }
 
-/// Finds a live deployment the caller may call.
-pub fn callable(
-    s: &AppState,
-    caller: Option<&plinth_core::auth::Principal>,
-    team: &str,
-    model: &str,
-    env: &str,
-) -> Result<Arc<Live>, ApiError> {
-    let live =
-        s.core.engine().resolve(team, model, env).ok_or_else(|| {
-            ApiError(Error::not_found("deployment", format!("{team}/{model}@{env}")))
-        })?;
-    live.authorize(caller)?;
-    Ok(live)
-}
-
 /// Predicts with the version the traffic split (or `routing_key`) picks. Rows are objects keyed
-/// by feature name or arrays in feature order; or send columns.
+/// by feature name or arrays in feature order; or send columns, or entity keys. Every outcome,
+/// refusals included, counts in the deployment's metrics.
 #[utoipa::path(post, path = "/deployments/{team}/{model}/{environment}/predict", tag = "serving", request_body = PredictRequest,
     params(("team" = String, Path), ("model" = String, Path), ("environment" = String, Path)),
-    responses((status = 200, body = PredictResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = PredictResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn predict(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,
     Path((t, m, e)): DeploymentPath,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<PredictResponse>> {
-    let live = callable(&s, who.as_ref(), &t, &m, &e)?;
-    let mut req: PredictRequest = parse_json("", &body)?;
-    // The version that answers is picked first: its signature (and feature service) reads the
-    // request, since a canary may take other features than the version it is replacing.
-    let runner = live.route(req.routing_key.as_deref()).clone();
-    if let Some(entities) = &req.entities {
-        if req.rows.is_some() || req.columns.is_some() {
-            return Err(plinth_core::Error::invalid(
-                "entities",
-                "send entities, rows or columns: one of them",
-            )
-            .into());
-        }
-        let columns = s
-            .core
-            .prediction_features(&live.team_id, &live.team, &runner.source.version_id, entities)
-            .await?;
-        req.columns = Some(columns);
-    }
-    // A feature another served version reads is left out, not refused.
-    let other_feature = |k: &str| {
-        live.runners().chain(&live.shadows).any(|r| {
-            r.source.signature.feature_names.as_ref().is_some_and(|n| n.iter().any(|f| f == k))
-        })
-    };
-    let (name, tensor, rows) = input::tensor_from_request(
-        &runner.source.signature,
-        &other_feature,
-        req.rows.as_deref(),
-        req.columns.as_ref(),
-        live.spec.limits.max_rows as usize,
-    )?;
     let request_id = crate::current_request_id().unwrap_or_default();
-    let caller = who.as_ref().map(|p| p.name.as_str()).unwrap_or("anonymous");
-    let call = Call {
-        caller,
-        request_id: &request_id,
-        inputs: vec![(name, tensor)],
-        rows,
-        routing_key: None,
-        runner: Some(&runner),
-    };
-    let answer = s.core.engine().predict(&live, call).await?;
+    let p = s.core.prediction(who.as_ref(), &t, &m, &e, &request_id)?;
+    if !crate::extract::is_json(&headers) {
+        return Err(p.failed(crate::extract::not_json()).into());
+    }
+    let req: PredictRequest = parse_json("", &body).map_err(|e| p.failed(e))?;
+    let (model, environment) =
+        (format!("{}/{}", p.live.team, p.live.model), p.live.environment.clone());
+    let RowsAnswer { answer, rows } = p.rows(req).await?;
     let (predictions, probabilities) = input::predictions(&answer.outputs, rows);
     Ok(Json(PredictResponse {
         request_id,
-        model: format!("{}/{}", live.team, live.model),
-        environment: live.environment.clone(),
+        model,
+        environment,
         version: answer.version,
         predictions,
         probabilities,

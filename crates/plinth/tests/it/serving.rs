@@ -146,6 +146,34 @@ shared_server_tests! {
         assert!(text.contains("plinth_model_load_seconds"));
     }
 
+    async fn refused_predictions_count_in_the_metrics_by_code(srv: &TestServer) {
+        let (t, base) = income_model(srv).await;
+        let m = &t.maintainer.1;
+        m.put(&format!("{base}/production"), &spec(&[(1, 100)])).await.ok(StatusCode::OK);
+        let name = format!("{}.income", t.team);
+        // Plinth's JSON: a row missing a feature, a body that is not JSON, a text body.
+        predict(m, &base, json!({"rows": [{"age": 39}]})).await.err(StatusCode::BAD_REQUEST, "missing_field");
+        let raw = |ct: &str, body: &'static str| m.request(reqwest::Method::POST, &format!("/api/v1{base}/production/predict")).header("content-type", ct).body(body);
+        m.send(raw("application/json", "{")).await.err(StatusCode::BAD_REQUEST, "malformed_json");
+        m.send(raw("text/plain", r#"{"rows": [[39, 13, 2174, 0, 40, 1]]}"#)).await.err(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+        // The Open Inference Protocol: a wrong shape, an unknown version, malformed JSON.
+        let infer = |path: String, body: &'static str| m.request(reqwest::Method::POST, &path).body(body);
+        let bad_shape = r#"{"inputs":[{"name":"input","shape":[1,5],"datatype":"FP32","data":[1,2,3,4,5]}]}"#;
+        assert_eq!(m.send(infer(format!("/v2/models/{name}/infer"), bad_shape)).await.status, StatusCode::BAD_REQUEST);
+        assert_eq!(m.send(infer(format!("/v2/models/{name}/versions/9/infer"), bad_shape)).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(m.send(infer(format!("/v2/models/{name}/infer"), "{")).await.status, StatusCode::BAD_REQUEST);
+        // A caller of another team is refused, and counted.
+        let stranger = srv.team().await.maintainer.1;
+        predict(&stranger, &base, json!({"rows": [[39, 13, 2174, 0, 40, 1]]})).await.err(StatusCode::NOT_FOUND, "not_found");
+        predict(m, &base, json!({"rows": [[39, 13, 2174, 0, 40, 1]]})).await.ok(StatusCode::OK);
+        let metrics = m.get(&format!("{base}/production/metrics")).await.ok(StatusCode::OK);
+        assert_eq!(metrics["requests"], 8, "{metrics}");
+        assert_eq!(metrics["errors"], json!({"invalid_field": 1, "malformed_json": 2, "missing_field": 1, "not_found": 2, "unsupported_media_type": 1}), "{metrics}");
+        let text = srv.admin().get("/metrics").await.body.as_str().unwrap_or_default().to_string();
+        let line = format!("plinth_request_errors_total{{team=\"{}\",model=\"income\",environment=\"production\",code=\"malformed_json\"}} 2", t.team);
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+
     async fn versions_that_serve_or_shadow_cannot_be_archived(srv: &TestServer) {
         let (t, base) = income_model(srv).await;
         let (m, team) = (&t.maintainer.1, t.team.clone());
