@@ -47,7 +47,7 @@ impl Error {
             code: Code::InvalidName,
             message: format!(
                 "{field}: '{}' is not a valid name: use 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit",
-                value.chars().take(80).collect::<String>()
+                shown(value)
             ),
             field: Some(field),
             source: None,
@@ -57,7 +57,7 @@ impl Error {
     /// The object does not exist or the caller may not see it: the same answer for both, so that
     /// names in other teams do not leak.
     pub fn not_found(kind: &str, name: impl std::fmt::Display) -> Self {
-        Error::new(Code::NotFound, format!("{kind} '{name}' not found"))
+        Error::new(Code::NotFound, format!("{kind} '{}' not found", shown(&name.to_string())))
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -65,7 +65,10 @@ impl Error {
     }
 
     pub fn already_exists(kind: &str, name: impl std::fmt::Display) -> Self {
-        Error::new(Code::AlreadyExists, format!("{kind} '{name}' already exists"))
+        Error::new(
+            Code::AlreadyExists,
+            format!("{kind} '{}' already exists", shown(&name.to_string())),
+        )
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
@@ -85,6 +88,14 @@ impl Error {
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
+    }
+}
+
+/// A caller's value as an error message quotes it: at most 80 characters, marked when cut.
+pub fn shown(value: &str) -> String {
+    match value.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}... ({} characters)", &value[..cut], value.chars().count()),
+        None => value.to_string(),
     }
 }
 

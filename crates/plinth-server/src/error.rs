@@ -6,6 +6,19 @@ use axum::response::{IntoResponse, Response};
 use plinth_api::{Code, ErrorBody, ErrorDetail};
 use plinth_core::Error;
 
+/// The longest error message answered, in bytes.
+const MAX_MESSAGE: usize = 2000;
+
+/// A message as answered: however it came to quote a caller's input, it stays readable.
+pub(crate) fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let cut = (0..=MAX_MESSAGE).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+        message.truncate(cut);
+        message.push_str("... (cut)");
+    }
+    message
+}
+
 /// An error on its way to the client.
 #[derive(Debug)]
 pub struct ApiError(pub Error);
@@ -33,11 +46,12 @@ impl IntoResponse for ApiError {
         if e.code == Code::Internal {
             tracing::error!(request_id = ?request_id, error = %e, source = ?e.source, "internal error");
         }
+        let message = bounded(e.message);
         let body = ErrorBody {
             error: ErrorDetail {
                 code: e.code,
                 kind: e.code.kind().to_string(),
-                message: e.message,
+                message,
                 field: e.field,
                 request_id,
             },

@@ -72,12 +72,7 @@ pub fn app(
 + Sync
 + 'static {
     let (api, _) = openapi::router().split_for_parts();
-    let routes = Router::new()
-        .merge(routes::health::router())
-        .merge(routes::oip::router())
-        .merge(api)
-        .fallback(not_found)
-        .with_state(state);
+    let routes = Router::new().merge(api).fallback(not_found).with_state(state);
     framed(routes)
 }
 
@@ -122,6 +117,9 @@ async fn frame(req: Request, next: Next) -> Response {
         .scope(id, async move {
             let method = req.method().clone();
             let response = next.run(req).await;
+            if response.status().is_client_error() && is_plain_text(&response) {
+                return shaped_rejection(response).await;
+            }
             if response.status() != StatusCode::METHOD_NOT_ALLOWED
                 || response.headers().get(header::CONTENT_TYPE).is_some()
             {
@@ -144,6 +142,33 @@ async fn frame(req: Request, next: Next) -> Response {
         response.headers_mut().insert(X_REQUEST_ID, v);
     }
     response
+}
+
+fn is_plain_text(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/plain"))
+}
+
+/// An extractor's plain-text refusal (axum's answer to a path or query that does not parse, a
+/// body over its limit) in the one error shape. The handlers' own errors are JSON already.
+async fn shaped_rejection(response: Response) -> Response {
+    let status = response.status();
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message: String = text.trim().chars().take(300).collect();
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => plinth_core::Error::new(Code::PayloadTooLarge, message),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            plinth_core::Error::new(Code::UnsupportedMediaType, message)
+        }
+        _ if message.starts_with("Invalid URL") => {
+            plinth_core::Error::new(Code::InvalidField, message).with_field("path")
+        }
+        _ => plinth_core::Error::new(Code::InvalidRequest, message),
+    };
+    ApiError(error).into_response()
 }
 
 /// A request's id: the caller's `x-request-id` when it is 1 to 128 visible ASCII characters,

@@ -24,6 +24,8 @@ use crate::routes;
         (name = "serving", description = "Environments, deployments, predictions, metrics and the prediction log"),
         (name = "features", description = "Entities, feature views, feature services, materialization, online reads and pushes"),
         (name = "governance", description = "Datasets, evaluations with fairness, policies, promotions and reviews, history, webhooks"),
+        (name = "inference", description = "The Open Inference Protocol v2 with Triton's binary-tensor, model-configuration and statistics extensions: a model is `team.model` (production) or `team.model.environment`; a key is needed unless the deployment is public"),
+        (name = "probes", description = "Liveness, readiness, Prometheus metrics and this document"),
     )
 )]
 struct ApiDoc;
@@ -46,22 +48,86 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The REST routes with their OpenAPI description.
+/// The answers every REST operation can give besides its own, documented on each (a client
+/// generated from the document must know them): 400 for a path or query that does not parse,
+/// 401 without a valid key, 403 and 404 for what the caller may not do or see; 409 on changes;
+/// 413 and 415 for bodies. The inference and probe routes document their own.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with(plinth_api::API_PREFIX) || path.ends_with("/openapi.json") {
+                continue;
+            }
+            let ops = [
+                (&mut item.get, false),
+                (&mut item.put, true),
+                (&mut item.post, true),
+                (&mut item.delete, true),
+                (&mut item.patch, true),
+            ];
+            for (op, changes) in ops {
+                let Some(op) = op else { continue };
+                let mut common = vec![
+                    (
+                        "400",
+                        "A path, query or body that does not parse, or a field that is not valid",
+                    ),
+                    ("401", "No API key, or one that is not valid, expired or revoked"),
+                    ("403", "The caller's role does not allow it"),
+                    ("404", "No such object, or one the caller may not see"),
+                ];
+                if changes {
+                    common.push(("409", "It conflicts with the current state"));
+                }
+                if op.request_body.is_some() {
+                    common.push(("413", "The body is larger than the limit"));
+                    common.push(("415", "The body is not of the media type the operation takes"));
+                }
+                for (status, description) in common {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
+    }
+}
+
+/// Every route with its OpenAPI description: REST under `/api/v1`, the Open Inference Protocol
+/// under `/v2`, the probes and `/metrics`.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
-        plinth_api::API_PREFIX,
-        routes::identity::router()
-            .merge(routes::audit::router())
-            .merge(routes::registry::router())
-            .merge(routes::serving::router())
-            .merge(routes::governance::router())
-            .merge(routes::features::router()),
-    )
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest(
+            plinth_api::API_PREFIX,
+            routes::identity::router()
+                .merge(routes::audit::router())
+                .merge(routes::registry::router())
+                .merge(routes::serving::router())
+                .merge(routes::governance::router())
+                .merge(routes::features::router()),
+        )
+        .merge(routes::oip::router())
+        .merge(routes::health::router())
 }
 
 /// The OpenAPI document as pretty JSON.
 pub fn document() -> String {
-    let (_, api) = router().split_for_parts();
+    let (_, mut api) = router().split_for_parts();
+    // After the routes are in: the modifiers of `ApiDoc` run before them.
+    CommonErrors.modify(&mut api);
     let mut json = api.to_pretty_json().expect("the OpenAPI document serializes");
     json.push('\n');
     json

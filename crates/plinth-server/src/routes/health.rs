@@ -2,32 +2,37 @@
 
 use std::sync::OnceLock;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use plinth_api::Code;
 
 use crate::AppState;
 use crate::error::ApiError;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/openapi.json", get(openapi_json))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
 }
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "probes", security(()),
+    responses((status = 200, body = plinth_api::oip::Probe)))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// The process can serve: its stores answer.
+#[utoipa::path(get, path = "/readyz", tag = "probes", security(()),
+    responses((status = 200, body = plinth_api::oip::Probe), (status = 503, body = plinth_api::oip::Probe)))]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.core.ready().await {
         (StatusCode::OK, Json(json!({"status": "ready"})))
@@ -39,6 +44,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "probes", security(()),
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
 async fn openapi_json() -> impl IntoResponse {
     static DOC: OnceLock<String> = OnceLock::new();
     (
@@ -69,6 +77,9 @@ async fn may_scrape(state: &AppState, headers: &axum::http::HeaderMap) -> Result
 
 /// Prometheus text: open connections; per-deployment requests, errors by code, latency, batch
 /// sizes, queue depth, workers and model loads. Needs the metrics token or a platform key.
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String),
+        (status = 401, body = plinth_api::ErrorBody), (status = 403, body = plinth_api::ErrorBody)))]
 async fn metrics(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,

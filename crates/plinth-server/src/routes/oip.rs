@@ -10,12 +10,11 @@ mod json;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use plinth_api::Code;
 use plinth_api::registry::{DataType, TensorSpec};
 use plinth_core::Error;
@@ -24,28 +23,30 @@ use plinth_core::serving::tensor::{Data, Tensor};
 use plinth_core::util::{push_int, push_int_array, push_json_str};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::status_of;
 use crate::extract::MaybeCaller;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(live))
-        .route("/v2/health/ready", get(ready))
-        .route("/v2/models/stats", get(all_stats))
-        .route("/v2/repository/index", post(repository_index))
-        .route("/v2/models/{name}", get(model_metadata))
-        .route("/v2/models/{name}/ready", get(model_ready))
-        .route("/v2/models/{name}/config", get(model_config))
-        .route("/v2/models/{name}/stats", get(model_stats))
-        .route("/v2/models/{name}/infer", post(infer))
-        .route("/v2/models/{name}/versions/{version}", get(model_metadata_v))
-        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v))
-        .route("/v2/models/{name}/versions/{version}/config", get(model_config_v))
-        .route("/v2/models/{name}/versions/{version}/stats", get(model_stats_v))
-        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(server_metadata))
+        .routes(routes!(live))
+        .routes(routes!(ready))
+        .routes(routes!(all_stats))
+        .routes(routes!(repository_index))
+        .routes(routes!(model_metadata))
+        .routes(routes!(model_ready))
+        .routes(routes!(model_config))
+        .routes(routes!(model_stats))
+        .routes(routes!(infer))
+        .routes(routes!(model_metadata_v))
+        .routes(routes!(model_ready_v))
+        .routes(routes!(model_config_v))
+        .routes(routes!(model_stats_v))
+        .routes(routes!(infer_v))
         .layer(DefaultBodyLimit::max(super::serving::PREDICT_BODY_LIMIT))
 }
 
@@ -74,6 +75,7 @@ impl IntoResponse for OipError {
         if e.code == Code::Internal {
             tracing::error!(error = %e, source = ?e.source, "internal error");
         }
+        let message = crate::error::bounded(message);
         let mut r =
             (status_of(e.code), Json(json!({"error": message, "code": e.code}))).into_response();
         if matches!(e.code, Code::Overloaded | Code::Unavailable) {
@@ -85,6 +87,7 @@ impl IntoResponse for OipError {
 
 type OipResult<T> = Result<T, OipError>;
 
+#[utoipa::path(get, path = "/v2", tag = "inference", security((), ("api_key" = [])), responses((status = 200, body = plinth_api::oip::ServerMetadata)))]
 async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": "plinth",
@@ -93,10 +96,12 @@ async fn server_metadata() -> Json<Value> {
     }))
 }
 
+#[utoipa::path(get, path = "/v2/health/live", tag = "inference", security((), ("api_key" = [])), responses((status = 200, body = plinth_api::oip::Health)))]
 async fn live() -> Json<Value> {
     Json(json!({"live": true}))
 }
 
+#[utoipa::path(get, path = "/v2/health/ready", tag = "inference", security((), ("api_key" = [])), responses((status = 200, body = plinth_api::oip::Health), (status = 503, body = plinth_api::oip::Health)))]
 async fn ready(State(s): State<AppState>) -> Response {
     if s.core.ready().await {
         Json(json!({"ready": true})).into_response()
@@ -197,6 +202,7 @@ fn metadata(
     })))
 }
 
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "inference", security((), ("api_key" = [])), params(("name" = String, Path, description = "team.model (production) or team.model.environment")), responses((status = 200, body = plinth_api::oip::ModelMetadata), (status = 404, description = "No such deployment, or not one the caller may call", body = plinth_api::oip::OipError), (status = 401, description = "An invalid API key", body = plinth_api::oip::OipError), (status = 400, description = "A bad path", body = plinth_api::oip::OipError)))]
 async fn model_metadata(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,
@@ -205,6 +211,7 @@ async fn model_metadata(
     metadata(&s, who.as_ref(), &name, None)
 }
 
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "inference", security((), ("api_key" = [])), params(("name" = String, Path, description = "team.model (production) or team.model.environment"), ("version" = String, Path, description = "a served version")), responses((status = 200, body = plinth_api::oip::ModelMetadata), (status = 404, description = "No such deployment, or not one the caller may call", body = plinth_api::oip::OipError), (status = 401, description = "An invalid API key", body = plinth_api::oip::OipError), (status = 400, description = "A bad path", body = plinth_api::oip::OipError)))]
 async fn model_metadata_v(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,
@@ -225,6 +232,7 @@ fn readiness(
     Ok(Json(json!({"name": name, "ready": true})))
 }
 
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "inference", security((), ("api_key" = [])), params(("name" = String, Path, description = "team.model (production) or team.model.environment")), responses((status = 200, body = plinth_api::oip::ModelReady), (status = 404, description = "No such deployment, or not one the caller may call", body = plinth_api::oip::OipError), (status = 401, description = "An invalid API key", body = plinth_api::oip::OipError), (status = 400, description = "A bad path", body = plinth_api::oip::OipError)))]
 async fn model_ready(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,
@@ -233,6 +241,7 @@ async fn model_ready(
     readiness(&s, who.as_ref(), &name, None)
 }
 
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "inference", security((), ("api_key" = [])), params(("name" = String, Path, description = "team.model (production) or team.model.environment"), ("version" = String, Path, description = "a served version")), responses((status = 200, body = plinth_api::oip::ModelReady), (status = 404, description = "No such deployment, or not one the caller may call", body = plinth_api::oip::OipError), (status = 401, description = "An invalid API key", body = plinth_api::oip::OipError), (status = 400, description = "A bad path", body = plinth_api::oip::OipError)))]
 async fn model_ready_v(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,
@@ -289,6 +298,7 @@ fn config(
     })))
 }
 
+#[utoipa::path(get, path = "/v2/models/{name}/config", tag = "inference", security((), ("api_key" = [])), params(("name" = String, Path, description = "team.model (production) or team.model.environment")), responses((status = 200, body = plinth_api::oip::ModelConfig), (status = 404, description = "No such deployment, or not one the caller may call", body = plinth_api::oip::OipError), (status = 401, description = "An invalid API key", body = plinth_api::oip::OipError), (status = 400, description = "A bad path", body = plinth_api::oip::OipError)))]
 async fn model_config(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,
@@ -297,6 +307,7 @@ async fn model_config(
     config(&s, who.as_ref(), &name, None)
 }
 
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/config", tag = "inference", security((), ("api_key" = [])), params(("name" = String, Path, description = "team.model (production) or team.model.environment"), ("version" = String, Path, description = "a served version")), responses((status = 200, body = plinth_api::oip::ModelConfig), (status = 404, description = "No such deployment, or not one the caller may call", body = plinth_api::oip::OipError), (status = 401, description = "An invalid API key", body = plinth_api::oip::OipError), (status = 400, description = "A bad path", body = plinth_api::oip::OipError)))]
 async fn model_config_v(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,
@@ -333,6 +344,7 @@ fn stats_of(live: &Live, name: &str, version: Option<u32>) -> Vec<Value> {
         .collect()
 }
 
+#[utoipa::path(get, path = "/v2/models/{name}/stats", tag = "inference", security((), ("api_key" = [])), params(("name" = String, Path, description = "team.model (production) or team.model.environment")), responses((status = 200, body = plinth_api::oip::ModelStats), (status = 404, description = "No such deployment, or not one the caller may call", body = plinth_api::oip::OipError), (status = 401, description = "An invalid API key", body = plinth_api::oip::OipError), (status = 400, description = "A bad path", body = plinth_api::oip::OipError)))]
 async fn model_stats(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,
@@ -342,6 +354,7 @@ async fn model_stats(
     Ok(Json(json!({"model_stats": stats_of(&live, &name, None)})))
 }
 
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/stats", tag = "inference", security((), ("api_key" = [])), params(("name" = String, Path, description = "team.model (production) or team.model.environment"), ("version" = String, Path, description = "a served version")), responses((status = 200, body = plinth_api::oip::ModelStats), (status = 404, description = "No such deployment, or not one the caller may call", body = plinth_api::oip::OipError), (status = 401, description = "An invalid API key", body = plinth_api::oip::OipError), (status = 400, description = "A bad path", body = plinth_api::oip::OipError)))]
 async fn model_stats_v(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,
@@ -365,12 +378,14 @@ fn visible(s: &AppState, who: Option<&plinth_core::auth::Principal>) -> Vec<Arc<
     s.core.engine().all().into_iter().filter(|l| l.authorize(who).is_ok()).collect()
 }
 
+#[utoipa::path(get, path = "/v2/models/stats", tag = "inference", security((), ("api_key" = [])), responses((status = 200, body = plinth_api::oip::ModelStats), (status = 401, body = plinth_api::oip::OipError)))]
 async fn all_stats(State(s): State<AppState>, MaybeCaller(who): MaybeCaller) -> Json<Value> {
     let stats: Vec<Value> =
         visible(&s, who.as_ref()).iter().flat_map(|l| stats_of(l, &oip_name(l), None)).collect();
     Json(json!({"model_stats": stats}))
 }
 
+#[utoipa::path(post, path = "/v2/repository/index", tag = "inference", security((), ("api_key" = [])), responses((status = 200, body = Vec<plinth_api::oip::RepositoryModel>), (status = 401, body = plinth_api::oip::OipError)))]
 async fn repository_index(State(s): State<AppState>, MaybeCaller(who): MaybeCaller) -> Json<Value> {
     let models: Vec<Value> = visible(&s, who.as_ref())
         .iter()
@@ -695,6 +710,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for HeaderLength {
     }
 }
 
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "inference", security((), ("api_key" = [])), params(("name" = String, Path, description = "team.model (production) or team.model.environment")), request_body = plinth_api::oip::InferRequest, responses((status = 200, description = "The outputs: JSON, or JSON then a binary section (Inference-Header-Content-Length)", body = plinth_api::oip::InferResponse), (status = 400, description = "A request that does not fit the model", body = plinth_api::oip::OipError), (status = 401, body = plinth_api::oip::OipError), (status = 404, body = plinth_api::oip::OipError), (status = 413, body = plinth_api::oip::OipError), (status = 503, description = "Overloaded: retry after Retry-After", body = plinth_api::oip::OipError), (status = 504, body = plinth_api::oip::OipError)))]
 async fn infer(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,
@@ -730,6 +746,7 @@ pub(crate) async fn infer_read(
     run_infer(s, who, name, None, header_len, body).await.map_err(IntoResponse::into_response)
 }
 
+#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = "inference", security((), ("api_key" = [])), params(("name" = String, Path, description = "team.model (production) or team.model.environment"), ("version" = String, Path, description = "a served version")), request_body = plinth_api::oip::InferRequest, responses((status = 200, description = "The outputs: JSON, or JSON then a binary section (Inference-Header-Content-Length)", body = plinth_api::oip::InferResponse), (status = 400, description = "A request that does not fit the model", body = plinth_api::oip::OipError), (status = 401, body = plinth_api::oip::OipError), (status = 404, body = plinth_api::oip::OipError), (status = 413, body = plinth_api::oip::OipError), (status = 503, description = "Overloaded: retry after Retry-After", body = plinth_api::oip::OipError), (status = 504, body = plinth_api::oip::OipError)))]
 async fn infer_v(
     State(s): State<AppState>,
     MaybeCaller(who): MaybeCaller,

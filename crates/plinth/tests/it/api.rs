@@ -44,6 +44,23 @@ shared_server_tests! {
         let doc = anon.get("/api/v1/openapi.json").await.ok(StatusCode::OK);
         assert!(doc["paths"]["/api/v1/teams/{team}/models/{model}/versions"]["post"].is_object());
         assert_eq!(doc, serde_json::from_str::<serde_json::Value>(&plinth_server::openapi::document()).unwrap());
+        // Every route is in the document, with the errors it can answer.
+        for path in ["/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer", "/v2", "/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"] {
+            assert!(doc["paths"][path].is_object(), "{path} is not documented");
+        }
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            if !path.starts_with("/api/v1/") || path.ends_with("openapi.json") {
+                continue;
+            }
+            for (method, op) in ops.as_object().unwrap() {
+                for status in ["400", "401", "404"] {
+                    assert!(op["responses"][status].is_object(), "{method} {path} does not document {status}");
+                }
+                if op["requestBody"].is_object() {
+                    assert!(op["responses"]["415"].is_object(), "{method} {path} does not document 415");
+                }
+            }
+        }
         let e = anon.get("/api/v1/nothing-here").await.err(StatusCode::NOT_FOUND, "route_not_found");
         assert!(e["request_id"].as_str().unwrap().starts_with("req_"));
         let r = anon.delete("/api/v1/teams").await;

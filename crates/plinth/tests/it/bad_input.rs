@@ -127,3 +127,24 @@ backend_tests! {
         srv.stop().await;
     }
 }
+
+shared_server_tests! {
+    async fn refusals_keep_the_error_shape_and_do_not_echo_long_input(srv: &TestServer) {
+        let t = srv.team().await;
+        let dev = &t.developer.1;
+        // A path parameter that does not parse is answered in the one error shape.
+        let e = dev.get(&format!("/teams/{}/datasets/x/versions/4294967296", t.team)).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "path", "{e}");
+        // A 10,000-character name is quoted, not echoed whole.
+        let long = "a".repeat(10_000);
+        for r in [
+            dev.post(&format!("/teams/{}/models", t.team), &json!({"name": long, "task": "regression"})).await,
+            dev.get(&format!("/teams/{}/models/{long}", t.team)).await,
+            dev.get(&format!("/teams/{long}")).await,
+        ] {
+            assert!(r.status.is_client_error(), "{}", r.body);
+            let message = r.body["error"]["message"].as_str().unwrap();
+            assert!(message.len() < 400, "{} bytes: {message}", message.len());
+        }
+    }
+}
