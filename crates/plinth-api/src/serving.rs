@@ -82,6 +82,24 @@ impl Default for Limits {
     }
 }
 
+/// How much of the prediction log a deployment keeps: records older than `max_age_hours`
+/// go, and the oldest go once its files exceed `max_bytes` (files roll at an eighth of it, so
+/// the log holds at most `max_bytes` plus the file being written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogRetention {
+    /// Default 168 (7 days); 1-8760.
+    pub max_age_hours: u32,
+    /// Default 1 GiB; at least 1 MiB.
+    pub max_bytes: u64,
+}
+
+impl Default for LogRetention {
+    fn default() -> Self {
+        LogRetention { max_age_hours: 168, max_bytes: 1 << 30 }
+    }
+}
+
 /// Everything a deployment is told: which versions serve, with what share of traffic, which
 /// shadow them, and how they are run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -100,6 +118,9 @@ pub struct DeploymentSpec {
     /// The share of requests written to the prediction log, 0.0-1.0.
     #[serde(default = "one")]
     pub log_sample_rate: f64,
+    /// How long and how much of the prediction log is kept.
+    #[serde(default)]
+    pub log_retention: LogRetention,
     /// Anyone may call it, without an API key (demos, benchmarks). Default false.
     #[serde(default)]
     pub public: bool,

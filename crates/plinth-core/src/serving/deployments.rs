@@ -71,6 +71,13 @@ fn check_spec(spec: &DeploymentSpec) -> Result<()> {
             ));
         }
     }
+    let r = spec.log_retention;
+    if !(1..=8760).contains(&r.max_age_hours) {
+        return Err(Error::invalid("log_retention.max_age_hours", "1 to 8760 hours (a year)"));
+    }
+    if r.max_bytes < 1 << 20 {
+        return Err(Error::invalid("log_retention.max_bytes", "at least 1 MiB (1048576)"));
+    }
     if spec.shadows.iter().collect::<HashSet<_>>().len() != spec.shadows.len() {
         return Err(Error::invalid("shadows", "a version is listed twice"));
     }

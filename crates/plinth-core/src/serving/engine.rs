@@ -345,6 +345,7 @@ impl Engine {
             grants,
             stats,
         });
+        self.log.set_retention(deployment_id, live.spec.log_retention);
         let mut key = String::new();
         table_key(&mut key, &live.team, &live.model, &live.environment);
         self.table.write().expect("table lock").insert(key, live.clone());

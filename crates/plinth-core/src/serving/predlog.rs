@@ -1,6 +1,11 @@
 //! The prediction log: every sampled request and response of every deployment, appended to
-//! hourly JSON-lines files under `data_dir/predictions/<deployment id>/`. It is the source of
-//! monitoring, label feedback and billing.
+//! JSON-lines files under `data_dir/predictions/<deployment id>/`, one file per hour (or several,
+//! `<hour>-<n>.jsonl`, each at most an eighth of the deployment's size budget). It is the source
+//! of monitoring, label feedback and billing.
+//!
+//! Retention, per deployment ([`LogRetention`], defaults 7 days and 1 GiB): every minute the
+//! writer deletes the files whose hour is past the age limit, then the oldest files while the
+//! deployment's log is over its size, never the file being written.
 //!
 //! Never on the hot path's critical section: a request encodes its record (a few hundred bytes,
 //! about a microsecond) and appends the line to a bounded buffer (a short, uncontended lock; no
@@ -21,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use plinth_api::serving::PredictionRecord;
+use plinth_api::serving::{LogRetention, PredictionRecord};
 use serde_json::Value;
 
 use super::tensor::{Data, Tensor};
@@ -62,12 +67,22 @@ pub struct PredictionLog {
     queue: Mutex<Pending>,
     /// Open files; held while writing.
     files: Mutex<Files>,
+    /// Each live deployment's retention (the default for others).
+    retention: Mutex<HashMap<String, LogRetention>>,
     dropped: Mutex<HashMap<String, u64>>,
     pub dropped_total: AtomicU64,
 }
 
 /// Open log files by deployment id, then by hour (a lookup by `&str`: no key to build per record).
-type Files = HashMap<String, HashMap<i64, std::io::BufWriter<std::fs::File>>>;
+type Files = HashMap<String, HashMap<i64, Segment>>;
+
+/// The file a deployment's records of one hour are appended to now.
+struct Segment {
+    /// The file's number within its hour (`<hour>-<n>.jsonl`; 0 is `<hour>.jsonl`).
+    n: u32,
+    bytes: u64,
+    writer: std::io::BufWriter<std::fs::File>,
+}
 
 /// Bytes of lines buffered at most; beyond that new records are dropped (and counted).
 const CAPACITY: usize = 64 * 1024 * 1024;
@@ -79,6 +94,9 @@ const IDLE_INTERVAL: Duration = Duration::from_millis(50);
 const FILE_BUFFER: usize = 64 * 1024;
 /// How often the files are fsynced (a crash loses at most this much of the log).
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// How often retention deletes old files.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+const HOUR_US: i64 = 3_600_000_000;
 
 impl PredictionLog {
     pub fn open(dir: PathBuf) -> std::io::Result<Arc<PredictionLog>> {
@@ -87,12 +105,14 @@ impl PredictionLog {
             dir,
             queue: Mutex::new(Pending::default()),
             files: Mutex::new(HashMap::new()),
+            retention: Mutex::new(HashMap::new()),
             dropped: Mutex::new(HashMap::new()),
             dropped_total: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&log);
         std::thread::Builder::new().name("plinth-predlog".into()).spawn(move || {
             let mut last_sync = std::time::Instant::now();
+            let mut last_prune = std::time::Instant::now();
             let mut interval = INTERVAL;
             loop {
                 std::thread::sleep(interval);
@@ -102,6 +122,12 @@ impl PredictionLog {
                 interval = if wrote { INTERVAL } else { (interval * 2).min(IDLE_INTERVAL) };
                 if sync {
                     last_sync = std::time::Instant::now();
+                }
+                if last_prune.elapsed() >= RETENTION_INTERVAL {
+                    last_prune = std::time::Instant::now();
+                    if let Err(e) = log.prune(crate::util::now_micros()) {
+                        tracing::error!(error = %e, "cannot apply the prediction log's retention");
+                    }
                 }
             }
         })?;
@@ -146,6 +172,40 @@ impl PredictionLog {
         }
     }
 
+    /// What a deployment keeps (set by the engine whenever the deployment changes).
+    pub fn set_retention(&self, deployment_id: &str, retention: LogRetention) {
+        self.retention.lock().expect("retention").insert(deployment_id.to_string(), retention);
+    }
+
+    fn retention_of(&self, deployment_id: &str) -> LogRetention {
+        self.retention.lock().expect("retention").get(deployment_id).copied().unwrap_or_default()
+    }
+
+    /// Deletes, for every deployment, the files past its age limit as of `now` (microseconds),
+    /// then its oldest files while its log is over its size, never the newest file. Answers
+    /// how many files went.
+    pub fn prune(&self, now: i64) -> std::io::Result<usize> {
+        self.flush();
+        let mut removed = 0;
+        for dir in std::fs::read_dir(&self.dir)?.flatten() {
+            let Some(deployment) = dir.file_name().to_str().map(str::to_string) else { continue };
+            let r = self.retention_of(&deployment);
+            let mut files = segments(&dir.path())?;
+            let oldest_kept = now - i64::from(r.max_age_hours) * HOUR_US;
+            let mut total: u64 = files.iter().map(|f| f.size).sum();
+            let newest = files.len().saturating_sub(1);
+            for (i, f) in files.iter_mut().enumerate() {
+                let too_old = (f.hour + 1) * HOUR_US <= oldest_kept;
+                if i != newest && (too_old || total > r.max_bytes) {
+                    std::fs::remove_file(&f.path)?;
+                    total -= f.size;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     pub fn dropped(&self, deployment_id: &str) -> u64 {
         self.dropped.lock().expect("dropped lock").get(deployment_id).copied().unwrap_or(0)
     }
@@ -164,11 +224,13 @@ impl PredictionLog {
             return false;
         }
         for run in &batch.runs {
-            if let Err(err) = write_run(&self.dir, &mut files, run) {
+            let segment_bytes =
+                (self.retention_of(&run.deployment_id).max_bytes / 8).max(128 << 10);
+            if let Err(err) = write_run(&self.dir, &mut files, run, segment_bytes) {
                 tracing::error!(error = %err, "cannot write the prediction log");
             }
         }
-        for w in files.values_mut().flat_map(HashMap::values_mut) {
+        for w in files.values_mut().flat_map(HashMap::values_mut).map(|s| &mut s.writer) {
             let synced =
                 if sync { w.flush().and_then(|_| w.get_ref().sync_data()) } else { w.flush() };
             if let Err(e) = synced {
@@ -194,29 +256,20 @@ impl PredictionLog {
         limit: usize,
     ) -> std::io::Result<Vec<PredictionRecord>> {
         self.flush();
-        let dir = self.dir.join(deployment_id);
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-                .collect(),
+        let files = match segments(&self.dir.join(deployment_id)) {
+            Ok(files) => files,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
             Err(e) => return Err(e),
         };
-        files.sort();
-        let hour = |micros: i64| micros.div_euclid(3_600_000_000);
+        let hour = |micros: i64| micros.div_euclid(HOUR_US);
         let mut out = Vec::new();
         for file in files {
-            let Some(h) =
-                file.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<i64>().ok())
-            else {
-                continue;
-            };
-            if h < hour(since) || h > hour(until) {
+            if file.hour < hour(since) || file.hour > hour(until) {
                 continue;
             }
-            for line in std::io::BufReader::new(std::fs::File::open(&file)?).lines() {
+            // A file deleted by retention meanwhile has nothing more to give.
+            let Ok(opened) = std::fs::File::open(&file.path) else { continue };
+            for line in std::io::BufReader::new(opened).lines() {
                 let line = line?;
                 let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
                 let at = v["at_us"].as_i64().unwrap_or(0);
@@ -352,19 +405,65 @@ fn encode(scratch: &mut Scratch, e: &Entry<'_>) {
     line.extend_from_slice(b"}\n");
 }
 
-/// Appends a run of lines to its deployment's file of that hour (opened on first use).
-fn write_run(dir: &Path, files: &mut Files, run: &Run) -> std::io::Result<()> {
-    if let Some(w) = files.get_mut(run.deployment_id.as_str()).and_then(|h| h.get_mut(&run.hour)) {
-        return w.write_all(&run.lines);
+/// A file of a deployment's log: its hour, its number within the hour, its size.
+struct SegmentFile {
+    hour: i64,
+    n: u32,
+    size: u64,
+    path: PathBuf,
+}
+
+/// The log files of a deployment, oldest first.
+fn segments(dir: &Path) -> std::io::Result<Vec<SegmentFile>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let path = e.path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+        if path.extension().is_none_or(|x| x != "jsonl") {
+            continue;
+        }
+        let (hour, n) = match stem.split_once('-') {
+            Some((h, n)) => (h.parse::<i64>().ok(), n.parse::<u32>().ok()),
+            None => (stem.parse::<i64>().ok(), Some(0)),
+        };
+        let (Some(hour), Some(n)) = (hour, n) else { continue };
+        let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+        out.push(SegmentFile { hour, n, size, path });
+    }
+    out.sort_by_key(|f| (f.hour, f.n));
+    Ok(out)
+}
+
+fn segment_path(dir: &Path, hour: i64, n: u32) -> PathBuf {
+    if n == 0 { dir.join(format!("{hour}.jsonl")) } else { dir.join(format!("{hour}-{n}.jsonl")) }
+}
+
+/// Appends a run of lines to its deployment's file of that hour, opening the next file of the
+/// hour once the current one holds `segment_bytes`.
+fn write_run(dir: &Path, files: &mut Files, run: &Run, segment_bytes: u64) -> std::io::Result<()> {
+    if let Some(seg) = files.get_mut(run.deployment_id.as_str()).and_then(|h| h.get_mut(&run.hour))
+        && seg.bytes < segment_bytes
+    {
+        seg.bytes += run.lines.len() as u64;
+        return seg.writer.write_all(&run.lines);
     }
     let d = dir.join(&run.deployment_id);
     std::fs::create_dir_all(&d)?;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(d.join(format!("{}.jsonl", run.hour)))?;
-    let mut w = std::io::BufWriter::with_capacity(FILE_BUFFER, f);
-    w.write_all(&run.lines)?;
-    files.entry(run.deployment_id.clone()).or_default().insert(run.hour, w);
+    let hours = files.entry(run.deployment_id.clone()).or_default();
+    // The next number of the hour: after the open file's, or after the files on disk (a
+    // restart appends to the hour's last file).
+    let n = match hours.remove(&run.hour) {
+        Some(mut full) => {
+            full.writer.flush()?;
+            full.n + 1
+        }
+        None => segments(&d)?.iter().filter(|f| f.hour == run.hour).map(|f| f.n).max().unwrap_or(0),
+    };
+    let path = segment_path(&d, run.hour, n);
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let bytes = f.metadata()?.len() + run.lines.len() as u64;
+    let mut writer = std::io::BufWriter::with_capacity(FILE_BUFFER, f);
+    writer.write_all(&run.lines)?;
+    hours.insert(run.hour, Segment { n, bytes, writer });
     Ok(())
 }

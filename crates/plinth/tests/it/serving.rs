@@ -174,6 +174,45 @@ shared_server_tests! {
         assert!(text.contains(&line), "{line} in {text}");
     }
 
+    async fn the_prediction_log_keeps_what_its_retention_says(srv: &TestServer) {
+        let (t, base) = income_model(srv).await;
+        let m = &t.maintainer.1;
+        let mut s = spec(&[(1, 100)]);
+        s["log_retention"] = json!({"max_age_hours": 24, "max_bytes": 512 * 1024});
+        let e = m.put(&format!("{base}/production"), &s).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "log_retention.max_bytes");
+        s["log_retention"]["max_bytes"] = json!(1 << 20);
+        let d = m.put(&format!("{base}/production"), &s).await.ok(StatusCode::OK);
+        let dir = srv.data_dir.join("predictions").join(d["id"].as_str().unwrap());
+        // A file two days old, as a previous run would have left it.
+        std::fs::create_dir_all(&dir).unwrap();
+        let now_hour = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 / 3600;
+        let old = dir.join(format!("{}.jsonl", now_hour - 48));
+        std::fs::write(&old, "{}\n").unwrap();
+        // About 1.6 MB of records: 2,000 rows each.
+        let columns: serde_json::Map<String, Value> = ["age", "education_num", "capital_gain", "capital_loss", "hours_per_week", "sex_male"]
+            .iter()
+            .map(|f| (f.to_string(), json!(vec![1.0; 2000])))
+            .collect();
+        for _ in 0..15 {
+            predict(m, &base, json!({"columns": columns})).await.ok(StatusCode::OK);
+        }
+        let log = &srv.core.engine().log;
+        log.flush();
+        let size = |dir: &std::path::Path| std::fs::read_dir(dir).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum::<u64>();
+        assert!(size(&dir) > 1 << 20, "the test wrote more than the budget: {}", size(&dir));
+        let files_before = std::fs::read_dir(&dir).unwrap().count();
+        assert!(files_before > 3, "files roll at an eighth of the budget: {files_before}");
+        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+        assert!(log.prune(now_us).unwrap() >= 2);
+        assert!(!old.exists(), "past the age limit");
+        let kept = size(&dir);
+        assert!(kept <= (1 << 20) + (1 << 20) / 8 + 200_000, "over the budget: {kept}");
+        // What is kept still reads, newest records included.
+        let records = m.get(&format!("{base}/production/predictions?limit=100")).await.ok(StatusCode::OK);
+        assert!(!records.as_array().unwrap().is_empty());
+    }
+
     async fn versions_that_serve_or_shadow_cannot_be_archived(srv: &TestServer) {
         let (t, base) = income_model(srv).await;
         let (m, team) = (&t.maintainer.1, t.team.clone());
