@@ -360,7 +360,7 @@ impl Engine {
     }
 
     /// The live deployment of a model in an environment.
-    pub fn resolve(&self, team: &str, model: &str, environment: &str) -> Option<Arc<Live>> {
+    pub(crate) fn resolve(&self, team: &str, model: &str, environment: &str) -> Option<Arc<Live>> {
         // The key is built in a buffer kept per thread: no allocation per request.
         thread_local! {
             static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
@@ -372,7 +372,7 @@ impl Engine {
     }
 
     /// Every live deployment.
-    pub fn all(&self) -> Vec<Arc<Live>> {
+    pub(crate) fn all(&self) -> Vec<Arc<Live>> {
         let mut v: Vec<Arc<Live>> =
             self.table.read().expect("table lock").values().cloned().collect();
         v.sort_by(|a, b| {
@@ -441,7 +441,7 @@ impl Engine {
     }
 
     /// A deployment's figures.
-    pub fn metrics(&self, live: &Live) -> DeploymentMetrics {
+    pub(crate) fn metrics(&self, live: &Live) -> DeploymentMetrics {
         let s = &live.stats;
         let ms = |q: f64| (s.latency.quantile(q) * 1e6).round() / 1e3;
         let versions = live

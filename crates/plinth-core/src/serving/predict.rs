@@ -53,6 +53,49 @@ impl Plinth {
         Ok(live)
     }
 
+    /// Every live deployment `caller` may call (the Open Inference Protocol's listings).
+    pub fn callable_deployments(&self, caller: Option<&Principal>) -> Vec<Arc<Live>> {
+        self.engine.all().into_iter().filter(|l| l.authorize(caller).is_ok()).collect()
+    }
+
+    /// A deployment's live figures, for anyone who may see the deployment.
+    pub async fn deployment_metrics(
+        &self,
+        who: &Principal,
+        team: &str,
+        model: &str,
+        environment: &str,
+    ) -> Result<plinth_api::serving::DeploymentMetrics> {
+        let d = self.get_deployment(who, team, model, environment).await?;
+        let live = self
+            .engine
+            .resolve(&d.team, &d.model, &d.environment)
+            .ok_or_else(|| Error::not_found("deployment", &d.id))?;
+        Ok(self.engine.metrics(&live))
+    }
+
+    /// Logged predictions of a deployment in `[since, until)` (microseconds), oldest first, for
+    /// anyone who may see the deployment.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn prediction_log(
+        &self,
+        who: &Principal,
+        team: &str,
+        model: &str,
+        environment: &str,
+        since: i64,
+        until: i64,
+        shadow: Option<bool>,
+        limit: usize,
+    ) -> Result<Vec<plinth_api::serving::PredictionRecord>> {
+        let d = self.get_deployment(who, team, model, environment).await?;
+        let log = self.engine.log.clone();
+        tokio::task::spawn_blocking(move || log.read(&d.id, since, until, shadow, limit))
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::from)
+    }
+
     /// Starts a prediction on `team/model` in `environment`. A caller the deployment refuses
     /// is counted against it (its owners see who knocks), and refused.
     pub fn prediction<'a>(

@@ -375,7 +375,7 @@ fn oip_name(l: &Live) -> String {
 
 /// The deployments the caller may call.
 fn visible(s: &AppState, who: Option<&plinth_core::auth::Principal>) -> Vec<Arc<Live>> {
-    s.core.engine().all().into_iter().filter(|l| l.authorize(who).is_ok()).collect()
+    s.core.callable_deployments(who)
 }
 
 #[utoipa::path(get, path = "/v2/models/stats", tag = "inference", security((), ("api_key" = [])), responses((status = 200, body = plinth_api::oip::ModelStats), (status = 401, body = plinth_api::oip::OipError)))]

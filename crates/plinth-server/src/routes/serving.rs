@@ -12,7 +12,6 @@ use plinth_api::serving::{
     PredictionRecord, Rollback, SetTraffic,
 };
 use plinth_api::{ErrorBody, Page};
-use plinth_core::Error;
 use plinth_core::serving::input;
 use plinth_core::serving::predict::RowsAnswer;
 use plinth_core::util::{now_micros, time_to_micros};
@@ -174,13 +173,7 @@ async fn deployment_metrics(
     Caller(who): Caller,
     Path((t, m, e)): DeploymentPath,
 ) -> ApiResult<Json<DeploymentMetrics>> {
-    let d = s.core.get_deployment(&who, &t, &m, &e).await?;
-    let live = s
-        .core
-        .engine()
-        .resolve(&d.team, &d.model, &d.environment)
-        .ok_or_else(|| Error::not_found("deployment", &d.id))?;
-    Ok(Json(s.core.engine().metrics(&live)))
+    Ok(Json(s.core.deployment_metrics(&who, &t, &m, &e).await?))
 }
 
 /// Logged predictions of the deployment in a time range, oldest first.
@@ -193,17 +186,10 @@ async fn prediction_log(
     Path((t, m, e)): DeploymentPath,
     ApiQuery(q): ApiQuery<PredictionLogQuery>,
 ) -> ApiResult<Json<Vec<PredictionRecord>>> {
-    let d = s.core.get_deployment(&who, &t, &m, &e).await?;
     let limit = plinth_core::util::page_limit(q.limit)? as usize;
     let since = q.since.map(time_to_micros).unwrap_or(0);
     let until = q.until.map(time_to_micros).unwrap_or(now_micros() + 1);
-    let log = s.core.engine().log.clone();
-    let id = d.id.clone();
-    let records = tokio::task::spawn_blocking(move || log.read(&id, since, until, q.shadow, limit))
-        .await
-        .map_err(Error::internal)?
-        .map_err(Error::from)?;
-    Ok(Json(records))
+    Ok(Json(s.core.prediction_log(&who, &t, &m, &e, since, until, q.shadow, limit).await?))
 }
 
 /// Predicts with the version the traffic split (or `routing_key`) picks. Rows are objects keyed
