@@ -50,6 +50,10 @@ pub enum EnsembleNode {
     },
 }
 
+/// A node to copy: the stored node, where its copy is linked from (parent copy, `yes` side),
+/// and the length of the path that reached it.
+type Visit = (u32, Option<(usize, bool)>, usize);
+
 /// At most this many nodes once shared subtrees are copied out, besides 16 times the nodes
 /// stored: the copies of a DAG can grow exponentially with its depth.
 const MAX_EXTRA_NODES: usize = 1 << 20;
@@ -260,8 +264,7 @@ impl TreeEnsemble {
             let [root] = roots[t][..] else {
                 return Err(format!("tree {tree} has {} roots", roots[t].len()));
             };
-            // (stored node, where its copy is linked from, path length).
-            let mut stack: Vec<(u32, Option<(usize, bool)>, usize)> = vec![(root, None, 0)];
+            let mut stack: Vec<Visit> = vec![(root, None, 0)];
             while let Some((at, link, depth)) = stack.pop() {
                 if depth >= sizes[t] {
                     return Err(format!("tree {tree} has a cycle through node {at}"));

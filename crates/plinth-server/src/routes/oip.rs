@@ -757,6 +757,13 @@ async fn infer_v(
     run_infer(s, who, name, Some(v), header_len, body).await
 }
 
+/// An inference request as read: the version it pins, the request, its decoded inputs.
+struct Decoded {
+    pinned: Option<u32>,
+    req: InferRequest,
+    inputs: Vec<(String, Tensor)>,
+}
+
 async fn run_infer(
     s: AppState,
     who: Option<plinth_core::auth::Principal>,
@@ -769,7 +776,7 @@ async fn run_infer(
     let request_id = crate::current_request_id().unwrap_or_default();
     let p = s.core.prediction(who.as_ref(), team, model, env, &request_id)?;
     // Everything up to the core's call is the protocol's: refusals are counted all the same.
-    let read = || -> OipResult<(Option<u32>, InferRequest, Vec<(String, Tensor)>)> {
+    let read = || -> OipResult<Decoded> {
         let pinned = match version.as_deref() {
             None => None,
             Some(v) => Some(v.parse::<u32>().map_err(|_| Error::not_found("model version", v))?),
@@ -817,9 +824,9 @@ async fn run_infer(
                 ));
             }
         }
-        Ok((pinned, req, inputs))
+        Ok(Decoded { pinned, req, inputs })
     };
-    let (pinned, req, inputs) = read().map_err(|OipError(e)| OipError(p.failed(e)))?;
+    let Decoded { pinned, req, inputs } = read().map_err(|OipError(e)| OipError(p.failed(e)))?;
     let answer = p.tensors(inputs, pinned).await?;
 
     let all_binary =
