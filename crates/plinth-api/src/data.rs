@@ -122,6 +122,7 @@ pub struct DatasetRef {
 /// granted it (as `"owner-team".name`). Nothing else is reachable.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"sql": "SELECT 1 AS one", "format": "jsonl"}))]
 pub struct QueryRequest {
     pub sql: String,
     /// `jsonl` (default), `csv` or `parquet`.

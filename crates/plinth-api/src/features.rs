@@ -154,6 +154,7 @@ pub struct FeatureService {
 /// `feature_service`, and the entity keys column by column.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"features": ["stats:conv_rate"], "entities": {"driver_id": [1, 2]}}))]
 pub struct OnlineRequest {
     #[serde(default)]
     pub features: Vec<String>,
@@ -178,7 +179,7 @@ pub struct OnlineMetadata {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OnlineColumn {
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Value>)]
     pub values: Vec<serde_json::Value>,
     pub statuses: Vec<String>,
     pub event_timestamps: Vec<String>,

@@ -16,5 +16,11 @@ pub mod serving;
 pub use error::{Code, ErrorBody, ErrorDetail};
 pub use page::Page;
 
+/// A body of bytes (a file, Parquet, a binary tensor section), as the OpenAPI document
+/// describes it: a binary string.
+#[derive(Debug, Clone, utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Binary(pub Vec<u8>);
+
 /// The API version prefix every REST route lives under.
 pub const API_PREFIX: &str = "/api/v1";

@@ -64,7 +64,7 @@ pub struct InferInputTensor {
     #[schema(value_type = Object)]
     pub parameters: BTreeMap<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Value>>)]
     pub data: Option<serde_json::Value>,
 }
 
@@ -79,6 +79,7 @@ pub struct RequestedOutputTensor {
 
 /// `POST /v2/models/{name}/infer`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"inputs": [{"name": "input", "shape": [1, 6], "datatype": "FP32", "data": [39, 13, 2174, 0, 40, 1]}]}))]
 pub struct InferRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -99,7 +100,7 @@ pub struct InferOutputTensor {
     pub datatype: String,
     pub shape: Vec<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Value>>)]
     pub data: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]

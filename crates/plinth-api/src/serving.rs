@@ -196,9 +196,10 @@ pub struct DeploymentQuery {
 /// feature order) or columns (feature name to values).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"rows": [{"age": 39, "education_num": 13, "capital_gain": 2174, "capital_loss": 0, "hours_per_week": 40, "sex_male": 1}]}))]
 pub struct PredictRequest {
     #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Value>>)]
     pub rows: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -221,7 +222,7 @@ pub struct PredictResponse {
     pub environment: String,
     pub version: u32,
     /// The predicted label (classifiers) or value (regressors) of each row.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Value>)]
     pub predictions: Vec<serde_json::Value>,
     /// Class probabilities of each row (classifiers).
     #[serde(default, skip_serializing_if = "Option::is_none")]

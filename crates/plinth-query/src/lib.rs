@@ -274,10 +274,15 @@ async fn plan(
 /// DataFusion's messages, without its internal prefixes.
 fn clean(e: datafusion::error::DataFusionError) -> String {
     let s = e.to_string();
-    s.trim_start_matches("Error during planning: ")
+    let s = s
+        .trim_start_matches("Error during planning: ")
         .trim_start_matches("SQL error: ")
-        .trim_start_matches("Execution error: ")
-        .to_string()
+        .trim_start_matches("Execution error: ");
+    // The parser's errors come as Rust debug text: `ParserError("Expected: ...")`.
+    match s.strip_prefix("ParserError(\"").and_then(|r| r.strip_suffix("\")")) {
+        Some(inner) => format!("syntax error: {}", inner.replace("\\\"", "\"")),
+        None => s.to_string(),
+    }
 }
 
 /// Encodes a result batch by batch in the asked format.

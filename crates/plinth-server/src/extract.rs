@@ -107,6 +107,16 @@ pub fn classify_json_error(
 /// Parses JSON bytes into `T`, with field-naming errors. The common case (valid input) parses
 /// once without tracking paths; only a failure parses again to name the field.
 pub fn parse_json<T: DeserializeOwned>(prefix: &str, bytes: &[u8]) -> Result<T, Error> {
+    // Every body is an object: serde would also read a struct from an array, by position
+    // (`[null, null]` created an API key).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let what = if prefix.is_empty() { "the body" } else { prefix };
+        let mut e = Error::new(Code::MalformedJson, format!("{what} must be a JSON object"));
+        if !prefix.is_empty() {
+            e = e.with_field(prefix);
+        }
+        return Err(e);
+    }
     if let Ok(value) = serde_json::from_slice(bytes) {
         return Ok(value);
     }

@@ -128,11 +128,10 @@ impl Plinth {
             .with_field("kind")
         })?;
         root.join(team).canonicalize().map_err(|_| {
-            Error::new(
-                Code::FeatureDisabled,
+            Error::invalid(
+                "path",
                 format!("team '{team}' has no folder under the sources root: an operator creates <local_sources_root>/{team} and puts the team's files there"),
             )
-            .with_field("path")
         })
     }
 

@@ -133,7 +133,7 @@ async fn create_feature_service(
 
 /// Online features for many entities at once, in Feast's shapes. Public views answer without a
 /// key.
-#[utoipa::path(post, path = "/teams/{team}/features/online", tag = "features", params(("team" = String, Path)), request_body = OnlineRequest,
+#[utoipa::path(post, path = "/teams/{team}/features/online", tag = "features", security((), ("api_key" = [])), params(("team" = String, Path)), request_body = OnlineRequest,
     responses((status = 200, body = OnlineResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn online_features(
     State(s): State<AppState>,

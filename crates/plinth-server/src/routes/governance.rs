@@ -64,7 +64,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// is the file itself.
 #[utoipa::path(post, path = "/teams/{team}/datasets/{name}/versions", tag = "governance",
     params(("team" = String, Path), ("name" = String, Path), UploadDataset),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content((plinth_api::Binary = "application/octet-stream"), (plinth_api::Binary = "text/csv"))),
     responses((status = 201, body = DatasetVersion), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn upload_dataset(
     State(s): State<AppState>,
@@ -360,7 +360,9 @@ async fn list_deliveries(
 /// aborts the response, so a partial result is never mistaken for a whole one). With `save_as`
 /// the rows become a dataset version (201).
 #[utoipa::path(post, path = "/teams/{team}/query", tag = "governance", params(("team" = String, Path)), request_body = QueryRequest,
-    responses((status = 200, description = "the rows", content_type = "application/x-ndjson"), (status = 201, body = DatasetVersion),
+    responses((status = 200, description = "the rows, in the asked format", content(
+            (plinth_api::Binary = "application/x-ndjson"), (plinth_api::Binary = "text/csv"), (plinth_api::Binary = "application/vnd.apache.parquet"))),
+        (status = 201, body = DatasetVersion),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn run_query(
     State(s): State<AppState>,

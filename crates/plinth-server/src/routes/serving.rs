@@ -195,7 +195,7 @@ async fn prediction_log(
 /// Predicts with the version the traffic split (or `routing_key`) picks. Rows are objects keyed
 /// by feature name or arrays in feature order; or send columns, or entity keys. Every outcome,
 /// refusals included, counts in the deployment's metrics.
-#[utoipa::path(post, path = "/deployments/{team}/{model}/{environment}/predict", tag = "serving", request_body = PredictRequest,
+#[utoipa::path(post, path = "/deployments/{team}/{model}/{environment}/predict", tag = "serving", security((), ("api_key" = [])), request_body = PredictRequest,
     params(("team" = String, Path), ("model" = String, Path), ("environment" = String, Path)),
     responses((status = 200, body = PredictResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),

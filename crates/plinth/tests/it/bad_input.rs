@@ -60,7 +60,7 @@ shared_server_tests! {
         let before = state(srv, dev, &t.team, "target").await;
         let raw = |body: &'static str| dev.request(Method::POST, &models).header("content-type", "application/json").body(body);
         dev.send(raw("{\"name\": \"x\", ")).await.err(StatusCode::BAD_REQUEST, "malformed_json");
-        dev.send(raw("[1, 2]")).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        dev.send(raw("[1, 2]")).await.err(StatusCode::BAD_REQUEST, "malformed_json");
         dev.send(dev.request(Method::POST, &models).body("{}")).await.err(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
         let e = dev.post(&models, &json!({"name": "m", "task": "regression", "colour": "red"})).await.err(StatusCode::BAD_REQUEST, "unknown_field");
         assert_eq!(e["field"], "colour");
@@ -135,6 +135,12 @@ shared_server_tests! {
         // A path parameter that does not parse is answered in the one error shape.
         let e = dev.get(&format!("/teams/{}/datasets/x/versions/4294967296", t.team)).await.err(StatusCode::BAD_REQUEST, "invalid_field");
         assert_eq!(e["field"], "path", "{e}");
+        // A JSON array is not an object, even where serde would read a struct from it.
+        let keys = dev.all_pages("/keys").await.len();
+        let array = dev.request(Method::POST, "/keys").header("content-type", "application/json").body("[null, null]");
+        let e = dev.send(array).await.err(StatusCode::BAD_REQUEST, "malformed_json");
+        assert!(e["message"].as_str().unwrap().contains("must be a JSON object"), "{e}");
+        assert_eq!(dev.all_pages("/keys").await.len(), keys, "no key was created");
         // A 10,000-character name is quoted, not echoed whole.
         let long = "a".repeat(10_000);
         for r in [
