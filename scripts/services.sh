@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Starts the local services the test suite talks to, when they are installed but down:
-# PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379) and NATS JetStream (127.0.0.1:4222).
-# Tests never start them themselves; they fail with a clear message when one is missing.
+# PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379), NATS JetStream (127.0.0.1:4222) and an
+# S3 server (moto, 127.0.0.1:5999). Installs what is missing from the package registries: moto
+# from PyPI (in a private virtualenv) and nginx from Debian's packages (the replica tests start
+# their own nginx in front of their servers). Tests never start these services themselves; they
+# fail with a clear message when one is missing.
 set -uo pipefail
 
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -36,5 +39,27 @@ if ! up 4222 && command -v nats-server >/dev/null; then
   mkdir -p "$store"
   nohup nats-server -a 127.0.0.1 -p 4222 -js -sd "$store" >"$store/nats.log" 2>&1 &
   wait_up 4222 NATS || true
+fi
+# moto's S3 server: a real process speaking the S3 API, keeping objects in memory.
+if ! up 5999; then
+  moto_venv="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/plinth/moto"
+  if [ ! -x "$moto_venv/bin/moto_server" ]; then
+    echo "services: installing moto[server] from PyPI"
+    python3 -m venv "$moto_venv" >&2 && "$moto_venv/bin/python" -m pip install --quiet "moto[server]==5.2.6" >&2 \
+      || echo "services: cannot install moto" >&2
+  fi
+  if [ -x "$moto_venv/bin/moto_server" ]; then
+    echo "services: starting moto (S3)"
+    nohup "$moto_venv/bin/moto_server" -H 127.0.0.1 -p 5999 >"${TMPDIR:-/tmp}/plinth-moto.log" 2>&1 &
+    wait_up 5999 moto || true
+  fi
+fi
+
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null; then
+  echo "services: installing nginx from Debian's packages"
+  (apt-get install -y -q nginx >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nginx >/dev/null 2>&1; }) \
+    || echo "services: cannot install nginx" >&2
+  # Debian's package starts a server on port 80; the tests start their own.
+  service nginx stop >/dev/null 2>&1 || true
 fi
 exit 0

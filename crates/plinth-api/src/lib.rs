@@ -12,6 +12,7 @@ pub mod oip;
 pub mod page;
 pub mod registry;
 pub mod serving;
+pub mod tasks;
 
 pub use error::{Code, ErrorBody, ErrorDetail};
 pub use page::Page;

@@ -367,6 +367,7 @@ impl Plinth {
             json!({"role": role.as_str(), "previous_role": previous}),
         )
         .await?;
+        crate::store::bump(&mut tx, crate::store::IDENTITY).await?;
         tx.commit().await?;
         self.auth_cache.clear();
         Ok(Membership {
@@ -403,6 +404,7 @@ impl Plinth {
             object_name: principal,
         };
         audit::record(&mut tx, who, "team.member.remove", t, json!({})).await?;
+        crate::store::bump(&mut tx, crate::store::IDENTITY).await?;
         tx.commit().await?;
         self.auth_cache.clear();
         Ok(())
@@ -670,6 +672,7 @@ impl Plinth {
             json!({"principal": col::<String>(&row, "principal_name")?}),
         )
         .await?;
+        crate::store::bump(&mut tx, crate::store::IDENTITY).await?;
         tx.commit().await?;
         self.auth_cache.clear();
         let mut info = key_from_row(&row)?;

@@ -11,13 +11,15 @@ mod card;
 pub mod data;
 pub mod error;
 pub mod eval;
+mod events;
 pub mod features;
 mod governance;
 pub mod identity;
-mod jobs;
 pub mod registry;
+mod replicas;
 pub mod serving;
 pub mod store;
+pub mod tasks;
 pub mod util;
 pub mod webhooks;
 
@@ -45,6 +47,8 @@ pub struct CoreOptions {
     pub local_sources_root: Option<PathBuf>,
     /// The PostgreSQL servers sources may read (none by default).
     pub postgres_sources: data::sources::PostgresAccess,
+    /// How this process runs background tasks.
+    pub tasks: tasks::TaskOptions,
 }
 
 /// The core service.
@@ -58,8 +62,7 @@ pub struct Plinth {
     pub(crate) auth_cache: Arc<auth::AuthCache>,
     pub(crate) tables: Arc<dyn data::TableReader>,
     pub(crate) query_engine: Arc<dyn data::query::QueryEngine>,
-    pub(crate) jobs: jobs::Signals,
-    pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
+    pub(crate) tasks: Arc<tasks::Tasks>,
     pub(crate) online: Arc<dyn features::online::OnlineStore>,
     pub(crate) views: Arc<features::ViewCache>,
     /// Online rows rendered as JSON, by content (see `features::rendered`).
@@ -68,13 +71,17 @@ pub struct Plinth {
     pub(crate) postgres: data::sources::PostgresAccess,
 }
 
-/// The pluggable engines the core runs on: model inference, table decoding and SQL. Each lives
-/// in a crate of its own so that the core builds without them.
+/// The pluggable engines the core runs on: model inference, table decoding, SQL and, for
+/// replicas, the object store they share. Each lives in a crate of its own so that the core
+/// builds without them.
 #[derive(Clone)]
 pub struct Backends {
     pub inference: Arc<dyn serving::runtime::InferenceBackend>,
     pub tables: Arc<dyn data::TableReader>,
     pub query: Arc<dyn data::query::QueryEngine>,
+    /// Where artifacts, datasets and shipped prediction-log segments live; `None` for the
+    /// local folder in `data_dir` (one process).
+    pub objects: Option<Arc<dyn ArtifactStore>>,
 }
 
 impl Default for Backends {
@@ -83,8 +90,23 @@ impl Default for Backends {
             inference: Arc::new(serving::runtime::NoBackend),
             tables: Arc::new(data::NoTables),
             query: Arc::new(data::query::NoQuery),
+            objects: None,
         }
     }
+}
+
+/// How old an unreferenced artifact must be before it is collected: a registration publishes its
+/// artifact and then commits its version, and another replica may be between the two steps.
+pub(crate) const ORPHAN_GRACE_US: i64 = 3_600_000_000;
+
+/// Every kind of task, registered by the module that owns it.
+fn task_kinds() -> tasks::Registry {
+    let mut r = tasks::Registry::default();
+    eval::register(&mut r);
+    features::register(&mut r);
+    r.register(webhooks::DeliveryTask::new());
+    r.register(registry::CollectOrphans);
+    r
 }
 
 impl Plinth {
@@ -109,8 +131,10 @@ impl Plinth {
             None => format!("sqlite://{}?mode=rwc", opts.data_dir.join("plinth.db").display()),
         };
         let db = Db::open(&url).await?;
-        let artifacts: Arc<dyn ArtifactStore> =
-            Arc::new(LocalArtifacts::open(opts.data_dir.join("artifacts"))?);
+        let artifacts: Arc<dyn ArtifactStore> = match &backends.objects {
+            Some(store) => store.clone(),
+            None => Arc::new(LocalArtifacts::open(opts.data_dir.join("artifacts"))?),
+        };
         let staging = Staging::open(opts.data_dir.join("staging"))?;
         let online: Arc<dyn features::online::OnlineStore> = match &opts.online_store_url {
             Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
@@ -128,7 +152,13 @@ impl Plinth {
                 Arc::new(features::online::EmbeddedStore::open(&opts.data_dir.join("online.redb"))?)
             }
         };
-        let log = serving::predlog::PredictionLog::open(opts.data_dir.join("predictions"))?;
+        // With a shared store, each replica ships its closed log segments there.
+        let shared_log = backends.objects.as_ref().map(|store| serving::predlog::Shared {
+            store: store.clone(),
+            staging: staging.clone(),
+        });
+        let log =
+            serving::predlog::PredictionLog::open(opts.data_dir.join("predictions"), shared_log)?;
         let engine =
             Arc::new(serving::engine::Engine::new(db.clone(), artifacts.clone(), backend, log));
         let core = Plinth {
@@ -140,21 +170,23 @@ impl Plinth {
             auth_cache: Arc::new(auth::AuthCache::default()),
             tables: backends.tables,
             query_engine: backends.query,
-            jobs: Arc::default(),
-            webhook_wake: Arc::default(),
+            tasks: Arc::new(tasks::Tasks::new(task_kinds(), opts.tasks.clone())),
             online,
             views: Arc::default(),
             rendered: Arc::default(),
             sources_root: opts.local_sources_root.clone(),
             postgres: opts.postgres_sources.clone(),
         };
-        let removed = core.collect_orphan_artifacts().await?;
+        let removed = core.collect_orphan_artifacts(util::now_micros() - ORPHAN_GRACE_US).await?;
         if removed > 0 {
             tracing::info!(removed, "deleted artifacts of registrations that never committed");
         }
+        registry::ensure_collection_schedule(&core).await?;
         core.engine.load_all().await?;
-        core.start_jobs().await?;
-        core.start_webhooks();
+        core.start_change_watch().await?;
+        core.start_tasks();
+        core.start_schedules();
+        core.start_consumers(vec![Arc::new(webhooks::WebhookConsumer)]);
         if let Some(nats) = &opts.nats {
             core.start_nats(nats).await?;
         }
@@ -194,8 +226,11 @@ impl Plinth {
     }
 
     pub async fn close(&self) {
-        self.jobs.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.jobs.wake.notify_waiters();
+        self.tasks.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.tasks.wake.notify_waiters();
+        if let Err(e) = self.engine.log.ship_all().await {
+            tracing::warn!(error = %e, "cannot ship the last prediction-log segments; the next start ships them");
+        }
         self.db.close().await;
     }
 }

@@ -847,7 +847,14 @@ impl Plinth {
             json!({"version": version, "format": format.as_str(), "sha256": sha256, "size_bytes": size, "lineage_source": lineage.source}),
         )
         .await?;
-        tx.commit().await
+        let event = json!({
+            "team": m.team.name, "model": m.name, "version": version, "version_id": version_id,
+            "format": format.as_str(), "sha256": sha256, "size_bytes": size, "by": who.name,
+        });
+        self.emit(&mut tx, &m.team.id, "model_version.registered", &event).await?;
+        tx.commit().await?;
+        self.wake_webhooks();
+        Ok(())
     }
 
     async fn load_version(&self, id: &str) -> Result<ModelVersion> {
@@ -1055,22 +1062,59 @@ impl Plinth {
         self.load_version(&current.id).await
     }
 
-    /// Deletes artifacts that no version references: left behind when the process died between
-    /// publishing an artifact and committing its version.
-    pub async fn collect_orphan_artifacts(&self) -> Result<usize> {
+    /// Deletes artifacts that no version references and that were written before `before`
+    /// (microseconds): left behind when a process died between publishing an artifact and
+    /// committing its version. The age bound keeps it off the artifacts of registrations still
+    /// in flight on other replicas.
+    pub async fn collect_orphan_artifacts(&self, before: i64) -> Result<usize> {
         let mut removed = 0;
         for (prefix, table) in [("models", "model_versions"), ("datasets", "dataset_versions")] {
             let rows =
                 self.db.fetch_all(&Sql::new(&format!("SELECT artifact_key FROM {table}"))).await?;
             let referenced: HashSet<String> =
                 rows.iter().map(|r| col(r, "artifact_key")).collect::<Result<_>>()?;
-            for key in self.artifacts.list(prefix).await? {
-                if !referenced.contains(&key) {
-                    self.artifacts.delete(&key).await?;
+            for listed in self.artifacts.list(prefix).await? {
+                if listed.modified < before && !referenced.contains(&listed.key) {
+                    self.artifacts.delete(&listed.key).await?;
                     removed += 1;
                 }
             }
         }
         Ok(removed)
     }
+}
+
+/// The hourly task that collects unreferenced artifacts older than the grace (see
+/// [`Plinth::collect_orphan_artifacts`]).
+pub(crate) struct CollectOrphans;
+
+const COLLECT_ORPHANS: &str = "artifacts.collect";
+
+impl crate::tasks::TaskKind for CollectOrphans {
+    fn name(&self) -> &'static str {
+        COLLECT_ORPHANS
+    }
+
+    fn run<'a>(
+        &'a self,
+        core: &'a Plinth,
+        _task: &'a crate::tasks::TaskRun,
+    ) -> futures_util::future::BoxFuture<'a, Result<serde_json::Value>> {
+        Box::pin(async move {
+            let removed = core
+                .collect_orphan_artifacts(crate::util::now_micros() - crate::ORPHAN_GRACE_US)
+                .await?;
+            Ok(json!({ "removed": removed }))
+        })
+    }
+}
+
+/// Creates the hourly collection's schedule unless it exists.
+pub(crate) async fn ensure_collection_schedule(core: &Plinth) -> Result<()> {
+    core.ensure_schedule(
+        COLLECT_ORPHANS,
+        COLLECT_ORPHANS,
+        crate::tasks::schedule::Every::Interval(3600),
+    )
+    .await
 }

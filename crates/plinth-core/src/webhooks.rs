@@ -1,7 +1,9 @@
-//! Webhooks: teams subscribe a URL to governance events. An event becomes a delivery row in the
-//! same transaction as the change it announces (so none is lost), and a background task POSTs
-//! it, signed with HMAC-SHA256 over `"{timestamp}.{body}"`, retrying with exponential backoff.
-//! Every attempt is kept in the delivery log.
+//! Webhooks: teams subscribe a URL to events. An event is written to the outbox in the
+//! transaction of the change it announces (so none is lost); the webhook consumer turns it into a
+//! delivery per subscribed webhook, each a task (`webhook.delivery`) that one replica runs: a POST
+//! signed with HMAC-SHA256 over `"{timestamp}.{body}"`, retried with exponential backoff by the
+//! task runner. Every attempt is kept in the delivery log; the body carries the delivery's and
+//! the event's ids, so a receiver can drop a repeat.
 
 use std::time::Duration;
 
@@ -11,25 +13,32 @@ use plinth_api::identity::TeamRole;
 use serde_json::json;
 use sha2::Sha256;
 
+use futures_util::future::BoxFuture;
+
 use crate::Plinth;
 use crate::audit::{self, Target};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
+use crate::events::{Consumer, Event};
 use crate::store::{Sql, Tx, col};
+use crate::tasks::{NewTask, TaskKind, TaskRun};
 use crate::util::{micros_to_time, new_id, now_micros};
 
+/// The events a webhook may subscribe to.
 pub const EVENTS: &[&str] = &[
     "promotion.requested",
     "promotion.checks_finished",
     "promotion.approved",
     "promotion.rejected",
     "promotion.deployed",
+    "model_version.registered",
+    "deployment.changed",
+    "evaluation.finished",
+    "task.discarded",
 ];
 
 /// Attempts before a delivery is marked failed.
 const MAX_ATTEMPTS: i64 = 8;
-/// The first retry waits this long; each next one twice as long.
-const FIRST_BACKOFF_MS: i64 = 500;
 
 /// The signature header value for a body: `sha256=<hex>`.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
@@ -169,7 +178,8 @@ impl Plinth {
             .collect()
     }
 
-    /// Queues `event` for every subscribed webhook of the team, inside `tx`.
+    /// Announces `event` for the team: an event in the outbox, written inside `tx` (the
+    /// webhook consumer turns it into deliveries).
     pub(crate) async fn emit(
         &self,
         tx: &mut Tx,
@@ -177,85 +187,125 @@ impl Plinth {
         event: &str,
         data: &serde_json::Value,
     ) -> Result<()> {
-        let hooks = Sql::with(
-            "SELECT id, events FROM webhooks WHERE team_id = $1 AND deleted_at IS NULL",
-            [team_id.into()],
-        )
-        .fetch_all_tx(tx)
-        .await?;
-        let now = now_micros();
-        for h in hooks {
-            let events: Vec<String> = serde_json::from_str(&col::<String>(&h, "events")?)?;
-            if !events.is_empty() && !events.iter().any(|e| e == event) {
-                continue;
-            }
-            let id = new_id("dlv");
-            let payload = json!({"id": id, "event": event, "created_at": micros_to_time(now).unix_timestamp(), "data": data});
-            Sql::with(
-                "INSERT INTO webhook_deliveries (id, webhook_id, event, payload, status, attempts, next_attempt_at, created_at)
-                 VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
-                [id.into(), col::<String>(&h, "id")?.into(), event.into(), payload.to_string().into(), now.into()],
-            )
-            .execute(tx)
-            .await?;
-        }
-        Ok(())
+        self.emit_event(tx, Some(team_id), event, data).await.map(drop)
     }
 
+    /// Wakes the task runners and event consumers of this process (after a commit that wrote
+    /// events).
     pub(crate) fn wake_webhooks(&self) {
-        self.webhook_wake.notify_one();
+        self.wake_tasks();
+    }
+}
+
+/// Turns the outbox's events into deliveries: one per subscribed webhook of the event's team,
+/// each with a delivery task, written with the consumer's cursor (so each event's deliveries
+/// are written once, whatever the number of replicas).
+pub(crate) struct WebhookConsumer;
+
+impl Consumer for WebhookConsumer {
+    fn name(&self) -> &'static str {
+        "webhooks"
     }
 
-    pub(crate) fn start_webhooks(&self) {
-        let core = self.clone();
-        tokio::spawn(async move { core.delivery_loop().await });
+    fn handle<'a>(
+        &'a self,
+        core: &'a Plinth,
+        tx: &'a mut Tx,
+        events: &'a [Event],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for e in events {
+                let Some(team_id) = &e.team_id else { continue };
+                if !EVENTS.contains(&e.kind.as_str()) {
+                    continue;
+                }
+                let hooks = Sql::with(
+                    "SELECT id, events FROM webhooks WHERE team_id = $1 AND deleted_at IS NULL",
+                    [team_id.clone().into()],
+                )
+                .fetch_all_tx(tx)
+                .await?;
+                for h in hooks {
+                    let events: Vec<String> = serde_json::from_str(&col::<String>(&h, "events")?)?;
+                    if !events.is_empty() && !events.contains(&e.kind) {
+                        continue;
+                    }
+                    let id = new_id("dlv");
+                    let payload = json!({"id": id, "event_id": e.id, "event": e.kind, "created_at": micros_to_time(e.at).unix_timestamp(), "data": e.payload});
+                    Sql::with(
+                        "INSERT INTO webhook_deliveries (id, webhook_id, event, payload, status, attempts, next_attempt_at, created_at)
+                         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
+                        [id.clone().into(), col::<String>(&h, "id")?.into(), e.kind.clone().into(), payload.to_string().into(), e.at.into()],
+                    )
+                    .execute(tx)
+                    .await?;
+                    let args = json!({"delivery": id});
+                    core.enqueue(tx, NewTask::new(Some(team_id), DELIVERY, &args, "system"))
+                        .await?;
+                }
+            }
+            Ok(())
+        })
     }
+}
 
-    async fn delivery_loop(self) {
-        use std::sync::atomic::Ordering;
+/// The task kind of a webhook delivery.
+pub(crate) const DELIVERY: &str = "webhook.delivery";
+
+/// POSTs one delivery, signed; every attempt is recorded in the delivery log. Retried by the
+/// task runner with exponential backoff, [`MAX_ATTEMPTS`] times.
+pub(crate) struct DeliveryTask {
+    client: reqwest::Client,
+}
+
+impl DeliveryTask {
+    pub fn new() -> DeliveryTask {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client");
-        while !self.jobs.stop.load(Ordering::Relaxed) {
-            match self.deliver_due(&client).await {
-                Ok(0) => {
-                    let _ = tokio::time::timeout(
-                        Duration::from_millis(250),
-                        self.webhook_wake.notified(),
-                    )
-                    .await;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if self.jobs.stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    tracing::warn!(error = %e, "webhook delivery failed to run; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        DeliveryTask { client }
+    }
+}
+
+impl TaskKind for DeliveryTask {
+    fn name(&self) -> &'static str {
+        DELIVERY
     }
 
-    async fn deliver_due(&self, client: &reqwest::Client) -> Result<usize> {
-        let rows = self
-            .db
-            .fetch_all(&Sql::with(
-                "SELECT d.id, d.event, d.payload, d.attempts, w.url, w.secret FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-                 WHERE d.status = 'pending' AND d.next_attempt_at <= $1 ORDER BY d.next_attempt_at LIMIT 32",
-                [now_micros().into()],
-            ))
-            .await?;
-        let n = rows.len();
-        for r in rows {
-            let id: String = col(&r, "id")?;
+    fn queue(&self) -> &'static str {
+        "webhooks"
+    }
+
+    fn max_attempts(&self) -> u32 {
+        MAX_ATTEMPTS as u32
+    }
+
+    fn run<'a>(
+        &'a self,
+        core: &'a Plinth,
+        task: &'a TaskRun,
+    ) -> BoxFuture<'a, Result<serde_json::Value>> {
+        Box::pin(async move {
+            let id = task.args["delivery"].as_str().unwrap_or_default().to_string();
+            let r = core
+                .db
+                .fetch_optional(&Sql::with(
+                    "SELECT d.id, d.event, d.payload, w.url, w.secret, w.deleted_at FROM webhook_deliveries d
+                     JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1",
+                    [id.clone().into()],
+                ))
+                .await?
+                .ok_or_else(|| Error::internal(format!("delivery {id} vanished")))?;
+            if col::<Option<i64>>(&r, "deleted_at")?.is_some() {
+                return Ok(json!({"skipped": "the webhook was deleted"}));
+            }
             let body: String = col(&r, "payload")?;
             let secret: String = col(&r, "secret")?;
-            let attempts: i64 = col::<i64>(&r, "attempts")? + 1;
             let ts = time::OffsetDateTime::now_utc().unix_timestamp();
-            let sent = client
+            let sent = self
+                .client
                 .post(col::<String>(&r, "url")?)
                 .header("content-type", "application/json")
                 .header("x-plinth-event", col::<String>(&r, "event")?)
@@ -275,21 +325,26 @@ impl Plinth {
                 ),
                 Err(e) => (None, Some(e.to_string())),
             };
-            let status = match (&error, attempts >= MAX_ATTEMPTS) {
+            let last = i64::from(task.attempt) >= MAX_ATTEMPTS;
+            let status = match (&error, last) {
                 (None, _) => "delivered",
                 (Some(_), true) => "failed",
                 (Some(_), false) => "pending",
             };
-            let next = now_micros() + FIRST_BACKOFF_MS * 1000 * (1i64 << (attempts - 1).min(20));
-            let mut tx = self.db.begin().await?;
+            let mut tx = core.db.begin().await?;
             Sql::with(
                 "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3, last_status_code = $4, last_error = $5 WHERE id = $6",
-                [status.into(), attempts.into(), next.into(), code.into(), error.into(), id.into()],
+                [status.into(), i64::from(task.attempt).into(), now_micros().into(), code.into(), error.clone().into(), id.into()],
             )
             .execute(&mut tx)
             .await?;
             tx.commit().await?;
-        }
-        Ok(n)
+            match error {
+                None => Ok(json!({"status_code": code})),
+                Some(e) => {
+                    Err(Error::new(plinth_api::Code::Unavailable, format!("delivery failed: {e}")))
+                }
+            }
+        })
     }
 }

@@ -25,6 +25,7 @@ use crate::routes;
         (name = "features", description = "Entities, feature views, feature services, materialization, online reads and pushes"),
         (name = "governance", description = "Datasets, evaluations with fairness, policies, promotions and reviews, history, webhooks"),
         (name = "inference", description = "The Open Inference Protocol v2 with Triton's binary-tensor, model-configuration and statistics extensions: a model is `team.model` (production) or `team.model.environment`; a key is needed unless the deployment is public"),
+        (name = "tasks", description = "Background tasks (evaluations, materializations, webhook deliveries, ...): state, attempts, progress, log, cancellation"),
         (name = "probes", description = "Liveness, readiness, Prometheus metrics and this document"),
     )
 )]
@@ -117,7 +118,8 @@ pub fn router() -> OpenApiRouter<AppState> {
                 .merge(routes::registry::router())
                 .merge(routes::serving::router())
                 .merge(routes::governance::router())
-                .merge(routes::features::router()),
+                .merge(routes::features::router())
+                .merge(routes::tasks::router()),
         )
         .merge(routes::oip::router())
         .merge(routes::health::router())

@@ -19,6 +19,7 @@ mod governance;
 mod identity;
 mod registry;
 mod serving;
+mod tasks;
 
 /// A mistake in how the command was called (exit code 2).
 #[derive(Debug)]
@@ -195,6 +196,9 @@ enum Command {
     /// Environments (staging, production, and the ones admins add).
     #[command(subcommand)]
     Environment(EnvironmentCmd),
+    /// Background tasks: list, show, logs, cancel.
+    #[command(subcommand)]
+    Task(tasks::TaskCmd),
 }
 
 #[derive(Args, Debug)]
@@ -800,6 +804,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => serving::predict(&connect_maybe(g)?, g.json, args).await,
         Command::Deployment(cmd) => serving::deployment(&connect(g)?, g.json, cmd).await,
         Command::Environment(cmd) => serving::environment(&connect(g)?, g.json, cmd).await,
+        Command::Task(cmd) => tasks::task(&connect(g)?, g.json, cmd).await,
     }
 }
 

@@ -54,6 +54,19 @@ pub struct Config {
     pub postgres_source_hosts: Vec<String>,
     /// How long connecting to a PostgreSQL source may take, in seconds.
     pub postgres_source_timeout_seconds: u64,
+    /// `s3://bucket[/prefix]`: artifacts, datasets and prediction-log segments in S3-compatible
+    /// object storage, shared by replicas. Unset: the local folder in `data_dir`.
+    pub object_store_url: Option<String>,
+    /// The S3 API's address for stores other than AWS (MinIO, Ceph, moto): `http://host:port`.
+    pub s3_endpoint: Option<String>,
+    /// The bucket's region (default: `AWS_REGION`, else us-east-1).
+    pub s3_region: Option<String>,
+    /// S3 credentials; unset, the usual `AWS_*` variables and instance roles.
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<Secret>,
+    /// How long a running task's lease lasts without its runner renewing it, in seconds: when a
+    /// replica dies, another takes its tasks this long after its last renewal.
+    pub task_lease_seconds: u64,
     /// A bearer token that may read `/metrics` (for a Prometheus scraper); keys with a
     /// platform role may read it too. Unset: platform keys only.
     pub metrics_token: Option<Secret>,
@@ -81,6 +94,12 @@ impl Default for Config {
             local_sources_root: None,
             postgres_source_hosts: Vec::new(),
             postgres_source_timeout_seconds: 5,
+            object_store_url: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            task_lease_seconds: 30,
             metrics_token: None,
             bootstrap_admin_key: None,
             log_format: "text".into(),
@@ -102,6 +121,12 @@ pub const KEYS: &[&str] = &[
     "local_sources_root",
     "postgres_source_hosts",
     "postgres_source_timeout_seconds",
+    "object_store_url",
+    "s3_endpoint",
+    "s3_region",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "task_lease_seconds",
     "metrics_token",
     "bootstrap_admin_key",
     "log_format",
@@ -176,6 +201,17 @@ pub fn load(
     if !(1..=300).contains(&config.postgres_source_timeout_seconds) {
         bail!("invalid configuration: postgres_source_timeout_seconds must be 1-300");
     }
+    if !(5..=3600).contains(&config.task_lease_seconds) {
+        bail!("invalid configuration: task_lease_seconds must be 5-3600");
+    }
+    if let Some(url) = &config.object_store_url
+        && !url.starts_with("s3://")
+    {
+        bail!("invalid configuration: object_store_url must be s3://bucket[/prefix], not '{url}'");
+    }
+    if config.s3_access_key_id.is_some() != config.s3_secret_access_key.is_some() {
+        bail!("invalid configuration: s3_access_key_id and s3_secret_access_key go together");
+    }
     if config.max_upload_bytes == 0 {
         bail!("invalid configuration: max_upload_bytes must be positive");
     }
@@ -203,6 +239,7 @@ fn typed(key: &str, value: &str) -> Result<toml::Value> {
         "max_upload_bytes"
         | "shutdown_grace_seconds"
         | "busy_poll_us"
+        | "task_lease_seconds"
         | "postgres_source_timeout_seconds" => toml::Value::Integer(
             value
                 .trim()

@@ -28,13 +28,24 @@ pub fn backend() -> Arc<dyn InferenceBackend> {
     return Arc::new(plinth_core::serving::runtime::NoBackend);
 }
 
-/// The inference and table backends this build runs the core on.
-pub fn backends() -> plinth_core::Backends {
-    plinth_core::Backends {
+/// The inference and table backends this build runs the core on, and the object store when
+/// one is configured.
+pub fn backends(
+    objects: Option<&plinth_objects::S3Options>,
+) -> anyhow::Result<plinth_core::Backends> {
+    let objects = match objects {
+        Some(opts) => Some(Arc::new(
+            plinth_objects::S3Artifacts::open(opts)
+                .map_err(|e| anyhow::anyhow!("object_store_url: {e}"))?,
+        ) as Arc<dyn plinth_core::store::artifacts::ArtifactStore>),
+        None => None,
+    };
+    Ok(plinth_core::Backends {
         inference: backend(),
         tables: Arc::new(plinth_data::Tables),
         query: Arc::new(plinth_query::DataFusion),
-    }
+        objects,
+    })
 }
 
 /// A client command whose reader goes away (`plinth audit | head`) ends the way Unix tools do,

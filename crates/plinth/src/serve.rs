@@ -15,6 +15,7 @@ pub async fn run(config: Config) -> Result<()> {
         data_dir = %config.data_dir.display(),
         database = %config.database_url.as_ref().map(|u| redact_url(u.expose())).unwrap_or_else(|| "sqlite (in data_dir)".into()),
         max_upload_bytes = config.max_upload_bytes,
+        objects = config.object_store_url.as_deref().unwrap_or("local (in data_dir)"),
         "starting plinth"
     );
     let core = Plinth::open_with(
@@ -29,8 +30,12 @@ pub async fn run(config: Config) -> Result<()> {
                 allowed_hosts: config.postgres_source_hosts.clone(),
                 connect_timeout: Duration::from_secs(config.postgres_source_timeout_seconds),
             },
+            tasks: plinth_core::tasks::TaskOptions {
+                lease: Duration::from_secs(config.task_lease_seconds),
+                ..plinth_core::tasks::TaskOptions::default()
+            },
         },
-        crate::backends(),
+        crate::backends(object_store(&config).as_ref())?,
     )
     .await
     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
@@ -68,6 +73,17 @@ pub async fn run(config: Config) -> Result<()> {
     core.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The S3 store's options, when `object_store_url` is set.
+fn object_store(config: &Config) -> Option<plinth_objects::S3Options> {
+    Some(plinth_objects::S3Options {
+        url: config.object_store_url.clone()?,
+        endpoint: config.s3_endpoint.clone(),
+        region: config.s3_region.clone(),
+        access_key_id: config.s3_access_key_id.clone(),
+        secret_access_key: config.s3_secret_access_key.as_ref().map(|s| s.expose().to_string()),
+    })
 }
 
 async fn shutdown_signal() {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use plinth_api::Code;
 use plinth_api::data::ColumnType;
 use plinth_api::governance::{
-    Baseline, Evaluation, EvaluationRequest, EvaluationResult, JobStatus, SliceMetrics,
+    Baseline, Evaluation, EvaluationRequest, EvaluationResult, SliceMetrics,
 };
 use plinth_api::identity::TeamRole;
 use plinth_api::registry::{Signature, Task};
@@ -37,15 +37,48 @@ struct Params {
     dataset_version_id: String,
 }
 
+/// The task kind of an evaluation.
+pub(crate) const EVALUATION: &str = "evaluation";
+
+/// Evaluations run as tasks ([`crate::tasks`]); a finished one is announced as an event.
+struct EvaluationTask;
+
+impl crate::tasks::TaskKind for EvaluationTask {
+    fn name(&self) -> &'static str {
+        EVALUATION
+    }
+
+    fn run<'a>(
+        &'a self,
+        core: &'a Plinth,
+        task: &'a crate::tasks::TaskRun,
+    ) -> futures_util::future::BoxFuture<'a, Result<serde_json::Value>> {
+        Box::pin(async move {
+            let result = core.run_evaluation(&task.id, &task.args).await?;
+            let mut tx = core.db.begin().await?;
+            let payload = json!({"evaluation": task.id, "metrics": result.get("metrics")});
+            core.emit_event(&mut tx, task.team_id.as_deref(), "evaluation.finished", &payload)
+                .await?;
+            tx.commit().await?;
+            Ok(result)
+        })
+    }
+}
+
+/// Registers the evaluation task kind.
+pub(crate) fn register(r: &mut crate::tasks::Registry) {
+    r.register(EvaluationTask);
+}
+
 const EVALUATION_SELECT: &str = "SELECT j.*, e.version, t.name AS team_name, m.name AS model_name, d.name AS dataset_name,
         dv.version AS dataset_version, COALESCE(p.name, j.created_by) AS created_by_name
-    FROM evaluations e JOIN jobs j ON j.id = e.id JOIN teams t ON t.id = e.team_id JOIN models m ON m.id = e.model_id
+    FROM evaluations e JOIN tasks j ON j.id = e.id JOIN teams t ON t.id = e.team_id JOIN models m ON m.id = e.model_id
     JOIN dataset_versions dv ON dv.id = e.dataset_version_id JOIN datasets d ON d.id = dv.dataset_id
     LEFT JOIN principals p ON p.id = j.created_by";
 
 fn evaluation_from_row(row: &AnyRow) -> Result<Evaluation> {
-    let params: Params = serde_json::from_str(&col::<String>(row, "params")?)?;
-    let status: String = col(row, "status")?;
+    let params: Params = serde_json::from_str(&col::<String>(row, "args")?)?;
+    let state: String = col(row, "state")?;
     let result: Option<String> = col(row, "result")?;
     Ok(Evaluation {
         id: col(row, "id")?,
@@ -60,8 +93,9 @@ fn evaluation_from_row(row: &AnyRow) -> Result<Evaluation> {
         label: params.request.label,
         sensitive: params.request.sensitive,
         slices: params.request.slices,
-        status: JobStatus::parse(&status)
-            .ok_or_else(|| Error::internal(format!("bad job status {status}")))?,
+        status: plinth_api::tasks::TaskState::parse(&state)
+            .ok_or_else(|| Error::internal(format!("bad task state {state}")))?
+            .job_status(),
         progress: col(row, "progress")?,
         error: col(row, "error")?,
         result: result.map(|r| serde_json::from_str(&r)).transpose()?,
@@ -359,13 +393,11 @@ impl Plinth {
             dataset_version_id: dataset.id.clone(),
         };
         let mut tx = self.db.begin().await?;
+        let args = serde_json::to_value(&params)?;
         let id = self
-            .enqueue_job(
+            .enqueue(
                 &mut tx,
-                &m.team.id,
-                crate::jobs::EVALUATION,
-                &serde_json::to_value(&params)?,
-                &who.id,
+                crate::tasks::NewTask::new(Some(&m.team.id), EVALUATION, &args, &who.id),
             )
             .await?;
         Sql::with(
@@ -390,7 +422,7 @@ impl Plinth {
         )
         .await?;
         tx.commit().await?;
-        self.wake_jobs();
+        self.wake_tasks();
         self.load_evaluation(&id).await
     }
 

@@ -22,7 +22,12 @@ impl Plinth {
         let params =
             json!({"view_id": meta.id, "team": t.name, "view": view, "incremental": incremental});
         let mut tx = self.db.begin().await?;
-        let id = self.enqueue_job(&mut tx, &t.id, MATERIALIZE, &params, &who.id).await?;
+        let id = self
+            .enqueue(
+                &mut tx,
+                crate::tasks::NewTask::new(Some(&t.id), MATERIALIZE, &params, &who.id),
+            )
+            .await?;
         let target = Target {
             team_id: Some(&t.id),
             object_type: "feature_view",
@@ -38,27 +43,28 @@ impl Plinth {
         )
         .await?;
         tx.commit().await?;
-        self.wake_jobs();
+        self.wake_tasks();
         self.get_materialization(who, &id).await
     }
 
     pub async fn get_materialization(&self, who: &Principal, id: &str) -> Result<Materialization> {
         let r = self
             .db
-            .fetch_optional(&Sql::with("SELECT j.*, t.name AS team_name FROM jobs j JOIN teams t ON t.id = j.team_id WHERE j.id = $1 AND j.kind = $2", [id.into(), MATERIALIZE.into()]))
+            .fetch_optional(&Sql::with("SELECT j.*, t.name AS team_name FROM tasks j JOIN teams t ON t.id = j.team_id WHERE j.id = $1 AND j.kind = $2", [id.into(), MATERIALIZE.into()]))
             .await?
             .ok_or_else(|| Error::not_found("materialization", id))?;
         if who.role_in(&col::<String>(&r, "team_id")?).is_none() {
             return Err(Error::not_found("materialization", id));
         }
-        let params: Value = serde_json::from_str(&col::<String>(&r, "params")?)?;
-        let status: String = col(&r, "status")?;
+        let params: Value = serde_json::from_str(&col::<String>(&r, "args")?)?;
+        let state: String = col(&r, "state")?;
         Ok(Materialization {
             id: id.to_string(),
             team: col(&r, "team_name")?,
             feature_view: params["view"].as_str().unwrap_or_default().to_string(),
             incremental: params["incremental"].as_bool().unwrap_or(true),
-            status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
+            status: plinth_api::tasks::TaskState::parse(&state)
+                .map_or(JobStatus::Failed, plinth_api::tasks::TaskState::job_status),
             progress: col(&r, "progress")?,
             error: col(&r, "error")?,
             result: col::<Option<String>>(&r, "result")?

@@ -69,6 +69,28 @@ pub(crate) struct ViewCache(RwLock<HashMap<(String, String), Arc<ViewMeta>>>);
 
 pub(crate) const MATERIALIZE: &str = "materialize";
 
+/// Materializations run as tasks ([`crate::tasks`]).
+struct MaterializeTask;
+
+impl crate::tasks::TaskKind for MaterializeTask {
+    fn name(&self) -> &'static str {
+        MATERIALIZE
+    }
+
+    fn run<'a>(
+        &'a self,
+        core: &'a Plinth,
+        task: &'a crate::tasks::TaskRun,
+    ) -> futures_util::future::BoxFuture<'a, Result<Value>> {
+        Box::pin(core.run_materialization(&task.id, &task.args))
+    }
+}
+
+/// Registers the feature store's task kinds.
+pub(crate) fn register(r: &mut crate::tasks::Registry) {
+    r.register(MaterializeTask);
+}
+
 /// The online-store key of an entity row of a view.
 fn store_key(view_id: &str, key: &str) -> String {
     let mut out = String::with_capacity(view_id.len() + 1 + key.len());

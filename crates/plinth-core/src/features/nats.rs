@@ -65,7 +65,7 @@ impl Plinth {
         tokio::spawn(async move {
             use std::sync::atomic::Ordering;
             while let Some(next) = messages.next().await {
-                if core.jobs.stop.load(Ordering::Relaxed) {
+                if core.tasks.stop.load(Ordering::Relaxed) {
                     break;
                 }
                 let msg = match next {

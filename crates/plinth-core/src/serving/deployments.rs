@@ -372,7 +372,15 @@ impl Plinth {
             json!({"revision": revision, "versions": spec.versions, "shadows": spec.shadows, "public": spec.public}),
         )
         .await?;
+        let event = json!({
+            "deployment": id, "team": target.team.name, "model": target.model,
+            "environment": target.environment, "revision": revision, "action": action,
+            "versions": spec.versions, "shadows": spec.shadows, "by": who.name,
+        });
+        self.emit(&mut tx, &target.team.id, "deployment.changed", &event).await?;
+        crate::store::bump(&mut tx, crate::store::DEPLOYMENTS).await?;
         tx.commit().await?;
+        self.wake_webhooks();
         self.refresh_committed(&id).await;
         self.load_deployment(&id).await
     }
@@ -545,6 +553,7 @@ impl Plinth {
             object_name: &name,
         };
         audit::record(&mut tx, who, action, t, json!({"team": grantee})).await?;
+        crate::store::bump(&mut tx, crate::store::DEPLOYMENTS).await?;
         tx.commit().await?;
         self.refresh_committed(&d.id).await;
         self.load_deployment(&d.id).await

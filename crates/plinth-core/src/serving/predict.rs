@@ -89,11 +89,7 @@ impl Plinth {
         limit: usize,
     ) -> Result<Vec<plinth_api::serving::PredictionRecord>> {
         let d = self.get_deployment(who, team, model, environment).await?;
-        let log = self.engine.log.clone();
-        tokio::task::spawn_blocking(move || log.read(&d.id, since, until, shadow, limit))
-            .await
-            .map_err(Error::internal)?
-            .map_err(Error::from)
+        self.engine.log.read(&d.id, since, until, shadow, limit).await
     }
 
     /// Starts a prediction on `team/model` in `environment`. A caller the deployment refuses

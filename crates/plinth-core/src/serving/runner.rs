@@ -182,7 +182,12 @@ impl Runner {
             return Ok(m);
         }
         let started = Instant::now();
-        let mut reader = self.artifacts.open(&self.source.artifact_key).await?;
+        let mut reader = self.artifacts.open(&self.source.artifact_key).await.map_err(|e| {
+            Error::new(
+                Code::Unavailable,
+                format!("version {} cannot be served: {}", self.source.version, e.message),
+            )
+        })?;
         let mut bytes = Vec::with_capacity(reader.size as usize);
         tokio::io::AsyncReadExt::read_to_end(&mut reader.reader, &mut bytes).await?;
         let backend = self.backend.clone();

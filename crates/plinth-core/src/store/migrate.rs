@@ -13,6 +13,9 @@ struct Migration {
     common: &'static str,
     sqlite: &'static str,
     postgres: &'static str,
+    /// SQLite rebuilds a table to change a column's constraints: foreign keys are off while it
+    /// does, and checked before the migration commits (SQLite's documented procedure).
+    sqlite_rebuilds: bool,
 }
 
 const MIGRATIONS: &[Migration] = &[
@@ -22,6 +25,7 @@ const MIGRATIONS: &[Migration] = &[
         common: include_str!("migrations/0001_init.sql"),
         sqlite: include_str!("migrations/0001_init.sqlite.sql"),
         postgres: include_str!("migrations/0001_init.postgres.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 2,
@@ -29,6 +33,7 @@ const MIGRATIONS: &[Migration] = &[
         common: include_str!("migrations/0002_serving.sql"),
         sqlite: "",
         postgres: "",
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 3,
@@ -36,6 +41,7 @@ const MIGRATIONS: &[Migration] = &[
         common: include_str!("migrations/0003_governance.sql"),
         sqlite: "",
         postgres: "",
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 4,
@@ -43,6 +49,7 @@ const MIGRATIONS: &[Migration] = &[
         common: include_str!("migrations/0004_features.sql"),
         sqlite: "",
         postgres: "",
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 5,
@@ -50,6 +57,7 @@ const MIGRATIONS: &[Migration] = &[
         common: include_str!("migrations/0005_version_features.sql"),
         sqlite: "",
         postgres: "",
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 6,
@@ -57,6 +65,7 @@ const MIGRATIONS: &[Migration] = &[
         common: include_str!("migrations/0006_dataset_grants.sql"),
         sqlite: "",
         postgres: "",
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 7,
@@ -64,6 +73,7 @@ const MIGRATIONS: &[Migration] = &[
         common: include_str!("migrations/0007_sources.sql"),
         sqlite: "",
         postgres: "",
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 8,
@@ -71,6 +81,15 @@ const MIGRATIONS: &[Migration] = &[
         common: include_str!("migrations/0008_independent_review.sql"),
         sqlite: "",
         postgres: "",
+        sqlite_rebuilds: false,
+    },
+    Migration {
+        version: 9,
+        name: "tasks, schedules, events",
+        common: include_str!("migrations/0009_tasks.sql"),
+        sqlite: include_str!("migrations/0009_tasks.sqlite.sql"),
+        postgres: include_str!("migrations/0009_tasks.postgres.sql"),
+        sqlite_rebuilds: true,
     },
 ];
 
@@ -111,6 +130,10 @@ async fn apply(db: &Db, conn: &mut sqlx::AnyConnection) -> Result<()> {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
+        let rebuild = m.sqlite_rebuilds && db.dialect == Dialect::Sqlite;
+        if rebuild {
+            conn.execute("PRAGMA foreign_keys = OFF").await?;
+        }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let extra = match db.dialect {
             Dialect::Sqlite => m.sqlite,
@@ -120,6 +143,16 @@ async fn apply(db: &Db, conn: &mut sqlx::AnyConnection) -> Result<()> {
         if !extra.trim().is_empty() {
             sqlx::raw_sql(extra).execute(&mut *tx).await?;
         }
+        if rebuild {
+            let broken = sqlx::raw_sql("PRAGMA foreign_key_check").fetch_all(&mut *tx).await?;
+            if !broken.is_empty() {
+                return Err(Error::internal(format!(
+                    "migration {} left {} rows whose foreign keys point nowhere",
+                    m.version,
+                    broken.len()
+                )));
+            }
+        }
         sqlx::query("INSERT INTO plinth_schema (version, name, applied_at) VALUES ($1, $2, $3)")
             .bind(m.version)
             .bind(m.name)
@@ -127,6 +160,9 @@ async fn apply(db: &Db, conn: &mut sqlx::AnyConnection) -> Result<()> {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        if rebuild {
+            conn.execute("PRAGMA foreign_keys = ON").await?;
+        }
         tracing::info!(version = m.version, name = m.name, "applied migration");
     }
     Ok(())

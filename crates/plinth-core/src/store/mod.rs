@@ -17,6 +17,20 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::{Error, Result};
 
+/// The change counter of what serves (deployments, their grants).
+pub(crate) const DEPLOYMENTS: &str = "deployments";
+/// The change counter of who may do what (keys, memberships, roles).
+pub(crate) const IDENTITY: &str = "identity";
+
+/// Counts a change every replica must pick up, in the change's transaction (replicas poll the
+/// counters: [`crate::Plinth`]'s change watch).
+pub(crate) async fn bump(tx: &mut Tx, counter: &str) -> Result<()> {
+    Sql::with("UPDATE change_counters SET value = value + 1 WHERE name = $1", [counter.into()])
+        .execute(tx)
+        .await
+        .map(drop)
+}
+
 /// Which database engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -88,6 +102,15 @@ impl Db {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// What a claiming subquery ends with so that concurrent claimers skip each other's rows:
+    /// PostgreSQL's `FOR UPDATE SKIP LOCKED`; nothing on SQLite, whose one writer claims alone.
+    pub fn skip_locked(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        }
     }
 
     /// Starts a write transaction.

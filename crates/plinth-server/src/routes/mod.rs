@@ -8,3 +8,4 @@ pub mod identity;
 pub mod oip;
 pub mod registry;
 pub mod serving;
+pub mod tasks;

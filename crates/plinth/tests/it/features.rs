@@ -231,7 +231,7 @@ shared_server_tests! {
 
 backend_tests! {
     async fn online_features_on_redis(backend: Backend) {
-        let url = std::env::var("PLINTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let url = crate::harness::redis_url();
         let srv = TestServer::start(ServerOptions { online_store_url: Some(url), ..ServerOptions::new(backend) }).await;
         online_flow(&srv).await;
         srv.stop().await;

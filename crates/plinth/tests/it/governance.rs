@@ -428,11 +428,14 @@ backend_tests! {
         let e = m.post(&format!("/teams/{team}/models/income/evaluations"), &json!({"version": 1, "dataset": {"name": "adult"}, "label": "income_gt_50k"})).await.ok(StatusCode::ACCEPTED);
         let id = e["id"].as_str().unwrap().to_string();
         let (tmp, data_dir, database_url) = srv.stop().await;
-        // As if the process had died mid-run: the job is left "running" with no result.
+        // As if the process had died mid-run: the task is left running, held by a runner that
+        // will never renew its lease (already expired), with no result.
         let url = database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("plinth.db").display()));
         sqlx::any::install_default_drivers();
         let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE jobs SET status = 'running', result = NULL, progress = 0.5 WHERE id = '{id}'")))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET state = 'running', result = NULL, progress = 0.5, lease_owner = 'rep_dead', lease_expires_at = 0, finished_at = NULL WHERE id = '{id}'"
+        )))
             .execute(&pool)
             .await
             .unwrap();

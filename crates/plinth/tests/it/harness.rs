@@ -57,6 +57,37 @@ pub async fn fresh_postgres_database() -> String {
     format!("{base}/{name}")
 }
 
+/// The Redis server the tests use (`PLINTH_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).
+pub fn redis_url() -> String {
+    std::env::var("PLINTH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The S3 server the tests use: moto, started by `scripts/services.sh`
+/// (`PLINTH_TEST_S3_ENDPOINT`, default `http://127.0.0.1:5999`).
+pub fn s3_endpoint() -> String {
+    std::env::var("PLINTH_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5999".into())
+}
+
+/// A new, empty bucket on the test S3 server, as the store options of a server.
+pub async fn fresh_bucket() -> plinth_objects::S3Options {
+    let name = unique("plinth-test").to_ascii_lowercase();
+    let endpoint = s3_endpoint();
+    let made = reqwest::Client::new().put(format!("{endpoint}/{name}")).send().await;
+    match made {
+        Ok(r) if r.status().is_success() => {}
+        other => panic!(
+            "the S3 tests need a server at {endpoint} (scripts/services.sh starts moto): {other:?}"
+        ),
+    }
+    plinth_objects::S3Options {
+        url: format!("s3://{name}/plinth"),
+        endpoint: Some(endpoint),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+    }
+}
+
 /// Options for a dedicated server.
 #[derive(Clone)]
 pub struct ServerOptions {
@@ -71,6 +102,11 @@ pub struct ServerOptions {
     pub local_sources_root: Option<PathBuf>,
     pub postgres_sources: plinth_core::data::sources::PostgresAccess,
     pub metrics_token: Option<String>,
+    pub tasks: plinth_core::tasks::TaskOptions,
+    /// The platform admin's key, for a replica of a platform another server bootstrapped.
+    pub admin_key: Option<String>,
+    /// The object store replicas share (default: the local folder in the data directory).
+    pub objects: Option<plinth_objects::S3Options>,
 }
 
 impl ServerOptions {
@@ -85,6 +121,9 @@ impl ServerOptions {
             local_sources_root: None,
             postgres_sources: plinth_core::data::sources::PostgresAccess::default(),
             metrics_token: None,
+            tasks: plinth_core::tasks::TaskOptions::default(),
+            admin_key: None,
+            objects: None,
         }
     }
 }
@@ -148,11 +187,18 @@ impl TestServer {
                     nats: opts.nats.clone(),
                     local_sources_root: opts.local_sources_root.clone(),
                     postgres_sources: opts.postgres_sources.clone(),
+                    tasks: opts.tasks.clone(),
                 },
                 plinth_core::Backends {
                     inference: std::sync::Arc::new(plinth_infer::NativeBackend),
                     tables: std::sync::Arc::new(plinth_data::Tables),
                     query: std::sync::Arc::new(plinth_query::DataFusion),
+                    objects: opts.objects.as_ref().map(|o| {
+                        std::sync::Arc::new(
+                            plinth_objects::S3Artifacts::open(o).expect("object store"),
+                        )
+                            as std::sync::Arc<dyn plinth_core::store::artifacts::ArtifactStore>
+                    }),
                 },
             )
             .await
@@ -165,6 +211,8 @@ impl TestServer {
                     key
                 }
                 None => std::fs::read_to_string(&key_file)
+                    .ok()
+                    .or_else(|| opts.admin_key.clone())
                     .expect("admin key of a bootstrapped test server"),
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

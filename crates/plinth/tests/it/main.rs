@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod backbone;
 mod bad_input;
 mod cli;
 mod conformance;

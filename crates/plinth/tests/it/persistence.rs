@@ -81,6 +81,13 @@ backend_tests! {
         let orphan = data_dir.join("artifacts/models/team_x/mdl_x/mv_x/model.txt");
         std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
         std::fs::write(&orphan, b"half a registration").unwrap();
+        // Two hours old: past the grace given to registrations in flight on other replicas.
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options().write(true).open(&orphan).unwrap().set_modified(two_hours_ago).unwrap();
+        // A fresh one may be another replica's registration between its two steps: it stays.
+        let fresh = data_dir.join("artifacts/models/team_x/mdl_x/mv_y/model.txt");
+        std::fs::create_dir_all(fresh.parent().unwrap()).unwrap();
+        std::fs::write(&fresh, b"a registration in flight").unwrap();
 
         let server = Server::spawn(&data_dir, database_url.as_deref(), &admin_key, None);
         let admin = Api::new(&server.url, &admin_key);
@@ -88,6 +95,8 @@ backend_tests! {
         assert_eq!(admin.get("/teams/crash/models/m").await.ok(StatusCode::OK)["latest_version"], 0);
         assert!(std::fs::read_dir(&staging).unwrap().next().is_none(), "staging was not cleaned");
         assert!(!orphan.exists(), "the unreferenced artifact was not collected");
+        assert!(fresh.exists(), "an artifact younger than the grace was collected");
+        std::fs::remove_file(&fresh).unwrap();
         let v = admin.upload("crash", "m", "m.txt", artifact, None).await.ok(StatusCode::CREATED);
         assert_eq!(v["version"], 1);
         assert_eq!(walk_files(&data_dir.join("artifacts")), 1);

@@ -13,6 +13,10 @@
 //! moves the buffer into the files every 2 ms and fsyncs them every second; while nothing
 //! arrives it looks less and less often (up to every 50 ms), so an idle server stays idle.
 //!
+//! With replicas ([`shared`]): each replica writes its own segments as above, closes each after
+//! [`shared::ROLL`] and ships it to the shared object store; reads merge the store's segments
+//! with this replica's unshipped ones, in time order.
+//!
 //! Why the request encodes its own record: a server pinned to one CPU shares it between the
 //! runtime and the writer, and a writer that encodes a drain's worth of records (hundreds under
 //! load) holds the CPU for as long, while every request in flight waits. Copying ready lines
@@ -31,6 +35,9 @@ use serde_json::Value;
 
 use super::tensor::{Data, Tensor};
 use crate::util::{micros_to_time, push_int, push_int_array, push_json_str};
+
+pub mod shared;
+pub use shared::Shared;
 
 /// A record for the log, borrowed from the request that made it.
 pub struct Entry<'a> {
@@ -71,6 +78,8 @@ pub struct PredictionLog {
     retention: Mutex<HashMap<String, LogRetention>>,
     dropped: Mutex<HashMap<String, u64>>,
     pub dropped_total: AtomicU64,
+    /// The object store replicas share, when there is one.
+    shared: Option<Shared>,
 }
 
 /// Open log files by deployment id, then by hour (a lookup by `&str`: no key to build per record).
@@ -82,6 +91,8 @@ struct Segment {
     n: u32,
     bytes: u64,
     writer: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+    opened: std::time::Instant,
 }
 
 /// Bytes of lines buffered at most; beyond that new records are dropped (and counted).
@@ -99,7 +110,9 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 const HOUR_US: i64 = 3_600_000_000;
 
 impl PredictionLog {
-    pub fn open(dir: PathBuf) -> std::io::Result<Arc<PredictionLog>> {
+    /// Opens the log in `dir`, shipping closed segments to `shared` when given (which needs a
+    /// Tokio runtime).
+    pub fn open(dir: PathBuf, shared: Option<Shared>) -> std::io::Result<Arc<PredictionLog>> {
         std::fs::create_dir_all(&dir)?;
         let log = Arc::new(PredictionLog {
             dir,
@@ -108,7 +121,11 @@ impl PredictionLog {
             retention: Mutex::new(HashMap::new()),
             dropped: Mutex::new(HashMap::new()),
             dropped_total: AtomicU64::new(0),
+            shared,
         });
+        if log.shared.is_some() {
+            shared::start(&log);
+        }
         let weak = Arc::downgrade(&log);
         std::thread::Builder::new().name("plinth-predlog".into()).spawn(move || {
             let mut last_sync = std::time::Instant::now();
@@ -223,10 +240,13 @@ impl PredictionLog {
         if batch.runs.is_empty() && !sync {
             return false;
         }
+        let append_to_existing = self.shared.is_none();
         for run in &batch.runs {
             let segment_bytes =
                 (self.retention_of(&run.deployment_id).max_bytes / 8).max(128 << 10);
-            if let Err(err) = write_run(&self.dir, &mut files, run, segment_bytes) {
+            if let Err(err) =
+                write_run(&self.dir, &mut files, run, segment_bytes, append_to_existing)
+            {
                 tracing::error!(error = %err, "cannot write the prediction log");
             }
         }
@@ -237,65 +257,139 @@ impl PredictionLog {
                 tracing::error!(error = %e, "cannot write the prediction log");
             }
         }
-        // Close the files of past hours.
+        // Close the files of past hours and, when they are shipped, files open for long enough.
         let now_hour = crate::util::now_micros().div_euclid(3_600_000_000);
+        let roll = if self.shared.is_some() { shared::ROLL } else { Duration::MAX };
         for hours in files.values_mut() {
-            hours.retain(|h, _| *h >= now_hour - 1);
+            hours.retain(|h, s| *h >= now_hour - 1 && s.opened.elapsed() < roll);
         }
         files.retain(|_, hours| !hours.is_empty());
         !batch.runs.is_empty()
     }
 
-    /// Records of a deployment in `[since, until)` (microseconds), oldest first, at most `limit`.
-    pub fn read(
-        &self,
+    /// Records of a deployment in `[since, until)` (microseconds), oldest first, at most `limit`:
+    /// this replica's, and with a shared store every replica's.
+    pub async fn read(
+        self: &Arc<Self>,
         deployment_id: &str,
         since: i64,
         until: i64,
         shadow: Option<bool>,
         limit: usize,
-    ) -> std::io::Result<Vec<PredictionRecord>> {
-        self.flush();
+    ) -> crate::Result<Vec<PredictionRecord>> {
+        let mut picked = Picked::new(since, until, shadow, limit);
+        let log = self.clone();
+        let id = deployment_id.to_string();
+        picked = tokio::task::spawn_blocking(move || -> std::io::Result<Picked> {
+            log.flush();
+            log.read_local(&id, &mut picked)?;
+            Ok(picked)
+        })
+        .await
+        .map_err(crate::Error::internal)??;
+        if let Some(shared) = &self.shared {
+            shared.read(deployment_id, &mut picked).await?;
+        }
+        Ok(picked.finish())
+    }
+
+    /// Adds this replica's records of a deployment to `picked`.
+    fn read_local(&self, deployment_id: &str, picked: &mut Picked) -> std::io::Result<()> {
         let files = match segments(&self.dir.join(deployment_id)) {
             Ok(files) => files,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        let hour = |micros: i64| micros.div_euclid(HOUR_US);
-        let mut out = Vec::new();
         for file in files {
-            if file.hour < hour(since) || file.hour > hour(until) {
+            if !picked.wants_hour(file.hour) {
                 continue;
             }
-            // A file deleted by retention meanwhile has nothing more to give.
+            // A file deleted by retention (or shipped) meanwhile has nothing more to give here.
             let Ok(opened) = std::fs::File::open(&file.path) else { continue };
             for line in std::io::BufReader::new(opened).lines() {
-                let line = line?;
-                let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
-                let at = v["at_us"].as_i64().unwrap_or(0);
-                if at < since
-                    || at >= until
-                    || shadow.is_some_and(|s| v["shadow"].as_bool() != Some(s))
-                {
-                    continue;
-                }
-                out.push(PredictionRecord {
-                    at: micros_to_time(at),
-                    request_id: v["request_id"].as_str().unwrap_or_default().to_string(),
-                    version: v["version"].as_u64().unwrap_or(0) as u32,
-                    shadow: v["shadow"].as_bool().unwrap_or(false),
-                    caller: v["caller"].as_str().unwrap_or_default().to_string(),
-                    inputs: read_tensors(&v["inputs"]),
-                    outputs: read_tensors(&v["outputs"]),
-                    error: v["error"].as_str().map(str::to_string),
-                    latency_us: v["latency_us"].as_u64().unwrap_or(0),
-                });
-                if out.len() >= limit {
-                    return Ok(out);
-                }
+                picked.line(&line?);
             }
         }
-        Ok(out)
+        Ok(())
+    }
+}
+
+/// The records a read keeps: in its time range and shadow filter, the `limit` oldest, whatever
+/// order they arrive in (segments of several replicas interleave).
+pub(crate) struct Picked {
+    since: i64,
+    until: i64,
+    shadow: Option<bool>,
+    limit: usize,
+    /// A max-heap on time: the newest kept record is the first to go when a older one comes.
+    kept: std::collections::BinaryHeap<Kept>,
+    /// Lines kept so far: ties on time keep the order they were read in.
+    seen: u64,
+}
+
+struct Kept(i64, u64, PredictionRecord);
+
+impl PartialEq for Kept {
+    fn eq(&self, other: &Self) -> bool {
+        (self.0, self.1) == (other.0, other.1)
+    }
+}
+impl Eq for Kept {}
+impl PartialOrd for Kept {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Kept {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0, self.1).cmp(&(other.0, other.1))
+    }
+}
+
+impl Picked {
+    fn new(since: i64, until: i64, shadow: Option<bool>, limit: usize) -> Picked {
+        Picked { since, until, shadow, limit, kept: std::collections::BinaryHeap::new(), seen: 0 }
+    }
+
+    fn wants_hour(&self, hour: i64) -> bool {
+        let hour_of = |micros: i64| micros.div_euclid(HOUR_US);
+        hour >= hour_of(self.since) && hour <= hour_of(self.until)
+    }
+
+    /// Considers one line of a segment.
+    fn line(&mut self, line: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { return };
+        let at = v["at_us"].as_i64().unwrap_or(0);
+        if at < self.since
+            || at >= self.until
+            || self.shadow.is_some_and(|s| v["shadow"].as_bool() != Some(s))
+            || self.limit == 0
+        {
+            return;
+        }
+        if self.kept.len() >= self.limit && self.kept.peek().is_some_and(|k| k.0 <= at) {
+            return;
+        }
+        let record = PredictionRecord {
+            at: micros_to_time(at),
+            request_id: v["request_id"].as_str().unwrap_or_default().to_string(),
+            version: v["version"].as_u64().unwrap_or(0) as u32,
+            shadow: v["shadow"].as_bool().unwrap_or(false),
+            caller: v["caller"].as_str().unwrap_or_default().to_string(),
+            inputs: read_tensors(&v["inputs"]),
+            outputs: read_tensors(&v["outputs"]),
+            error: v["error"].as_str().map(str::to_string),
+            latency_us: v["latency_us"].as_u64().unwrap_or(0),
+        };
+        self.seen += 1;
+        self.kept.push(Kept(at, self.seen, record));
+        if self.kept.len() > self.limit {
+            self.kept.pop();
+        }
+    }
+
+    fn finish(self) -> Vec<PredictionRecord> {
+        self.kept.into_sorted_vec().into_iter().map(|k| k.2).collect()
     }
 }
 
@@ -440,7 +534,16 @@ fn segment_path(dir: &Path, hour: i64, n: u32) -> PathBuf {
 
 /// Appends a run of lines to its deployment's file of that hour, opening the next file of the
 /// hour once the current one holds `segment_bytes`.
-fn write_run(dir: &Path, files: &mut Files, run: &Run, segment_bytes: u64) -> std::io::Result<()> {
+///
+/// A restart appends to the hour's last file, unless `append_to_existing` is false (segments
+/// that are shipped once closed): then it starts the next one.
+fn write_run(
+    dir: &Path,
+    files: &mut Files,
+    run: &Run,
+    segment_bytes: u64,
+    append_to_existing: bool,
+) -> std::io::Result<()> {
     if let Some(seg) = files.get_mut(run.deployment_id.as_str()).and_then(|h| h.get_mut(&run.hour))
         && seg.bytes < segment_bytes
     {
@@ -457,13 +560,20 @@ fn write_run(dir: &Path, files: &mut Files, run: &Run, segment_bytes: u64) -> st
             full.writer.flush()?;
             full.n + 1
         }
-        None => segments(&d)?.iter().filter(|f| f.hour == run.hour).map(|f| f.n).max().unwrap_or(0),
+        None => {
+            let last = segments(&d)?.iter().filter(|f| f.hour == run.hour).map(|f| f.n).max();
+            match last {
+                Some(n) if append_to_existing => n,
+                Some(n) => n + 1,
+                None => 0,
+            }
+        }
     };
     let path = segment_path(&d, run.hour, n);
     let f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
     let bytes = f.metadata()?.len() + run.lines.len() as u64;
     let mut writer = std::io::BufWriter::with_capacity(FILE_BUFFER, f);
     writer.write_all(&run.lines)?;
-    hours.insert(run.hour, Segment { n, bytes, writer });
+    hours.insert(run.hour, Segment { n, bytes, writer, path, opened: std::time::Instant::now() });
     Ok(())
 }
