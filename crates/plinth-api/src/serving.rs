@@ -233,6 +233,9 @@ pub struct PredictResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeploymentMetrics {
     pub deployment: String,
+    /// The replicas these figures add up: this one and those that published theirs within the
+    /// last minute.
+    pub replicas: u32,
     pub requests: u64,
     pub rows: u64,
     /// Failed requests by error code.

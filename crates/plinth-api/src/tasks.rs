@@ -97,6 +97,9 @@ pub struct Task {
     pub progress_note: Option<String>,
     pub attempt: u32,
     pub max_attempts: u32,
+    /// The replica running it now (the holder of its lease), while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
     pub errors: Vec<TaskError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Value>)]

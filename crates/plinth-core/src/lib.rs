@@ -184,6 +184,7 @@ impl Plinth {
         registry::ensure_collection_schedule(&core).await?;
         core.engine.load_all().await?;
         core.start_change_watch().await?;
+        core.start_publishing_figures();
         core.start_tasks();
         core.start_schedules();
         core.start_consumers(vec![Arc::new(webhooks::WebhookConsumer)]);

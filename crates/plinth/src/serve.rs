@@ -57,7 +57,9 @@ pub async fn run(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "plinth is ready");
+    tracing::info!(%addr, replica = core.replica_id(), "plinth is ready");
+    // The name this process holds task leases under (`runner` of a running task).
+    eprintln!("replica {}", core.replica_id());
     // Scripts starting Plinth on port 0 read the address from this line.
     eprintln!("listening on http://{addr}");
     plinth_server::serve(

@@ -80,7 +80,10 @@ impl Plinth {
     /// the store writes while the next chunk is encoded. Memory: a batch of rows and a chunk of
     /// encoded ones, plus 40 bytes per entity (80 with hashed keys; see [`Latest`]), whatever
     /// the table's length.
-    pub(crate) async fn run_materialization(&self, id: &str, params: &Value) -> Result<Value> {
+    ///
+    /// Logs where it starts and what it wrote, reports progress, and stops at a cancellation.
+    pub(crate) async fn run_materialization(&self, task: &crate::tasks::TaskRun) -> Result<Value> {
+        let (id, params) = (task.id.as_str(), &task.args);
         let team = params["team"].as_str().unwrap_or_default();
         let view = params["view"].as_str().unwrap_or_default();
         let incremental = params["incremental"].as_bool().unwrap_or(true);
@@ -96,6 +99,19 @@ impl Plinth {
         let watermark: Option<i64> = if incremental { col(&r, "watermark")? } else { None };
         let tref = crate::auth::TeamRef { id: meta.team_id.clone(), name: team.to_string() };
         let ds = self.resolve_dataset(&tref, &meta.spec.source, "source").await?;
+        let from = match watermark {
+            Some(w) => format!("rows newer than {}", crate::util::micros_to_time(w)),
+            None => "every row".to_string(),
+        };
+        self.task_log(
+            id,
+            "info",
+            &format!(
+                "attempt {}: reading {from} of dataset {} ({} rows) into the online store",
+                task.attempt, meta.spec.source.name, ds.info.rows
+            ),
+        )
+        .await?;
         let file = self.dataset_file(&ds.id).await?;
         // A single integer key hashes as an integer, and indexes an array when its values (as
         // the dataset's profile gives them, exactly) span a compact range.
@@ -127,6 +143,8 @@ impl Plinth {
         while let Some(step) = rx.recv().await {
             match step {
                 Step::Progress(p) => {
+                    // Dropping the receiver stops the scan at its next step.
+                    task.check()?;
                     if last_progress.elapsed() >= std::time::Duration::from_millis(100) {
                         self.set_progress(id, p).await?;
                         last_progress = std::time::Instant::now();
@@ -149,6 +167,15 @@ impl Plinth {
             .await?;
             tx.commit().await?;
         }
+        self.task_log(
+            id,
+            "info",
+            &format!(
+                "attempt {}: read {} rows, wrote the latest of {} entities",
+                task.attempt, done.rows_read, done.entities
+            ),
+        )
+        .await?;
         Ok(json!({
             "rows_read": done.rows_read,
             "entities": done.entities,

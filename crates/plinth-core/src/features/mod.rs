@@ -82,7 +82,7 @@ impl crate::tasks::TaskKind for MaterializeTask {
         core: &'a Plinth,
         task: &'a crate::tasks::TaskRun,
     ) -> futures_util::future::BoxFuture<'a, Result<Value>> {
-        Box::pin(core.run_materialization(&task.id, &task.args))
+        Box::pin(core.run_materialization(task))
     }
 }
 

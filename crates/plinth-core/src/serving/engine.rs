@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use plinth_api::Code;
 use plinth_api::registry::{ModelFormat, Signature};
-use plinth_api::serving::{DeploymentMetrics, DeploymentSpec, LatencySummary, VersionMetrics};
+use plinth_api::serving::DeploymentSpec;
 
 use super::metrics::{DeploymentStats, label};
 use super::predlog::{Entry, PredictionLog};
@@ -441,28 +441,23 @@ impl Engine {
     }
 
     /// A deployment's figures.
-    pub(crate) fn metrics(&self, live: &Live) -> DeploymentMetrics {
+    /// This process's figures of a live deployment.
+    pub(crate) fn figures(&self, live: &Live) -> super::figures::Figures {
         let s = &live.stats;
-        let ms = |q: f64| (s.latency.quantile(q) * 1e6).round() / 1e3;
         let versions = live
             .runners()
             .map(|r| (r, false))
             .chain(live.shadows.iter().map(|r| (r, true)))
-            .map(|(r, shadow)| version_metrics(r, shadow))
+            .map(|(r, shadow)| version_figures(r, shadow))
             .collect();
-        DeploymentMetrics {
-            deployment: format!("{}/{}@{}", live.team, live.model, live.environment),
+        super::figures::Figures {
             requests: s.requests.load(Ordering::Relaxed),
             rows: s.rows.load(Ordering::Relaxed),
             errors: s.errors(),
-            latency_ms: LatencySummary {
-                p50: ms(0.5),
-                p90: ms(0.9),
-                p99: ms(0.99),
-                mean: (s.latency.mean() * 1e6).round() / 1e3,
-            },
-            versions,
+            latency_counts: s.latency.counts(),
+            latency_sum_micro: s.latency.sum_micro(),
             log_dropped: self.log.dropped(&live.deployment_id),
+            versions,
         }
     }
 
@@ -571,23 +566,18 @@ fn version_labels(l: &Live, r: &Runner) -> String {
     format!("{},version=\"{}\"", dep_labels(l), r.source.version)
 }
 
-fn version_metrics(r: &Runner, shadow: bool) -> VersionMetrics {
-    let batches = r.stats.batches.load(Ordering::Relaxed);
-    let load_us = r.stats.last_load_us.load(Ordering::Relaxed);
-    VersionMetrics {
+fn version_figures(r: &Runner, shadow: bool) -> super::figures::VersionFigures {
+    let loads = r.stats.loads.load(Ordering::Relaxed);
+    super::figures::VersionFigures {
         version: r.source.version,
         shadow,
         requests: r.stats.requests.load(Ordering::Relaxed),
-        batches,
-        mean_batch_rows: if batches == 0 {
-            0.0
-        } else {
-            r.stats.batch_rows.load(Ordering::Relaxed) as f64 / batches as f64
-        },
+        batches: r.stats.batches.load(Ordering::Relaxed),
+        batch_rows: r.stats.batch_rows.load(Ordering::Relaxed),
         queue_depth: r.queue_depth() as u64,
         workers: r.workers() as u64,
-        model_loaded: r.stats.loaded.load(Ordering::Relaxed),
-        last_load_ms: (r.stats.loads.load(Ordering::Relaxed) > 0).then(|| load_us as f64 / 1e3),
-        loads: r.stats.loads.load(Ordering::Relaxed),
+        loaded: r.stats.loaded.load(Ordering::Relaxed),
+        loads,
+        last_load_us: (loads > 0).then(|| r.stats.last_load_us.load(Ordering::Relaxed)),
     }
 }

@@ -59,22 +59,21 @@ impl Histogram {
 
     /// An estimate of quantile `q` by linear interpolation inside the bucket.
     pub fn quantile(&self, q: f64) -> f64 {
-        let n = self.count();
-        if n == 0 {
-            return 0.0;
-        }
-        let target = q * n as f64;
-        let mut seen = 0.0;
-        for (i, c) in self.counts.iter().enumerate() {
-            let c = c.load(Ordering::Relaxed) as f64;
-            if seen + c >= target && c > 0.0 {
-                let lo = if i == 0 { 0.0 } else { self.bounds[i - 1] };
-                let hi = self.bounds.get(i).copied().unwrap_or(lo * 2.0);
-                return lo + (hi - lo) * ((target - seen) / c).clamp(0.0, 1.0);
-            }
-            seen += c;
-        }
-        *self.bounds.last().unwrap_or(&0.0)
+        quantile(&self.bounds, &self.counts(), q)
+    }
+
+    /// The count of each bucket (the last one past every bound).
+    pub fn counts(&self) -> Vec<u64> {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
+    /// The sum of the observed values, in millionths of the unit.
+    pub fn sum_micro(&self) -> u64 {
+        self.sum_micro.load(Ordering::Relaxed)
+    }
+
+    pub fn bounds(&self) -> &[f64] {
+        &self.bounds
     }
 
     /// Appends this histogram in Prometheus text format.
@@ -92,6 +91,27 @@ impl Histogram {
         );
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
     }
+}
+
+/// An estimate of quantile `q` of bucket counts over `bounds`, by linear interpolation inside
+/// the bucket it falls in.
+pub fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> f64 {
+    let n: u64 = counts.iter().sum();
+    if n == 0 {
+        return 0.0;
+    }
+    let target = q * n as f64;
+    let mut seen = 0.0;
+    for (i, &c) in counts.iter().enumerate() {
+        let c = c as f64;
+        if seen + c >= target && c > 0.0 {
+            let lo = if i == 0 { 0.0 } else { bounds[i - 1] };
+            let hi = bounds.get(i).copied().unwrap_or(lo * 2.0);
+            return lo + (hi - lo) * ((target - seen) / c).clamp(0.0, 1.0);
+        }
+        seen += c;
+    }
+    *bounds.last().unwrap_or(&0.0)
 }
 
 /// The request-level figures of one deployment.

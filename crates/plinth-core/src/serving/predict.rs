@@ -71,7 +71,7 @@ impl Plinth {
             .engine
             .resolve(&d.team, &d.model, &d.environment)
             .ok_or_else(|| Error::not_found("deployment", &d.id))?;
-        Ok(self.engine.metrics(&live))
+        self.figures_everywhere(&live).await
     }
 
     /// Logged predictions of a deployment in `[since, until)` (microseconds), oldest first, for

@@ -219,6 +219,7 @@ fn task_from_row(row: &AnyRow) -> Result<Task> {
         progress_note: col(row, "progress_note")?,
         attempt: col::<i64>(row, "attempts")? as u32,
         max_attempts: col::<i64>(row, "max_attempts")? as u32,
+        runner: if state == "running" { col(row, "lease_owner")? } else { None },
         errors: serde_json::from_str(&col::<String>(row, "errors")?)?,
         result: result.map(|r| serde_json::from_str(&r)).transpose()?,
         scheduled_at: micros_to_time(col(row, "scheduled_at")?),

@@ -59,6 +59,9 @@ fn print_task(json_out: bool, t: &Task) {
     if let Some(note) = &t.progress_note {
         fields.push(("now", note.clone()));
     }
+    if let Some(runner) = &t.runner {
+        fields.push(("runner", runner.clone()));
+    }
     if !t.state.finished() && t.state != plinth_api::tasks::TaskState::Running {
         fields.push(("runs at", output::time(&t.scheduled_at)));
     }

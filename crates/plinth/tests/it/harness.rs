@@ -405,11 +405,35 @@ pub struct Api {
     http: reqwest::Client,
     base: String,
     key: String,
+    /// Answer a request that got no response (a killed server) with status 599, not a panic.
+    tolerate_lost: bool,
 }
+
+/// The status of a request that got no response, for an [`Api::tolerating_lost_requests`].
+pub const LOST: StatusCode = match StatusCode::from_u16(599) {
+    Ok(s) => s,
+    Err(_) => panic!("599 is a status code"),
+};
 
 impl Api {
     pub fn new(base: &str, key: &str) -> Api {
-        Api { http: reqwest::Client::new(), base: base.to_string(), key: key.to_string() }
+        Api {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            key: key.to_string(),
+            tolerate_lost: false,
+        }
+    }
+
+    /// The same caller at another server's address.
+    pub fn at(&self, base: &str) -> Api {
+        Api { base: base.to_string(), ..self.clone() }
+    }
+
+    /// The same caller, answered [`LOST`] when a request gets no response (for tests that kill
+    /// servers under load).
+    pub fn tolerating_lost_requests(&self) -> Api {
+        Api { tolerate_lost: true, ..self.clone() }
     }
 
     /// The same caller on a client that keeps at most one idle connection. reqwest returns an
@@ -418,12 +442,12 @@ impl Api {
     /// counts the server's open connections needs the extra one closed, not idling for 90 s.
     pub fn keeping_one_idle_connection(&self) -> Api {
         let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
-        Api { http, base: self.base.clone(), key: self.key.clone() }
+        Api { http, ..self.clone() }
     }
 
     /// Another key on this client's connections (a clone of a client shares its pool).
     pub fn as_key_on_same_connections(&self, key: &str) -> Api {
-        Api { http: self.http.clone(), base: self.base.clone(), key: key.to_string() }
+        Api { key: key.to_string(), ..self.clone() }
     }
 
     pub fn key(&self) -> &str {
@@ -445,10 +469,23 @@ impl Api {
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
         let req = if self.key.is_empty() { req } else { req.bearer_auth(&self.key) };
-        let r = req.send().await.expect("request sent");
+        let lost = |e: reqwest::Error| Resp {
+            status: LOST,
+            body: Value::String(e.to_string()),
+            headers: Default::default(),
+        };
+        let r = match req.send().await {
+            Ok(r) => r,
+            Err(e) if self.tolerate_lost => return lost(e),
+            Err(e) => panic!("request sent: {e}"),
+        };
         let status = r.status();
         let headers = r.headers().clone();
-        let bytes = r.bytes().await.expect("body");
+        let bytes = match r.bytes().await {
+            Ok(b) => b,
+            Err(e) if self.tolerate_lost => return lost(e),
+            Err(e) => panic!("body: {e}"),
+        };
         let body = if bytes.is_empty() {
             Value::Null
         } else {
@@ -593,3 +630,86 @@ macro_rules! backend_tests {
 }
 
 pub(crate) use {backend_tests, shared_server_tests};
+
+/// A `plinth serve` process: the binary, started as a user starts it, on 127.0.0.1:0.
+pub struct Server {
+    child: std::process::Child,
+    pub url: String,
+    /// The name it holds task leases under.
+    pub replica: String,
+}
+
+impl Server {
+    /// `cpus`: pin the process to these CPUs (`taskset -c`), else it runs anywhere.
+    pub fn spawn(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        admin_key: &str,
+        cpus: Option<&str>,
+    ) -> Server {
+        let mut env = Vec::new();
+        if let Some(url) = database_url {
+            env.push(("PLINTH_DATABASE_URL", url.to_string()));
+        }
+        Server::spawn_with(data_dir, admin_key, cpus, &env)
+    }
+
+    /// With settings given as `PLINTH_*` variables.
+    pub fn spawn_with(
+        data_dir: &Path,
+        admin_key: &str,
+        cpus: Option<&str>,
+        env: &[(&str, String)],
+    ) -> Server {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let plinth = env!("CARGO_BIN_EXE_plinth");
+        let mut cmd = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus, plinth]);
+                c
+            }
+            None => Command::new(plinth),
+        };
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        cmd.env("PLINTH_BOOTSTRAP_ADMIN_KEY", admin_key)
+            .env("PLINTH_LOG_LEVEL", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start plinth");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let mut replica = String::new();
+        let mut seen = Vec::new();
+        let url = loop {
+            let Some(line) = lines.next() else {
+                panic!("plinth exited before listening:\n{}", seen.join("\n"))
+            };
+            let line = line.expect("read stderr");
+            if let Some(r) = line.strip_prefix("replica ") {
+                replica = r.trim().to_string();
+            }
+            if let Some(url) = line.strip_prefix("listening on ") {
+                break url.trim().to_string();
+            }
+            seen.push(line);
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url, replica }
+    }
+
+    /// SIGKILL: no graceful shutdown, no cleanup.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

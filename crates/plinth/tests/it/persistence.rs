@@ -2,8 +2,7 @@
 //! visible trace; the audit log cannot be rewritten, even from inside the database. And the
 //! binary itself on one CPU (where it runs every task on one thread).
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -11,7 +10,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::harness::{
-    Api, Backend, ServerOptions, TestServer, backend_tests, fixtures, fresh_postgres_database,
+    Api, Backend, Server, ServerOptions, TestServer, backend_tests, fixtures,
+    fresh_postgres_database,
 };
 
 backend_tests! {
@@ -173,63 +173,5 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::yield_now();
-    }
-}
-
-/// The real `plinth` binary, started as a child process.
-pub struct Server {
-    child: Child,
-    pub url: String,
-}
-
-impl Server {
-    /// `cpus`: pin the process to these CPUs (`taskset -c`), else it runs anywhere.
-    pub fn spawn(
-        data_dir: &std::path::Path,
-        database_url: Option<&str>,
-        admin_key: &str,
-        cpus: Option<&str>,
-    ) -> Server {
-        let plinth = env!("CARGO_BIN_EXE_plinth");
-        let mut cmd = match cpus {
-            Some(cpus) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", cpus, plinth]);
-                c
-            }
-            None => Command::new(plinth),
-        };
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
-        if let Some(url) = database_url {
-            cmd.args(["--database-url", url]);
-        }
-        cmd.env("PLINTH_BOOTSTRAP_ADMIN_KEY", admin_key)
-            .env("PLINTH_LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start plinth");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let url = loop {
-            let line = lines.next().expect("plinth exited before listening").expect("read stderr");
-            if let Some(url) = line.strip_prefix("listening on ") {
-                break url.trim().to_string();
-            }
-        };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url }
-    }
-
-    /// SIGKILL: no graceful shutdown, no cleanup.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

@@ -63,3 +63,13 @@ CREATE TABLE change_counters (
 );
 INSERT INTO change_counters (name, value) VALUES ('deployments', 0);
 INSERT INTO change_counters (name, value) VALUES ('identity', 0);
+
+-- Each replica's serving figures of each deployment, published every few seconds, so that the
+-- API's figures add up every replica's.
+CREATE TABLE replica_figures (
+    replica TEXT NOT NULL,
+    deployment_id TEXT NOT NULL,
+    figures TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (replica, deployment_id)
+);

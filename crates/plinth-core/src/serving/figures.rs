@@ -1,0 +1,277 @@
+//! A deployment's figures across replicas. Each replica counts its own requests in memory
+//! ([`super::metrics`]) and publishes them every [`PUBLISH_EVERY`] to `replica_figures`, one row
+//! per replica and deployment; the API's figures of a deployment are this replica's live ones
+//! added to the rows other replicas published within [`ALIVE_WITHIN`] (a replica gone longer
+//! drops out, as a scrape target does). Counters and latency buckets add up exactly; latency
+//! quantiles are read off the added buckets.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use plinth_api::serving::{DeploymentMetrics, LatencySummary, VersionMetrics};
+use serde::{Deserialize, Serialize};
+
+use super::metrics::{Histogram, quantile};
+use crate::Plinth;
+use crate::error::Result;
+use crate::store::{Sql, col};
+use crate::util::now_micros;
+
+/// How often a replica publishes its figures.
+pub(crate) const PUBLISH_EVERY: Duration = Duration::from_secs(5);
+/// Rows older than this are from replicas that stopped.
+const ALIVE_WITHIN: Duration = Duration::from_secs(60);
+
+/// One replica's figures of one deployment, as published.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Figures {
+    pub requests: u64,
+    pub rows: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// Request latency: counts of [`Histogram::latency_seconds`]'s buckets, and their sum.
+    pub latency_counts: Vec<u64>,
+    pub latency_sum_micro: u64,
+    pub log_dropped: u64,
+    pub versions: Vec<VersionFigures>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct VersionFigures {
+    pub version: u32,
+    pub shadow: bool,
+    pub requests: u64,
+    pub batches: u64,
+    pub batch_rows: u64,
+    pub queue_depth: u64,
+    pub workers: u64,
+    pub loaded: bool,
+    pub loads: u64,
+    pub last_load_us: Option<u64>,
+}
+
+impl Figures {
+    /// Adds another replica's figures to these.
+    pub fn add(&mut self, other: &Figures) {
+        self.requests += other.requests;
+        self.rows += other.rows;
+        for (code, n) in &other.errors {
+            *self.errors.entry(code.clone()).or_default() += n;
+        }
+        if self.latency_counts.len() < other.latency_counts.len() {
+            self.latency_counts.resize(other.latency_counts.len(), 0);
+        }
+        for (mine, theirs) in self.latency_counts.iter_mut().zip(&other.latency_counts) {
+            *mine += theirs;
+        }
+        self.latency_sum_micro += other.latency_sum_micro;
+        self.log_dropped += other.log_dropped;
+        for v in &other.versions {
+            match self.versions.iter_mut().find(|m| m.version == v.version && m.shadow == v.shadow)
+            {
+                Some(m) => {
+                    m.requests += v.requests;
+                    m.batches += v.batches;
+                    m.batch_rows += v.batch_rows;
+                    m.queue_depth += v.queue_depth;
+                    m.workers += v.workers;
+                    m.loaded |= v.loaded;
+                    m.loads += v.loads;
+                    m.last_load_us = m.last_load_us.max(v.last_load_us);
+                }
+                // A version only another replica serves (a change it has taken in first).
+                None => self.versions.push(v.clone()),
+            }
+        }
+    }
+
+    /// The API's summary, for `deployment` (`team/model@environment`) over `replicas`.
+    pub fn summary(&self, deployment: String, replicas: u32) -> DeploymentMetrics {
+        let bounds = Histogram::latency_seconds();
+        let bounds = bounds.bounds();
+        let n: u64 = self.latency_counts.iter().sum();
+        let ms = |q: f64| (quantile(bounds, &self.latency_counts, q) * 1e6).round() / 1e3;
+        let mean = if n == 0 { 0.0 } else { self.latency_sum_micro as f64 / n as f64 / 1e3 };
+        DeploymentMetrics {
+            deployment,
+            replicas,
+            requests: self.requests,
+            rows: self.rows,
+            errors: self.errors.clone(),
+            latency_ms: LatencySummary {
+                p50: ms(0.5),
+                p90: ms(0.9),
+                p99: ms(0.99),
+                mean: (mean * 1e3).round() / 1e3,
+            },
+            versions: self
+                .versions
+                .iter()
+                .map(|v| VersionMetrics {
+                    version: v.version,
+                    shadow: v.shadow,
+                    requests: v.requests,
+                    batches: v.batches,
+                    mean_batch_rows: if v.batches == 0 {
+                        0.0
+                    } else {
+                        v.batch_rows as f64 / v.batches as f64
+                    },
+                    queue_depth: v.queue_depth,
+                    workers: v.workers,
+                    model_loaded: v.loaded,
+                    last_load_ms: v.last_load_us.map(|us| us as f64 / 1e3),
+                    loads: v.loads,
+                })
+                .collect(),
+            log_dropped: self.log_dropped,
+        }
+    }
+}
+
+impl Plinth {
+    /// Writes this replica's figures of every live deployment whose requests changed since
+    /// `published` (which it updates).
+    pub(crate) async fn publish_figures(
+        &self,
+        published: &mut BTreeMap<String, u64>,
+    ) -> Result<()> {
+        let replica = self.replica_id().to_string();
+        let now = now_micros();
+        for live in self.engine.all() {
+            let figures = self.engine.figures(&live);
+            let seen = published.get(&live.deployment_id).copied();
+            if seen == Some(figures.requests) {
+                continue;
+            }
+            let mut tx = self.db.begin().await?;
+            Sql::with(
+                "INSERT INTO replica_figures (replica, deployment_id, figures, at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (replica, deployment_id) DO UPDATE SET figures = excluded.figures, at = excluded.at",
+                [
+                    replica.clone().into(),
+                    live.deployment_id.clone().into(),
+                    serde_json::to_string(&figures)?.into(),
+                    now.into(),
+                ],
+            )
+            .execute(&mut tx)
+            .await?;
+            tx.commit().await?;
+            published.insert(live.deployment_id.clone(), figures.requests);
+        }
+        Ok(())
+    }
+
+    /// Publishes this replica's figures now (tests; the process does it every few seconds).
+    #[doc(hidden)]
+    pub async fn publish_figures_now(&self) -> Result<()> {
+        self.publish_figures(&mut BTreeMap::new()).await
+    }
+
+    /// Publishes this replica's figures every [`PUBLISH_EVERY`] until the process stops, and
+    /// deletes the rows of replicas gone for a day.
+    pub(crate) fn start_publishing_figures(&self) {
+        let core = self.clone();
+        tokio::spawn(async move {
+            let mut published = BTreeMap::new();
+            let mut tick = tokio::time::interval(PUBLISH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !core.tasks.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                if let Err(e) = core.publish_figures(&mut published).await {
+                    tracing::warn!(error = %e, "cannot publish this replica's serving figures");
+                }
+                if let Err(e) = core.forget_stopped_replicas().await {
+                    tracing::warn!(error = %e, "cannot delete the figures of stopped replicas");
+                }
+            }
+        });
+    }
+
+    async fn forget_stopped_replicas(&self) -> Result<()> {
+        let day_ago = now_micros() - 86_400_000_000;
+        let mut tx = self.db.begin().await?;
+        Sql::with("DELETE FROM replica_figures WHERE at < $1", [day_ago.into()])
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// A live deployment's figures on every replica: this one's now, the others' as they last
+    /// published them.
+    pub(crate) async fn figures_everywhere(
+        &self,
+        live: &super::engine::Live,
+    ) -> Result<DeploymentMetrics> {
+        let mut total = self.engine.figures(live);
+        let alive = now_micros() - ALIVE_WITHIN.as_micros() as i64;
+        let rows = self
+            .db
+            .fetch_all(&Sql::with(
+                "SELECT figures FROM replica_figures WHERE deployment_id = $1 AND replica <> $2 AND at >= $3",
+                [live.deployment_id.clone().into(), self.replica_id().into(), alive.into()],
+            ))
+            .await?;
+        for r in &rows {
+            total.add(&serde_json::from_str(&col::<String>(r, "figures")?)?);
+        }
+        let name = format!("{}/{}@{}", live.team, live.model, live.environment);
+        Ok(total.summary(name, rows.len() as u32 + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_of_two_replicas_add_up() {
+        let latency = |fast: u64, slow: u64| {
+            let mut c = vec![0; Histogram::latency_seconds().bounds().len() + 1];
+            c[4] = fast; // up to 1 ms
+            c[8] = slow; // up to 25 ms
+            c
+        };
+        let version = |requests, loaded| VersionFigures {
+            version: 1,
+            shadow: false,
+            requests,
+            batches: requests / 2,
+            batch_rows: requests,
+            queue_depth: 0,
+            workers: 1,
+            loaded,
+            loads: 1,
+            last_load_us: Some(1000),
+        };
+        let mut a = Figures {
+            requests: 90,
+            rows: 90,
+            errors: [("invalid_request".to_string(), 2)].into(),
+            latency_counts: latency(90, 0),
+            latency_sum_micro: 45_000,
+            log_dropped: 0,
+            versions: vec![version(90, true)],
+        };
+        let b = Figures {
+            requests: 10,
+            rows: 30,
+            errors: [("invalid_request".to_string(), 1), ("timeout".to_string(), 1)].into(),
+            latency_counts: latency(0, 10),
+            latency_sum_micro: 200_000,
+            log_dropped: 3,
+            versions: vec![version(10, false)],
+        };
+        a.add(&b);
+        let s = a.summary("t/m@production".into(), 2);
+        assert_eq!((s.requests, s.rows, s.log_dropped, s.replicas), (100, 120, 3, 2));
+        assert_eq!(s.errors["invalid_request"], 3);
+        assert_eq!(s.errors["timeout"], 1);
+        assert_eq!(s.versions.len(), 1);
+        assert_eq!((s.versions[0].requests, s.versions[0].workers), (100, 2));
+        // 90 % of requests under 1 ms: the median is there, the 99th percentile among the slow.
+        assert!(s.latency_ms.p50 <= 1.0, "{:?}", s.latency_ms);
+        assert!(s.latency_ms.p99 > 10.0 && s.latency_ms.p99 <= 25.0, "{:?}", s.latency_ms);
+        assert!((s.latency_ms.mean - 2.45).abs() < 1e-9, "{:?}", s.latency_ms);
+    }
+}
