@@ -23,7 +23,10 @@ use crate::routes;
         (name = "registry", description = "Models, versions, model cards and lineage"),
         (name = "serving", description = "Environments, deployments, predictions, metrics and the prediction log"),
         (name = "features", description = "Entities, feature views, feature services, materialization, online reads and pushes"),
-        (name = "governance", description = "Datasets, evaluations with fairness, policies, promotions and reviews, history, webhooks"),
+        (name = "data", description = "Datasets and their versions, profiles and grants; governed SQL; data sources"),
+        (name = "evaluation", description = "Evaluations of a version on a dataset: metrics, fairness, slices, comparison, the report"),
+        (name = "governance", description = "Policies, promotions and reviews, what served when"),
+        (name = "webhooks", description = "Subscriptions to the platform's events, signed deliveries and their log"),
         (name = "inference", description = "The Open Inference Protocol v2 with Triton's binary-tensor, model-configuration and statistics extensions: a model is `team.model` (production) or `team.model.environment`; a key is needed unless the deployment is public"),
         (name = "tasks", description = "Background tasks (evaluations, materializations, webhook deliveries, ...): state, attempts, progress, log, cancellation"),
         (name = "probes", description = "Liveness, readiness, Prometheus metrics and this document"),
@@ -117,7 +120,10 @@ pub fn router() -> OpenApiRouter<AppState> {
                 .merge(routes::audit::router())
                 .merge(routes::registry::router())
                 .merge(routes::serving::router())
+                .merge(routes::data::router())
+                .merge(routes::evaluation::router())
                 .merge(routes::governance::router())
+                .merge(routes::webhooks::router())
                 .merge(routes::features::router())
                 .merge(routes::tasks::router()),
         )

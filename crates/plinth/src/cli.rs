@@ -1,12 +1,14 @@
-//! The command line: one subcommand per task, each a thin call to the HTTP API.
+//! The command line: one subcommand per task, each a thin call to the HTTP API. The commands
+//! are grouped by the core's areas, one module each (`cli/<area>.rs`), each with its own
+//! `Command` enum, flattened into the top level, and one `run(&Global, Command)`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use plinth_api::identity::{PrincipalInfo, WhoAmI};
-use serde_json::{Value, json};
+use plinth_api::identity::WhoAmI;
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -14,12 +16,15 @@ use crate::client::{self, Client, Profile};
 use crate::config::{self, Overrides};
 use crate::output;
 
+mod data;
+mod evaluation;
 mod features;
 mod governance;
 mod identity;
 mod registry;
 mod serving;
 mod tasks;
+mod webhooks;
 
 /// A mistake in how the command was called (exit code 2).
 #[derive(Debug)]
@@ -59,10 +64,10 @@ impl Cli {
 }
 
 #[derive(Args, Debug)]
-struct Global {
+pub(crate) struct Global {
     /// Print the server's JSON instead of tables.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
     /// The profile to use (see `plinth login`).
     #[arg(long, global = true, env = "PLINTH_PROFILE", default_value = "default")]
     profile: String,
@@ -85,230 +90,24 @@ enum Command {
     },
     /// Show who the current key belongs to.
     Whoami,
-    /// Teams and their members.
-    #[command(subcommand)]
-    Team(TeamCmd),
-    /// Users (platform admins).
-    #[command(subcommand)]
-    User(UserCmd),
-    /// Service accounts owned by a team.
-    #[command(subcommand, name = "service-account")]
-    ServiceAccount(ServiceAccountCmd),
-    /// API keys.
-    #[command(subcommand)]
-    Key(KeyCmd),
-    /// Registered models.
-    #[command(subcommand)]
-    Model(ModelCmd),
-    /// Model versions: upload, inspect, edit the card, download.
-    #[command(subcommand)]
-    Version(VersionCmd),
-    /// Read the audit log.
-    Audit(AuditArgs),
-    /// Deploy versions of a model to an environment (replaces what is deployed there).
-    Deploy(DeployArgs),
-    /// Change the traffic split of a deployment: VERSION=PERCENT ...
-    Traffic {
-        model: String,
-        #[arg(long, default_value = "production")]
-        env: String,
-        /// VERSION=PERCENT, e.g. 3=90 4=10
-        #[arg(required = true)]
-        split: Vec<String>,
-        /// Shadow versions (replaces the current shadows; --shadow none clears them).
-        #[arg(long = "shadow")]
-        shadows: Option<Vec<String>>,
-    },
-    /// Go back to an earlier revision of a deployment (default: the previous one).
-    Rollback {
-        model: String,
-        #[arg(long, default_value = "production")]
-        env: String,
-        #[arg(long)]
-        to_revision: Option<u32>,
-    },
-    /// What served in an environment, when, and who changed it.
-    History {
-        model: String,
-        #[arg(long, default_value = "production")]
-        env: String,
-        /// Instead of the list: what served at this time (RFC 3339, or `now`), who approved it,
-        /// with which evidence.
-        #[arg(long)]
-        at: Option<String>,
-        #[command(flatten)]
-        page: PageArgs,
-    },
-    /// Datasets: upload CSV or Parquet files as immutable versions, list, show profiles.
-    #[command(subcommand)]
-    Dataset(governance::DatasetCmd),
-    /// Evaluate a model version on a dataset (metrics, fairness, slices, comparison).
-    Evaluate(governance::EvaluateArgs),
-    /// Print an evaluation's Markdown report.
-    Report {
-        evaluation: String,
-        /// Write it to a file instead.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// Request the promotion of a version to an environment.
-    Promote(governance::PromoteArgs),
-    /// Review promotions: queue, show, approve, reject, request-changes.
-    #[command(subcommand)]
-    Review(governance::ReviewCmd),
-    /// Promotion policies per team and environment.
-    #[command(subcommand)]
-    Policy(governance::PolicyCmd),
-    /// Webhooks on promotion events, and their delivery log.
-    #[command(subcommand)]
-    Webhook(governance::WebhookCmd),
-    /// SQL over a team's datasets and sources, and the ones granted to it.
-    Query(governance::QueryArgs),
-    /// Data sources: files and folders under the server's sources root, PostgreSQL tables.
-    #[command(subcommand)]
-    Source(governance::SourceCmd),
-    /// Fairness and classification metrics of a predictions file (offline; Fairlearn's layout).
-    Fairness(governance::FairnessArgs),
-    /// Online features (get, push) and point-in-time training sets from files (pit).
-    #[command(subcommand)]
-    Features(features::FeaturesCmd),
-    /// Entities of the feature store (their join keys).
-    #[command(subcommand)]
-    Entity(features::EntityCmd),
-    /// Feature views: typed features of an entity over a dataset, with freshness.
-    #[command(subcommand, name = "feature-view")]
-    FeatureView(features::FeatureViewCmd),
-    /// Feature services: named sets of features.
-    #[command(subcommand, name = "feature-service")]
-    FeatureService(features::FeatureServiceCmd),
-    /// Materialize a feature view (TEAM/VIEW) into the online store, and follow the job.
-    Materialize {
-        view: String,
-        /// Rewrite everything instead of the rows newer than the watermark.
-        #[arg(long)]
-        full: bool,
-    },
-    /// Predict from a JSON or CSV file of rows.
-    Predict(PredictArgs),
-    /// Deployments: list, show, metrics, grants, the prediction log.
-    #[command(subcommand)]
-    Deployment(DeploymentCmd),
-    /// Environments (staging, production, and the ones admins add).
-    #[command(subcommand)]
-    Environment(EnvironmentCmd),
-    /// Background tasks: list, show, logs, cancel.
-    #[command(subcommand)]
-    Task(tasks::TaskCmd),
-}
-
-#[derive(Args, Debug)]
-pub(crate) struct DeployArgs {
-    /// TEAM/MODEL
-    model: String,
-    #[arg(long, default_value = "production")]
-    env: String,
-    /// A version to serve (all traffic), or VERSION=PERCENT; repeat for a canary or A/B split.
-    #[arg(long = "traffic", value_name = "VERSION[=PERCENT]", required_unless_present = "spec")]
-    versions: Vec<String>,
-    /// A version that gets a copy of every request (answers logged, never returned).
-    #[arg(long = "shadow")]
-    shadows: Vec<u32>,
-    /// Anyone may call it without an API key.
-    #[arg(long)]
-    public: bool,
-    #[arg(long)]
-    max_batch_size: Option<u32>,
-    #[arg(long)]
-    max_wait_us: Option<u32>,
-    #[arg(long)]
-    max_workers: Option<u32>,
-    #[arg(long)]
-    idle_seconds: Option<u32>,
-    #[arg(long)]
-    timeout_ms: Option<u32>,
-    #[arg(long)]
-    log_sample_rate: Option<f64>,
-    /// A JSON file with the whole deployment spec (other flags are then ignored).
-    #[arg(long)]
-    spec: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
-pub(crate) struct PredictArgs {
-    /// TEAM/MODEL
-    model: String,
-    #[arg(long, default_value = "production")]
-    env: String,
-    /// Rows: a .csv file with a header row, or a .json file (an array of rows, or {"rows": [...]}).
-    #[arg(long)]
-    file: PathBuf,
-    /// Sticky routing key: the same key always reaches the same version.
-    #[arg(long)]
-    key: Option<String>,
-    /// Rows per request.
-    #[arg(long, default_value_t = 1000)]
-    batch_rows: usize,
-}
-
-#[derive(Subcommand, Debug)]
-pub(crate) enum DeploymentCmd {
-    List {
-        #[arg(long)]
-        team: Option<String>,
-        #[arg(long)]
-        env: Option<String>,
-        #[command(flatten)]
-        page: PageArgs,
-    },
-    Show {
-        model: String,
-        #[arg(long, default_value = "production")]
-        env: String,
-    },
-    Metrics {
-        model: String,
-        #[arg(long, default_value = "production")]
-        env: String,
-    },
-    /// Let another team call this deployment.
-    Grant {
-        model: String,
-        #[arg(long, default_value = "production")]
-        env: String,
-        #[arg(long)]
-        team: String,
-    },
-    Revoke {
-        model: String,
-        #[arg(long, default_value = "production")]
-        env: String,
-        #[arg(long)]
-        team: String,
-    },
-    /// Logged predictions (RFC 3339 times or durations ago, e.g. 1h).
-    Log {
-        model: String,
-        #[arg(long, default_value = "production")]
-        env: String,
-        #[arg(long)]
-        since: Option<String>,
-        #[arg(long)]
-        until: Option<String>,
-        #[arg(long)]
-        shadow: Option<bool>,
-        #[arg(long)]
-        limit: Option<u32>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub(crate) enum EnvironmentCmd {
-    List,
-    Create {
-        name: String,
-        #[arg(long)]
-        description: Option<String>,
-    },
+    #[command(flatten)]
+    Identity(identity::Command),
+    #[command(flatten)]
+    Registry(registry::Command),
+    #[command(flatten)]
+    Serving(serving::Command),
+    #[command(flatten)]
+    Data(data::Command),
+    #[command(flatten)]
+    Evaluation(evaluation::Command),
+    #[command(flatten)]
+    Governance(governance::Command),
+    #[command(flatten)]
+    Webhooks(webhooks::Command),
+    #[command(flatten)]
+    Features(features::Command),
+    #[command(flatten)]
+    Tasks(tasks::Command),
 }
 
 #[derive(Args, Debug)]
@@ -344,219 +143,6 @@ struct ServeArgs {
     /// How long an idle worker watches the sockets before it sleeps, in µs (0: off).
     #[arg(long)]
     busy_poll_us: Option<u64>,
-}
-
-#[derive(Subcommand, Debug)]
-enum TeamCmd {
-    Create {
-        name: String,
-        #[arg(long)]
-        display_name: Option<String>,
-        #[arg(long)]
-        description: Option<String>,
-    },
-    List(PageArgs),
-    Show {
-        name: String,
-    },
-    Members {
-        team: String,
-        #[command(flatten)]
-        page: PageArgs,
-    },
-    /// Add a member or change its role: viewer, developer or maintainer.
-    AddMember {
-        team: String,
-        principal: String,
-        #[arg(long)]
-        role: String,
-    },
-    RemoveMember {
-        team: String,
-        principal: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum UserCmd {
-    Create {
-        name: String,
-        #[arg(long)]
-        display_name: Option<String>,
-        #[arg(long)]
-        email: Option<String>,
-        /// reviewer or admin
-        #[arg(long)]
-        platform_role: Option<String>,
-    },
-    List(PageArgs),
-}
-
-#[derive(Subcommand, Debug)]
-enum ServiceAccountCmd {
-    Create {
-        team: String,
-        name: String,
-        /// The account's role in its team (default viewer).
-        #[arg(long)]
-        role: Option<String>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum KeyCmd {
-    /// Create a key (shown once).
-    Create {
-        #[arg(long)]
-        name: Option<String>,
-        /// Whose key: a user name or team/service-account (default: you).
-        #[arg(long)]
-        principal: Option<String>,
-        /// Expiry as a duration from now: 30d, 12h, 90m.
-        #[arg(long, conflicts_with = "expires_at")]
-        expires_in: Option<String>,
-        /// Expiry as an RFC 3339 time.
-        #[arg(long)]
-        expires_at: Option<String>,
-    },
-    List {
-        #[arg(long)]
-        principal: Option<String>,
-        #[command(flatten)]
-        page: PageArgs,
-    },
-    Revoke {
-        id: String,
-    },
-    /// Print a new random key without contacting a server (for PLINTH_BOOTSTRAP_ADMIN_KEY).
-    Generate,
-}
-
-#[derive(Subcommand, Debug)]
-enum ModelCmd {
-    /// Register a model: TEAM/NAME.
-    Create {
-        model: String,
-        /// binary_classification, multiclass_classification or regression
-        #[arg(long)]
-        task: String,
-        #[arg(long)]
-        description: Option<String>,
-        /// key=value, repeatable
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        #[arg(long = "owner")]
-        owners: Vec<String>,
-    },
-    /// List or search models.
-    List(ModelListArgs),
-    Show {
-        model: String,
-    },
-    Update {
-        model: String,
-        #[arg(long)]
-        description: Option<String>,
-        /// Replace all tags (key=value, repeatable).
-        #[arg(long = "tag")]
-        tags: Option<Vec<String>>,
-        #[arg(long = "owner")]
-        owners: Option<Vec<String>>,
-    },
-    Archive {
-        model: String,
-    },
-}
-
-#[derive(Args, Debug)]
-struct ModelListArgs {
-    #[arg(long)]
-    team: Option<String>,
-    /// Name contains this text.
-    #[arg(long)]
-    q: Option<String>,
-    /// key or key=value
-    #[arg(long)]
-    tag: Option<String>,
-    #[arg(long)]
-    format: Option<String>,
-    #[arg(long)]
-    task: Option<String>,
-    #[arg(long)]
-    include_archived: bool,
-    #[command(flatten)]
-    page: PageArgs,
-}
-
-#[derive(Subcommand, Debug)]
-enum VersionCmd {
-    /// Upload a model file as a new version of TEAM/NAME.
-    Upload {
-        model: String,
-        file: PathBuf,
-        #[arg(long)]
-        description: Option<String>,
-        /// Refuse unless the file is this format: onnx, lightgbm or xgboost.
-        #[arg(long)]
-        format: Option<String>,
-        /// A JSON file with the signature (required when the format carries none).
-        #[arg(long)]
-        signature: Option<PathBuf>,
-        /// A JSON file with the model card.
-        #[arg(long)]
-        card: Option<PathBuf>,
-        /// A JSON file with the lineage.
-        #[arg(long)]
-        lineage: Option<PathBuf>,
-    },
-    List {
-        model: String,
-        #[arg(long)]
-        include_archived: bool,
-        #[command(flatten)]
-        page: PageArgs,
-    },
-    /// Show TEAM/NAME@VERSION.
-    Show {
-        #[arg(value_name = "TEAM/MODEL@VERSION")]
-        spec: String,
-    },
-    /// Replace the model card of TEAM/NAME@VERSION from a JSON file.
-    Card {
-        #[arg(value_name = "TEAM/MODEL@VERSION")]
-        spec: String,
-        #[arg(long)]
-        file: PathBuf,
-    },
-    Archive {
-        #[arg(value_name = "TEAM/MODEL@VERSION")]
-        spec: String,
-    },
-    Download {
-        #[arg(value_name = "TEAM/MODEL@VERSION")]
-        spec: String,
-        /// Where to write (default: the artifact's file name).
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-    },
-}
-
-#[derive(Args, Debug)]
-struct AuditArgs {
-    #[arg(long)]
-    team: Option<String>,
-    /// Action prefix, e.g. model. or key.revoke
-    #[arg(long)]
-    action: Option<String>,
-    #[arg(long)]
-    actor: Option<String>,
-    /// RFC 3339 time or a duration ago (e.g. 24h).
-    #[arg(long)]
-    since: Option<String>,
-    #[arg(long)]
-    until: Option<String>,
-    #[command(flatten)]
-    page: PageArgs,
 }
 
 #[derive(Args, Debug, Default)]
@@ -597,7 +183,7 @@ pub(crate) fn split_version(s: &str) -> Result<(String, String, u32)> {
     Ok((team, model, v))
 }
 
-fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>> {
+pub(crate) fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>> {
     tags.iter()
         .map(|t| {
             t.split_once('=')
@@ -635,7 +221,7 @@ pub(crate) fn read_json(path: &PathBuf) -> Result<Value> {
 }
 
 /// Like [`connect`], but a missing key is fine (public deployments).
-fn connect_maybe(global: &Global) -> Result<Client> {
+pub(crate) fn connect_maybe(global: &Global) -> Result<Client> {
     let path = client::profiles_path();
     let profile =
         client::read_profiles(&path)?.profiles.get(&global.profile).cloned().unwrap_or_default();
@@ -647,7 +233,7 @@ fn connect_maybe(global: &Global) -> Result<Client> {
     Client::new(&url, &key)
 }
 
-fn connect(global: &Global) -> Result<Client> {
+pub(crate) fn connect(global: &Global) -> Result<Client> {
     let path = client::profiles_path();
     let profiles = client::read_profiles(&path)?;
     let profile = profiles.profiles.get(&global.profile).cloned().unwrap_or_default();
@@ -747,64 +333,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Team(cmd) => identity::team(g, cmd).await,
-        Command::User(cmd) => identity::user(g, cmd).await,
-        Command::ServiceAccount(ServiceAccountCmd::Create { team, name, role }) => {
-            let p: PrincipalInfo = connect(g)?
-                .post(
-                    &format!("/teams/{team}/service-accounts"),
-                    &json!({"name": name, "role": role}),
-                )
-                .await?;
-            if g.json {
-                output::json(&p);
-            } else {
-                println!("created service account {} ({})", p.name, p.id);
-            }
-            Ok(())
-        }
-        Command::Key(cmd) => identity::key(g, cmd).await,
-        Command::Model(cmd) => registry::model(g, cmd).await,
-        Command::Version(cmd) => registry::version(g, cmd).await,
-        Command::Audit(args) => identity::audit(g, args).await,
-        Command::Deploy(args) => serving::deploy(&connect(g)?, g.json, args).await,
-        Command::Traffic { model, env, split, shadows } => {
-            serving::traffic(&connect(g)?, g.json, &model, &env, &split, shadows).await
-        }
-        Command::Rollback { model, env, to_revision } => {
-            serving::rollback(&connect(g)?, g.json, &model, &env, to_revision).await
-        }
-        Command::History { model, env, at: Some(at), .. } => {
-            let at = if at == "now" { OffsetDateTime::now_utc().format(&Rfc3339)? } else { at };
-            governance::served(&connect(g)?, g.json, &model, &env, &at).await
-        }
-        Command::History { model, env, at: None, page } => {
-            serving::history(&connect(g)?, g.json, &model, &env, page.query()).await
-        }
-        Command::Dataset(cmd) => governance::dataset(&connect(g)?, g.json, cmd).await,
-        Command::Evaluate(args) => governance::evaluate(&connect(g)?, g.json, args).await,
-        Command::Report { evaluation, out } => {
-            governance::report(&connect(g)?, &evaluation, out).await
-        }
-        Command::Promote(args) => governance::promote(&connect(g)?, g.json, args).await,
-        Command::Review(cmd) => governance::review(&connect(g)?, g.json, cmd).await,
-        Command::Policy(cmd) => governance::policy(&connect(g)?, g.json, cmd).await,
-        Command::Webhook(cmd) => governance::webhook(&connect(g)?, g.json, cmd).await,
-        Command::Fairness(args) => governance::fairness(args),
-        Command::Query(args) => governance::query(&connect(g)?, g.json, args).await,
-        Command::Source(cmd) => governance::source(&connect(g)?, g.json, cmd).await,
-        Command::Features(cmd @ features::FeaturesCmd::Pit { .. }) => features::features(cmd),
-        Command::Features(cmd) => features::features_remote(&connect(g)?, g.json, cmd).await,
-        Command::Entity(cmd) => features::entity(&connect(g)?, g.json, cmd).await,
-        Command::FeatureView(cmd) => features::feature_view(&connect(g)?, g.json, cmd).await,
-        Command::FeatureService(cmd) => features::feature_service(&connect(g)?, g.json, cmd).await,
-        Command::Materialize { view, full } => {
-            features::materialize(&connect(g)?, g.json, &view, full).await
-        }
-        Command::Predict(args) => serving::predict(&connect_maybe(g)?, g.json, args).await,
-        Command::Deployment(cmd) => serving::deployment(&connect(g)?, g.json, cmd).await,
-        Command::Environment(cmd) => serving::environment(&connect(g)?, g.json, cmd).await,
-        Command::Task(cmd) => tasks::task(&connect(g)?, g.json, cmd).await,
+        Command::Identity(cmd) => identity::run(g, cmd).await,
+        Command::Registry(cmd) => registry::run(g, cmd).await,
+        Command::Serving(cmd) => serving::run(g, cmd).await,
+        Command::Data(cmd) => data::run(g, cmd).await,
+        Command::Evaluation(cmd) => evaluation::run(g, cmd).await,
+        Command::Governance(cmd) => governance::run(g, cmd).await,
+        Command::Webhooks(cmd) => webhooks::run(g, cmd).await,
+        Command::Features(cmd) => features::run(g, cmd).await,
+        Command::Tasks(cmd) => tasks::run(g, cmd).await,
     }
 }
 

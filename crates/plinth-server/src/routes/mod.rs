@@ -1,6 +1,8 @@
 //! The REST routes, one module per area.
 
 pub mod audit;
+pub mod data;
+pub mod evaluation;
 pub mod features;
 pub mod governance;
 pub mod health;
@@ -9,3 +11,4 @@ pub mod oip;
 pub mod registry;
 pub mod serving;
 pub mod tasks;
+pub mod webhooks;

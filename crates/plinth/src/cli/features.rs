@@ -13,9 +13,44 @@ use plinth_api::features::{
 use plinth_api::governance::JobStatus;
 use serde_json::{Value, json};
 
-use super::{parse_duration, split_model, usage};
+use super::{Global, connect, parse_duration, split_model, usage};
 use crate::client::Client;
 use crate::output;
+
+/// The feature store.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Online features (get, push) and point-in-time training sets from files (pit).
+    #[command(subcommand)]
+    Features(FeaturesCmd),
+    /// Entities of the feature store (their join keys).
+    #[command(subcommand)]
+    Entity(EntityCmd),
+    /// Feature views: typed features of an entity over a dataset, with freshness.
+    #[command(subcommand, name = "feature-view")]
+    FeatureView(FeatureViewCmd),
+    /// Feature services: named sets of features.
+    #[command(subcommand, name = "feature-service")]
+    FeatureService(FeatureServiceCmd),
+    /// Materialize a feature view (TEAM/VIEW) into the online store, and follow the job.
+    Materialize {
+        view: String,
+        /// Rewrite everything instead of the rows newer than the watermark.
+        #[arg(long)]
+        full: bool,
+    },
+}
+
+pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Features(cmd @ FeaturesCmd::Pit { .. }) => features(cmd),
+        Command::Features(cmd) => features_remote(&connect(g)?, g.json, cmd).await,
+        Command::Entity(cmd) => entity(&connect(g)?, g.json, cmd).await,
+        Command::FeatureView(cmd) => feature_view(&connect(g)?, g.json, cmd).await,
+        Command::FeatureService(cmd) => feature_service(&connect(g)?, g.json, cmd).await,
+        Command::Materialize { view, full } => materialize(&connect(g)?, g.json, &view, full).await,
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum EntityCmd {

@@ -1,6 +1,7 @@
 //! Teams, users, service accounts' keys and the audit log.
 
 use anyhow::Result;
+use clap::{Args, Subcommand};
 use plinth_api::Page;
 use plinth_api::audit::AuditEntry;
 use plinth_api::identity::{ApiKeyInfo, CreatedApiKey, Membership, PrincipalInfo, Team};
@@ -8,8 +9,154 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{AuditArgs, Global, KeyCmd, TeamCmd, UserCmd, connect, parse_duration, parse_time};
+use super::{Global, PageArgs, connect, parse_duration, parse_time};
 use crate::output;
+
+/// Teams, users, service accounts, keys and the audit log.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Teams and their members.
+    #[command(subcommand)]
+    Team(TeamCmd),
+    /// Users (platform admins).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Service accounts owned by a team.
+    #[command(subcommand, name = "service-account")]
+    ServiceAccount(ServiceAccountCmd),
+    /// API keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Read the audit log.
+    Audit(AuditArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TeamCmd {
+    Create {
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List(PageArgs),
+    Show {
+        name: String,
+    },
+    Members {
+        team: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Add a member or change its role: viewer, developer or maintainer.
+    AddMember {
+        team: String,
+        principal: String,
+        #[arg(long)]
+        role: String,
+    },
+    RemoveMember {
+        team: String,
+        principal: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum UserCmd {
+    Create {
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// reviewer or admin
+        #[arg(long)]
+        platform_role: Option<String>,
+    },
+    List(PageArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ServiceAccountCmd {
+    Create {
+        team: String,
+        name: String,
+        /// The account's role in its team (default viewer).
+        #[arg(long)]
+        role: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeyCmd {
+    /// Create a key (shown once).
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+        /// Whose key: a user name or team/service-account (default: you).
+        #[arg(long)]
+        principal: Option<String>,
+        /// Expiry as a duration from now: 30d, 12h, 90m.
+        #[arg(long, conflicts_with = "expires_at")]
+        expires_in: Option<String>,
+        /// Expiry as an RFC 3339 time.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        principal: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Revoke {
+        id: String,
+    },
+    /// Print a new random key without contacting a server (for PLINTH_BOOTSTRAP_ADMIN_KEY).
+    Generate,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AuditArgs {
+    #[arg(long)]
+    team: Option<String>,
+    /// Action prefix, e.g. model. or key.revoke
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    actor: Option<String>,
+    /// RFC 3339 time or a duration ago (e.g. 24h).
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    #[command(flatten)]
+    page: PageArgs,
+}
+
+pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Team(cmd) => team(g, cmd).await,
+        Command::User(cmd) => user(g, cmd).await,
+        Command::ServiceAccount(ServiceAccountCmd::Create { team, name, role }) => {
+            let p: PrincipalInfo = connect(g)?
+                .post(
+                    &format!("/teams/{team}/service-accounts"),
+                    &json!({"name": name, "role": role}),
+                )
+                .await?;
+            if g.json {
+                output::json(&p);
+            } else {
+                println!("created service account {} ({})", p.name, p.id);
+            }
+            Ok(())
+        }
+        Command::Key(cmd) => key(g, cmd).await,
+        Command::Audit(args) => audit(g, args).await,
+    }
+}
 
 pub(super) async fn team(g: &Global, cmd: TeamCmd) -> Result<()> {
     let c = connect(g)?;

@@ -3,14 +3,140 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use clap::{Args, Subcommand};
 use plinth_api::Page;
 use plinth_api::registry::{Model, ModelVersion};
 use serde_json::json;
 
-use super::{
-    Global, ModelCmd, VersionCmd, connect, parse_tags, read_json, split_model, split_version,
-};
+use super::{Global, PageArgs, connect, parse_tags, read_json, split_model, split_version};
 use crate::output;
+
+/// Models and their versions.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Registered models.
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// Model versions: upload, inspect, edit the card, download.
+    #[command(subcommand)]
+    Version(VersionCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ModelCmd {
+    /// Register a model: TEAM/NAME.
+    Create {
+        model: String,
+        /// binary_classification, multiclass_classification or regression
+        #[arg(long)]
+        task: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// key=value, repeatable
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long = "owner")]
+        owners: Vec<String>,
+    },
+    /// List or search models.
+    List(ModelListArgs),
+    Show {
+        model: String,
+    },
+    Update {
+        model: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Replace all tags (key=value, repeatable).
+        #[arg(long = "tag")]
+        tags: Option<Vec<String>>,
+        #[arg(long = "owner")]
+        owners: Option<Vec<String>>,
+    },
+    Archive {
+        model: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ModelListArgs {
+    #[arg(long)]
+    team: Option<String>,
+    /// Name contains this text.
+    #[arg(long)]
+    q: Option<String>,
+    /// key or key=value
+    #[arg(long)]
+    tag: Option<String>,
+    #[arg(long)]
+    format: Option<String>,
+    #[arg(long)]
+    task: Option<String>,
+    #[arg(long)]
+    include_archived: bool,
+    #[command(flatten)]
+    page: PageArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum VersionCmd {
+    /// Upload a model file as a new version of TEAM/NAME.
+    Upload {
+        model: String,
+        file: PathBuf,
+        #[arg(long)]
+        description: Option<String>,
+        /// Refuse unless the file is this format: onnx, lightgbm or xgboost.
+        #[arg(long)]
+        format: Option<String>,
+        /// A JSON file with the signature (required when the format carries none).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// A JSON file with the model card.
+        #[arg(long)]
+        card: Option<PathBuf>,
+        /// A JSON file with the lineage.
+        #[arg(long)]
+        lineage: Option<PathBuf>,
+    },
+    List {
+        model: String,
+        #[arg(long)]
+        include_archived: bool,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show TEAM/NAME@VERSION.
+    Show {
+        #[arg(value_name = "TEAM/MODEL@VERSION")]
+        spec: String,
+    },
+    /// Replace the model card of TEAM/NAME@VERSION from a JSON file.
+    Card {
+        #[arg(value_name = "TEAM/MODEL@VERSION")]
+        spec: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    Archive {
+        #[arg(value_name = "TEAM/MODEL@VERSION")]
+        spec: String,
+    },
+    Download {
+        #[arg(value_name = "TEAM/MODEL@VERSION")]
+        spec: String,
+        /// Where to write (default: the artifact's file name).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Model(cmd) => model(g, cmd).await,
+        Command::Version(cmd) => version(g, cmd).await,
+    }
+}
 
 fn model_rows(models: &[Model]) -> Vec<Vec<String>> {
     models

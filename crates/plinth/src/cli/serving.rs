@@ -1,22 +1,201 @@
 //! The serving commands: deploy, traffic, rollback, history, predict, deployments and
 //! environments.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
 use plinth_api::Page;
 use plinth_api::serving::{
     Deployment, DeploymentMetrics, DeploymentRevision, Environment, PredictResponse,
     PredictionRecord,
 };
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
-use super::{
-    DeployArgs, DeploymentCmd, EnvironmentCmd, PredictArgs, parse_time, read_json, split_model,
-    usage,
-};
+use super::{Global, PageArgs, connect, connect_maybe, parse_time, read_json, split_model, usage};
 use crate::client::Client;
 use crate::output;
+
+/// Deployments, traffic, predictions and environments.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Deploy versions of a model to an environment (replaces what is deployed there).
+    Deploy(DeployArgs),
+    /// Change the traffic split of a deployment: VERSION=PERCENT ...
+    Traffic {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// VERSION=PERCENT, e.g. 3=90 4=10
+        #[arg(required = true)]
+        split: Vec<String>,
+        /// Shadow versions (replaces the current shadows; --shadow none clears them).
+        #[arg(long = "shadow")]
+        shadows: Option<Vec<String>>,
+    },
+    /// Go back to an earlier revision of a deployment (default: the previous one).
+    Rollback {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long)]
+        to_revision: Option<u32>,
+    },
+    /// What served in an environment, when, and who changed it.
+    History {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// Instead of the list: what served at this time (RFC 3339, or `now`), who approved it,
+        /// with which evidence.
+        #[arg(long)]
+        at: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Predict from a JSON or CSV file of rows.
+    Predict(PredictArgs),
+    /// Deployments: list, show, metrics, grants, the prediction log.
+    #[command(subcommand)]
+    Deployment(DeploymentCmd),
+    /// Environments (staging, production, and the ones admins add).
+    #[command(subcommand)]
+    Environment(EnvironmentCmd),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DeployArgs {
+    /// TEAM/MODEL
+    model: String,
+    #[arg(long, default_value = "production")]
+    env: String,
+    /// A version to serve (all traffic), or VERSION=PERCENT; repeat for a canary or A/B split.
+    #[arg(long = "traffic", value_name = "VERSION[=PERCENT]", required_unless_present = "spec")]
+    versions: Vec<String>,
+    /// A version that gets a copy of every request (answers logged, never returned).
+    #[arg(long = "shadow")]
+    shadows: Vec<u32>,
+    /// Anyone may call it without an API key.
+    #[arg(long)]
+    public: bool,
+    #[arg(long)]
+    max_batch_size: Option<u32>,
+    #[arg(long)]
+    max_wait_us: Option<u32>,
+    #[arg(long)]
+    max_workers: Option<u32>,
+    #[arg(long)]
+    idle_seconds: Option<u32>,
+    #[arg(long)]
+    timeout_ms: Option<u32>,
+    #[arg(long)]
+    log_sample_rate: Option<f64>,
+    /// A JSON file with the whole deployment spec (other flags are then ignored).
+    #[arg(long)]
+    spec: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PredictArgs {
+    /// TEAM/MODEL
+    model: String,
+    #[arg(long, default_value = "production")]
+    env: String,
+    /// Rows: a .csv file with a header row, or a .json file (an array of rows, or {"rows": [...]}).
+    #[arg(long)]
+    file: PathBuf,
+    /// Sticky routing key: the same key always reaches the same version.
+    #[arg(long)]
+    key: Option<String>,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1000)]
+    batch_rows: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DeploymentCmd {
+    List {
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        env: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Show {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
+    Metrics {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
+    /// Let another team call this deployment.
+    Grant {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long)]
+        team: String,
+    },
+    Revoke {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long)]
+        team: String,
+    },
+    /// Logged predictions (RFC 3339 times or durations ago, e.g. 1h).
+    Log {
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        shadow: Option<bool>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum EnvironmentCmd {
+    List,
+    Create {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Deploy(args) => deploy(&connect(g)?, g.json, args).await,
+        Command::Traffic { model, env, split, shadows } => {
+            traffic(&connect(g)?, g.json, &model, &env, &split, shadows).await
+        }
+        Command::Rollback { model, env, to_revision } => {
+            rollback(&connect(g)?, g.json, &model, &env, to_revision).await
+        }
+        Command::History { model, env, at: Some(at), .. } => {
+            let at = if at == "now" { OffsetDateTime::now_utc().format(&Rfc3339)? } else { at };
+            super::governance::served(&connect(g)?, g.json, &model, &env, &at).await
+        }
+        Command::History { model, env, at: None, page } => {
+            history(&connect(g)?, g.json, &model, &env, page.query()).await
+        }
+        Command::Predict(args) => predict(&connect_maybe(g)?, g.json, args).await,
+        Command::Deployment(cmd) => deployment(&connect(g)?, g.json, cmd).await,
+        Command::Environment(cmd) => environment(&connect(g)?, g.json, cmd).await,
+    }
+}
 
 fn path(model: &str, env: &str) -> Result<String> {
     let (team, name) = split_model(model)?;

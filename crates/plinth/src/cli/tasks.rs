@@ -6,8 +6,23 @@ use anyhow::Result;
 use clap::Subcommand;
 use plinth_api::tasks::{Task, TaskLogLine};
 
+use super::{Global, connect};
 use crate::client::Client;
 use crate::output;
+
+/// Background tasks.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Background tasks: list, show, logs, cancel.
+    #[command(subcommand)]
+    Task(TaskCmd),
+}
+
+pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Task(cmd) => task(&connect(g)?, g.json, cmd).await,
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum TaskCmd {
