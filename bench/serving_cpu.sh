@@ -20,10 +20,9 @@ trap stop EXIT
 
 for bin in "${BINS[@]}"; do
   stop
-  PLINTH_BUSY_POLL_US=0 PLINTH_BIN="$bin" taskset -c 1 bench/serve_bench_model.sh \
-    "$BENCH_DATA/serving/model.onnx" "$LISTEN" >/dev/null 2>&1 &
-  until curl -sf -o /dev/null "http://$LISTEN/v2/models/bench.lgbm/ready"; do sleep 0.1; done
-  pid=$(pgrep -f -- "serve --listen $LISTEN" | tail -n 1)
+  start_server "$bin" PLINTH_BUSY_POLL_US=0
+  # The server process of the session start_server made.
+  pid=$(pgrep -s "$SERVER_PID" -f -- "serve --listen $LISTEN")
   cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
   taskset -c 0 wrk -t1 -c32 -d2s -s "$PEERS_DIR/lib/wrk_post.lua" "$URL" >/dev/null 2>&1
   for c in ${CONNS:-1 8 32}; do

@@ -30,33 +30,40 @@ load() {
   fi
 }
 
+n=0
 for bin in "${BINS[@]}"; do
   stop
+  n=$((n + 1))
   bin="$(realpath "$bin")"
-  rm -f "$work"/callgrind.out*
-  # `plinth serve` runs under callgrind; the script's other plinth commands run as they are.
+  rm -f "$work"/callgrind.out* "$work/server.pid"
+  # `plinth serve` runs under callgrind (its pid written for callgrind_control); the script's
+  # other plinth commands run as they are.
   cat >"$work/plinth" <<EOF
 #!/bin/sh
 if [ "\$1" = serve ]; then
+  echo \$\$ > "$work/server.pid"
   exec valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$bin" "\$@"
 fi
 exec "$bin" "\$@"
 EOF
   chmod +x "$work/plinth"
-  PLINTH_BUSY_POLL_US=0 PLINTH_BIN="$work/plinth" taskset -c 1 bench/serve_bench_model.sh \
-    "$BENCH_DATA/serving/model.onnx" "$LISTEN" >"$work/server.log" 2>&1 &
-  until curl -sf -o /dev/null "http://$LISTEN/v2/models/bench.lgbm/ready"; do sleep 0.5; done
+  SERVER_LOG="$work/server.log" start_server "$work/plinth" PLINTH_BUSY_POLL_US=0
+  server="$(cat "$work/server.pid")"
   load 3s >/dev/null
-  callgrind_control -z >/dev/null 2>&1
+  callgrind_control -z "$server" >/dev/null
   requests=$(load "${DURATION:-3}s" | awk '/requests in/ {print $1}')
-  callgrind_control -d >/dev/null 2>&1
+  callgrind_control -d "$server" >/dev/null
   sleep 1
+  ls "$work"/callgrind.out.* >/dev/null 2>&1 || { echo "callgrind wrote nothing for $bin" >&2; exit 1; }
+  [ "${requests:-0}" -gt 0 ] || { echo "no request was answered by $bin" >&2; exit 1; }
   instructions=$(for f in "$work"/callgrind.out.*; do
     callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
   done | awk '{s += $1} END {print s}')
   if [ -n "${KEEP:-}" ]; then
-    mkdir -p "$KEEP/$(basename "$(dirname "$bin")")"
-    cp "$work"/callgrind.out.* "$KEEP/$(basename "$(dirname "$bin")")/"
+    # One folder per binary, numbered in argument order: two builds' release/plinth never collide.
+    keep="$KEEP/$n-$(echo "$bin" | tr '/' '_')"
+    mkdir -p "$keep"
+    cp "$work"/callgrind.out.* "$keep/"
   fi
   printf '{"bench": "serving_instructions", "binary": "%s", "kind": "%s", "body": "%s", "conns": %s, "requests": %s, "instructions_per_request": %s}\n' \
     "$bin" "${URL_KIND:-infer}" "${BODY:-single}" "${CONNS:-1}" "$requests" "$((instructions / requests))"

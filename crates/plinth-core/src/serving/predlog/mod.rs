@@ -241,15 +241,18 @@ impl PredictionLog {
             return false;
         }
         let append_to_existing = self.shared.is_none();
+        let retention = self.retention.lock().expect("retention");
         for run in &batch.runs {
-            let segment_bytes =
-                (self.retention_of(&run.deployment_id).max_bytes / 8).max(128 << 10);
+            let max_bytes =
+                retention.get(&run.deployment_id).copied().unwrap_or_default().max_bytes;
+            let segment_bytes = (max_bytes / 8).max(128 << 10);
             if let Err(err) =
                 write_run(&self.dir, &mut files, run, segment_bytes, append_to_existing)
             {
                 tracing::error!(error = %err, "cannot write the prediction log");
             }
         }
+        drop(retention);
         for w in files.values_mut().flat_map(HashMap::values_mut).map(|s| &mut s.writer) {
             let synced =
                 if sync { w.flush().and_then(|_| w.get_ref().sync_data()) } else { w.flush() };
@@ -259,9 +262,11 @@ impl PredictionLog {
         }
         // Close the files of past hours and, when they are shipped, files open for long enough.
         let now_hour = crate::util::now_micros().div_euclid(3_600_000_000);
-        let roll = if self.shared.is_some() { shared::ROLL } else { Duration::MAX };
+        let shared = self.shared.is_some();
         for hours in files.values_mut() {
-            hours.retain(|h, s| *h >= now_hour - 1 && s.opened.elapsed() < roll);
+            hours.retain(|h, s| {
+                *h >= now_hour - 1 && !(shared && s.opened.elapsed() >= shared::ROLL)
+            });
         }
         files.retain(|_, hours| !hours.is_empty());
         !batch.runs.is_empty()
