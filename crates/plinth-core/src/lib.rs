@@ -69,6 +69,8 @@ pub struct Plinth {
     pub(crate) rendered: Arc<features::RenderCache>,
     pub(crate) sources_root: Option<PathBuf>,
     pub(crate) postgres: data::sources::PostgresAccess,
+    /// What hangs on every prediction (quotas, metering, monitoring), in order.
+    pub(crate) prediction_hooks: Vec<Arc<dyn serving::predict::PredictionHook>>,
 }
 
 /// The pluggable engines the core runs on: model inference, table decoding, SQL and, for
@@ -176,6 +178,7 @@ impl Plinth {
             rendered: Arc::default(),
             sources_root: opts.local_sources_root.clone(),
             postgres: opts.postgres_sources.clone(),
+            prediction_hooks: Vec::new(),
         };
         let removed = core.collect_orphan_artifacts(util::now_micros() - ORPHAN_GRACE_US).await?;
         if removed > 0 {
@@ -192,6 +195,12 @@ impl Plinth {
             core.start_nats(nats).await?;
         }
         Ok(core)
+    }
+
+    /// Hangs `hook` on every prediction from now on, after the ones already there (see
+    /// [`serving::predict::PredictionHook`]).
+    pub fn add_prediction_hook(&mut self, hook: Arc<dyn serving::predict::PredictionHook>) {
+        self.prediction_hooks.push(hook);
     }
 
     /// The staging area for uploads.

@@ -6,10 +6,12 @@
 //!
 //! REST predict and OIP infer are adapters over [`Prediction`]: they parse their protocol's
 //! body and shape its answer, nothing else. What metering, quotas and monitoring need hangs
-//! here: [`Prediction::finish`] sees every outcome of a prediction once.
+//! here, as [`PredictionHook`]s: each may refuse a prediction once it is routed and its rows
+//! are known, before the model runs (a quota), and sees every outcome once (metering,
+//! monitoring). With no hook registered the path costs nothing more.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use plinth_api::Code;
 use plinth_api::registry::{DataType, Signature};
@@ -28,6 +30,42 @@ pub struct Prediction<'a> {
     pub live: Arc<Live>,
     caller: Option<&'a Principal>,
     request_id: &'a str,
+    /// The answering version once routed (0 before), and its rows once read.
+    version: AtomicU32,
+    rows: AtomicUsize,
+}
+
+/// What a [`PredictionHook`] sees of a prediction.
+pub struct PredictionFacts<'a> {
+    pub deployment_id: &'a str,
+    pub team: &'a str,
+    pub model: &'a str,
+    pub environment: &'a str,
+    /// `None` for an anonymous call of a public deployment.
+    pub caller: Option<&'a Principal>,
+    pub request_id: &'a str,
+    /// The answering version, once routed; a refusal before routing has none.
+    pub version: Option<u32>,
+    /// Rows in the request, once read (0 before).
+    pub rows: usize,
+}
+
+/// A concern that hangs on every prediction: quotas, metering, monitoring. Hooks run on the
+/// request's own task, so they must be quick and must not block (count, or hand off).
+pub trait PredictionHook: Send + Sync + 'static {
+    /// Called once the version is routed and the rows are read, before the model runs: an
+    /// error refuses the prediction, and is counted and answered like any refusal.
+    fn admit(&self, _prediction: &PredictionFacts<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once for every outcome, answered or refused (authorization refusals included).
+    fn finished(
+        &self,
+        _prediction: &PredictionFacts<'_>,
+        _outcome: std::result::Result<(), &Error>,
+    ) {
+    }
 }
 
 /// A prediction from rows, columns or entity keys, answered.
@@ -105,7 +143,14 @@ impl Plinth {
         let live = self.engine.resolve(team, model, environment).ok_or_else(|| {
             Error::not_found("deployment", format!("{team}/{model}@{environment}"))
         })?;
-        let p = Prediction { core: self, live, caller, request_id };
+        let p = Prediction {
+            core: self,
+            live,
+            caller,
+            request_id,
+            version: AtomicU32::new(0),
+            rows: AtomicUsize::new(0),
+        };
         if let Err(e) = p.live.authorize(caller) {
             return Err(p.finish_err(e));
         }
@@ -120,14 +165,36 @@ impl Prediction<'_> {
         self.finish_err(e)
     }
 
-    /// Every outcome passes here once: the request and, when it failed, its error code.
+    /// Every outcome passes here once: the request and, when it failed, its error code; then
+    /// the hooks.
     fn finish<T>(&self, outcome: Result<T>) -> Result<T> {
         let stats = &self.live.stats;
         stats.requests.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &outcome {
             stats.record_error(e.code.as_str());
         }
+        if !self.core.prediction_hooks.is_empty() {
+            let facts = self.facts();
+            let seen = outcome.as_ref().map(|_| ());
+            for hook in &self.core.prediction_hooks {
+                hook.finished(&facts, seen);
+            }
+        }
         outcome
+    }
+
+    fn facts(&self) -> PredictionFacts<'_> {
+        let live = &self.live;
+        PredictionFacts {
+            deployment_id: &live.deployment_id,
+            team: &live.team,
+            model: &live.model,
+            environment: &live.environment,
+            caller: self.caller,
+            request_id: self.request_id,
+            version: Some(self.version.load(Ordering::Relaxed)).filter(|v| *v != 0),
+            rows: self.rows.load(Ordering::Relaxed),
+        }
     }
 
     fn finish_err(&self, e: Error) -> Error {
@@ -143,6 +210,14 @@ impl Prediction<'_> {
 
     /// The version that would answer: the one pinned, or routed by weight or sticky key.
     fn runner(&self, version: Option<u32>, routing_key: Option<&str>) -> Result<Arc<Runner>> {
+        let runner = self.pick(version, routing_key)?;
+        if !self.core.prediction_hooks.is_empty() {
+            self.version.store(runner.source.version, Ordering::Relaxed);
+        }
+        Ok(runner)
+    }
+
+    fn pick(&self, version: Option<u32>, routing_key: Option<&str>) -> Result<Arc<Runner>> {
         match version {
             None => Ok(self.live.route(routing_key).clone()),
             Some(v) => self.live.runner_for(v).cloned().ok_or_else(|| {
@@ -239,6 +314,13 @@ impl Prediction<'_> {
         rows: usize,
         runner: &Arc<Runner>,
     ) -> Result<Answer> {
+        if !self.core.prediction_hooks.is_empty() {
+            self.rows.store(rows, Ordering::Relaxed);
+            let facts = self.facts();
+            for hook in &self.core.prediction_hooks {
+                hook.admit(&facts)?;
+            }
+        }
         let call = Call {
             caller: self.caller_name(),
             request_id: self.request_id,

@@ -363,6 +363,19 @@ async fn what_one_replica_changes_is_in_force_on_the_others() {
         (on_two.post(&path, &row).await.status == StatusCode::UNAUTHORIZED).then_some(())
     })
     .await;
+    // A policy set through one replica holds on the others at once (policies are read from
+    // the database at each use): a direct deploy through another replica is refused.
+    on(0)
+        .put(&format!("/teams/{team}/policies/production"), &json!({"gated": true}))
+        .await
+        .ok(StatusCode::OK);
+    on(2)
+        .put(
+            &format!("/deployments/{team}/income/production"),
+            &json!({"versions": [{"version": 1, "weight": 100}]}),
+        )
+        .await
+        .err(StatusCode::CONFLICT, "approval_required");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,8 @@ pub struct ServerOptions {
     pub admin_key: Option<String>,
     /// The object store replicas share (default: the local folder in the data directory).
     pub objects: Option<plinth_objects::S3Options>,
+    /// Hung on every prediction, in order.
+    pub prediction_hooks: Vec<std::sync::Arc<dyn plinth_core::serving::predict::PredictionHook>>,
 }
 
 impl ServerOptions {
@@ -124,6 +126,7 @@ impl ServerOptions {
             tasks: plinth_core::tasks::TaskOptions::default(),
             admin_key: None,
             objects: None,
+            prediction_hooks: Vec::new(),
         }
     }
 }
@@ -203,6 +206,10 @@ impl TestServer {
             )
             .await
             .unwrap_or_else(|e| panic!("core opens: {e}"));
+            let mut core = core;
+            for hook in &opts.prediction_hooks {
+                core.add_prediction_hook(hook.clone());
+            }
             // Restarts reuse the admin key recorded beside the data.
             let key_file = data_dir.join("test-admin-key");
             let admin_key = match core.bootstrap(None).await.expect("bootstrap") {

@@ -10,7 +10,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Api, Backend, ServerOptions, TestServer, eventually, fixtures, shared_server_tests,
+    Api, Backend, ServerOptions, TestServer, backend_tests, eventually, fixtures,
+    shared_server_tests,
 };
 
 /// The Adult income rows and the source library's answers for a fixture.
@@ -824,5 +825,109 @@ shared_server_tests! {
             c.stream.write_all(&[b'x'; 10_000]).await.expect("the rest of the body is taken");
         }
         c.stream.shutdown().await.unwrap();
+    }
+}
+
+/// A finished prediction as a hook saw it: outcome, version, rows, caller, target.
+type Finished = (String, Option<u32>, usize, String, String);
+
+/// What a hook on the prediction path saw: each call of `admit` and of `finished`.
+#[derive(Default)]
+struct Seen {
+    admitted: std::sync::Mutex<Vec<(String, Option<u32>, usize)>>,
+    finished: std::sync::Mutex<Vec<Finished>>,
+}
+
+/// A quota of 3 rows per request (as a quota would refuse) that also writes down every outcome
+/// (as metering and monitoring would).
+struct RowQuota(std::sync::Arc<Seen>);
+
+impl plinth_core::serving::predict::PredictionHook for RowQuota {
+    fn admit(
+        &self,
+        p: &plinth_core::serving::predict::PredictionFacts<'_>,
+    ) -> plinth_core::Result<()> {
+        self.0.admitted.lock().unwrap().push((p.model.to_string(), p.version, p.rows));
+        if p.rows > 3 {
+            return Err(plinth_core::Error::new(
+                plinth_api::Code::QuotaExceeded,
+                format!("{} rows: the quota is 3 per request", p.rows),
+            ));
+        }
+        Ok(())
+    }
+
+    fn finished(
+        &self,
+        p: &plinth_core::serving::predict::PredictionFacts<'_>,
+        outcome: Result<(), &plinth_core::Error>,
+    ) {
+        let outcome = match outcome {
+            Ok(()) => "ok".to_string(),
+            Err(e) => e.code.as_str().to_string(),
+        };
+        let caller = p.caller.map_or("anonymous", |c| c.name.as_str()).to_string();
+        self.0.finished.lock().unwrap().push((
+            outcome,
+            p.version,
+            p.rows,
+            caller,
+            format!("{}/{}@{}", p.team, p.model, p.environment),
+        ));
+    }
+}
+
+backend_tests! {
+    async fn hooks_on_the_prediction_path_may_refuse_and_see_every_outcome_once(backend: Backend) {
+        let seen = std::sync::Arc::new(Seen::default());
+        let srv = TestServer::start(ServerOptions {
+            prediction_hooks: vec![std::sync::Arc::new(RowQuota(seen.clone()))],
+            ..ServerOptions::new(backend)
+        })
+        .await;
+        let (t, base) = income_model(&srv).await;
+        let (m, viewer) = (&t.maintainer.1, &t.viewer.1);
+        m.put(&format!("{base}/production"), &spec(&[(3, 100)])).await.ok(StatusCode::OK);
+        let row = json!([39, 13, 2174, 0, 40, 1]);
+        let rows = |n: usize| json!({"rows": vec![row.clone(); n]});
+        let infer = |n: usize| {
+            let flat: Vec<Value> = (0..n).flat_map(|_| row.as_array().unwrap().clone()).collect();
+            json!({"inputs": [{"name": "input", "shape": [n, 6], "datatype": "FP32", "data": flat}]})
+        };
+        let oip = format!("/v2/models/{}.income/infer", t.team);
+
+        // Within the quota, by REST and by OIP: answered.
+        predict(viewer, &base, rows(2)).await.ok(StatusCode::OK);
+        viewer.post(&oip, &infer(1)).await.ok(StatusCode::OK);
+        // Over it: refused before the model runs, with the hook's code, by both protocols (OIP
+        // keeps its own error shape).
+        let e = predict(viewer, &base, rows(5)).await.err(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+        assert!(e["message"].as_str().unwrap().contains("the quota is 3"), "{e}");
+        let r = viewer.post(&oip, &infer(4)).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(r.body["error"].as_str().unwrap().contains("the quota is 3"), "{}", r.body);
+        // Refused before routing (another team's caller): the hook sees the outcome, no version.
+        let other = srv.team().await;
+        predict(&other.viewer.1, &base, rows(1)).await.err(StatusCode::NOT_FOUND, "not_found");
+
+        let admitted = seen.admitted.lock().unwrap().clone();
+        assert_eq!(admitted, vec![
+            ("income".to_string(), Some(3), 2),
+            ("income".to_string(), Some(3), 1),
+            ("income".to_string(), Some(3), 5),
+            ("income".to_string(), Some(3), 4),
+        ]);
+        let finished = seen.finished.lock().unwrap().clone();
+        let target = format!("{}/income@production", t.team);
+        let viewer_name = t.viewer.0.clone();
+        let outcomes: Vec<(&str, Option<u32>, usize)> = finished.iter().map(|f| (f.0.as_str(), f.1, f.2)).collect();
+        assert_eq!(outcomes, vec![("ok", Some(3), 2), ("ok", Some(3), 1), ("quota_exceeded", Some(3), 5), ("quota_exceeded", Some(3), 4), ("not_found", None, 0)]);
+        assert!(finished[..4].iter().all(|f| f.3 == viewer_name && f.4 == target), "{finished:?}");
+        assert_eq!(finished[4].3, other.viewer.0);
+        // The deployment's own figures count the refusals too, by code.
+        let metrics = m.get(&format!("{base}/production/metrics")).await.ok(StatusCode::OK);
+        assert_eq!(metrics["requests"], 5, "{metrics}");
+        assert_eq!(metrics["errors"]["quota_exceeded"], 2, "{metrics}");
+        assert_eq!(metrics["errors"]["not_found"], 1, "{metrics}");
     }
 }
