@@ -15,6 +15,7 @@ mod events;
 pub mod features;
 mod governance;
 pub mod identity;
+pub mod monitoring;
 pub mod registry;
 mod replicas;
 pub mod serving;

@@ -21,6 +21,7 @@ mod evaluation;
 mod features;
 mod governance;
 mod identity;
+mod monitoring;
 mod registry;
 mod serving;
 mod tasks;
@@ -106,6 +107,8 @@ enum Command {
     Webhooks(webhooks::Command),
     #[command(flatten)]
     Features(features::Command),
+    #[command(flatten)]
+    Monitoring(monitoring::Command),
     #[command(flatten)]
     Tasks(tasks::Command),
 }
@@ -341,6 +344,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Governance(cmd) => governance::run(g, cmd).await,
         Command::Webhooks(cmd) => webhooks::run(g, cmd).await,
         Command::Features(cmd) => features::run(g, cmd).await,
+        Command::Monitoring(cmd) => monitoring::run(g, cmd).await,
         Command::Tasks(cmd) => tasks::run(g, cmd).await,
     }
 }

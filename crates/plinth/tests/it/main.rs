@@ -8,6 +8,7 @@ mod backbone;
 mod bad_input;
 mod cli;
 mod conformance;
+mod drift;
 mod features;
 mod governance;
 mod helm;

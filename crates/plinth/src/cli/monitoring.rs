@@ -1,0 +1,229 @@
+//! `plinth drift`: data drift between two files, offline (like `plinth fairness`), with the
+//! figures Evidently gives on the same data; its JSON has the keys of Evidently's report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Subcommand};
+use plinth_core::data::{ColumnData, FileFormat, Table, TableReader};
+use plinth_core::monitoring::drift::{self, ColumnDrift, Kind, Method, Sample, Values};
+use serde_json::{Value, json};
+
+use super::{Global, usage};
+use crate::output;
+
+/// Monitoring.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Data drift between a reference file and a current one (CSV or Parquet), column by
+    /// column, as Evidently computes it (offline).
+    Drift(DriftArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DriftArgs {
+    /// The reference sample (CSV, gzipped CSV or Parquet).
+    #[arg(long)]
+    reference: PathBuf,
+    /// The current sample, with the reference's columns.
+    #[arg(long)]
+    current: PathBuf,
+    /// Write the JSON here (default: print a table, or the JSON with --json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Only these columns (repeatable; default: every column of the reference).
+    #[arg(long = "column")]
+    columns: Vec<String>,
+    /// Treat these columns as categorical (default: text, booleans, and integers with at most
+    /// 10 distinct values, as Evidently infers).
+    #[arg(long = "categorical")]
+    categorical: Vec<String>,
+    /// Treat these columns as numerical.
+    #[arg(long = "numerical")]
+    numerical: Vec<String>,
+    /// A column's test, and optionally its threshold: NAME=METHOD[:THRESHOLD], METHOD one of
+    /// Evidently's ks, chisquare, z, jensenshannon, wasserstein, psi (repeatable).
+    #[arg(long = "method", value_name = "NAME=METHOD[:THRESHOLD]")]
+    methods: Vec<String>,
+    /// The dataset drifts when this share of columns drifts.
+    #[arg(long, default_value_t = drift::DEFAULT_DRIFT_SHARE)]
+    drift_share: f64,
+}
+
+pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Drift(a) => drift_files(g.json, a),
+    }
+}
+
+fn read(path: &Path) -> Result<Table> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let format = FileFormat::detect(&bytes);
+    plinth_data::Tables.read(bytes, format).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// A column's values for the drift tests, and the kind Evidently would infer for it.
+fn values(data: &ColumnData) -> (Values, Kind) {
+    match data {
+        ColumnData::Float64(v) => (
+            Values::Numbers {
+                values: v.iter().map(|x| x.unwrap_or(f64::NAN)).collect(),
+                integer: false,
+            },
+            Kind::Numerical,
+        ),
+        ColumnData::Int64(v) | ColumnData::Timestamp(v) => {
+            let values: Vec<f64> = v.iter().map(|x| x.map_or(f64::NAN, |x| x as f64)).collect();
+            let distinct: std::collections::HashSet<i64> = v.iter().flatten().copied().collect();
+            let kind = if distinct.len() <= 10 { Kind::Categorical } else { Kind::Numerical };
+            (Values::Numbers { values, integer: true }, kind)
+        }
+        ColumnData::Bool(v) => {
+            (Values::Texts(v.iter().flatten().map(|b| b.to_string()).collect()), Kind::Categorical)
+        }
+        ColumnData::Str { dict, codes } => (
+            Values::Texts(codes.iter().flatten().map(|c| dict[*c as usize].clone()).collect()),
+            Kind::Categorical,
+        ),
+    }
+}
+
+fn parse_method(s: &str) -> Result<(String, Method, Option<f64>)> {
+    let bad = || usage(format!("--method '{s}' is not NAME=METHOD[:THRESHOLD]"));
+    let (name, rest) = s.split_once('=').ok_or_else(bad)?;
+    let (method, threshold) = match rest.split_once(':') {
+        Some((m, t)) => (m, Some(t.parse::<f64>().map_err(|_| bad())?)),
+        None => (rest, None),
+    };
+    let method = Method::parse(method).ok_or_else(|| {
+        let all: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
+        usage(format!("--method {name}: '{method}' is not one of {}", all.join(", ")))
+    })?;
+    Ok((name.to_string(), method, threshold))
+}
+
+fn drift_files(json_out: bool, a: DriftArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&a.drift_share) {
+        return Err(usage("--drift-share must be between 0 and 1"));
+    }
+    let overrides: BTreeMap<String, (Method, Option<f64>)> = a
+        .methods
+        .iter()
+        .map(|m| parse_method(m).map(|(n, m, t)| (n, (m, t))))
+        .collect::<Result<_>>()?;
+    // Both files at once: they are independent.
+    let (reference, current) = std::thread::scope(|s| {
+        let r = s.spawn(|| read(&a.reference));
+        let c = read(&a.current);
+        (r.join().expect("reading the reference"), c)
+    });
+    let (reference, current) = (reference?, current?);
+    let names: Vec<String> = if a.columns.is_empty() {
+        reference.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        a.columns.clone()
+    };
+    for n in names.iter().chain(overrides.keys()).chain(&a.categorical).chain(&a.numerical) {
+        if reference.column(n).is_none() {
+            return Err(usage(format!("{} has no column '{n}'", a.reference.display())));
+        }
+        if current.column(n).is_none() {
+            return Err(usage(format!("{} has no column '{n}'", a.current.display())));
+        }
+    }
+    // Columns are independent: as many at once as there are CPUs.
+    let threads =
+        std::thread::available_parallelism().map_or(1, |n| n.get()).min(names.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<(usize, Result<ColumnDrift>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(name) = names.get(i) else { return out };
+                        let (r, inferred) = values(&reference.column(name).expect("checked").data);
+                        let (c, _) = values(&current.column(name).expect("checked").data);
+                        let kind = if a.categorical.contains(name) {
+                            Kind::Categorical
+                        } else if a.numerical.contains(name) {
+                            Kind::Numerical
+                        } else {
+                            inferred
+                        };
+                        let (method, threshold) = match overrides.get(name) {
+                            Some((m, t)) => (Some(*m), *t),
+                            None => (None, None),
+                        };
+                        let d = drift::column_drift(
+                            kind,
+                            &Sample::new(r),
+                            &Sample::new(c),
+                            method,
+                            threshold,
+                        )
+                        .map_err(|e| usage(format!("column '{name}': {e}")));
+                        out.push((i, d));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("a drift worker")).collect()
+    });
+    let mut columns: Vec<Option<ColumnDrift>> = vec![None; names.len()];
+    for (i, d) in results {
+        columns[i] = Some(d?);
+    }
+    let columns: Vec<ColumnDrift> =
+        columns.into_iter().map(|c| c.expect("every column computed")).collect();
+    let dataset = drift::dataset_drift(&columns, a.drift_share);
+    let by_name: serde_json::Map<String, Value> = names
+        .iter()
+        .zip(&columns)
+        .map(|(n, c)| {
+            (n.clone(), json!({"method": c.method.label(), "test": c.method.as_str(), "threshold": c.threshold, "score": c.score, "drifted": c.drifted}))
+        })
+        .collect();
+    let doc = json!({
+        "rows_reference": reference.rows,
+        "rows_current": current.rows,
+        "columns": by_name,
+        "drifted_columns": {"count": dataset.count, "share": dataset.share, "drift_share": dataset.drift_share},
+        "dataset_drift": dataset.dataset_drift,
+    });
+    if let Some(out) = &a.out {
+        let text = serde_json::to_string_pretty(&doc)? + "\n";
+        std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    if json_out {
+        output::json(&doc);
+    } else if a.out.is_none() {
+        output::table(
+            &["column", "test", "threshold", "score", "drifted"],
+            names
+                .iter()
+                .zip(&columns)
+                .map(|(n, c)| {
+                    vec![
+                        n.clone(),
+                        c.method.as_str().into(),
+                        c.threshold.to_string(),
+                        format!("{:.6}", c.score),
+                        c.drifted.to_string(),
+                    ]
+                })
+                .collect(),
+        );
+        println!(
+            "{} of {} columns drifted ({:.0} %): the dataset {} (drift share {})",
+            dataset.count,
+            names.len(),
+            dataset.share * 100.0,
+            if dataset.dataset_drift { "drifted" } else { "did not drift" },
+            dataset.drift_share
+        );
+    }
+    Ok(())
+}
