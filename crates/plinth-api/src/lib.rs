@@ -8,6 +8,7 @@ pub mod error;
 pub mod features;
 pub mod governance;
 pub mod identity;
+pub mod monitoring;
 pub mod oip;
 pub mod page;
 pub mod registry;

@@ -50,6 +50,9 @@ pub struct CoreOptions {
     pub postgres_sources: data::sources::PostgresAccess,
     /// How this process runs background tasks.
     pub tasks: tasks::TaskOptions,
+    /// How often this replica publishes its serving figures and rolls them up into the health
+    /// minutes ([`serving::figures::PUBLISH_EVERY`] in a server).
+    pub figures_every: std::time::Duration,
 }
 
 /// The core service.
@@ -70,6 +73,8 @@ pub struct Plinth {
     pub(crate) rendered: Arc<features::RenderCache>,
     pub(crate) sources_root: Option<PathBuf>,
     pub(crate) postgres: data::sources::PostgresAccess,
+    /// This replica's health rollup state (see `monitoring::health`).
+    pub(crate) health: Arc<tokio::sync::Mutex<monitoring::health::Rollup>>,
     /// What hangs on every prediction (quotas, metering, monitoring), in order.
     pub(crate) prediction_hooks: Vec<Arc<dyn serving::predict::PredictionHook>>,
 }
@@ -180,6 +185,7 @@ impl Plinth {
             sources_root: opts.local_sources_root.clone(),
             postgres: opts.postgres_sources.clone(),
             prediction_hooks: Vec::new(),
+            health: Arc::default(),
         };
         let removed = core.collect_orphan_artifacts(util::now_micros() - ORPHAN_GRACE_US).await?;
         if removed > 0 {
@@ -188,7 +194,7 @@ impl Plinth {
         registry::ensure_collection_schedule(&core).await?;
         core.engine.load_all().await?;
         core.start_change_watch().await?;
-        core.start_publishing_figures();
+        core.start_publishing_figures(opts.figures_every);
         core.start_tasks();
         core.start_schedules();
         core.start_consumers(vec![Arc::new(webhooks::WebhookConsumer)]);
@@ -239,6 +245,13 @@ impl Plinth {
     pub async fn close(&self) {
         self.tasks.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.tasks.wake.notify_waiters();
+        let rolled = {
+            let mut state = self.health.lock().await;
+            self.roll_up_health(&mut state, util::now_micros()).await
+        };
+        if let Err(e) = rolled {
+            tracing::warn!(error = %e, "cannot roll up the last health figures");
+        }
         if let Err(e) = self.engine.log.ship_all().await {
             tracing::warn!(error = %e, "cannot ship the last prediction-log segments; the next start ships them");
         }

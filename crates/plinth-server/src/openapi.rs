@@ -27,6 +27,7 @@ use crate::routes;
         (name = "evaluation", description = "Evaluations of a version on a dataset: metrics, fairness, slices, comparison, the report"),
         (name = "governance", description = "Policies, promotions and reviews, what served when"),
         (name = "webhooks", description = "Subscriptions to the platform's events, signed deliveries and their log"),
+        (name = "monitoring", description = "A deployment's health over time (requests, errors, availability, latency), persisted and added up over replicas"),
         (name = "inference", description = "The Open Inference Protocol v2 with Triton's binary-tensor, model-configuration and statistics extensions: a model is `team.model` (production) or `team.model.environment`; a key is needed unless the deployment is public"),
         (name = "tasks", description = "Background tasks (evaluations, materializations, webhook deliveries, ...): state, attempts, progress, log, cancellation"),
         (name = "probes", description = "Liveness, readiness, Prometheus metrics and this document"),
@@ -125,6 +126,7 @@ pub fn router() -> OpenApiRouter<AppState> {
                 .merge(routes::governance::router())
                 .merge(routes::webhooks::router())
                 .merge(routes::features::router())
+                .merge(routes::monitoring::router())
                 .merge(routes::tasks::router()),
         )
         .merge(routes::oip::router())

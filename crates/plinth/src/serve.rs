@@ -34,6 +34,7 @@ pub async fn run(config: Config) -> Result<()> {
                 lease: Duration::from_secs(config.task_lease_seconds),
                 ..plinth_core::tasks::TaskOptions::default()
             },
+            figures_every: plinth_core::serving::figures::PUBLISH_EVERY,
         },
         crate::backends(object_store(&config).as_ref())?,
     )

@@ -1,6 +1,8 @@
-//! Monitoring of models in production. Today: data drift between two samples ([`drift`]),
-//! computed as Evidently computes it, with the statistics it needs ([`ks`], [`special`]).
+//! Monitoring of models in production: health over time ([`health`], per-minute rollups of the
+//! serving figures) and data drift between two samples ([`drift`]), computed as Evidently
+//! computes it, with the statistics it needs ([`ks`], [`special`]).
 
 pub mod drift;
+pub mod health;
 pub mod ks;
 pub mod special;

@@ -18,13 +18,13 @@ use crate::store::{Sql, col};
 use crate::util::now_micros;
 
 /// How often a replica publishes its figures.
-pub(crate) const PUBLISH_EVERY: Duration = Duration::from_secs(5);
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(5);
 /// Rows older than this are from replicas that stopped.
 const ALIVE_WITHIN: Duration = Duration::from_secs(60);
 
 /// One replica's figures of one deployment, as published.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub(crate) struct Figures {
+pub struct Figures {
     pub requests: u64,
     pub rows: u64,
     pub errors: BTreeMap<String, u64>,
@@ -36,7 +36,7 @@ pub(crate) struct Figures {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub(crate) struct VersionFigures {
+pub struct VersionFigures {
     pub version: u32,
     pub shadow: bool,
     pub requests: u64,
@@ -49,7 +49,84 @@ pub(crate) struct VersionFigures {
     pub last_load_us: Option<u64>,
 }
 
+impl VersionFigures {
+    pub fn mean_batch_rows(&self) -> f64 {
+        if self.batches == 0 { 0.0 } else { self.batch_rows as f64 / self.batches as f64 }
+    }
+
+    /// Leaves out what is a state, not a count (queue, workers, loading).
+    fn forget_gauges(&mut self) {
+        self.queue_depth = 0;
+        self.workers = 0;
+        self.loaded = false;
+        self.loads = 0;
+        self.last_load_us = None;
+    }
+}
+
 impl Figures {
+    /// Quantile `q` of request latency in milliseconds (to the microsecond), read off the
+    /// buckets; 0 without requests.
+    pub fn latency_ms(&self, q: f64) -> f64 {
+        if self.latency_counts.iter().all(|n| *n == 0) {
+            return 0.0;
+        }
+        let bounds = Histogram::latency_seconds();
+        (quantile(bounds.bounds(), &self.latency_counts, q) * 1e6).round() / 1e3
+    }
+
+    /// Mean request latency in milliseconds (to the microsecond).
+    pub fn mean_latency_ms(&self) -> f64 {
+        let n: u64 = self.latency_counts.iter().sum();
+        if n == 0 { 0.0 } else { (self.latency_sum_micro as f64 / n as f64).round() / 1e3 }
+    }
+
+    /// What was counted since `before` (this process's earlier figures of the same
+    /// deployment): counters subtracted, gauges left out. Counters that went back (the
+    /// deployment's figures started again) count from zero.
+    pub fn since(&self, before: Option<&Figures>) -> Figures {
+        let Some(b) = before.filter(|b| b.requests <= self.requests) else {
+            let mut all = self.clone();
+            all.versions.iter_mut().for_each(VersionFigures::forget_gauges);
+            return all;
+        };
+        let sub_map = |now: &BTreeMap<String, u64>, then: &BTreeMap<String, u64>| {
+            now.iter()
+                .map(|(k, v)| (k.clone(), v.saturating_sub(then.get(k).copied().unwrap_or(0))))
+                .filter(|(_, v)| *v > 0)
+                .collect()
+        };
+        Figures {
+            requests: self.requests - b.requests,
+            rows: self.rows.saturating_sub(b.rows),
+            errors: sub_map(&self.errors, &b.errors),
+            latency_counts: self
+                .latency_counts
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n.saturating_sub(b.latency_counts.get(i).copied().unwrap_or(0)))
+                .collect(),
+            latency_sum_micro: self.latency_sum_micro.saturating_sub(b.latency_sum_micro),
+            log_dropped: self.log_dropped.saturating_sub(b.log_dropped),
+            versions: self
+                .versions
+                .iter()
+                .map(|v| {
+                    let then =
+                        b.versions.iter().find(|o| o.version == v.version && o.shadow == v.shadow);
+                    let mut d = v.clone();
+                    d.forget_gauges();
+                    if let Some(t) = then.filter(|t| t.requests <= v.requests) {
+                        d.requests -= t.requests;
+                        d.batches = d.batches.saturating_sub(t.batches);
+                        d.batch_rows = d.batch_rows.saturating_sub(t.batch_rows);
+                    }
+                    d
+                })
+                .collect(),
+        }
+    }
+
     /// Adds another replica's figures to these.
     pub fn add(&mut self, other: &Figures) {
         self.requests += other.requests;
@@ -86,11 +163,6 @@ impl Figures {
 
     /// The API's summary, for `deployment` (`team/model@environment`) over `replicas`.
     pub fn summary(&self, deployment: String, replicas: u32) -> DeploymentMetrics {
-        let bounds = Histogram::latency_seconds();
-        let bounds = bounds.bounds();
-        let n: u64 = self.latency_counts.iter().sum();
-        let ms = |q: f64| (quantile(bounds, &self.latency_counts, q) * 1e6).round() / 1e3;
-        let mean = if n == 0 { 0.0 } else { self.latency_sum_micro as f64 / n as f64 / 1e3 };
         DeploymentMetrics {
             deployment,
             replicas,
@@ -98,10 +170,10 @@ impl Figures {
             rows: self.rows,
             errors: self.errors.clone(),
             latency_ms: LatencySummary {
-                p50: ms(0.5),
-                p90: ms(0.9),
-                p99: ms(0.99),
-                mean: (mean * 1e3).round() / 1e3,
+                p50: self.latency_ms(0.5),
+                p90: self.latency_ms(0.9),
+                p99: self.latency_ms(0.99),
+                mean: self.mean_latency_ms(),
             },
             versions: self
                 .versions
@@ -111,11 +183,7 @@ impl Figures {
                     shadow: v.shadow,
                     requests: v.requests,
                     batches: v.batches,
-                    mean_batch_rows: if v.batches == 0 {
-                        0.0
-                    } else {
-                        v.batch_rows as f64 / v.batches as f64
-                    },
+                    mean_batch_rows: v.mean_batch_rows(),
                     queue_depth: v.queue_depth,
                     workers: v.workers,
                     model_loaded: v.loaded,
@@ -168,18 +236,26 @@ impl Plinth {
         self.publish_figures(&mut BTreeMap::new()).await
     }
 
-    /// Publishes this replica's figures every [`PUBLISH_EVERY`] until the process stops, and
-    /// deletes the rows of replicas gone for a day.
-    pub(crate) fn start_publishing_figures(&self) {
+    /// Publishes this replica's figures every `every` ([`PUBLISH_EVERY`] in a server) until
+    /// the process stops, rolls them up into the health minutes, and deletes the rows of
+    /// replicas gone for a day.
+    pub(crate) fn start_publishing_figures(&self, every: Duration) {
         let core = self.clone();
         tokio::spawn(async move {
             let mut published = BTreeMap::new();
-            let mut tick = tokio::time::interval(PUBLISH_EVERY);
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !core.tasks.stop.load(std::sync::atomic::Ordering::Relaxed) {
                 tick.tick().await;
                 if let Err(e) = core.publish_figures(&mut published).await {
                     tracing::warn!(error = %e, "cannot publish this replica's serving figures");
+                }
+                let rolled = {
+                    let mut state = core.health.lock().await;
+                    core.roll_up_health(&mut state, now_micros()).await
+                };
+                if let Err(e) = rolled {
+                    tracing::warn!(error = %e, "cannot roll up this replica's health minutes");
                 }
                 if let Err(e) = core.forget_stopped_replicas().await {
                     tracing::warn!(error = %e, "cannot delete the figures of stopped replicas");

@@ -9,7 +9,7 @@
 
 pub mod deployments;
 pub mod engine;
-pub(crate) mod figures;
+pub mod figures;
 pub mod input;
 pub mod metrics;
 pub mod predict;

@@ -91,6 +91,14 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("migrations/0009_tasks.postgres.sql"),
         sqlite_rebuilds: true,
     },
+    Migration {
+        version: 10,
+        name: "health minutes",
+        common: include_str!("migrations/0010_health.sql"),
+        sqlite: "",
+        postgres: "",
+        sqlite_rebuilds: false,
+    },
 ];
 
 /// The schema version this binary writes: its last migration's.

@@ -7,6 +7,7 @@ pub mod features;
 pub mod governance;
 pub mod health;
 pub mod identity;
+pub mod monitoring;
 pub mod oip;
 pub mod registry;
 pub mod serving;

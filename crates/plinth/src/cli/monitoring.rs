@@ -1,3 +1,4 @@
+//! `plinth metrics`: a deployment's health over time (per-minute rollups, over replicas); and
 //! `plinth drift`: data drift between two files, offline (like `plinth fairness`), with the
 //! figures Evidently gives on the same data; its JSON has the keys of Evidently's report.
 
@@ -10,15 +11,38 @@ use plinth_core::data::{ColumnData, FileFormat, Table, TableReader};
 use plinth_core::monitoring::drift::{self, ColumnDrift, Kind, Method, Sample, Values};
 use serde_json::{Value, json};
 
-use super::{Global, usage};
+use plinth_api::monitoring::{HealthPoint, HealthSeries};
+
+use super::{Global, connect, parse_duration, parse_time, split_model, usage};
+use crate::client::Client;
 use crate::output;
 
 /// Monitoring.
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
+    /// A deployment's health over time: requests, errors, availability against 99.9 %,
+    /// latency, step by step (added up over replicas, kept across restarts).
+    Metrics(MetricsArgs),
     /// Data drift between a reference file and a current one (CSV or Parquet), column by
     /// column, as Evidently computes it (offline).
     Drift(DriftArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct MetricsArgs {
+    /// TEAM/MODEL
+    model: String,
+    #[arg(long, default_value = "production")]
+    env: String,
+    /// Start: RFC 3339, or a duration ago (default 1h).
+    #[arg(long, default_value = "1h")]
+    since: String,
+    /// End: RFC 3339, or a duration ago (default now).
+    #[arg(long)]
+    until: Option<String>,
+    /// Each point's span: a duration of whole minutes (default 1m).
+    #[arg(long, default_value = "1m")]
+    step: String,
 }
 
 #[derive(Args, Debug)]
@@ -54,7 +78,52 @@ pub(crate) struct DriftArgs {
 pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
     match cmd {
         Command::Drift(a) => drift_files(g.json, a),
+        Command::Metrics(a) => metrics(&connect(g)?, g.json, a).await,
     }
+}
+
+async fn metrics(c: &Client, json_out: bool, a: MetricsArgs) -> Result<()> {
+    let (team, model) = split_model(&a.model)?;
+    let step = parse_duration(&a.step)?.whole_seconds();
+    let mut query = vec![("since", parse_time(&a.since)?), ("step_seconds", step.to_string())];
+    if let Some(u) = &a.until {
+        query.push(("until", parse_time(u)?));
+    }
+    let h: HealthSeries =
+        c.get(&format!("/deployments/{team}/{model}/{}/health", a.env), &query).await?;
+    if json_out {
+        output::json(&h);
+        return Ok(());
+    }
+    let row = |label: String, p: &HealthPoint| {
+        let errors: u64 = p.errors.values().sum();
+        vec![
+            label,
+            p.requests.to_string(),
+            errors.to_string(),
+            format!("{:.3} %", p.availability * 100.0),
+            format!("{}", p.latency_ms.p50),
+            format!("{}", p.latency_ms.p95),
+            format!("{}", p.latency_ms.p99),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = h.points.iter().map(|p| row(time_label(p.start), p)).collect();
+    rows.push(row("total".into(), &h.total));
+    output::table(
+        &["start", "requests", "errors", "availability", "p50 ms", "p95 ms", "p99 ms"],
+        rows,
+    );
+    println!(
+        "availability {:.3} % against the {:.1} % target: {}",
+        h.total.availability * 100.0,
+        h.availability_target * 100.0,
+        if h.meets_target { "met" } else { "missed" }
+    );
+    Ok(())
+}
+
+fn time_label(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn read(path: &Path) -> Result<Table> {

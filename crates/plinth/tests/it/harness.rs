@@ -107,6 +107,9 @@ pub struct ServerOptions {
     pub admin_key: Option<String>,
     /// The object store replicas share (default: the local folder in the data directory).
     pub objects: Option<plinth_objects::S3Options>,
+    /// How often the server publishes its figures and rolls up its health minutes (tests that
+    /// drive the health clock themselves set it beyond their length).
+    pub figures_every: std::time::Duration,
     /// Hung on every prediction, in order.
     pub prediction_hooks: Vec<std::sync::Arc<dyn plinth_core::serving::predict::PredictionHook>>,
 }
@@ -127,6 +130,7 @@ impl ServerOptions {
             admin_key: None,
             objects: None,
             prediction_hooks: Vec::new(),
+            figures_every: plinth_core::serving::figures::PUBLISH_EVERY,
         }
     }
 }
@@ -191,6 +195,7 @@ impl TestServer {
                     local_sources_root: opts.local_sources_root.clone(),
                     postgres_sources: opts.postgres_sources.clone(),
                     tasks: opts.tasks.clone(),
+                    figures_every: opts.figures_every,
                 },
                 plinth_core::Backends {
                     inference: std::sync::Arc::new(plinth_infer::NativeBackend),

@@ -11,6 +11,7 @@ mod conformance;
 mod drift;
 mod features;
 mod governance;
+mod health;
 mod helm;
 mod hostile;
 mod isolation;
