@@ -77,3 +77,73 @@ pub struct VersionHealth {
     pub batches: u64,
     pub mean_batch_rows: f64,
 }
+
+/// An alert of a deployment: a rule's state, with Prometheus' semantics (`pending` while the
+/// condition has held for less than the rule's `for`, `firing` after, `resolved` once it stops).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Alert {
+    /// `team/model@environment`.
+    pub deployment: String,
+    /// The rule: `error_rate` or `latency_p99` (the SLA's defaults on production deployments).
+    pub rule: String,
+    pub summary: String,
+    pub severity: String,
+    /// `pending`, `firing` or `resolved`.
+    pub state: String,
+    /// The rule's value at the last evaluation, and the threshold it is held against.
+    pub value: f64,
+    pub threshold: f64,
+    /// When the condition started to hold.
+    #[serde(with = "time::serde::rfc3339")]
+    pub active_since: OffsetDateTime,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fired_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub resolved_at: Option<OffsetDateTime>,
+}
+
+/// A silence: while it lasts, matching alerts change state as always but send no notification.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSilence {
+    /// Only this model's deployments (default: every deployment of the team).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Only this environment (default: every environment).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Only this rule (`error_rate`, `latency_p99`; default: every rule).
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// When it ends (RFC 3339, in the future).
+    #[serde(with = "time::serde::rfc3339")]
+    pub ends_at: OffsetDateTime,
+    /// Why (required).
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Silence {
+    pub id: String,
+    pub team: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ends_at: OffsetDateTime,
+    pub comment: String,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}

@@ -114,6 +114,7 @@ fn task_kinds() -> tasks::Registry {
     features::register(&mut r);
     r.register(webhooks::DeliveryTask::new());
     r.register(registry::CollectOrphans);
+    r.register(monitoring::alerts::EvaluateAlerts);
     r
 }
 
@@ -192,6 +193,7 @@ impl Plinth {
             tracing::info!(removed, "deleted artifacts of registrations that never committed");
         }
         registry::ensure_collection_schedule(&core).await?;
+        monitoring::alerts::ensure_schedule(&core).await?;
         core.engine.load_all().await?;
         core.start_change_watch().await?;
         core.start_publishing_figures(opts.figures_every);

@@ -35,6 +35,8 @@ pub const EVENTS: &[&str] = &[
     "deployment.changed",
     "evaluation.finished",
     "task.discarded",
+    "alert.firing",
+    "alert.resolved",
 ];
 
 /// Attempts before a delivery is marked failed.

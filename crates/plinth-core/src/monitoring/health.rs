@@ -113,19 +113,9 @@ impl Plinth {
                 format!("the range would have more than {MAX_POINTS} points: widen the step"),
             ));
         }
-        let rows = self
-            .db
-            .fetch_all(&Sql::with(
-                "SELECT minute, figures FROM health_minutes WHERE deployment_id = $1 AND minute >= $2 AND minute < $3",
-                [d.id.clone().into(), first.into(), until.into()],
-            ))
-            .await?;
         let mut steps: BTreeMap<i64, Figures> = BTreeMap::new();
         let mut total = Figures::default();
-        for r in &rows {
-            let minute: i64 = col(r, "minute")?;
-            let f: Figures = serde_json::from_str(&col::<String>(r, "figures")?)
-                .map_err(|e| Error::internal(format!("health row: {e}")))?;
+        for (minute, f) in self.health_minutes(&d.id, first, until).await? {
             total.add(&f);
             steps.entry(minute.div_euclid(step) * step).or_default().add(&f);
         }
@@ -141,6 +131,45 @@ impl Plinth {
             meets_target,
             points: steps.iter().map(|(start, f)| point(*start, f)).collect(),
         })
+    }
+}
+
+impl Plinth {
+    /// Every replica's health rows of a deployment for the minutes in `[since, until)`.
+    async fn health_minutes(
+        &self,
+        deployment_id: &str,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<(i64, Figures)>> {
+        let rows = self
+            .db
+            .fetch_all(&Sql::with(
+                "SELECT minute, figures FROM health_minutes WHERE deployment_id = $1 AND minute >= $2 AND minute < $3",
+                [deployment_id.to_string().into(), since.into(), until.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let f: Figures = serde_json::from_str(&col::<String>(r, "figures")?)
+                    .map_err(|e| Error::internal(format!("health row: {e}")))?;
+                Ok((col(r, "minute")?, f))
+            })
+            .collect()
+    }
+
+    /// A deployment's figures added up over the minutes that start in `[since, until)`.
+    pub(crate) async fn health_figures(
+        &self,
+        deployment_id: &str,
+        since: i64,
+        until: i64,
+    ) -> Result<Figures> {
+        let mut total = Figures::default();
+        for (_, f) in self.health_minutes(deployment_id, since, until).await? {
+            total.add(&f);
+        }
+        Ok(total)
     }
 }
 

@@ -99,6 +99,22 @@ const MIGRATIONS: &[Migration] = &[
         postgres: "",
         sqlite_rebuilds: false,
     },
+    Migration {
+        version: 11,
+        name: "alert states",
+        common: include_str!("migrations/0011_alerts.sql"),
+        sqlite: "",
+        postgres: "",
+        sqlite_rebuilds: false,
+    },
+    Migration {
+        version: 12,
+        name: "alert silences",
+        common: include_str!("migrations/0012_silences.sql"),
+        sqlite: "",
+        postgres: "",
+        sqlite_rebuilds: false,
+    },
 ];
 
 /// The schema version this binary writes: its last migration's.

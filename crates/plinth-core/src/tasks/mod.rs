@@ -114,7 +114,12 @@ impl Default for TaskOptions {
     fn default() -> Self {
         TaskOptions {
             lease: Duration::from_secs(30),
-            queues: vec![(DEFAULT_QUEUE.into(), 2), ("webhooks".into(), 4), ("training".into(), 1)],
+            queues: vec![
+                (DEFAULT_QUEUE.into(), 2),
+                ("webhooks".into(), 4),
+                ("training".into(), 1),
+                ("monitoring".into(), 1),
+            ],
             backoff: Duration::from_secs(1),
             poll: Duration::from_secs(1),
             kinds: Vec::new(),

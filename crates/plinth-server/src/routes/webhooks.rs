@@ -19,7 +19,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_deliveries))
 }
 
-/// Subscribes a URL to governance events; the answer holds the signing secret, once.
+/// Subscribes a URL to the team's events (promotions, versions, deployments, evaluations,
+/// tasks, alerts); the answer holds the signing secret, once.
 #[utoipa::path(post, path = "/teams/{team}/webhooks", tag = "webhooks", params(("team" = String, Path)), request_body = CreateWebhook,
     responses((status = 201, body = Webhook), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn create_webhook(

@@ -11,7 +11,7 @@ use plinth_core::data::{ColumnData, FileFormat, Table, TableReader};
 use plinth_core::monitoring::drift::{self, ColumnDrift, Kind, Method, Sample, Values};
 use serde_json::{Value, json};
 
-use plinth_api::monitoring::{HealthPoint, HealthSeries};
+use plinth_api::monitoring::{Alert, HealthPoint, HealthSeries, Silence};
 
 use super::{Global, connect, parse_duration, parse_time, split_model, usage};
 use crate::client::Client;
@@ -23,9 +23,39 @@ pub(crate) enum Command {
     /// A deployment's health over time: requests, errors, availability against 99.9 %,
     /// latency, step by step (added up over replicas, kept across restarts).
     Metrics(MetricsArgs),
+    /// Alerts on deployments' health (the SLA's rules on production deployments).
+    #[command(subcommand)]
+    Alert(AlertCmd),
     /// Data drift between a reference file and a current one (CSV or Parquet), column by
     /// column, as Evidently computes it (offline).
     Drift(DriftArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AlertCmd {
+    /// A team's alerts: pending, firing, resolved.
+    List { team: String },
+    /// Silence a team's matching alerts for a while: their state changes, nobody is notified.
+    Silence {
+        team: String,
+        /// Only this model (default: all).
+        #[arg(long)]
+        model: Option<String>,
+        /// Only this environment (default: all).
+        #[arg(long)]
+        env: Option<String>,
+        /// Only this rule: error_rate or latency_p99 (default: all).
+        #[arg(long)]
+        rule: Option<String>,
+        /// How long: 30m, 2h, 1d.
+        #[arg(long = "for")]
+        duration: String,
+        /// Why (required).
+        #[arg(long)]
+        comment: String,
+    },
+    /// A team's silences that have not ended.
+    Silences { team: String },
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +109,69 @@ pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
     match cmd {
         Command::Drift(a) => drift_files(g.json, a),
         Command::Metrics(a) => metrics(&connect(g)?, g.json, a).await,
+        Command::Alert(AlertCmd::Silence { team, model, env, rule, duration, comment }) => {
+            let ends_at = (time::OffsetDateTime::now_utc() + parse_duration(&duration)?)
+                .format(&time::format_description::well_known::Rfc3339)?;
+            let body = json!({"model": model, "environment": env, "rule": rule, "ends_at": ends_at, "comment": comment});
+            let s: Silence = connect(g)?.post(&format!("/teams/{team}/silences"), &body).await?;
+            if g.json {
+                output::json(&s);
+            } else {
+                println!("silenced until {} ({})", time_label(s.ends_at), s.id);
+            }
+            Ok(())
+        }
+        Command::Alert(AlertCmd::Silences { team }) => {
+            let list: Vec<Silence> =
+                connect(g)?.get(&format!("/teams/{team}/silences"), &[]).await?;
+            if g.json {
+                output::json(&list);
+            } else {
+                let any = |v: &Option<String>| v.clone().unwrap_or_else(|| "*".into());
+                output::table(
+                    &["id", "model", "env", "rule", "until", "by", "comment"],
+                    list.iter()
+                        .map(|s| {
+                            vec![
+                                s.id.clone(),
+                                any(&s.model),
+                                any(&s.environment),
+                                any(&s.rule),
+                                time_label(s.ends_at),
+                                s.created_by.clone(),
+                                s.comment.clone(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Ok(())
+        }
+        Command::Alert(AlertCmd::List { team }) => {
+            let alerts: Vec<Alert> = connect(g)?.get(&format!("/teams/{team}/alerts"), &[]).await?;
+            if g.json {
+                output::json(&alerts);
+            } else {
+                output::table(
+                    &["deployment", "rule", "state", "value", "threshold", "since", "summary"],
+                    alerts
+                        .iter()
+                        .map(|a| {
+                            vec![
+                                a.deployment.clone(),
+                                a.rule.clone(),
+                                a.state.clone(),
+                                format!("{:.4}", a.value),
+                                a.threshold.to_string(),
+                                time_label(a.active_since),
+                                a.summary.clone(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Ok(())
+        }
     }
 }
 

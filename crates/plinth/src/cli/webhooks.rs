@@ -12,7 +12,8 @@ use crate::output;
 /// Webhooks.
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
-    /// Webhooks on promotion events, and their delivery log.
+    /// Webhooks on the platform's events (promotions, versions, deployments, evaluations,
+    /// tasks, alerts), and their delivery log.
     #[command(subcommand)]
     Webhook(WebhookCmd),
 }

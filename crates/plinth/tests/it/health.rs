@@ -1,15 +1,25 @@
 //! A deployment's health over time: the per-minute rollups its replicas write, read back by
 //! range and step through the API and `plinth metrics`, with the clock driven by the test.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::cli::Cli;
-use crate::harness::{ServerOptions, TestServer, backend_tests};
+use crate::harness::{ServerOptions, TestServer, backend_tests, wait_for};
 
 const MINUTE_US: i64 = 60_000_000;
+
+/// The start of the wall clock's current minute (only for a silence, which ends by the wall
+/// clock).
+fn now_minute() -> i64 {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()
+            as i64;
+    now.div_euclid(MINUTE_US) * MINUTE_US
+}
 
 fn rfc3339(micros: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).unwrap();
@@ -100,5 +110,122 @@ backend_tests! {
         assert_eq!(out["total"]["requests"], 6, "{out}");
         let table = cli.ok(&["metrics", &format!("{}/income", t.team), "--since", &rfc3339(t0), "--until", &rfc3339(t0 + 3 * MINUTE_US)]);
         assert!(table.contains("availability 100.000 % against the 99.9 % target: met"), "{table}");
+    }
+}
+
+backend_tests! {
+    async fn the_sla_error_rate_alert_fires_after_its_for_resolves_and_webhooks_hear_each_once(backend: Backend) {
+        // The test drives the health and alert clocks; the server's own rollups and scheduled
+        // evaluations stay out of the way (no "monitoring" queue runs here).
+        let tasks = plinth_core::tasks::TaskOptions {
+            queues: vec![("default".into(), 2), ("webhooks".into(), 2)],
+            ..plinth_core::tasks::TaskOptions::default()
+        };
+        let srv = TestServer::start(ServerOptions { figures_every: Duration::from_secs(86_400), tasks, ..ServerOptions::new(backend) }).await;
+        let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let seen2 = seen.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: String| {
+                let seen = seen2.clone();
+                async move {
+                    seen.lock().unwrap().push(serde_json::from_str::<Value>(&body).unwrap());
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let t = srv.team().await;
+        let m = &t.maintainer.1;
+        let hook = m
+            .post(&format!("/teams/{}/webhooks", t.team), &json!({"url": format!("http://{addr}/hook"), "events": ["alert.firing", "alert.resolved"]}))
+            .await
+            .ok(StatusCode::CREATED);
+        let deliveries = format!("/teams/{}/webhooks/{}/deliveries", t.team, hook["id"].as_str().unwrap());
+        m.post(&format!("/teams/{}/models", t.team), &json!({"name": "income", "task": "binary_classification"})).await.ok(StatusCode::CREATED);
+        m.upload_fixture(&t.team, "income", "lightgbm_binary.txt").await.ok(StatusCode::CREATED);
+        let base = format!("/deployments/{}/income/production", t.team);
+        m.put(&base, &json!({"versions": [{"version": 1, "weight": 100}]})).await.ok(StatusCode::OK);
+        let good = json!({"rows": [[39, 13, 2174, 0, 40, 1]]});
+        let bad = json!({"rows": [[1, 2]]});
+        let alerts = || {
+            let (m, team) = (m.clone(), t.team.clone());
+            async move { m.get(&format!("/teams/{team}/alerts")).await.ok(StatusCode::OK) }
+        };
+
+        let t0 = 33_333_400 * MINUTE_US;
+        // Minute by minute: half the requests fail (a caller's mistake still counts in the error
+        // rate). The condition holds from the first evaluation; the alert is pending until it
+        // has held for five minutes, then fires once.
+        for k in 0..7i64 {
+            m.post(&format!("{base}/predict"), &good).await.ok(StatusCode::OK);
+            assert_eq!(m.post(&format!("{base}/predict"), &bad).await.status, StatusCode::BAD_REQUEST);
+            srv.core.roll_up_health_at(t0 + k * MINUTE_US + 30_000_000).await.unwrap();
+            srv.core.evaluate_alerts(t0 + (k + 1) * MINUTE_US).await.unwrap();
+            let now = alerts().await;
+            let error_rate: Vec<&Value> = now.as_array().unwrap().iter().filter(|a| a["rule"] == "error_rate").collect();
+            assert_eq!(error_rate.len(), 1, "minute {k}: {now}");
+            let want = if k < 5 { "pending" } else { "firing" };
+            assert_eq!(error_rate[0]["state"], want, "minute {k}: {now}");
+            assert_eq!(error_rate[0]["value"], 0.5);
+            assert_eq!(error_rate[0]["threshold"], 0.05);
+            // Latency stays far below its 1 s.
+            assert!(now.as_array().unwrap().iter().all(|a| a["rule"] != "latency_p99"), "{now}");
+        }
+        // Healthy minutes: once the failures have left the 5-minute window, it resolves.
+        for k in 7..13i64 {
+            m.post(&format!("{base}/predict"), &good).await.ok(StatusCode::OK);
+            srv.core.roll_up_health_at(t0 + k * MINUTE_US + 30_000_000).await.unwrap();
+            srv.core.evaluate_alerts(t0 + (k + 1) * MINUTE_US).await.unwrap();
+        }
+        let now = alerts().await;
+        assert_eq!(now[0]["state"], "resolved", "{now}");
+        assert!(now[0]["fired_at"].is_string() && now[0]["resolved_at"].is_string(), "{now}");
+
+        // The webhook heard the firing and the resolve, each once.
+        wait_for("the firing and the resolve", Duration::from_secs(20), async || (seen.lock().unwrap().len() >= 2).then_some(())).await;
+        {
+            let seen = seen.lock().unwrap();
+            let events: Vec<&str> = seen.iter().map(|p| p["event"].as_str().unwrap()).collect();
+            assert_eq!(events, ["alert.firing", "alert.resolved"], "{seen:?}");
+            assert_eq!(seen[0]["data"]["rule"], "error_rate", "{seen:?}");
+            assert_eq!(seen[0]["data"]["deployment"], format!("{}/income@production", t.team));
+            assert_eq!(seen[0]["data"]["fired_at"], rfc3339(t0 + 6 * MINUTE_US), "{seen:?}");
+            assert_eq!(seen[1]["data"]["resolved_at"], rfc3339(t0 + 12 * MINUTE_US), "{seen:?}");
+        }
+
+        // A silence: the alert fires again, its state says so, and nobody is notified.
+        let cli = Cli::new();
+        cli.ok(&["login", "--url", &srv.url, "--key", m.key()]);
+        let e = m.post(&format!("/teams/{}/silences", t.team), &json!({"ends_at": "2001-01-01T00:00:00Z", "comment": "x"})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "ends_at");
+        let e = m.post(&format!("/teams/{}/silences", t.team), &json!({"ends_at": "2999-01-01T00:00:00Z", "comment": "x", "rule": "nope"})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "rule");
+        t.viewer.1.post(&format!("/teams/{}/silences", t.team), &json!({"ends_at": "2999-01-01T00:00:00Z", "comment": "x"})).await.err(StatusCode::FORBIDDEN, "forbidden");
+        cli.ok(&["alert", "silence", &t.team, "--model", "income", "--rule", "error_rate", "--for", "2h", "--comment", "known: bad client, fix deploying"]);
+        assert!(cli.ok(&["alert", "silences", &t.team]).contains("known: bad client"));
+        // (The silence ends 2 hours after the wall clock: the test's clock runs in the past.)
+        let t1 = now_minute() - 30 * MINUTE_US;
+        for k in 0..7i64 {
+            m.post(&format!("{base}/predict"), &good).await.ok(StatusCode::OK);
+            assert_eq!(m.post(&format!("{base}/predict"), &bad).await.status, StatusCode::BAD_REQUEST);
+            srv.core.roll_up_health_at(t1 + k * MINUTE_US + 30_000_000).await.unwrap();
+            srv.core.evaluate_alerts(t1 + (k + 1) * MINUTE_US).await.unwrap();
+        }
+        assert_eq!(alerts().await[0]["state"], "firing");
+        // Every event is consumed (a delivery queued for each that notifies): still two.
+        assert!(srv.core.events_consumed("webhooks", Duration::from_secs(10)).await);
+        let queued = m.get(&deliveries).await.ok(StatusCode::OK);
+        assert_eq!(queued.as_array().map_or(0, Vec::len), 2, "a silenced alert notified: {queued}");
+
+        // Another team sees none of it; the CLI lists it.
+        let other = srv.team().await;
+        other.maintainer.1.get(&format!("/teams/{}/alerts", t.team)).await.err(StatusCode::NOT_FOUND, "not_found");
+        other.maintainer.1.get(&format!("/teams/{}/silences", t.team)).await.err(StatusCode::NOT_FOUND, "not_found");
+        let table = cli.ok(&["alert", "list", &t.team]);
+        assert!(table.contains("error_rate") && table.contains("firing"), "{table}");
     }
 }
