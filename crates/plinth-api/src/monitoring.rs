@@ -147,3 +147,76 @@ pub struct Silence {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
+
+/// An incident: opened by a firing alert (or joined by the next one on the same deployment
+/// while open), acknowledged, resolved, with its timeline.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Incident {
+    pub id: String,
+    pub team: String,
+    /// `team/model@environment`.
+    pub deployment: String,
+    pub title: String,
+    /// `open`, `acknowledged` or `resolved`.
+    pub state: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub opened_at: OffsetDateTime,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub acknowledged_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub resolved_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
+    /// What happened, oldest first: alerts firing and resolving, acknowledgement, notes,
+    /// resolution, and the deployment's changes (deploys, rollbacks) in between. Only in a
+    /// single incident's answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TimelineEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `alert.firing`, `alert.resolved`, `acknowledged`, `note`, `resolved`, or the
+    /// deployment's `deploy`, `traffic`, `rollback`, ...
+    pub kind: String,
+    pub by: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentNote {
+    pub text: String,
+}
+
+/// How fast a team acknowledges and resolves its incidents.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IncidentStats {
+    pub team: String,
+    pub incidents: u64,
+    pub open: u64,
+    /// Mean time to acknowledge, over the acknowledged incidents, in seconds.
+    pub mtta_seconds: Spread,
+    /// Mean time to resolve, over the resolved incidents, in seconds.
+    pub mttr_seconds: Spread,
+}
+
+/// The median and the 90th percentile (nearest rank) of a set of durations; 0 when empty.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Spread {
+    pub count: u64,
+    pub median: f64,
+    pub p90: f64,
+}

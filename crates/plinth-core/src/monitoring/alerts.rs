@@ -200,6 +200,17 @@ impl Plinth {
         )
         .execute(&mut tx)
         .await?;
+        // Incidents follow the alert's state, silenced or not.
+        match event {
+            Some("alert.firing") => {
+                super::incidents::alert_fired(&mut tx, team_id, deployment_id, rule.summary, now)
+                    .await?;
+            }
+            Some(_) => {
+                super::incidents::alert_resolved(&mut tx, deployment_id, rule.summary, now).await?
+            }
+            None => {}
+        }
         let event = event.filter(|_| !silenced);
         if let Some(event) = event {
             let payload = json!({

@@ -115,6 +115,14 @@ const MIGRATIONS: &[Migration] = &[
         postgres: "",
         sqlite_rebuilds: false,
     },
+    Migration {
+        version: 13,
+        name: "incidents",
+        common: include_str!("migrations/0013_incidents.sql"),
+        sqlite: "",
+        postgres: "",
+        sqlite_rebuilds: false,
+    },
 ];
 
 /// The schema version this binary writes: its last migration's.

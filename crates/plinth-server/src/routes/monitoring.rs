@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use plinth_api::ErrorBody;
-use plinth_api::monitoring::{Alert, CreateSilence, HealthQuery, HealthSeries, Silence};
+use plinth_api::monitoring::{
+    Alert, CreateSilence, HealthQuery, HealthSeries, Incident, IncidentNote, IncidentStats, Silence,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -17,6 +19,82 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(deployment_health))
         .routes(routes!(list_alerts))
         .routes(routes!(create_silence, list_silences))
+        .routes(routes!(list_incidents))
+        .routes(routes!(incident_stats))
+        .routes(routes!(get_incident))
+        .routes(routes!(acknowledge_incident))
+        .routes(routes!(resolve_incident))
+        .routes(routes!(note_incident))
+}
+
+/// The team's incidents, newest first. A firing alert opens one for its deployment, or joins
+/// the one still open there.
+#[utoipa::path(get, path = "/teams/{team}/incidents", tag = "monitoring", params(("team" = String, Path)),
+    responses((status = 200, body = Vec<Incident>), (status = 404, body = ErrorBody)))]
+async fn list_incidents(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(team): Path<String>,
+) -> ApiResult<Json<Vec<Incident>>> {
+    Ok(Json(s.core.list_incidents(&who, &team).await?))
+}
+
+/// How fast the team acknowledges (MTTA) and resolves (MTTR) its incidents: median and p90.
+#[utoipa::path(get, path = "/teams/{team}/incidents/stats", tag = "monitoring", params(("team" = String, Path)),
+    responses((status = 200, body = IncidentStats), (status = 404, body = ErrorBody)))]
+async fn incident_stats(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(team): Path<String>,
+) -> ApiResult<Json<IncidentStats>> {
+    Ok(Json(s.core.incident_stats(&who, &team).await?))
+}
+
+/// An incident with its timeline: alerts, acknowledgement, notes, resolution, and the
+/// deployment's changes in between.
+#[utoipa::path(get, path = "/teams/{team}/incidents/{id}", tag = "monitoring", params(("team" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Incident), (status = 404, body = ErrorBody)))]
+async fn get_incident(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((team, id)): Path<(String, String)>,
+) -> ApiResult<Json<Incident>> {
+    Ok(Json(s.core.get_incident(&who, &team, &id).await?))
+}
+
+/// Acknowledges an open incident (developers and up).
+#[utoipa::path(post, path = "/teams/{team}/incidents/{id}/acknowledge", tag = "monitoring", params(("team" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Incident), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn acknowledge_incident(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((team, id)): Path<(String, String)>,
+) -> ApiResult<Json<Incident>> {
+    Ok(Json(s.core.acknowledge_incident(&who, &team, &id).await?))
+}
+
+/// Resolves an incident (developers and up); one nobody acknowledged is acknowledged with it.
+#[utoipa::path(post, path = "/teams/{team}/incidents/{id}/resolve", tag = "monitoring", params(("team" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Incident), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn resolve_incident(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((team, id)): Path<(String, String)>,
+) -> ApiResult<Json<Incident>> {
+    Ok(Json(s.core.resolve_incident(&who, &team, &id).await?))
+}
+
+/// Adds a note to an incident's timeline (developers and up).
+#[utoipa::path(post, path = "/teams/{team}/incidents/{id}/notes", tag = "monitoring", params(("team" = String, Path), ("id" = String, Path)),
+    request_body = IncidentNote,
+    responses((status = 200, body = Incident), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn note_incident(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((team, id)): Path<(String, String)>,
+    ApiJson(note): ApiJson<IncidentNote>,
+) -> ApiResult<Json<Incident>> {
+    Ok(Json(s.core.note_incident(&who, &team, &id, &note.text).await?))
 }
 
 /// Silences matching alerts of the team (by model, environment, rule; unset matches all) until

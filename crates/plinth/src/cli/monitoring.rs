@@ -11,7 +11,7 @@ use plinth_core::data::{ColumnData, FileFormat, Table, TableReader};
 use plinth_core::monitoring::drift::{self, ColumnDrift, Kind, Method, Sample, Values};
 use serde_json::{Value, json};
 
-use plinth_api::monitoring::{Alert, HealthPoint, HealthSeries, Silence};
+use plinth_api::monitoring::{Alert, HealthPoint, HealthSeries, Incident, IncidentStats, Silence};
 
 use super::{Global, connect, parse_duration, parse_time, split_model, usage};
 use crate::client::Client;
@@ -26,9 +26,28 @@ pub(crate) enum Command {
     /// Alerts on deployments' health (the SLA's rules on production deployments).
     #[command(subcommand)]
     Alert(AlertCmd),
+    /// Incidents opened by firing alerts: list, show, ack, note, resolve, stats.
+    #[command(subcommand)]
+    Incident(IncidentCmd),
     /// Data drift between a reference file and a current one (CSV or Parquet), column by
     /// column, as Evidently computes it (offline).
     Drift(DriftArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum IncidentCmd {
+    /// A team's incidents, newest first.
+    List { team: String },
+    /// One incident and its timeline.
+    Show { team: String, id: String },
+    /// Acknowledge an open incident.
+    Ack { team: String, id: String },
+    /// Add a note to an incident's timeline.
+    Note { team: String, id: String, text: String },
+    /// Resolve an incident.
+    Resolve { team: String, id: String },
+    /// MTTA and MTTR of a team's incidents (median, p90).
+    Stats { team: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,6 +166,7 @@ pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Incident(cmd) => incident(&connect(g)?, g.json, cmd).await,
         Command::Alert(AlertCmd::List { team }) => {
             let alerts: Vec<Alert> = connect(g)?.get(&format!("/teams/{team}/alerts"), &[]).await?;
             if g.json {
@@ -173,6 +193,88 @@ pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn incident(c: &Client, json_out: bool, cmd: IncidentCmd) -> Result<()> {
+    let one = |i: &Incident| {
+        output::fields(&[
+            ("id", i.id.clone()),
+            ("deployment", i.deployment.clone()),
+            ("title", i.title.clone()),
+            ("state", i.state.clone()),
+            ("opened", time_label(i.opened_at)),
+            ("acknowledged", i.acknowledged_at.map(time_label).unwrap_or_else(|| "-".into())),
+            ("resolved", i.resolved_at.map(time_label).unwrap_or_else(|| "-".into())),
+        ]);
+        if !i.timeline.is_empty() {
+            output::table(
+                &["at", "what", "by", "text"],
+                i.timeline
+                    .iter()
+                    .map(|e| vec![time_label(e.at), e.kind.clone(), e.by.clone(), e.text.clone()])
+                    .collect(),
+            );
+        }
+    };
+    let acted = |i: Incident| {
+        if json_out { output::json(&i) } else { one(&i) }
+    };
+    match cmd {
+        IncidentCmd::List { team } => {
+            let list: Vec<Incident> = c.get(&format!("/teams/{team}/incidents"), &[]).await?;
+            if json_out {
+                output::json(&list);
+            } else {
+                output::table(
+                    &["id", "deployment", "state", "opened", "title"],
+                    list.iter()
+                        .map(|i| {
+                            vec![
+                                i.id.clone(),
+                                i.deployment.clone(),
+                                i.state.clone(),
+                                time_label(i.opened_at),
+                                i.title.clone(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        IncidentCmd::Show { team, id } => {
+            acted(c.get(&format!("/teams/{team}/incidents/{id}"), &[]).await?)
+        }
+        IncidentCmd::Ack { team, id } => {
+            acted(c.post(&format!("/teams/{team}/incidents/{id}/acknowledge"), &json!({})).await?)
+        }
+        IncidentCmd::Resolve { team, id } => {
+            acted(c.post(&format!("/teams/{team}/incidents/{id}/resolve"), &json!({})).await?)
+        }
+        IncidentCmd::Note { team, id, text } => acted(
+            c.post(&format!("/teams/{team}/incidents/{id}/notes"), &json!({ "text": text }))
+                .await?,
+        ),
+        IncidentCmd::Stats { team } => {
+            let s: IncidentStats = c.get(&format!("/teams/{team}/incidents/stats"), &[]).await?;
+            if json_out {
+                output::json(&s);
+            } else {
+                output::fields(&[
+                    ("incidents", s.incidents.to_string()),
+                    ("open", s.open.to_string()),
+                    (
+                        "MTTA median / p90",
+                        format!("{:.0} s / {:.0} s", s.mtta_seconds.median, s.mtta_seconds.p90),
+                    ),
+                    (
+                        "MTTR median / p90",
+                        format!("{:.0} s / {:.0} s", s.mttr_seconds.median, s.mttr_seconds.p90),
+                    ),
+                ]);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn metrics(c: &Client, json_out: bool, a: MetricsArgs) -> Result<()> {

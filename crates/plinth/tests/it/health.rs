@@ -156,7 +156,8 @@ backend_tests! {
             async move { m.get(&format!("/teams/{team}/alerts")).await.ok(StatusCode::OK) }
         };
 
-        let t0 = 33_333_400 * MINUTE_US;
+        // An hour ago by the wall clock: people acknowledge and resolve incidents now.
+        let t0 = now_minute() - 60 * MINUTE_US;
         // Minute by minute: half the requests fail (a caller's mistake still counts in the error
         // rate). The condition holds from the first evaluation; the alert is pending until it
         // has held for five minutes, then fires once.
@@ -175,6 +176,13 @@ backend_tests! {
             // Latency stays far below its 1 s.
             assert!(now.as_array().unwrap().iter().all(|a| a["rule"] != "latency_p99"), "{now}");
         }
+        // The firing opened an incident.
+        let incidents = m.get(&format!("/teams/{}/incidents", t.team)).await.ok(StatusCode::OK);
+        assert_eq!(incidents.as_array().unwrap().len(), 1, "{incidents}");
+        let incident = incidents[0]["id"].as_str().unwrap().to_string();
+        assert_eq!(incidents[0]["state"], "open");
+        assert_eq!(incidents[0]["opened_at"], rfc3339(t0 + 6 * MINUTE_US));
+        assert_eq!(incidents[0]["deployment"], format!("{}/income@production", t.team));
         // Healthy minutes: once the failures have left the 5-minute window, it resolves.
         for k in 7..13i64 {
             m.post(&format!("{base}/predict"), &good).await.ok(StatusCode::OK);
@@ -197,6 +205,26 @@ backend_tests! {
             assert_eq!(seen[1]["data"]["resolved_at"], rfc3339(t0 + 12 * MINUTE_US), "{seen:?}");
         }
 
+        // People work the incident: a rollout in between shows in its timeline.
+        let on = |what: &str| format!("/teams/{}/incidents/{incident}/{what}", t.team);
+        t.viewer.1.post(&on("acknowledge"), &json!({})).await.err(StatusCode::FORBIDDEN, "forbidden");
+        let acked = m.post(&on("acknowledge"), &json!({})).await.ok(StatusCode::OK);
+        assert_eq!(acked["state"], "acknowledged");
+        m.post(&on("acknowledge"), &json!({})).await.err(StatusCode::CONFLICT, "conflict");
+        m.put(&base, &json!({"versions": [{"version": 1, "weight": 100}], "batching": {"max_batch_size": 64}})).await.ok(StatusCode::OK);
+        m.post(&on("notes"), &json!({"text": "a client sent rows of 2 features; told them"})).await.ok(StatusCode::OK);
+        assert_eq!(m.post(&on("notes"), &json!({"text": " "})).await.err(StatusCode::BAD_REQUEST, "invalid_field")["field"], "text");
+        let done = m.post(&on("resolve"), &json!({})).await.ok(StatusCode::OK);
+        assert_eq!(done["state"], "resolved");
+        let kinds: Vec<&str> = done["timeline"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        // (The first deploy shows too: it happened at the wall clock, after the test's alert
+        // clock, an hour behind, opened the incident.)
+        assert_eq!(kinds, ["alert.firing", "alert.resolved", "deploy", "acknowledged", "deploy", "note", "resolved"], "{done}");
+        let stats = m.get(&format!("/teams/{}/incidents/stats", t.team)).await.ok(StatusCode::OK);
+        assert_eq!((stats["incidents"].as_u64(), stats["open"].as_u64()), (Some(1), Some(0)), "{stats}");
+        let (mtta, mttr) = (stats["mtta_seconds"]["median"].as_f64().unwrap(), stats["mttr_seconds"]["median"].as_f64().unwrap());
+        assert!(mtta > 50.0 * 60.0 && mtta < 2.0 * 3600.0 && mttr >= mtta, "{stats}");
+
         // A silence: the alert fires again, its state says so, and nobody is notified.
         let cli = Cli::new();
         cli.ok(&["login", "--url", &srv.url, "--key", m.key()]);
@@ -216,6 +244,10 @@ backend_tests! {
             srv.core.evaluate_alerts(t1 + (k + 1) * MINUTE_US).await.unwrap();
         }
         assert_eq!(alerts().await[0]["state"], "firing");
+        // Silenced or not, a firing alert opens an incident (the first one is resolved).
+        let incidents = m.get(&format!("/teams/{}/incidents", t.team)).await.ok(StatusCode::OK);
+        assert_eq!(incidents.as_array().unwrap().len(), 2, "{incidents}");
+        assert_eq!(incidents[0]["state"], "open");
         // Every event is consumed (a delivery queued for each that notifies): still two.
         assert!(srv.core.events_consumed("webhooks", Duration::from_secs(10)).await);
         let queued = m.get(&deliveries).await.ok(StatusCode::OK);
@@ -225,6 +257,10 @@ backend_tests! {
         let other = srv.team().await;
         other.maintainer.1.get(&format!("/teams/{}/alerts", t.team)).await.err(StatusCode::NOT_FOUND, "not_found");
         other.maintainer.1.get(&format!("/teams/{}/silences", t.team)).await.err(StatusCode::NOT_FOUND, "not_found");
+        other.maintainer.1.get(&format!("/teams/{}/incidents/{incident}", t.team)).await.err(StatusCode::NOT_FOUND, "not_found");
+        other.maintainer.1.post(&on("resolve"), &json!({})).await.err(StatusCode::NOT_FOUND, "not_found");
+        assert!(cli.ok(&["incident", "show", &t.team, &incident]).contains("told them"));
+        assert!(cli.ok(&["incident", "stats", &t.team]).contains("MTTA median"));
         let table = cli.ok(&["alert", "list", &t.team]);
         assert!(table.contains("error_rate") && table.contains("firing"), "{table}");
     }
