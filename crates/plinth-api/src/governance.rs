@@ -539,10 +539,43 @@ pub struct ServedAt {
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     pub url: String,
-    /// Events to send: `promotion.requested`, `promotion.checks_finished`,
-    /// `promotion.approved`, `promotion.rejected`, `promotion.deployed`; empty = all.
+    /// Events to send (`promotion.requested`, `model_version.registered`, `deployment.changed`,
+    /// `alert.firing`, ...; the error of an unknown one lists them); empty = all.
     #[serde(default)]
     pub events: Vec<String>,
+    /// The body's shape: Plinth's own (every event), or, for alert events only, Alertmanager's
+    /// webhook (version 4) or PagerDuty's Events API v2.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// The PagerDuty integration's routing key (required with `pagerduty`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<String>,
+}
+
+/// The shape of a webhook's body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Plinth,
+    Alertmanager,
+    Pagerduty,
+}
+
+impl WebhookFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Plinth => "plinth",
+            WebhookFormat::Alertmanager => "alertmanager",
+            WebhookFormat::Pagerduty => "pagerduty",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<WebhookFormat> {
+        [WebhookFormat::Plinth, WebhookFormat::Alertmanager, WebhookFormat::Pagerduty]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -551,6 +584,7 @@ pub struct Webhook {
     pub team: String,
     pub url: String,
     pub events: Vec<String>,
+    pub format: WebhookFormat,
     /// The HMAC-SHA256 signing secret: shown once, at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,

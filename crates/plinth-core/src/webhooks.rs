@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use plinth_api::governance::{CreateWebhook, Delivery, Webhook};
+use plinth_api::governance::{CreateWebhook, Delivery, Webhook, WebhookFormat};
 use plinth_api::identity::TeamRole;
 use serde_json::json;
 use sha2::Sha256;
@@ -73,13 +73,44 @@ impl Plinth {
                 ));
             }
         }
+        let mut req = req;
+        if req.format != WebhookFormat::Plinth {
+            // Alertmanager's and PagerDuty's shapes carry alerts, nothing else.
+            if req.events.is_empty() {
+                req.events = vec!["alert.firing".into(), "alert.resolved".into()];
+            }
+            if let Some((i, _)) =
+                req.events.iter().enumerate().find(|(_, e)| !e.starts_with("alert."))
+            {
+                return Err(Error::invalid(
+                    format!("events[{i}]"),
+                    format!("the {} format carries alert events only", req.format.as_str()),
+                ));
+            }
+        }
+        match (&req.format, &req.routing_key) {
+            (WebhookFormat::Pagerduty, None) => {
+                return Err(Error::invalid(
+                    "routing_key",
+                    "PagerDuty needs the integration's routing key",
+                ));
+            }
+            (WebhookFormat::Pagerduty, Some(k)) if k.is_empty() || k.len() > 200 => {
+                return Err(Error::invalid("routing_key", "must be 1 to 200 characters"));
+            }
+            (WebhookFormat::Pagerduty, _) => {}
+            (_, Some(_)) => {
+                return Err(Error::invalid("routing_key", "only the pagerduty format takes one"));
+            }
+            (_, None) => {}
+        }
         let id = new_id("whk");
         let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>()));
         let now = now_micros();
         let mut tx = self.db.begin().await?;
         Sql::with(
-            "INSERT INTO webhooks (id, team_id, url, secret, events, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            [id.clone().into(), t.id.clone().into(), req.url.clone().into(), secret.clone().into(), serde_json::to_string(&req.events)?.into(), now.into(), who.id.clone().into()],
+            "INSERT INTO webhooks (id, team_id, url, secret, events, created_at, created_by, format, routing_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            [id.clone().into(), t.id.clone().into(), req.url.clone().into(), secret.clone().into(), serde_json::to_string(&req.events)?.into(), now.into(), who.id.clone().into(), req.format.as_str().into(), req.routing_key.clone().into()],
         )
         .execute(&mut tx)
         .await?;
@@ -103,6 +134,7 @@ impl Plinth {
             team: t.name,
             url: req.url,
             events: req.events,
+            format: req.format,
             secret: Some(secret),
             created_at: micros_to_time(now),
         })
@@ -121,6 +153,7 @@ impl Plinth {
                     team: t.name.clone(),
                     url: col(r, "url")?,
                     events: serde_json::from_str(&col::<String>(r, "events")?)?,
+                    format: WebhookFormat::parse(&col::<String>(r, "format")?).unwrap_or_default(),
                     secret: None,
                     created_at: micros_to_time(col(r, "created_at")?),
                 })
@@ -222,7 +255,7 @@ impl Consumer for WebhookConsumer {
                     continue;
                 }
                 let hooks = Sql::with(
-                    "SELECT id, events FROM webhooks WHERE team_id = $1 AND deleted_at IS NULL",
+                    "SELECT id, events, format, routing_key FROM webhooks WHERE team_id = $1 AND deleted_at IS NULL",
                     [team_id.clone().into()],
                 )
                 .fetch_all_tx(tx)
@@ -233,7 +266,23 @@ impl Consumer for WebhookConsumer {
                         continue;
                     }
                     let id = new_id("dlv");
-                    let payload = json!({"id": id, "event_id": e.id, "event": e.kind, "created_at": micros_to_time(e.at).unix_timestamp(), "data": e.payload});
+                    let format =
+                        WebhookFormat::parse(&col::<String>(&h, "format")?).unwrap_or_default();
+                    let payload = match format {
+                        WebhookFormat::Plinth => {
+                            json!({"id": id, "event_id": e.id, "event": e.kind, "created_at": micros_to_time(e.at).unix_timestamp(), "data": e.payload})
+                        }
+                        WebhookFormat::Alertmanager => {
+                            crate::monitoring::alerts::alertmanager_body(&e.payload)
+                        }
+                        WebhookFormat::Pagerduty => {
+                            let key: Option<String> = col(&h, "routing_key")?;
+                            crate::monitoring::alerts::pagerduty_body(
+                                &e.payload,
+                                key.as_deref().unwrap_or_default(),
+                            )
+                        }
+                    };
                     Sql::with(
                         "INSERT INTO webhook_deliveries (id, webhook_id, event, payload, status, attempts, next_attempt_at, created_at)
                          VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",

@@ -28,6 +28,12 @@ pub(crate) enum WebhookCmd {
         endpoint: String,
         #[arg(long = "event")]
         events: Vec<String>,
+        /// The body's shape: plinth (every event), alertmanager or pagerduty (alert events).
+        #[arg(long, default_value = "plinth")]
+        format: String,
+        /// PagerDuty's integration routing key (with --format pagerduty).
+        #[arg(long)]
+        routing_key: Option<String>,
     },
     List {
         team: String,
@@ -51,11 +57,11 @@ pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
 
 pub(super) async fn webhook(c: &Client, json_out: bool, cmd: WebhookCmd) -> Result<()> {
     match cmd {
-        WebhookCmd::Add { team, endpoint, events } => {
+        WebhookCmd::Add { team, endpoint, events, format, routing_key } => {
             let w: Webhook = c
                 .post(
                     &format!("/teams/{team}/webhooks"),
-                    &json!({"url": endpoint, "events": events}),
+                    &json!({"url": endpoint, "events": events, "format": format, "routing_key": routing_key}),
                 )
                 .await?;
             if json_out {

@@ -124,12 +124,15 @@ backend_tests! {
         let srv = TestServer::start(ServerOptions { figures_every: Duration::from_secs(86_400), tasks, ..ServerOptions::new(backend) }).await;
         let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
         let seen2 = seen.clone();
+        // One receiver, three paths: Plinth's own body, Alertmanager's and PagerDuty's.
         let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |body: String| {
+            "/{kind}",
+            axum::routing::post(move |axum::extract::Path(kind): axum::extract::Path<String>, body: String| {
                 let seen = seen2.clone();
                 async move {
-                    seen.lock().unwrap().push(serde_json::from_str::<Value>(&body).unwrap());
+                    let mut v = serde_json::from_str::<Value>(&body).unwrap();
+                    v["received_at"] = json!(kind);
+                    seen.lock().unwrap().push(v);
                     StatusCode::OK
                 }
             }),
@@ -145,6 +148,15 @@ backend_tests! {
             .await
             .ok(StatusCode::CREATED);
         let deliveries = format!("/teams/{}/webhooks/{}/deliveries", t.team, hook["id"].as_str().unwrap());
+        m.post(&format!("/teams/{}/webhooks", t.team), &json!({"url": format!("http://{addr}/am"), "format": "alertmanager"})).await.ok(StatusCode::CREATED);
+        m.post(&format!("/teams/{}/webhooks", t.team), &json!({"url": format!("http://{addr}/pd"), "format": "pagerduty", "routing_key": "R0UT1NG"}))
+            .await
+            .ok(StatusCode::CREATED);
+        // Alertmanager's and PagerDuty's shapes carry alerts only; PagerDuty needs its key.
+        let e = m.post(&format!("/teams/{}/webhooks", t.team), &json!({"url": format!("http://{addr}/am"), "format": "alertmanager", "events": ["deployment.changed"]})).await;
+        assert_eq!(e.err(StatusCode::BAD_REQUEST, "invalid_field")["field"], "events[0]");
+        let e = m.post(&format!("/teams/{}/webhooks", t.team), &json!({"url": format!("http://{addr}/pd"), "format": "pagerduty"})).await;
+        assert_eq!(e.err(StatusCode::BAD_REQUEST, "invalid_field")["field"], "routing_key");
         m.post(&format!("/teams/{}/models", t.team), &json!({"name": "income", "task": "binary_classification"})).await.ok(StatusCode::CREATED);
         m.upload_fixture(&t.team, "income", "lightgbm_binary.txt").await.ok(StatusCode::CREATED);
         let base = format!("/deployments/{}/income/production", t.team);
@@ -194,7 +206,38 @@ backend_tests! {
         assert!(now[0]["fired_at"].is_string() && now[0]["resolved_at"].is_string(), "{now}");
 
         // The webhook heard the firing and the resolve, each once.
-        wait_for("the firing and the resolve", Duration::from_secs(20), async || (seen.lock().unwrap().len() >= 2).then_some(())).await;
+        wait_for("the firing and the resolve, in three shapes", Duration::from_secs(20), async || (seen.lock().unwrap().len() >= 6).then_some(())).await;
+        {
+            let all = seen.lock().unwrap();
+            let by = |kind: &str| -> Vec<Value> {
+                let mut v: Vec<Value> = all.iter().filter(|p| p["received_at"] == kind).cloned().collect();
+                v.sort_by_key(|p| p.to_string().contains("resolve"));
+                v
+            };
+            // Alertmanager's webhook, version 4: firing, then resolved, one fingerprint.
+            let am = by("am");
+            assert_eq!(am.len(), 2, "{am:?}");
+            assert_eq!((am[0]["version"].as_str(), am[0]["status"].as_str(), am[1]["status"].as_str()), (Some("4"), Some("firing"), Some("resolved")));
+            let alert = &am[0]["alerts"][0];
+            assert_eq!(alert["labels"]["alertname"], "error_rate");
+            assert_eq!(alert["labels"]["environment"], "production");
+            assert_eq!(alert["startsAt"], rfc3339(t0 + MINUTE_US));
+            assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+            assert_eq!(am[1]["alerts"][0]["endsAt"], rfc3339(t0 + 12 * MINUTE_US));
+            assert_eq!(alert["fingerprint"], am[1]["alerts"][0]["fingerprint"]);
+            // PagerDuty's Events API v2: trigger, then resolve, one dedup key.
+            let pd = by("pd");
+            assert_eq!(pd.len(), 2, "{pd:?}");
+            assert_eq!((pd[0]["event_action"].as_str(), pd[1]["event_action"].as_str()), (Some("trigger"), Some("resolve")));
+            assert_eq!(pd[0]["routing_key"], "R0UT1NG");
+            assert_eq!(pd[0]["dedup_key"], pd[1]["dedup_key"]);
+            assert_eq!(pd[0]["payload"]["severity"], "critical");
+            assert_eq!(pd[0]["payload"]["source"], format!("{}/income@production", t.team));
+        }
+        let seen = {
+            let all = seen.lock().unwrap();
+            Arc::new(Mutex::new(all.iter().filter(|p| p["received_at"] == "hook").cloned().collect::<Vec<Value>>()))
+        };
         {
             let seen = seen.lock().unwrap();
             let events: Vec<&str> = seen.iter().map(|p| p["event"].as_str().unwrap()).collect();
