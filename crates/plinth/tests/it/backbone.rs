@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 
 use crate::harness::{Backend, ServerOptions, TestServer, wait_for};
 
-/// Counts its runs per task id, and runs for `args.ms` milliseconds in steps of 10, logging each
-/// step and watching for its cancellation; fails while `args.fail` is true.
+/// Counts its runs per task id. With `args.hold` (`"first"`: its first attempt only;
+/// `"always"`), it logs a step and reports progress, then holds until its task is cancelled or
+/// its replica stops, looking at the cancel flag between waits; fails while `args.fail` is true.
 #[derive(Clone, Default)]
 struct Probe {
     runs: Arc<Mutex<HashMap<String, u32>>>,
@@ -36,25 +37,22 @@ impl TaskKind for Probe {
     ) -> BoxFuture<'a, plinth_core::Result<Value>> {
         Box::pin(async move {
             *self.runs.lock().unwrap().entry(task.id.clone()).or_default() += 1;
-            let steps = task.args["ms"].as_u64().unwrap_or(0) / 10;
             core.task_log(&task.id, "info", &format!("attempt {} starts", task.attempt)).await?;
-            for step in 0..steps {
-                task.check()?;
-                if step % 10 == 0 {
-                    core.task_progress(
-                        &task.id,
-                        step as f64 / steps as f64,
-                        Some(&format!("step {step}")),
-                    )
+            let hold = match task.args["hold"].as_str() {
+                Some("always") => true,
+                Some("first") => task.attempt == 1,
+                _ => false,
+            };
+            if hold {
+                core.task_progress(&task.id, 0.5, Some("step 10")).await?;
+                core.task_log(&task.id, "info", &format!("attempt {} step 10", task.attempt))
                     .await?;
-                    core.task_log(
-                        &task.id,
-                        "info",
-                        &format!("attempt {} step {step}", task.attempt),
-                    )
-                    .await?;
+                // Nothing to wait for but the cancel flag (set at the runner's heartbeat).
+                let never = tokio::sync::Notify::new();
+                loop {
+                    task.check()?;
+                    let _ = tokio::time::timeout(Duration::from_millis(10), never.notified()).await;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             if task.args["fail"].as_bool() == Some(true) {
                 return Err(plinth_core::Error::new(
@@ -114,9 +112,7 @@ async fn tasks_queued_on_any_replica_run_once_each() {
     let r = replicas(&probe, Duration::from_secs(30)).await;
     let mut ids = Vec::new();
     for i in 0..200 {
-        ids.push(
-            r[i % 3].core.enqueue_task(None, "test.probe", &json!({"ms": 0}), 2).await.unwrap(),
-        );
+        ids.push(r[i % 3].core.enqueue_task(None, "test.probe", &json!({}), 2).await.unwrap());
     }
     for id in &ids {
         assert_eq!(finished(&r[0], id).await["state"], "completed");
@@ -141,7 +137,7 @@ async fn a_schedule_fires_once_per_occurrence_with_three_replicas() {
             None,
             "probe-every-second",
             "test.probe",
-            &json!({"ms": 0}),
+            &json!({}),
             plinth_core::tasks::schedule::Every::Interval(1),
             Some(start),
         )
@@ -241,7 +237,8 @@ async fn one_event_is_delivered_once_across_replicas() {
 async fn a_task_whose_runner_stops_is_finished_by_another_replica() {
     let probe = Probe::default();
     let mut r = replicas(&probe, Duration::from_millis(900)).await;
-    let id = r[0].core.enqueue_task(None, "test.probe", &json!({"ms": 2000}), 2).await.unwrap();
+    let id =
+        r[0].core.enqueue_task(None, "test.probe", &json!({"hold": "first"}), 2).await.unwrap();
     wait_for("the task to make progress", Duration::from_secs(10), async || {
         let t = task(&r[0], &id).await;
         (t["state"] == "running" && t["progress"].as_f64().unwrap_or(0.0) > 0.0).then_some(())
@@ -270,11 +267,7 @@ async fn a_task_whose_runner_stops_is_finished_by_another_replica() {
 async fn failing_attempts_back_off_then_the_task_is_discarded() {
     let probe = Probe::default();
     let r = replicas(&probe, Duration::from_secs(30)).await;
-    let id = r[0]
-        .core
-        .enqueue_task(None, "test.probe", &json!({"ms": 0, "fail": true}), 2)
-        .await
-        .unwrap();
+    let id = r[0].core.enqueue_task(None, "test.probe", &json!({"fail": true}), 2).await.unwrap();
     let done = finished(&r[0], &id).await;
     assert_eq!(done["state"], "discarded", "{done}");
     let errors = done["errors"].as_array().unwrap();
@@ -287,7 +280,8 @@ async fn failing_attempts_back_off_then_the_task_is_discarded() {
 async fn a_running_task_stops_when_cancelled_and_a_waiting_one_at_once() {
     let probe = Probe::default();
     let r = replicas(&probe, Duration::from_millis(600)).await;
-    let id = r[0].core.enqueue_task(None, "test.probe", &json!({"ms": 60_000}), 2).await.unwrap();
+    let id =
+        r[0].core.enqueue_task(None, "test.probe", &json!({"hold": "always"}), 2).await.unwrap();
     wait_for("the task to run", Duration::from_secs(10), async || {
         (task(&r[2], &id).await["state"] == "running").then_some(())
     })
@@ -301,11 +295,10 @@ async fn a_running_task_stops_when_cancelled_and_a_waiting_one_at_once() {
         .err(StatusCode::CONFLICT, "conflict");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_one_replica_changes_is_in_force_on_the_others() {
-    let probe = Probe::default();
-    let r = replicas(&probe, Duration::from_secs(30)).await;
-    let t = r[0].team().await;
+/// A new team on `srv` with a binary model `income` whose versions are these fixtures, and
+/// its maintainer.
+async fn income(srv: &TestServer, versions: &[&str]) -> (String, crate::harness::Api) {
+    let t = srv.team().await;
     let (team, m) = (t.team.clone(), t.maintainer.1.clone());
     m.post(
         &format!("/teams/{team}/models"),
@@ -313,8 +306,17 @@ async fn what_one_replica_changes_is_in_force_on_the_others() {
     )
     .await
     .ok(StatusCode::CREATED);
-    m.upload_fixture(&team, "income", "lightgbm_binary.txt").await.ok(StatusCode::CREATED);
-    m.upload_fixture(&team, "income", "xgboost_binary.json").await.ok(StatusCode::CREATED);
+    for f in versions {
+        m.upload_fixture(&team, "income", f).await.ok(StatusCode::CREATED);
+    }
+    (team, m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_replica_changes_is_in_force_on_the_others() {
+    let probe = Probe::default();
+    let r = replicas(&probe, Duration::from_secs(30)).await;
+    let (team, m) = income(&r[0], &["lightgbm_binary.txt", "xgboost_binary.json"]).await;
     let on = |i: usize| crate::harness::Api::new(&r[i].url, m.key());
     on(1)
         .put(
@@ -382,15 +384,7 @@ async fn what_one_replica_changes_is_in_force_on_the_others() {
 async fn the_prediction_log_of_all_replicas_reads_as_one_in_time_order() {
     let probe = Probe::default();
     let r = replicas(&probe, Duration::from_secs(30)).await;
-    let t = r[0].team().await;
-    let (team, m) = (t.team.clone(), t.maintainer.1.clone());
-    m.post(
-        &format!("/teams/{team}/models"),
-        &json!({"name": "income", "task": "binary_classification"}),
-    )
-    .await
-    .ok(StatusCode::CREATED);
-    m.upload_fixture(&team, "income", "lightgbm_binary.txt").await.ok(StatusCode::CREATED);
+    let (team, m) = income(&r[0], &["lightgbm_binary.txt"]).await;
     let on = |i: usize| crate::harness::Api::new(&r[i].url, m.key());
     on(0)
         .put(
