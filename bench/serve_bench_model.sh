@@ -6,6 +6,7 @@
 # A fresh data directory, a bootstrap admin key, the model registered as bench/lgbm version 1
 # and deployed public to production: the harness's wrk sends no API key. The script stays in
 # the foreground (the harness stops its process group). Plinth's OIP name: bench.lgbm.
+# NO_MONITOR=1 deploys it without monitoring (no capture for drift and labels).
 set -euo pipefail
 MODEL="$1"
 LISTEN="${2:-127.0.0.1:8200}"
@@ -19,7 +20,8 @@ if curl -s -o /dev/null -m 1 "http://$LISTEN/"; then
   echo "serve_bench_model.sh: something already answers on $LISTEN; stop it first" >&2
   exit 1
 fi
-KEY="$("$PLINTH" key generate)"
+# BENCH_KEY: the admin key to bootstrap with (a caller that needs the API, e.g. feedback.sh).
+KEY="${BENCH_KEY:-$("$PLINTH" key generate)}"
 PLINTH_BOOTSTRAP_ADMIN_KEY="$KEY" PLINTH_LOG_LEVEL="${PLINTH_LOG_LEVEL:-warn}" \
   "$PLINTH" serve --listen "$LISTEN" --data-dir "$DATA/data" &
 SERVER=$!
@@ -35,6 +37,6 @@ done
 "$PLINTH" version upload bench/lgbm "$MODEL" >/dev/null
 "$PLINTH" deploy bench/lgbm --env production --traffic 1 --public \
   --max-batch-size "${MAX_BATCH:-256}" --max-wait-us "${MAX_WAIT_US:-200}" --max-workers "${MAX_WORKERS:-2}" \
-  --log-sample-rate "${LOG_SAMPLE_RATE:-1.0}" >/dev/null
+  --log-sample-rate "${LOG_SAMPLE_RATE:-1.0}" ${NO_MONITOR:+--no-monitor} >/dev/null
 echo "plinth: bench/lgbm deployed from $MODEL on http://$LISTEN (OIP name bench.lgbm)" >&2
 wait $SERVER

@@ -216,6 +216,10 @@ pub struct Policy {
     /// for an independent reviewer's approval before it takes effect.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub review_team_changes: bool,
+    /// Deployments here keep the SLA's default alerts: a team may tighten them but not
+    /// disable or loosen them, and may not turn the deployment's monitoring off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_sla_alerts: bool,
 }
 
 impl Policy {

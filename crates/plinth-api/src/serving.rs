@@ -124,6 +124,14 @@ pub struct DeploymentSpec {
     /// Anyone may call it, without an API key (demos, benchmarks). Default false.
     #[serde(default)]
     pub public: bool,
+    /// Predictions are captured for monitoring: summarized for drift and kept for their
+    /// labels. Default true.
+    #[serde(default = "yes")]
+    pub monitor: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> f64 {
@@ -212,6 +220,9 @@ pub struct PredictRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub entities: Option<BTreeMap<String, Vec<serde_json::Value>>>,
+    /// Caller-chosen ids, one per row, by which labels can be posted later (`feedback`).
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
 }
 
 /// The answer: one prediction per row, the version that answered, and the request id.

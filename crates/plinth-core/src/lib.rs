@@ -75,6 +75,10 @@ pub struct Plinth {
     pub(crate) postgres: data::sources::PostgresAccess,
     /// This replica's health rollup state (see `monitoring::health`).
     pub(crate) health: Arc<tokio::sync::Mutex<monitoring::health::Rollup>>,
+    /// Drift baselines summarized (see `monitoring::served`).
+    pub(crate) baselines: Arc<monitoring::served::Baselines>,
+    /// The latest alert states and drift scores, for `/metrics` (see `monitoring::alerts`).
+    pub(crate) monitoring_gauges: Arc<monitoring::alerts::Gauges>,
     /// What hangs on every prediction (quotas, metering, monitoring), in order.
     pub(crate) prediction_hooks: Vec<Arc<dyn serving::predict::PredictionHook>>,
 }
@@ -187,6 +191,8 @@ impl Plinth {
             postgres: opts.postgres_sources.clone(),
             prediction_hooks: Vec::new(),
             health: Arc::default(),
+            baselines: Arc::default(),
+            monitoring_gauges: Arc::default(),
         };
         let removed = core.collect_orphan_artifacts(util::now_micros() - ORPHAN_GRACE_US).await?;
         if removed > 0 {
@@ -239,6 +245,11 @@ impl Plinth {
         &self.engine
     }
 
+    /// Alert states and drift scores in Prometheus text format.
+    pub fn render_monitoring_metrics(&self, out: &mut String) {
+        self.monitoring_gauges.render(out);
+    }
+
     /// True when the stores answer.
     pub async fn ready(&self) -> bool {
         self.db.ping().await
@@ -253,6 +264,9 @@ impl Plinth {
         };
         if let Err(e) = rolled {
             tracing::warn!(error = %e, "cannot roll up the last health figures");
+        }
+        if let Err(e) = self.flush_monitoring_at(util::now_micros()).await {
+            tracing::warn!(error = %e, "cannot write the last captured predictions");
         }
         if let Err(e) = self.engine.log.ship_all().await {
             tracing::warn!(error = %e, "cannot ship the last prediction-log segments; the next start ships them");

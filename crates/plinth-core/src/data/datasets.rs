@@ -256,7 +256,7 @@ impl Plinth {
     }
 
     /// A dataset version's artifact key and file format.
-    async fn artifact_of(&self, version_id: &str) -> Result<(String, FileFormat)> {
+    pub(crate) async fn artifact_of(&self, version_id: &str) -> Result<(String, FileFormat)> {
         let row = self
             .db
             .fetch_optional(&Sql::with(

@@ -191,15 +191,91 @@ fn check_columns(
     Ok(())
 }
 
-/// A model's answers over a table.
-struct Scored {
+/// A model's answers over a table (evaluation) or over served requests (live performance).
+#[derive(Default)]
+pub(crate) struct Scored {
     /// Classification: predicted class index per row; regression: empty.
-    pred_class: Vec<u32>,
+    pub(crate) pred_class: Vec<u32>,
     /// Classification: `n × k` probabilities when the model gives them.
-    proba: Option<Vec<f64>>,
+    pub(crate) proba: Option<Vec<f64>>,
     /// Regression: predicted values.
-    values: Vec<f64>,
-    k: usize,
+    pub(crate) values: Vec<f64>,
+    pub(crate) k: usize,
+}
+
+impl Scored {
+    /// Adds a model's answer for `n` rows: the values of a regressor; the labels and class
+    /// probabilities of a classifier (the labels worked out from the probabilities when it
+    /// gives none).
+    pub(crate) fn read(
+        &mut self,
+        outputs: &[(String, Tensor)],
+        n: usize,
+        task: Task,
+    ) -> Result<()> {
+        match task {
+            Task::Regression => {
+                let (_, t) = outputs
+                    .iter()
+                    .find(|(_, t)| t.shape.first() == Some(&n))
+                    .ok_or_else(|| Error::internal("the model gave no per-row output"))?;
+                self.values.extend(
+                    t.data.as_f64_vec().ok_or_else(|| Error::internal("non-numeric output"))?,
+                );
+            }
+            _ => {
+                let probs = outputs.iter().find(|(name, t)| {
+                    name.contains("prob") && t.shape.len() == 2 && t.shape[0] == n
+                });
+                let label = outputs
+                    .iter()
+                    .find(|(name, t)| name.contains("label") && t.shape.first() == Some(&n));
+                if let Some((_, p)) = probs {
+                    let k = p.shape[1];
+                    self.k = k;
+                    let v = p
+                        .data
+                        .as_f64_vec()
+                        .ok_or_else(|| Error::internal("non-numeric probabilities"))?;
+                    if label.is_none() {
+                        self.pred_class.extend(v.chunks(k).map(|r| {
+                            let mut best = 0;
+                            for (c, &x) in r.iter().enumerate() {
+                                if x > r[best] {
+                                    best = c;
+                                }
+                            }
+                            best as u32
+                        }));
+                    }
+                    self.proba.get_or_insert_with(Vec::new).extend_from_slice(&v);
+                }
+                if let Some((_, l)) = label {
+                    let v = l.data.as_f64_vec().ok_or_else(|| {
+                        Error::invalid(
+                            "version",
+                            "the model's labels are strings: evaluation needs class indices",
+                        )
+                    })?;
+                    self.pred_class.extend(v.iter().map(|&c| c.max(0.0) as u32));
+                }
+                if probs.is_none() && label.is_none() {
+                    return Err(Error::internal("the model gave neither labels nor probabilities"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Once every answer is read: a classifier without probabilities has as many classes as
+    /// its largest label says (at least 2).
+    pub(crate) fn finish(mut self, task: Task) -> Scored {
+        if task != Task::Regression && self.k == 0 {
+            self.k = self.pred_class.iter().max().map_or(2, |&m| (m as usize + 1).max(2));
+            self.proba = None;
+        }
+        self
+    }
 }
 
 fn feature_names(sig: &Signature) -> Result<Vec<String>> {
@@ -226,8 +302,7 @@ fn score(
         .collect::<Option<_>>()
         .ok_or_else(|| Error::invalid("dataset", "a feature column is missing"))?;
     let width = cols.len();
-    let mut out = Scored { pred_class: vec![], proba: None, values: vec![], k: 0 };
-    let mut proba: Vec<f64> = Vec::new();
+    let mut out = Scored::default();
     const CHUNK: usize = 8192;
     let mut start = 0;
     while start < table.rows {
@@ -243,67 +318,10 @@ fn score(
         let outputs = model.run(&[(input.name.as_str(), &t)]).map_err(|e| {
             Error::internal(format!("the model failed on rows {start}..{end}: {e}"))
         })?;
-        match task {
-            Task::Regression => {
-                let (_, t) = outputs
-                    .iter()
-                    .find(|(_, t)| t.shape.first() == Some(&n))
-                    .ok_or_else(|| Error::internal("the model gave no per-row output"))?;
-                out.values.extend(
-                    t.data.as_f64_vec().ok_or_else(|| Error::internal("non-numeric output"))?,
-                );
-            }
-            _ => {
-                let probs = outputs.iter().find(|(name, t)| {
-                    name.contains("prob") && t.shape.len() == 2 && t.shape[0] == n
-                });
-                let label = outputs
-                    .iter()
-                    .find(|(name, t)| name.contains("label") && t.shape.first() == Some(&n));
-                if let Some((_, p)) = probs {
-                    let k = p.shape[1];
-                    out.k = k;
-                    let v = p
-                        .data
-                        .as_f64_vec()
-                        .ok_or_else(|| Error::internal("non-numeric probabilities"))?;
-                    proba.extend_from_slice(&v);
-                    if label.is_none() {
-                        out.pred_class.extend(v.chunks(k).map(|r| {
-                            let mut best = 0;
-                            for (c, &x) in r.iter().enumerate() {
-                                if x > r[best] {
-                                    best = c;
-                                }
-                            }
-                            best as u32
-                        }));
-                    }
-                }
-                if let Some((_, l)) = label {
-                    let v = l.data.as_f64_vec().ok_or_else(|| {
-                        Error::invalid(
-                            "version",
-                            "the model's labels are strings: evaluation needs class indices",
-                        )
-                    })?;
-                    out.pred_class.extend(v.iter().map(|&c| c.max(0.0) as u32));
-                }
-                if probs.is_none() && label.is_none() {
-                    return Err(Error::internal("the model gave neither labels nor probabilities"));
-                }
-            }
-        }
+        out.read(&outputs, n, task)?;
         start = end;
     }
-    if task != Task::Regression {
-        if out.k == 0 {
-            out.k = out.pred_class.iter().max().map_or(2, |&m| (m as usize + 1).max(2));
-        } else {
-            out.proba = Some(proba);
-        }
-    }
-    Ok(out)
+    Ok(out.finish(task))
 }
 
 fn class_labels(table: &Table, label: &str, k: usize) -> Result<Vec<u32>> {
@@ -326,7 +344,7 @@ fn class_labels(table: &Table, label: &str, k: usize) -> Result<Vec<u32>> {
 }
 
 /// Metrics of the rows in `idx` (all rows when `None`).
-fn headline(
+pub(crate) fn headline(
     task: Task,
     truth_cls: &[u32],
     truth_val: &[f64],
@@ -599,7 +617,7 @@ impl Plinth {
         Ok(serde_json::to_value(&result)?)
     }
 
-    async fn score_version(
+    pub(crate) async fn score_version(
         &self,
         model_id: &str,
         version: u32,

@@ -181,6 +181,7 @@ pub(crate) fn stricter(platform: &Policy, team: &Policy) -> Policy {
             tolerance: platform.self_serve.tolerance.min(team.self_serve.tolerance),
         },
         review_team_changes: platform.review_team_changes,
+        require_sla_alerts: platform.require_sla_alerts || team.require_sla_alerts,
     }
 }
 

@@ -1,9 +1,16 @@
-//! Alerts on deployments' health, with Prometheus' semantics. Every production deployment has
-//! the SLA's rules on its own: more than 5 % of requests failed, or p99 latency above 1 s, over
-//! the last five minutes of its health rollups ([`super::health`]). A rule whose condition holds
-//! is `pending`; once it has held for the rule's `for` (five minutes) it is `firing`; when it
-//! stops holding a firing alert is `resolved` (a pending one is dropped). A window without
-//! requests holds no condition.
+//! Alert rules with Prometheus' semantics, on any monitored series of a deployment: error
+//! rate, p99 latency, the error budget's burn rate, a live metric's drop below the version's
+//! evaluation, label coverage, the drifted share of columns or one feature's drift score, and
+//! the freshness of the feature views it reads. A rule whose condition holds is `pending`; once
+//! it has held for the rule's `for` it is `firing`; when it stops holding a firing alert is
+//! `resolved` (a pending one is dropped). A window without data holds no condition.
+//!
+//! Every production deployment has the SLA's rules on its own ([`SLA_RULES`]): error rate above
+//! 5 % and p99 latency above 1 s over five minutes, accuracy more than 2 points below the
+//! evaluation's over the last day's labelled predictions (classifiers, once labels exist), and
+//! a feature view it reads older than its freshness SLA (1 h by default). A team tunes or
+//! disables them, and adds its own rules, in the deployment's monitoring settings
+//! ([`super::settings`]); a policy may require them.
 //!
 //! One replica evaluates at a time: a schedule fires the `monitoring.alerts` task every minute.
 //! Each change to firing or resolved writes an `alert.firing` / `alert.resolved` event in the
@@ -11,56 +18,299 @@
 //! team matches the alert (by model, environment and rule) and has not ended: then the state
 //! changes all the same, and nobody is notified.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use plinth_api::identity::TeamRole;
-use plinth_api::monitoring::{Alert, CreateSilence, Silence};
+use plinth_api::monitoring::{Alert, AlertRule, CreateSilence, MonitoringSettings, Silence};
+use plinth_api::registry::Task;
 use serde_json::json;
 
+use super::feedback::Monitored;
+use super::health::AVAILABILITY_TARGET;
 use crate::Plinth;
 use crate::audit::{self, Target};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
+use crate::serving::engine::Live;
 use crate::serving::figures::Figures;
 use crate::store::{Sql, col};
 use crate::util::{micros_to_time, new_id, now_micros};
 
 const MINUTE_US: i64 = 60_000_000;
+const SECOND_US: i64 = 1_000_000;
 
-/// A rule on a deployment's health.
-struct Rule {
-    name: &'static str,
-    summary: &'static str,
-    severity: &'static str,
-    threshold: f64,
-    /// The window of health the value is computed over.
-    window_us: i64,
-    /// How long the condition must hold before the alert fires.
-    for_us: i64,
-    /// The value over a window's figures (`None` without requests).
-    value: fn(&Figures) -> Option<f64>,
+/// What a rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Series {
+    ErrorRate,
+    LatencyP99,
+    BurnRate,
+    MetricDrop,
+    LabelCoverage,
+    DriftShare,
+    FeatureDrift,
+    Freshness,
 }
 
-const SLA_RULES: [Rule; 2] = [
-    Rule {
+impl Series {
+    pub const ALL: [Series; 8] = [
+        Series::ErrorRate,
+        Series::LatencyP99,
+        Series::BurnRate,
+        Series::MetricDrop,
+        Series::LabelCoverage,
+        Series::DriftShare,
+        Series::FeatureDrift,
+        Series::Freshness,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Series::ErrorRate => "error_rate",
+            Series::LatencyP99 => "latency_p99",
+            Series::BurnRate => "burn_rate",
+            Series::MetricDrop => "metric_drop",
+            Series::LabelCoverage => "label_coverage",
+            Series::DriftShare => "drift_share",
+            Series::FeatureDrift => "feature_drift",
+            Series::Freshness => "freshness",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Series> {
+        Series::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    fn default_window_us(self) -> i64 {
+        match self {
+            Series::BurnRate => 60 * MINUTE_US,
+            Series::MetricDrop | Series::LabelCoverage => 24 * 60 * MINUTE_US,
+            _ => 5 * MINUTE_US,
+        }
+    }
+
+    fn default_for_us(self) -> i64 {
+        match self {
+            Series::BurnRate => 2 * MINUTE_US,
+            _ => 5 * MINUTE_US,
+        }
+    }
+}
+
+/// A rule as evaluated.
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub name: String,
+    pub series: Series,
+    pub summary: String,
+    pub severity: String,
+    pub threshold: f64,
+    /// The range the value is computed over.
+    pub window_us: i64,
+    /// How long the condition must hold before the alert fires.
+    pub for_us: i64,
+    pub metric: Option<String>,
+    pub feature: Option<String>,
+}
+
+/// One of the SLA's default rules.
+pub(crate) struct SlaRule {
+    pub name: &'static str,
+    pub series: Series,
+    pub threshold: f64,
+    pub severity: &'static str,
+    pub metric: Option<&'static str>,
+}
+
+/// The SLA's rules, on every production deployment.
+pub(crate) const SLA_RULES: [SlaRule; 4] = [
+    SlaRule {
         name: "error_rate",
-        summary: "more than 5 % of requests failed over 5 minutes",
-        severity: "critical",
+        series: Series::ErrorRate,
         threshold: 0.05,
-        window_us: 5 * MINUTE_US,
-        for_us: 5 * MINUTE_US,
-        value: |f| {
-            (f.requests > 0).then(|| f.errors.values().sum::<u64>() as f64 / f.requests as f64)
-        },
+        severity: "critical",
+        metric: None,
     },
-    Rule {
+    SlaRule {
         name: "latency_p99",
-        summary: "p99 latency above 1 s over 5 minutes",
-        severity: "warning",
+        series: Series::LatencyP99,
         threshold: 1000.0,
-        window_us: 5 * MINUTE_US,
-        for_us: 5 * MINUTE_US,
-        value: |f| (f.requests > 0).then(|| f.latency_ms(0.99)),
+        severity: "warning",
+        metric: None,
+    },
+    SlaRule {
+        name: "accuracy_drop",
+        series: Series::MetricDrop,
+        threshold: 0.02,
+        severity: "warning",
+        metric: Some("accuracy"),
+    },
+    // The threshold of freshness is each view's own SLA unless a team sets one.
+    SlaRule {
+        name: "freshness",
+        series: Series::Freshness,
+        threshold: 0.0,
+        severity: "warning",
+        metric: None,
     },
 ];
+
+/// The environment the SLA's rules apply to.
+const SLA_ENVIRONMENT: &str = "production";
+
+fn summary_of(r: &Rule) -> String {
+    let w = r.window_us / SECOND_US;
+    let over = if w % 3600 == 0 {
+        format!("{} h", w / 3600)
+    } else if w % 60 == 0 {
+        format!("{} minutes", w / 60)
+    } else {
+        format!("{w} s")
+    };
+    match r.series {
+        Series::ErrorRate => {
+            format!("more than {} % of requests failed over {over}", r.threshold * 100.0)
+        }
+        Series::LatencyP99 => format!("p99 latency above {} ms over {over}", r.threshold),
+        Series::BurnRate => format!(
+            "the error budget burns more than {}x as fast as allowed over {over} and its twelfth",
+            r.threshold
+        ),
+        Series::MetricDrop => format!(
+            "live {} more than {} below the evaluation's over the predictions of {over}",
+            r.metric.as_deref().unwrap_or("accuracy"),
+            r.threshold
+        ),
+        Series::LabelCoverage => format!(
+            "fewer than {} % of the predictions of {over} have a label",
+            r.threshold * 100.0
+        ),
+        Series::DriftShare => {
+            format!("at least {} % of the columns drifted over {over}", r.threshold * 100.0)
+        }
+        Series::FeatureDrift => format!(
+            "feature '{}' drifted over {over} (threshold {})",
+            r.feature.as_deref().unwrap_or(""),
+            r.threshold
+        ),
+        Series::Freshness if r.threshold == 0.0 => {
+            "a feature view it reads is older than its freshness SLA".to_string()
+        }
+        Series::Freshness => format!("a feature view it reads is more than {} s old", r.threshold),
+    }
+}
+
+fn secs(s: Option<u32>) -> Option<i64> {
+    s.map(|s| i64::from(s) * SECOND_US)
+}
+
+/// The rules of a deployment: the SLA's (in production; the accuracy rule for classifiers,
+/// the freshness rule when it reads feature views) as its settings tune them, then its own.
+pub(crate) fn rules_for(
+    environment: &str,
+    task: Task,
+    reads_views: bool,
+    settings: &MonitoringSettings,
+) -> Vec<Rule> {
+    let mut out = Vec::new();
+    if environment == SLA_ENVIRONMENT {
+        for d in &SLA_RULES {
+            let applies = match d.series {
+                Series::MetricDrop => task != Task::Regression,
+                Series::Freshness => reads_views,
+                _ => true,
+            };
+            let o = settings.sla.get(d.name).cloned().unwrap_or_default();
+            if !applies || o.disabled {
+                continue;
+            }
+            let mut r = Rule {
+                name: d.name.to_string(),
+                series: d.series,
+                summary: String::new(),
+                severity: o.severity.unwrap_or_else(|| d.severity.to_string()),
+                threshold: o.threshold.unwrap_or(d.threshold),
+                window_us: d.series.default_window_us(),
+                for_us: secs(o.for_seconds).unwrap_or(d.series.default_for_us()),
+                metric: d.metric.map(str::to_string),
+                feature: None,
+            };
+            r.summary = summary_of(&r);
+            out.push(r);
+        }
+    }
+    for a in &settings.rules {
+        let Some(series) = Series::parse(&a.series) else { continue };
+        out.push(custom_rule(a, series));
+    }
+    out
+}
+
+fn custom_rule(a: &AlertRule, series: Series) -> Rule {
+    let mut r = Rule {
+        name: a.name.clone(),
+        series,
+        summary: String::new(),
+        severity: a.severity.clone().unwrap_or_else(|| "warning".to_string()),
+        threshold: a.threshold,
+        window_us: secs(a.window_seconds).unwrap_or(series.default_window_us()),
+        for_us: secs(a.for_seconds).unwrap_or(series.default_for_us()),
+        metric: a.metric.clone(),
+        feature: a.feature.clone(),
+    };
+    r.summary = summary_of(&r);
+    r
+}
+
+/// The latest alert states and drift scores of every deployment, for `/metrics`. Each replica
+/// reads them from the database when it publishes its figures, so any replica answers a scrape.
+#[derive(Default)]
+pub struct Gauges(Mutex<GaugeValues>);
+
+#[derive(Default, Clone)]
+struct GaugeValues {
+    /// `(deployment, rule, state)`.
+    alerts: Vec<(String, String, String)>,
+    /// `(deployment, version, column, method, score)`.
+    drift: Vec<(String, u32, String, String, f64)>,
+}
+
+impl Gauges {
+    /// Prometheus text: `plinth_alert_state` (1 for a rule's current state, pending or firing)
+    /// and `plinth_drift_score` (each column's latest score).
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let g = self.0.lock().expect("gauges lock").clone();
+        let l = crate::serving::metrics::label;
+        let _ = writeln!(
+            out,
+            "# HELP plinth_alert_state 1 while a rule's alert is in this state (pending or firing).\n# TYPE plinth_alert_state gauge"
+        );
+        for (d, r, s) in &g.alerts {
+            let _ = writeln!(
+                out,
+                "plinth_alert_state{{deployment=\"{}\",rule=\"{}\",state=\"{}\"}} 1",
+                l(d),
+                l(r),
+                l(s)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP plinth_drift_score The latest drift score of a served column against its baseline.\n# TYPE plinth_drift_score gauge"
+        );
+        for (d, v, c, m, x) in &g.drift {
+            let _ = writeln!(
+                out,
+                "plinth_drift_score{{deployment=\"{}\",version=\"{v}\",column=\"{}\",method=\"{}\"}} {x}",
+                l(d),
+                l(c),
+                l(m)
+            );
+        }
+    }
+}
 
 /// An alert event's data as Alertmanager's webhook body (version 4): one alert per body.
 pub(crate) fn alertmanager_body(data: &serde_json::Value) -> serde_json::Value {
@@ -134,9 +384,6 @@ fn iso(micros: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The environment the SLA's rules apply to.
-const SLA_ENVIRONMENT: &str = "production";
-
 pub(crate) const EVALUATE: &str = "monitoring.alerts";
 
 /// The scheduled evaluation.
@@ -168,30 +415,104 @@ pub(crate) async fn ensure_schedule(core: &Plinth) -> Result<()> {
     core.ensure_schedule(EVALUATE, EVALUATE, crate::tasks::schedule::Every::Interval(60)).await
 }
 
+/// What one deployment's rules read, computed once per evaluation.
+#[derive(Default)]
+struct Inputs {
+    performance: BTreeMap<i64, Vec<plinth_api::monitoring::VersionPerformance>>,
+    drift: BTreeMap<i64, Vec<plinth_api::monitoring::VersionDrift>>,
+}
+
+/// How long monitoring keeps captured predictions, labels and drift minutes.
+pub const RETENTION_DAYS: i64 = 90;
+
 impl Plinth {
-    /// Evaluates every rule of every production deployment as of `now` (microseconds) and
-    /// answers how many alerts changed state. The schedule calls it with the wall clock; tests
-    /// drive it with their own.
+    /// Evaluates every rule of every live deployment as of `now` (microseconds) and answers
+    /// how many alerts changed state. The schedule calls it with the wall clock; tests drive
+    /// it with their own.
     pub async fn evaluate_alerts(&self, now: i64) -> Result<usize> {
         let mut changed = 0;
-        for live in self.engine.all().into_iter().filter(|l| l.environment == SLA_ENVIRONMENT) {
-            for rule in &SLA_RULES {
-                let window =
-                    self.health_figures(&live.deployment_id, now - rule.window_us, now).await?;
-                let value = (rule.value)(&window);
-                let holds = value.is_some_and(|v| v > rule.threshold);
-                let deployment = format!("{}/{}@{}", live.team, live.model, live.environment);
+        for live in self.engine.all() {
+            let settings = self.monitoring_settings_of(&live.deployment_id).await?;
+            let reads_views = live.runners().any(|r| r.source.feature_refs.is_some());
+            let rules = rules_for(&live.environment, live.task, reads_views, &settings);
+            let deployment = format!("{}/{}@{}", live.team, live.model, live.environment);
+            let m = Monitored {
+                id: live.deployment_id.clone(),
+                team_id: live.team_id.clone(),
+                team: live.team.clone(),
+                model_id: live.model_id.clone(),
+                task: live.task,
+                name: deployment.clone(),
+            };
+            let mut inputs = Inputs::default();
+            // The latest drift scores, for `/metrics`, over the default window.
+            if live.spec.monitor {
+                let drift =
+                    self.drift_of(&m, &settings, now - 5 * MINUTE_US, now, None, false).await?;
+                self.record_drift_scores(&live.deployment_id, &drift, now).await?;
+                inputs.drift.insert(5 * MINUTE_US, drift);
+            }
+            let mut kept = Vec::with_capacity(rules.len());
+            for rule in &rules {
+                let value = self.rule_value(&live, &m, &settings, rule, now, &mut inputs).await?;
                 let silenced = self
-                    .silenced(&live.team_id, &live.model, &live.environment, rule.name, now)
+                    .silenced(&live.team_id, &live.model, &live.environment, &rule.name, now)
                     .await?;
+                let holds = value.is_some_and(|(_, h)| h);
                 if self
                     .step_alert(
                         &live.team_id,
                         &live.deployment_id,
                         &deployment,
                         rule,
-                        value,
+                        value.map(|(v, _)| v),
                         holds,
+                        silenced,
+                        now,
+                    )
+                    .await?
+                {
+                    changed += 1;
+                }
+                kept.push(rule.name.clone());
+            }
+            // Rules removed or disabled since: their active alerts stop holding.
+            let active = self
+                .db
+                .fetch_all(&Sql::with(
+                    "SELECT rule, summary, severity, threshold FROM alert_states WHERE deployment_id = $1 AND state IN ('pending', 'firing')",
+                    [live.deployment_id.clone().into()],
+                ))
+                .await?;
+            for row in active {
+                let name: String = col(&row, "rule")?;
+                if kept.contains(&name) {
+                    continue;
+                }
+                let rule = Rule {
+                    summary: col::<Option<String>>(&row, "summary")?.unwrap_or_default(),
+                    severity: col::<Option<String>>(&row, "severity")?.unwrap_or_default(),
+                    threshold: col::<Option<String>>(&row, "threshold")?
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0.0),
+                    name: name.clone(),
+                    series: Series::ErrorRate,
+                    window_us: 0,
+                    for_us: 0,
+                    metric: None,
+                    feature: None,
+                };
+                let silenced = self
+                    .silenced(&live.team_id, &live.model, &live.environment, &name, now)
+                    .await?;
+                if self
+                    .step_alert(
+                        &live.team_id,
+                        &live.deployment_id,
+                        &deployment,
+                        &rule,
+                        None,
+                        false,
                         silenced,
                         now,
                     )
@@ -201,7 +522,211 @@ impl Plinth {
                 }
             }
         }
+        self.forget_old_monitoring(now).await?;
+        self.refresh_monitoring_gauges().await?;
         Ok(changed)
+    }
+
+    /// A rule's value over its window as of `now`, and whether its condition holds; `None`
+    /// without data.
+    async fn rule_value(
+        &self,
+        live: &Live,
+        m: &Monitored,
+        settings: &MonitoringSettings,
+        rule: &Rule,
+        now: i64,
+        inputs: &mut Inputs,
+    ) -> Result<Option<(f64, bool)>> {
+        let (w, t) = (rule.window_us, rule.threshold);
+        Ok(match rule.series {
+            Series::ErrorRate => {
+                let f = self.health_figures(&live.deployment_id, now - w, now).await?;
+                (f.requests > 0)
+                    .then(|| f.errors.values().sum::<u64>() as f64 / f.requests as f64)
+                    .map(|v| (v, v > t))
+            }
+            Series::LatencyP99 => {
+                let f = self.health_figures(&live.deployment_id, now - w, now).await?;
+                (f.requests > 0).then(|| f.latency_ms(0.99)).map(|v| (v, v > t))
+            }
+            Series::BurnRate => {
+                // Both the window and its twelfth must burn too fast (the SRE book's pair:
+                // 1 h with 5 minutes).
+                let long = self.health_figures(&live.deployment_id, now - w, now).await?;
+                let short = self.health_figures(&live.deployment_id, now - w / 12, now).await?;
+                match (burn_rate(&long), burn_rate(&short)) {
+                    (Some(a), Some(b)) => Some((a.min(b), a.min(b) > t)),
+                    _ => None,
+                }
+            }
+            Series::MetricDrop | Series::LabelCoverage => {
+                let perf = match inputs.performance.entry(w) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(self.performance_of(m, now - w, now, None).await?)
+                    }
+                };
+                if rule.series == Series::LabelCoverage {
+                    perf.iter()
+                        .filter(|v| v.predictions > 0)
+                        .map(|v| v.label_coverage)
+                        .reduce(f64::min)
+                        .map(|v| (v, v < t))
+                } else {
+                    let metric = rule.metric.as_deref().unwrap_or("accuracy");
+                    perf.iter()
+                        .filter_map(|v| {
+                            let live = v.metrics.get(metric)?;
+                            let base = v.baseline.as_ref()?.metrics.get(metric)?;
+                            Some(if crate::eval::higher_is_better(metric) {
+                                base - live
+                            } else {
+                                live - base
+                            })
+                        })
+                        .reduce(f64::max)
+                        .map(|v| (v, v > t))
+                }
+            }
+            Series::DriftShare | Series::FeatureDrift => {
+                let drift = match inputs.drift.entry(w) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(self.drift_of(m, settings, now - w, now, None, false).await?)
+                    }
+                };
+                if rule.series == Series::DriftShare {
+                    drift
+                        .iter()
+                        .map(|v| v.drifted_columns.share)
+                        .reduce(f64::max)
+                        .map(|v| (v, v >= t))
+                } else {
+                    let feature = rule.feature.as_deref().unwrap_or_default();
+                    let mut found: Option<(f64, bool)> = None;
+                    for c in drift.iter().filter_map(|v| v.columns.get(feature)) {
+                        let method = super::drift::Method::parse(&c.method)
+                            .ok_or_else(|| Error::internal("bad drift method"))?;
+                        let drifted = method.drifted(c.score, t);
+                        if found.is_none_or(|(_, d)| !d) {
+                            found = Some((c.score, drifted));
+                        }
+                    }
+                    found
+                }
+            }
+            Series::Freshness => self.freshness(live, now).await?.map(|(age, sla)| {
+                let limit = if t > 0.0 { t } else { sla };
+                (age, age > limit)
+            }),
+        })
+    }
+
+    /// The age in seconds of the stalest feature view the deployment's versions read (since
+    /// its newest materialized or pushed value), and that view's freshness SLA.
+    async fn freshness(&self, live: &Live, now: i64) -> Result<Option<(f64, f64)>> {
+        let mut views: Vec<&str> = live
+            .runners()
+            .filter_map(|r| r.source.feature_refs.as_deref())
+            .flatten()
+            .filter_map(|f| f.split_once(':').map(|(v, _)| v))
+            .collect();
+        views.sort_unstable();
+        views.dedup();
+        let mut worst: Option<(f64, f64)> = None;
+        for v in views {
+            let Some(row) = self
+                .db
+                .fetch_optional(&Sql::with(
+                    "SELECT spec, last_materialized_at, created_at FROM feature_views WHERE team_id = $1 AND name = $2",
+                    [live.team_id.clone().into(), v.into()],
+                ))
+                .await?
+            else {
+                continue;
+            };
+            let spec: serde_json::Value = serde_json::from_str(&col::<String>(&row, "spec")?)?;
+            let sla = spec["freshness_sla_seconds"].as_f64().unwrap_or(3600.0);
+            let newest = col::<Option<i64>>(&row, "last_materialized_at")?
+                .unwrap_or(col::<i64>(&row, "created_at")?);
+            let age = (now - newest) as f64 / 1e6;
+            if worst.is_none_or(|(a, s)| age - sla > a - s) {
+                worst = Some((age, sla));
+            }
+        }
+        Ok(worst)
+    }
+
+    /// Keeps the latest drift scores of a deployment for `/metrics`.
+    async fn record_drift_scores(
+        &self,
+        deployment_id: &str,
+        drift: &[plinth_api::monitoring::VersionDrift],
+        now: i64,
+    ) -> Result<()> {
+        if drift.is_empty() {
+            return Ok(());
+        }
+        let scores: Vec<(u32, &str, &str, f64)> = drift
+            .iter()
+            .flat_map(|v| {
+                v.columns.iter().map(|(c, d)| (v.version, c.as_str(), d.method.as_str(), d.score))
+            })
+            .collect();
+        let mut tx = self.db.begin().await?;
+        Sql::with(
+            "INSERT INTO drift_latest (deployment_id, scores, at) VALUES ($1, $2, $3)
+             ON CONFLICT (deployment_id) DO UPDATE SET scores = excluded.scores, at = excluded.at",
+            [deployment_id.into(), serde_json::to_string(&scores)?.into(), now.into()],
+        )
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Reads the alert states and drift scores every replica shows on `/metrics`.
+    pub(crate) async fn refresh_monitoring_gauges(&self) -> Result<()> {
+        let name_of = "(SELECT t.name || '/' || m.name || '@' || d.environment FROM deployments d JOIN teams t ON t.id = d.team_id JOIN models m ON m.id = d.model_id WHERE d.id = x.deployment_id) AS deployment";
+        let mut g = GaugeValues::default();
+        for row in self
+            .db
+            .fetch_all(&Sql::new(&format!(
+                "SELECT x.rule, x.state, {name_of} FROM alert_states x WHERE x.state IN ('pending', 'firing') ORDER BY x.deployment_id, x.rule"
+            )))
+            .await?
+        {
+            let Some(d) = col::<Option<String>>(&row, "deployment")? else { continue };
+            g.alerts.push((d, col(&row, "rule")?, col(&row, "state")?));
+        }
+        for row in self
+            .db
+            .fetch_all(&Sql::new(&format!(
+                "SELECT x.scores, {name_of} FROM drift_latest x ORDER BY x.deployment_id"
+            )))
+            .await?
+        {
+            let Some(d) = col::<Option<String>>(&row, "deployment")? else { continue };
+            let scores: Vec<(u32, String, String, f64)> =
+                serde_json::from_str(&col::<String>(&row, "scores")?)?;
+            g.drift.extend(scores.into_iter().map(|(v, c, m, x)| (d.clone(), v, c, m, x)));
+        }
+        *self.monitoring_gauges.0.lock().expect("gauges lock") = g;
+        Ok(())
+    }
+
+    /// Deletes captured predictions, labels and drift minutes older than [`RETENTION_DAYS`].
+    async fn forget_old_monitoring(&self, now: i64) -> Result<()> {
+        let before = now - RETENTION_DAYS * 24 * 60 * MINUTE_US;
+        let mut tx = self.db.begin().await?;
+        for sql in [
+            "DELETE FROM monitored_predictions WHERE at < $1",
+            "DELETE FROM prediction_labels WHERE labelled_at < $1",
+            "DELETE FROM drift_minutes WHERE minute < $1",
+        ] {
+            Sql::with(sql, [before.into()]).execute(&mut tx).await?;
+        }
+        tx.commit().await
     }
 
     /// Moves one alert's state; answers whether it changed.
@@ -220,7 +745,7 @@ impl Plinth {
         let mut tx = self.db.begin().await?;
         let row = Sql::with(
             "SELECT state, active_since, fired_at FROM alert_states WHERE deployment_id = $1 AND rule = $2",
-            [deployment_id.to_string().into(), rule.name.to_string().into()],
+            [deployment_id.to_string().into(), rule.name.clone().into()],
         )
         .fetch_optional_tx(&mut tx)
         .await?;
@@ -247,20 +772,24 @@ impl Plinth {
         let changed = next != state;
         let value = value.unwrap_or(0.0);
         Sql::with(
-            "INSERT INTO alert_states (deployment_id, rule, state, value, active_since, fired_at, resolved_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO alert_states (deployment_id, rule, state, value, active_since, fired_at, resolved_at, updated_at, summary, severity, threshold)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (deployment_id, rule) DO UPDATE SET state = excluded.state, value = excluded.value,
                active_since = excluded.active_since, fired_at = excluded.fired_at,
-               resolved_at = excluded.resolved_at, updated_at = excluded.updated_at",
+               resolved_at = excluded.resolved_at, updated_at = excluded.updated_at,
+               summary = excluded.summary, severity = excluded.severity, threshold = excluded.threshold",
             [
                 deployment_id.to_string().into(),
-                rule.name.to_string().into(),
+                rule.name.clone().into(),
                 next.to_string().into(),
                 value.to_string().into(),
                 since.into(),
                 fired_at.into(),
                 resolved_at.into(),
                 now.into(),
+                rule.summary.clone().into(),
+                rule.severity.clone().into(),
+                rule.threshold.to_string().into(),
             ],
         )
         .execute(&mut tx)
@@ -268,11 +797,11 @@ impl Plinth {
         // Incidents follow the alert's state, silenced or not.
         match event {
             Some("alert.firing") => {
-                super::incidents::alert_fired(&mut tx, team_id, deployment_id, rule.summary, now)
+                super::incidents::alert_fired(&mut tx, team_id, deployment_id, &rule.summary, now)
                     .await?;
             }
             Some(_) => {
-                super::incidents::alert_resolved(&mut tx, deployment_id, rule.summary, now).await?
+                super::incidents::alert_resolved(&mut tx, deployment_id, &rule.summary, now).await?
             }
             None => {}
         }
@@ -348,11 +877,15 @@ impl Plinth {
         }
         if let Some(r) = &req.rule
             && !SLA_RULES.iter().any(|x| x.name == r)
+            && !self.team_rule_names(&t.id).await?.contains(r)
         {
             let known: Vec<&str> = SLA_RULES.iter().map(|x| x.name).collect();
             return Err(Error::invalid(
                 "rule",
-                format!("unknown rule; known: {}", known.join(", ")),
+                format!(
+                    "no rule '{r}': the SLA's ({}) or one of the team's deployments' own",
+                    known.join(", ")
+                ),
             ));
         }
         let id = new_id("sil");
@@ -395,6 +928,23 @@ impl Plinth {
             created_by: who.name.clone(),
             created_at: micros_to_time(now),
         })
+    }
+
+    /// The names of the rules a team's deployments define in their settings.
+    async fn team_rule_names(&self, team_id: &str) -> Result<Vec<String>> {
+        let rows = self
+            .db
+            .fetch_all(&Sql::with(
+                "SELECT s.settings FROM monitoring_settings s JOIN deployments d ON d.id = s.deployment_id WHERE d.team_id = $1",
+                [team_id.into()],
+            ))
+            .await?;
+        let mut names = Vec::new();
+        for r in rows {
+            let s: MonitoringSettings = serde_json::from_str(&col::<String>(&r, "settings")?)?;
+            names.extend(s.rules.into_iter().map(|r| r.name));
+        }
+        Ok(names)
     }
 
     /// A team's silences that have not ended.
@@ -440,10 +990,6 @@ impl Plinth {
         rows.iter()
             .map(|r| {
                 let name: String = col(r, "rule")?;
-                let rule = SLA_RULES
-                    .iter()
-                    .find(|x| x.name == name)
-                    .ok_or_else(|| Error::internal(format!("unknown alert rule {name}")))?;
                 let value: String = col(r, "value")?;
                 Ok(Alert {
                     deployment: format!(
@@ -453,11 +999,13 @@ impl Plinth {
                         col::<String>(r, "environment")?
                     ),
                     rule: name.clone(),
-                    summary: rule.summary.to_string(),
-                    severity: rule.severity.to_string(),
+                    summary: col::<Option<String>>(r, "summary")?.unwrap_or_default(),
+                    severity: col::<Option<String>>(r, "severity")?.unwrap_or_default(),
                     state: col(r, "state")?,
                     value: value.parse().unwrap_or(0.0),
-                    threshold: rule.threshold,
+                    threshold: col::<Option<String>>(r, "threshold")?
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0.0),
                     active_since: micros_to_time(col(r, "active_since")?),
                     fired_at: col::<Option<i64>>(r, "fired_at")?.map(micros_to_time),
                     resolved_at: col::<Option<i64>>(r, "resolved_at")?.map(micros_to_time),
@@ -465,4 +1013,18 @@ impl Plinth {
             })
             .collect()
     }
+}
+
+/// How many times faster than the SLA allows the error budget burns over a window's figures
+/// (a caller's mistakes, 4xx, do not count); `None` without requests.
+fn burn_rate(f: &Figures) -> Option<f64> {
+    (f.requests > 0).then(|| {
+        let failed: u64 = f
+            .errors
+            .iter()
+            .filter(|(code, _)| super::health::server_error(code))
+            .map(|(_, n)| n)
+            .sum();
+        (failed as f64 / f.requests as f64) / (1.0 - AVAILABILITY_TARGET)
+    })
 }

@@ -229,7 +229,7 @@ pub fn column_drift(
             if method == Method::Ks { ks::p_value(r, c) } else { wasserstein_normed(r, c) }
         }
         Method::ChiSquare => chi_square(&keys, reference.len(), current.len()),
-        Method::ZTest => z_test(&keys, reference, current),
+        Method::ZTest => z_test(&keys, reference.len(), current.len()),
         Method::JensenShannon => {
             let (r, c) = shares(reference, current, &keys);
             jensen_shannon(&r, &c)
@@ -283,11 +283,11 @@ fn runs(sorted: &[f64]) -> impl Iterator<Item = (f64, usize)> + '_ {
 }
 
 /// Both samples counted by value over the union of their values (in ascending order).
-struct Counts {
+pub(crate) struct Counts {
     /// Distinct values of the reference alone (what decides the histogram branch) and of both.
-    reference: Vec<usize>,
-    current: Vec<usize>,
-    distinct_reference: usize,
+    pub(crate) reference: Vec<usize>,
+    pub(crate) current: Vec<usize>,
+    pub(crate) distinct_reference: usize,
 }
 
 impl Counts {
@@ -354,7 +354,7 @@ impl Counts {
 
 /// Chi-square of the current counts against the reference's shares scaled to the current size;
 /// a value the reference never had makes the statistic infinite (p = 0).
-fn chi_square(k: &Counts, n_ref: usize, n_cur: usize) -> f64 {
+pub(crate) fn chi_square(k: &Counts, n_ref: usize, n_cur: usize) -> f64 {
     let ratio = n_cur as f64 / n_ref as f64;
     let stat: f64 = k
         .reference
@@ -376,7 +376,7 @@ fn chi_square(k: &Counts, n_ref: usize, n_cur: usize) -> f64 {
 }
 
 /// The Z-test of the share of values other than the smallest, in each sample.
-fn z_test(k: &Counts, reference: &Sample, current: &Sample) -> f64 {
+pub(crate) fn z_test(k: &Counts, n_ref: usize, n_cur: usize) -> f64 {
     let distinct = |counts: &[usize]| counts.iter().filter(|n| **n > 0).count();
     if distinct(&k.reference) == 1
         && distinct(&k.current) == 1
@@ -384,9 +384,9 @@ fn z_test(k: &Counts, reference: &Sample, current: &Sample) -> f64 {
     {
         return 1.0;
     }
-    let (n1, n2) = (reference.len() as f64, current.len() as f64);
-    let p1 = (reference.len() - k.reference[0]) as f64 / n1;
-    let p2 = (current.len() - k.current[0]) as f64 / n2;
+    let (n1, n2) = (n_ref as f64, n_cur as f64);
+    let p1 = (n_ref - k.reference[0]) as f64 / n1;
+    let p2 = (n_cur - k.current[0]) as f64 / n2;
     let p = (p1 * n1 + p2 * n2) / (n1 + n2);
     let z = (p1 - p2) / (p * (1.0 - p) * (1.0 / n1 + 1.0 / n2)).sqrt();
     2.0 * (1.0 - special::normal_cdf(z.abs()))
@@ -410,13 +410,18 @@ fn shares(reference: &Sample, current: &Sample, k: &Counts) -> (Vec<f64>, Vec<f6
 
 /// numpy's `histogram_bin_edges(..., bins="sturges")` over both (sorted) samples.
 fn sturges_edges(r: &[f64], c: &[f64], integer: bool) -> Vec<f64> {
-    let (mut lo, mut hi) = (r[0].min(c[0]), r[r.len() - 1].max(c[c.len() - 1]));
+    sturges_edges_of(r[0].min(c[0]), r[r.len() - 1].max(c[c.len() - 1]), r.len() + c.len(), integer)
+}
+
+/// numpy's Sturges edges for `n` values from `min` to `max`.
+pub(crate) fn sturges_edges_of(min: f64, max: f64, n: usize, integer: bool) -> Vec<f64> {
+    let (mut lo, mut hi) = (min, max);
     if lo == hi {
         lo -= 0.5;
         hi += 0.5;
     }
-    let n = (r.len() + c.len()) as f64;
-    let ptp = r[r.len() - 1].max(c[c.len() - 1]) - r[0].min(c[0]);
+    let n = n as f64;
+    let ptp = max - min;
     let mut width = ptp / (n.log2() + 1.0);
     if integer && width < 1.0 {
         width = 1.0;
@@ -439,14 +444,14 @@ fn histogram(sorted: &[f64], edges: &[f64]) -> Vec<usize> {
 }
 
 /// PSI's fill of empty bins.
-fn fill_empty(shares: &mut [f64]) {
+pub(crate) fn fill_empty(shares: &mut [f64]) {
     let smallest = shares.iter().copied().filter(|s| *s > 0.0).fold(f64::INFINITY, f64::min);
     let fill = if smallest <= 0.0001 { smallest / 1e6 } else { 0.0001 };
     shares.iter_mut().filter(|s| **s == 0.0).for_each(|s| *s = fill);
 }
 
 /// The Jensen–Shannon distance (square root of the divergence, natural log).
-fn jensen_shannon(p: &[f64], q: &[f64]) -> f64 {
+pub(crate) fn jensen_shannon(p: &[f64], q: &[f64]) -> f64 {
     let (sp, sq) = (p.iter().sum::<f64>(), q.iter().sum::<f64>());
     let mut total = 0.0;
     for (p, q) in p.iter().zip(q) {
@@ -508,13 +513,13 @@ fn wasserstein_normed(r: &[f64], c: &[f64]) -> f64 {
 
 /// Compensated summation (Neumaier): sums of millions of terms stay exact to a few ulps.
 #[derive(Default)]
-struct Neumaier {
+pub(crate) struct Neumaier {
     sum: f64,
     c: f64,
 }
 
 impl Neumaier {
-    fn add(&mut self, x: f64) {
+    pub(crate) fn add(&mut self, x: f64) {
         let t = self.sum + x;
         if self.sum.abs() >= x.abs() {
             self.c += (self.sum - t) + x;
@@ -524,7 +529,7 @@ impl Neumaier {
         self.sum = t;
     }
 
-    fn total(&self) -> f64 {
+    pub(crate) fn total(&self) -> f64 {
         self.sum + self.c
     }
 }

@@ -174,7 +174,7 @@ impl Plinth {
 }
 
 /// Whether an error code is the platform's failure (answered 5xx), not the caller's mistake.
-fn server_error(code: &str) -> bool {
+pub(crate) fn server_error(code: &str) -> bool {
     Code::ALL.iter().find(|c| c.as_str() == code).is_none_or(|c| c.http_status() >= 500)
 }
 

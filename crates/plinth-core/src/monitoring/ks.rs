@@ -11,7 +11,31 @@ pub const EXACT_UP_TO: usize = 10_000;
 
 /// Both samples, sorted ascending, without NaN: the p-value of the two-sided test.
 pub fn p_value(a: &[f64], b: &[f64]) -> f64 {
-    let (n1, n2) = (a.len(), b.len());
+    p_value_with(a.len(), b.len(), |gap| max_gap(a, b, gap))
+}
+
+/// The same test over two samples given as counts per value, on the same ascending values
+/// (binned summaries of served traffic): `r[i]` and `c[i]` values of each sample at the `i`-th.
+pub fn p_value_of_counts(r: &[u64], c: &[u64]) -> f64 {
+    let (n1, n2) = (r.iter().sum::<u64>() as usize, c.iter().sum::<u64>() as usize);
+    p_value_with(n1, n2, |gap| {
+        let (mut c1, mut c2, mut best) = (0usize, 0usize, 0.0f64);
+        for (a, b) in r.iter().zip(c) {
+            c1 += *a as usize;
+            c2 += *b as usize;
+            best = best.max(gap(c1, c2));
+        }
+        best
+    })
+}
+
+/// The p-value for samples of `n1` and `n2` values, given the largest gap between their
+/// cumulative counts under any gap function (`max_gap(gap)`).
+fn p_value_with(
+    n1: usize,
+    n2: usize,
+    max_gap: impl Fn(&dyn Fn(usize, usize) -> f64) -> f64,
+) -> f64 {
     if n1 == 0 || n2 == 0 {
         return f64::NAN;
     }
@@ -19,8 +43,7 @@ pub fn p_value(a: &[f64], b: &[f64]) -> f64 {
     if n1.max(n2) <= EXACT_UP_TO {
         // The statistic on the lattice of both denominators: h = D · lcm(n1, n2), exactly.
         let (s1, s2) = ((n2 / g) as i64, (n1 / g) as i64);
-        let h = max_gap(a, b, |c1, c2| (c1 as i64 * s1 - c2 as i64 * s2).unsigned_abs() as f64)
-            as usize;
+        let h = max_gap(&|c1, c2| (c1 as i64 * s1 - c2 as i64 * s2).unsigned_abs() as f64) as usize;
         if h == 0 {
             return 1.0;
         }
@@ -29,7 +52,7 @@ pub fn p_value(a: &[f64], b: &[f64]) -> f64 {
             return p;
         }
     }
-    let d = max_gap(a, b, |c1, c2| (c1 as f64 / n1 as f64 - c2 as f64 / n2 as f64).abs());
+    let d = max_gap(&|c1, c2| (c1 as f64 / n1 as f64 - c2 as f64 / n2 as f64).abs());
     let (m, n) = (n1.max(n2) as f64, n1.min(n2) as f64);
     let en = (m * n / (m + n)).round_ties_even() as usize;
     kstwo_sf(en, d).clamp(0.0, 1.0)
@@ -37,7 +60,7 @@ pub fn p_value(a: &[f64], b: &[f64]) -> f64 {
 
 /// The largest `gap(c1, c2)` over every value of either sample, where `c1`, `c2` count the
 /// values of each sample at or below it.
-fn max_gap(a: &[f64], b: &[f64], gap: impl Fn(usize, usize) -> f64) -> f64 {
+fn max_gap(a: &[f64], b: &[f64], gap: &dyn Fn(usize, usize) -> f64) -> f64 {
     let (mut i, mut j, mut best) = (0, 0, 0.0f64);
     while i < a.len() || j < b.len() {
         let v = match (a.get(i), b.get(j)) {

@@ -304,6 +304,20 @@ impl Plinth {
             self.check_gate(&target.team.id, &target.model_id, &target.environment, &serving)
                 .await?;
         }
+        if !spec.monitor
+            && self
+                .effective_policy(&target.team.id, &target.environment)
+                .await?
+                .is_some_and(|p| p.require_sla_alerts)
+        {
+            return Err(Error::invalid(
+                "monitor",
+                format!(
+                    "the policy of '{}' requires the SLA's alerts, which need the deployment monitored",
+                    target.environment
+                ),
+            ));
+        }
         let existing = self
             .db
             .fetch_optional(&Sql::with(

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use plinth_api::Code;
-use plinth_api::registry::{ModelFormat, Signature};
+use plinth_api::registry::{ModelFormat, Signature, Task};
 use plinth_api::serving::DeploymentSpec;
 
 use super::metrics::{DeploymentStats, label};
@@ -35,6 +35,9 @@ pub struct Live {
     pub team: String,
     pub model: String,
     pub environment: String,
+    pub model_id: String,
+    /// The model's task (how its outputs are read for monitoring).
+    pub task: Task,
     pub revision: u32,
     pub spec: DeploymentSpec,
     /// `(cumulative weight, runner)`: a draw in `0..100` goes to the first bound above it.
@@ -147,6 +150,8 @@ pub struct Call<'a> {
     /// Who asked (a principal name, or `anonymous`), for the prediction log.
     pub caller: &'a str,
     pub request_id: &'a str,
+    /// The caller's prediction ids, one per row (kept for labels).
+    pub ids: Option<&'a [String]>,
     pub inputs: Vec<(String, Tensor)>,
     pub rows: usize,
     /// Sticky routing: the same key always reaches the same version.
@@ -287,7 +292,7 @@ impl Engine {
         let row = self
             .db
             .fetch_optional(&Sql::with(
-                "SELECT d.*, t.name AS team_name, m.name AS model_name FROM deployments d
+                "SELECT d.*, t.name AS team_name, m.name AS model_name, m.task AS model_task FROM deployments d
                  JOIN teams t ON t.id = d.team_id JOIN models m ON m.id = d.model_id WHERE d.id = $1",
                 [deployment_id.into()],
             ))
@@ -338,6 +343,9 @@ impl Engine {
             team: col(&row, "team_name")?,
             model: col(&row, "model_name")?,
             environment: col(&row, "environment")?,
+            task: Task::parse(&col::<String>(&row, "model_task")?)
+                .ok_or_else(|| Error::internal("bad model task"))?,
+            model_id: model_id.clone(),
             revision: col::<i64>(&row, "revision")? as u32,
             spec,
             routes,
@@ -385,16 +393,30 @@ impl Engine {
     /// the shadows, and logs it. Called by [`super::predict::Prediction`], which authorized the
     /// caller and checked the inputs.
     pub(crate) async fn predict(&self, live: &Arc<Live>, call: Call<'_>) -> Result<Answer> {
-        let Call { caller, request_id, inputs, rows, routing_key, runner } = call;
+        let Call { caller, request_id, ids, inputs, rows, routing_key, runner } = call;
         let started = Instant::now();
         let runner = runner.unwrap_or_else(|| live.route(routing_key)).clone();
         let sampled = live.spec.log_sample_rate >= 1.0
             || (fast_random() % 1_000_000) as f64 / 1e6 < live.spec.log_sample_rate;
-        let keep_inputs = sampled || !live.shadows.is_empty();
+        let keep_inputs = sampled || !live.shadows.is_empty() || live.spec.monitor;
         let inputs = Arc::new(inputs);
         let copy = keep_inputs.then(|| inputs.clone());
         let result = runner.submit(inputs, rows).await;
         let elapsed = started.elapsed();
+        if live.spec.monitor
+            && let (Ok(outputs), Some(inputs)) = (&result, &copy)
+        {
+            live.stats.capture.record(
+                live.task,
+                &runner.source.signature,
+                runner.source.version,
+                request_id,
+                ids,
+                inputs,
+                outputs,
+                rows,
+            );
+        }
         // Requests and errors are counted by the prediction around this call (`predict.rs`).
         live.stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
         live.stats.latency.observe(elapsed.as_secs_f64());
@@ -509,6 +531,20 @@ impl Engine {
         );
         for l in &lives {
             l.stats.latency.render(out, "plinth_request_duration_seconds", &dep_labels(l));
+        }
+        help(
+            out,
+            "plinth_monitoring_dropped_total",
+            "counter",
+            "Predicted rows not kept for their labels: too many waited to be written.",
+        );
+        for l in &lives {
+            let _ = writeln!(
+                out,
+                "plinth_monitoring_dropped_total{{{}}} {}",
+                dep_labels(l),
+                l.stats.capture.dropped()
+            );
         }
         help(out, "plinth_batch_rows", "histogram", "Rows per executed batch.");
         for l in &lives {

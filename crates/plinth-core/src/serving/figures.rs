@@ -257,6 +257,12 @@ impl Plinth {
                 if let Err(e) = rolled {
                     tracing::warn!(error = %e, "cannot roll up this replica's health minutes");
                 }
+                if let Err(e) = core.flush_monitoring_at(now_micros()).await {
+                    tracing::warn!(error = %e, "cannot write this replica's captured traffic");
+                }
+                if let Err(e) = core.refresh_monitoring_gauges().await {
+                    tracing::warn!(error = %e, "cannot read the alert states for /metrics");
+                }
                 if let Err(e) = core.forget_stopped_replicas().await {
                     tracing::warn!(error = %e, "cannot delete the figures of stopped replicas");
                 }

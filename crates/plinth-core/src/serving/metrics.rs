@@ -121,6 +121,8 @@ pub struct DeploymentStats {
     pub rows: AtomicU64,
     pub latency: Histogram,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// Served traffic captured for monitoring.
+    pub capture: crate::monitoring::capture::Capture,
 }
 
 impl DeploymentStats {

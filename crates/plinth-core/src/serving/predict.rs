@@ -280,7 +280,10 @@ impl Prediction<'_> {
                 req.columns.as_ref(),
                 live.spec.limits.max_rows as usize,
             )?;
-            let answer = self.run(vec![(name, tensor)], rows, &runner).await?;
+            if let Some(ids) = &req.ids {
+                check_ids(ids, rows)?;
+            }
+            let answer = self.run(vec![(name, tensor)], rows, &runner, req.ids.as_deref()).await?;
             Ok(RowsAnswer { answer, rows })
         }
         .await;
@@ -302,7 +305,7 @@ impl Prediction<'_> {
                 None => self.live.signature(),
             };
             let rows = check_tensors(sig, &inputs, self.live.spec.limits.max_rows)?;
-            self.run(inputs, rows, &runner).await
+            self.run(inputs, rows, &runner, None).await
         }
         .await;
         self.finish(outcome)
@@ -313,6 +316,7 @@ impl Prediction<'_> {
         inputs: Vec<(String, Tensor)>,
         rows: usize,
         runner: &Arc<Runner>,
+        ids: Option<&[String]>,
     ) -> Result<Answer> {
         if !self.core.prediction_hooks.is_empty() {
             self.rows.store(rows, Ordering::Relaxed);
@@ -324,6 +328,7 @@ impl Prediction<'_> {
         let call = Call {
             caller: self.caller_name(),
             request_id: self.request_id,
+            ids,
             inputs,
             rows,
             routing_key: None,
@@ -331,6 +336,20 @@ impl Prediction<'_> {
         };
         self.core.engine.predict(&self.live, call).await
     }
+}
+
+/// The caller's prediction ids: one per row, each 1-200 characters.
+fn check_ids(ids: &[String], rows: usize) -> Result<()> {
+    if ids.len() != rows {
+        return Err(Error::invalid(
+            "ids",
+            format!("give one id per row: {} ids for {rows} rows", ids.len()),
+        ));
+    }
+    if let Some(i) = ids.iter().position(|id| id.is_empty() || id.len() > 200) {
+        return Err(Error::invalid(format!("ids[{i}]"), "an id is 1 to 200 characters"));
+    }
+    Ok(())
 }
 
 fn datatype_name(d: DataType) -> &'static str {

@@ -131,6 +131,14 @@ const MIGRATIONS: &[Migration] = &[
         postgres: "",
         sqlite_rebuilds: false,
     },
+    Migration {
+        version: 15,
+        name: "monitoring",
+        common: include_str!("migrations/0015_monitoring.sql"),
+        sqlite: "",
+        postgres: "",
+        sqlite_rebuilds: false,
+    },
 ];
 
 /// The schema version this binary writes: its last migration's.

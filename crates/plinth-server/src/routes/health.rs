@@ -92,6 +92,7 @@ async fn metrics(
     out.push_str("# HELP plinth_http_connections_open Client connections open to the server.\n# TYPE plinth_http_connections_open gauge\n");
     out.push_str(&format!("plinth_http_connections_open {}\n", engine.clients.open()));
     engine.render_prometheus(&mut out);
+    state.core.render_monitoring_metrics(&mut out);
     match state.core.freshness_gauges().await {
         Ok(views) if !views.is_empty() => {
             out.push_str("# HELP plinth_feature_view_age_seconds Seconds since the newest event written to the online store.\n# TYPE plinth_feature_view_age_seconds gauge\n");

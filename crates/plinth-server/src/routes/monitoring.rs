@@ -1,11 +1,13 @@
-//! Monitoring: a deployment's health over time.
+//! Monitoring: a deployment's health over time, labels and live performance, drift of its
+//! traffic, its monitoring settings, alerts, silences and incidents.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use plinth_api::ErrorBody;
 use plinth_api::monitoring::{
-    Alert, CreateSilence, HealthQuery, HealthSeries, Incident, IncidentNote, IncidentStats, Silence,
+    Alert, CreateSilence, Feedback, FeedbackResult, HealthQuery, HealthSeries, Incident,
+    IncidentNote, IncidentStats, MonitoringSettings, Performance, RangeQuery, ServedDrift, Silence,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -17,6 +19,10 @@ use crate::extract::{ApiJson, ApiQuery, Caller};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(deployment_health))
+        .routes(routes!(post_feedback))
+        .routes(routes!(deployment_performance))
+        .routes(routes!(deployment_drift))
+        .routes(routes!(get_monitoring_settings, set_monitoring_settings))
         .routes(routes!(list_alerts))
         .routes(routes!(create_silence, list_silences))
         .routes(routes!(list_incidents))
@@ -149,4 +155,79 @@ async fn deployment_health(
     ApiQuery(q): ApiQuery<HealthQuery>,
 ) -> ApiResult<Json<HealthSeries>> {
     Ok(Json(s.core.deployment_health(&who, &t, &m, &e, &q).await?))
+}
+
+/// Labels for served predictions, minutes or weeks later: by `request_id` (and `row`, default
+/// 0) or by the `prediction_id` the caller gave at predict time; up to 10,000 a request
+/// (developers and up). The same label twice counts once; a different one replaces it. One
+/// unknown id or a label that does not fit the model's task refuses the whole request.
+#[utoipa::path(post, path = "/deployments/{team}/{model}/{environment}/feedback", tag = "monitoring",
+    params(("team" = String, Path), ("model" = String, Path), ("environment" = String, Path)),
+    request_body = Feedback,
+    responses((status = 200, body = FeedbackResult), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn post_feedback(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((t, m, e)): Path<(String, String, String)>,
+    ApiJson(req): ApiJson<Feedback>,
+) -> ApiResult<Json<FeedbackResult>> {
+    Ok(Json(s.core.post_feedback(&who, &t, &m, &e, req).await?))
+}
+
+/// Live performance per version over a range (default the last day): the evaluation's metrics
+/// over the labelled predictions, the version's evaluation beside them, label coverage, and for
+/// binary classifiers an estimate from their scores alone (CBPE, with its assumptions).
+#[utoipa::path(get, path = "/deployments/{team}/{model}/{environment}/performance", tag = "monitoring",
+    params(("team" = String, Path), ("model" = String, Path), ("environment" = String, Path), RangeQuery),
+    responses((status = 200, body = Performance), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn deployment_performance(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((t, m, e)): Path<(String, String, String)>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> ApiResult<Json<Performance>> {
+    Ok(Json(s.core.deployment_performance(&who, &t, &m, &e, &q).await?))
+}
+
+/// Drift of the served traffic over a range (default the last day) against each version's
+/// baseline: every feature and the prediction, with Evidently's tests and defaults or the
+/// deployment's own, and both distributions on common bins.
+#[utoipa::path(get, path = "/deployments/{team}/{model}/{environment}/drift", tag = "monitoring",
+    params(("team" = String, Path), ("model" = String, Path), ("environment" = String, Path), RangeQuery),
+    responses((status = 200, body = ServedDrift), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn deployment_drift(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((t, m, e)): Path<(String, String, String)>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> ApiResult<Json<ServedDrift>> {
+    Ok(Json(s.core.deployment_drift(&who, &t, &m, &e, &q).await?))
+}
+
+/// How the deployment is monitored: drift baseline and tests, the SLA's rules as tuned, its
+/// own rules.
+#[utoipa::path(get, path = "/deployments/{team}/{model}/{environment}/monitoring", tag = "monitoring",
+    params(("team" = String, Path), ("model" = String, Path), ("environment" = String, Path)),
+    responses((status = 200, body = MonitoringSettings), (status = 404, body = ErrorBody)))]
+async fn get_monitoring_settings(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((t, m, e)): Path<(String, String, String)>,
+) -> ApiResult<Json<MonitoringSettings>> {
+    Ok(Json(s.core.get_monitoring_settings(&who, &t, &m, &e).await?))
+}
+
+/// Replaces the deployment's monitoring settings (maintainers; audited). A policy with
+/// `require_sla_alerts` refuses disabling or loosening the SLA's rules.
+#[utoipa::path(put, path = "/deployments/{team}/{model}/{environment}/monitoring", tag = "monitoring",
+    params(("team" = String, Path), ("model" = String, Path), ("environment" = String, Path)),
+    request_body = MonitoringSettings,
+    responses((status = 200, body = MonitoringSettings), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_monitoring_settings(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((t, m, e)): Path<(String, String, String)>,
+    ApiJson(req): ApiJson<MonitoringSettings>,
+) -> ApiResult<Json<MonitoringSettings>> {
+    Ok(Json(s.core.set_monitoring_settings(&who, &t, &m, &e, req).await?))
 }

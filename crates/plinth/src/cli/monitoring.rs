@@ -1,6 +1,9 @@
-//! `plinth metrics`: a deployment's health over time (per-minute rollups, over replicas); and
-//! `plinth drift`: data drift between two files, offline (like `plinth fairness`), with the
-//! figures Evidently gives on the same data; its JSON has the keys of Evidently's report.
+//! `plinth metrics`: a deployment's health over time (per-minute rollups, over replicas);
+//! `plinth feedback` (labels) and `plinth performance` (live metrics against the evaluation);
+//! `plinth drift`: a deployment's served traffic against its baseline, or data drift between
+//! two files, offline (like `plinth fairness`), with the figures Evidently gives on the same
+//! data (its JSON has the keys of Evidently's report); `plinth monitoring`: a deployment's
+//! monitoring settings; `plinth alert` and `plinth incident`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +14,10 @@ use plinth_core::data::{ColumnData, FileFormat, Table, TableReader};
 use plinth_core::monitoring::drift::{self, ColumnDrift, Kind, Method, Sample, Values};
 use serde_json::{Value, json};
 
-use plinth_api::monitoring::{Alert, HealthPoint, HealthSeries, Incident, IncidentStats, Silence};
+use plinth_api::monitoring::{
+    Alert, FeedbackLabel, FeedbackResult, HealthPoint, HealthSeries, Incident, IncidentStats,
+    MonitoringSettings, Performance, ServedDrift, Silence,
+};
 
 use super::{Global, connect, parse_duration, parse_time, split_model, usage};
 use crate::client::Client;
@@ -29,9 +35,69 @@ pub(crate) enum Command {
     /// Incidents opened by firing alerts: list, show, ack, note, resolve, stats.
     #[command(subcommand)]
     Incident(IncidentCmd),
-    /// Data drift between a reference file and a current one (CSV or Parquet), column by
-    /// column, as Evidently computes it (offline).
+    /// Drift of a deployment's served traffic against its baseline (--deployment), or between
+    /// a reference file and a current one (CSV or Parquet), column by column, as Evidently
+    /// computes it (offline).
     Drift(DriftArgs),
+    /// Post labels for served predictions from a CSV (request_id,row,label or
+    /// prediction_id,label) or JSON file, 10,000 a request.
+    Feedback(FeedbackArgs),
+    /// Live performance per version: metrics over the labelled predictions against the
+    /// version's evaluation, label coverage, and CBPE's estimate.
+    Performance(RangeArgs),
+    /// A deployment's monitoring settings: drift baseline and tests, the SLA's rules, its own.
+    #[command(subcommand)]
+    Monitoring(MonitoringCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum MonitoringCmd {
+    /// Show the settings.
+    Get {
+        /// TEAM/MODEL
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
+    /// Replace the settings with a JSON file's.
+    Set {
+        /// TEAM/MODEL
+        model: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// The settings (JSON).
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct FeedbackArgs {
+    /// TEAM/MODEL
+    model: String,
+    #[arg(long, default_value = "production")]
+    env: String,
+    /// Labels: CSV with a header (request_id, row, prediction_id, label: the ids you have), or
+    /// JSON (an array of labels, or {"labels": [...]}).
+    #[arg(long)]
+    file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RangeArgs {
+    /// TEAM/MODEL
+    model: String,
+    #[arg(long, default_value = "production")]
+    env: String,
+    /// Start: RFC 3339, or a duration ago (default 1d).
+    #[arg(long, default_value = "1d")]
+    since: String,
+    /// End: RFC 3339, or a duration ago (default now).
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this model version.
+    #[arg(long = "model-version", id = "model_version")]
+    version: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -63,7 +129,8 @@ pub(crate) enum AlertCmd {
         /// Only this environment (default: all).
         #[arg(long)]
         env: Option<String>,
-        /// Only this rule: error_rate or latency_p99 (default: all).
+        /// Only this rule: one of the SLA's (error_rate, latency_p99, accuracy_drop,
+        /// freshness) or the deployment's own (default: all).
         #[arg(long)]
         rule: Option<String>,
         /// How long: 30m, 2h, 1d.
@@ -96,12 +163,20 @@ pub(crate) struct MetricsArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct DriftArgs {
+    /// A deployment (TEAM/MODEL): its served traffic against its baseline, instead of files.
+    #[arg(long, conflicts_with_all = ["reference", "current"])]
+    deployment: Option<String>,
+    #[arg(long, default_value = "production", requires = "deployment")]
+    env: String,
+    /// With --deployment: start, RFC 3339 or a duration ago.
+    #[arg(long, default_value = "1d")]
+    since: String,
     /// The reference sample (CSV, gzipped CSV or Parquet).
-    #[arg(long)]
-    reference: PathBuf,
+    #[arg(long, required_unless_present = "deployment")]
+    reference: Option<PathBuf>,
     /// The current sample, with the reference's columns.
-    #[arg(long)]
-    current: PathBuf,
+    #[arg(long, required_unless_present = "deployment")]
+    current: Option<PathBuf>,
     /// Write the JSON here (default: print a table, or the JSON with --json).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -126,7 +201,30 @@ pub(crate) struct DriftArgs {
 
 pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
     match cmd {
+        Command::Drift(a) if a.deployment.is_some() => served_drift(&connect(g)?, g.json, a).await,
         Command::Drift(a) => drift_files(g.json, a),
+        Command::Feedback(a) => feedback(&connect(g)?, g.json, a).await,
+        Command::Performance(a) => performance(&connect(g)?, g.json, a).await,
+        Command::Monitoring(MonitoringCmd::Get { model, env }) => {
+            let (team, model) = split_model(&model)?;
+            let s: MonitoringSettings = connect(g)?
+                .get(&format!("/deployments/{team}/{model}/{env}/monitoring"), &[])
+                .await?;
+            output::json(&s);
+            Ok(())
+        }
+        Command::Monitoring(MonitoringCmd::Set { model, env, file }) => {
+            let (team, model) = split_model(&model)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let body: Value = serde_json::from_str(&text)
+                .map_err(|e| usage(format!("{} is not JSON: {e}", file.display())))?;
+            let s: MonitoringSettings = connect(g)?
+                .put(&format!("/deployments/{team}/{model}/{env}/monitoring"), &body)
+                .await?;
+            output::json(&s);
+            Ok(())
+        }
         Command::Metrics(a) => metrics(&connect(g)?, g.json, a).await,
         Command::Alert(AlertCmd::Silence { team, model, env, rule, duration, comment }) => {
             let ends_at = (time::OffsetDateTime::now_utc() + parse_duration(&duration)?)
@@ -317,6 +415,182 @@ async fn metrics(c: &Client, json_out: bool, a: MetricsArgs) -> Result<()> {
     Ok(())
 }
 
+/// Labels read from a CSV or JSON file.
+fn read_labels(path: &Path) -> Result<Vec<FeedbackLabel>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if text.trim_start().starts_with(['[', '{']) {
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| usage(format!("{} is not JSON: {e}", path.display())))?;
+        let list = if v.is_array() { v } else { v["labels"].clone() };
+        return serde_json::from_value(list)
+            .map_err(|e| usage(format!("{}: not a list of labels: {e}", path.display())));
+    }
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').map(str::trim).collect();
+    let at = |name: &str| header.iter().position(|h| *h == name);
+    let label =
+        at("label").ok_or_else(|| usage(format!("{} has no 'label' column", path.display())))?;
+    let (req, row, pid) = (at("request_id"), at("row"), at("prediction_id"));
+    if req.is_none() && pid.is_none() {
+        return Err(usage(format!(
+            "{} needs a request_id or a prediction_id column",
+            path.display()
+        )));
+    }
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+            let cell = |c: Option<usize>| c.and_then(|c| cells.get(c)).filter(|v| !v.is_empty());
+            let value = cell(Some(label))
+                .ok_or_else(|| usage(format!("{} line {}: no label", path.display(), i + 2)))?;
+            let value: Value =
+                serde_json::from_str(value).unwrap_or(Value::String(value.to_string()));
+            Ok(FeedbackLabel {
+                request_id: cell(req).map(|v| v.to_string()),
+                row: cell(row).map(|v| v.parse()).transpose().map_err(|_| {
+                    usage(format!("{} line {}: row is not a number", path.display(), i + 2))
+                })?,
+                prediction_id: cell(pid).map(|v| v.to_string()),
+                label: value,
+            })
+        })
+        .collect()
+}
+
+async fn feedback(c: &Client, json_out: bool, a: FeedbackArgs) -> Result<()> {
+    let (team, model) = split_model(&a.model)?;
+    let labels = read_labels(&a.file)?;
+    let mut total = FeedbackResult { added: 0, replaced: 0, unchanged: 0 };
+    for chunk in labels.chunks(plinth_core::monitoring::feedback::MAX_LABELS) {
+        let r: FeedbackResult = c
+            .post(
+                &format!("/deployments/{team}/{model}/{}/feedback", a.env),
+                &json!({ "labels": chunk }),
+            )
+            .await?;
+        total.added += r.added;
+        total.replaced += r.replaced;
+        total.unchanged += r.unchanged;
+    }
+    if json_out {
+        output::json(&total);
+    } else {
+        println!(
+            "{} labels: {} added, {} replaced, {} unchanged",
+            labels.len(),
+            total.added,
+            total.replaced,
+            total.unchanged
+        );
+    }
+    Ok(())
+}
+
+fn range_query(
+    since: &str,
+    until: Option<&str>,
+    version: Option<u32>,
+) -> Result<Vec<(&'static str, String)>> {
+    let mut q = vec![("since", parse_time(since)?)];
+    if let Some(u) = until {
+        q.push(("until", parse_time(u)?));
+    }
+    if let Some(v) = version {
+        q.push(("version", v.to_string()));
+    }
+    Ok(q)
+}
+
+async fn performance(c: &Client, json_out: bool, a: RangeArgs) -> Result<()> {
+    let (team, model) = split_model(&a.model)?;
+    let q = range_query(&a.since, a.until.as_deref(), a.version)?;
+    let p: Performance =
+        c.get(&format!("/deployments/{team}/{model}/{}/performance", a.env), &q).await?;
+    if json_out {
+        output::json(&p);
+        return Ok(());
+    }
+    for v in &p.versions {
+        println!(
+            "version {}: {} predictions, {} labelled ({:.1} % coverage)",
+            v.version,
+            v.predictions,
+            v.labelled,
+            v.label_coverage * 100.0
+        );
+        let base = v.baseline.as_ref();
+        let est = v.estimated.as_ref();
+        let mut names: Vec<&String> = v.metrics.keys().collect();
+        if names.is_empty() {
+            names = est.map(|e| e.metrics.keys().collect()).unwrap_or_default();
+        }
+        let show = |x: Option<&f64>| x.map_or("-".to_string(), |x| format!("{x:.4}"));
+        output::table(
+            &["metric", "live", "evaluation", "delta", "estimated (CBPE)"],
+            names
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.to_string(),
+                        show(v.metrics.get(*n)),
+                        show(base.and_then(|b| b.metrics.get(*n))),
+                        show(base.and_then(|b| b.delta.get(*n))),
+                        show(est.and_then(|e| e.metrics.get(*n))),
+                    ]
+                })
+                .collect(),
+        );
+        if let Some(b) = base {
+            println!("evaluation {} on {}", b.evaluation, b.dataset);
+        }
+        if let Some(e) = est {
+            println!("CBPE assumes: {}", e.assumptions);
+        }
+    }
+    Ok(())
+}
+
+async fn served_drift(c: &Client, json_out: bool, a: DriftArgs) -> Result<()> {
+    let (team, model) = split_model(a.deployment.as_deref().unwrap_or_default())?;
+    let q = range_query(&a.since, None, None)?;
+    let d: ServedDrift = c.get(&format!("/deployments/{team}/{model}/{}/drift", a.env), &q).await?;
+    if json_out {
+        output::json(&d);
+        return Ok(());
+    }
+    for v in &d.versions {
+        println!(
+            "version {}: {} served rows against {} ({} rows, {}); {} of {} columns drifted{}",
+            v.version,
+            v.rows_current,
+            v.baseline,
+            v.rows_reference,
+            v.baseline_source,
+            v.drifted_columns.count,
+            v.columns.len(),
+            if v.drifted_columns.dataset_drift { ": dataset drift" } else { "" }
+        );
+        output::table(
+            &["column", "method", "score", "threshold", "drifted"],
+            v.columns
+                .iter()
+                .map(|(n, c)| {
+                    vec![
+                        n.clone(),
+                        c.method.clone(),
+                        format!("{:.6}", c.score),
+                        c.threshold.to_string(),
+                        c.drifted.to_string(),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    Ok(())
+}
+
 fn time_label(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
@@ -376,10 +650,14 @@ fn drift_files(json_out: bool, a: DriftArgs) -> Result<()> {
         .iter()
         .map(|m| parse_method(m).map(|(n, m, t)| (n, (m, t))))
         .collect::<Result<_>>()?;
+    let (Some(reference_path), Some(current_path)) = (a.reference.as_deref(), a.current.as_deref())
+    else {
+        return Err(usage("give --reference and --current, or --deployment"));
+    };
     // Both files at once: they are independent.
     let (reference, current) = std::thread::scope(|s| {
-        let r = s.spawn(|| read(&a.reference));
-        let c = read(&a.current);
+        let r = s.spawn(|| read(reference_path));
+        let c = read(current_path);
         (r.join().expect("reading the reference"), c)
     });
     let (reference, current) = (reference?, current?);
@@ -390,10 +668,10 @@ fn drift_files(json_out: bool, a: DriftArgs) -> Result<()> {
     };
     for n in names.iter().chain(overrides.keys()).chain(&a.categorical).chain(&a.numerical) {
         if reference.column(n).is_none() {
-            return Err(usage(format!("{} has no column '{n}'", a.reference.display())));
+            return Err(usage(format!("{} has no column '{n}'", reference_path.display())));
         }
         if current.column(n).is_none() {
-            return Err(usage(format!("{} has no column '{n}'", a.current.display())));
+            return Err(usage(format!("{} has no column '{n}'", current_path.display())));
         }
     }
     // Columns are independent: as many at once as there are CPUs.

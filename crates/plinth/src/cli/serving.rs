@@ -80,6 +80,9 @@ pub(crate) struct DeployArgs {
     /// Anyone may call it without an API key.
     #[arg(long)]
     public: bool,
+    /// Do not capture its predictions for monitoring (drift of its traffic, live accuracy).
+    #[arg(long)]
+    no_monitor: bool,
     #[arg(long)]
     max_batch_size: Option<u32>,
     #[arg(long)]
@@ -275,7 +278,7 @@ pub(super) async fn deploy(c: &Client, json_out: bool, a: DeployArgs) -> Result<
     let spec = match &a.spec {
         Some(file) => read_json(file)?,
         None => {
-            let mut spec = json!({"versions": parse_split(&a.versions)?, "shadows": a.shadows, "public": a.public});
+            let mut spec = json!({"versions": parse_split(&a.versions)?, "shadows": a.shadows, "public": a.public, "monitor": !a.no_monitor});
             let mut batching = json!({});
             if let Some(v) = a.max_batch_size {
                 batching["max_batch_size"] = json!(v);

@@ -15,7 +15,7 @@ use crate::harness::{
     Api, ServerOptions, TestServer, backend_tests, shared_server_tests, unique, wait_for,
 };
 
-fn eval_dir() -> PathBuf {
+pub(crate) fn eval_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/eval")
 }
 
@@ -50,7 +50,7 @@ async fn reviewer(srv: &TestServer) -> (String, String) {
     (name, key["secret"].as_str().unwrap().to_string())
 }
 
-async fn wait_evaluation(api: &Api, id: &str) -> Value {
+pub(crate) async fn wait_evaluation(api: &Api, id: &str) -> Value {
     wait_for(&format!("evaluation {id} to finish"), Duration::from_secs(60), async || {
         let e = api.get(&format!("/evaluations/{id}")).await.ok(StatusCode::OK);
         (e["status"] == "succeeded" || e["status"] == "failed").then_some(e)

@@ -15,6 +15,7 @@ mod health;
 mod helm;
 mod hostile;
 mod isolation;
+mod monitoring;
 mod persistence;
 mod query;
 mod registry;
