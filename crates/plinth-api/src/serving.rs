@@ -124,10 +124,15 @@ pub struct DeploymentSpec {
     /// Anyone may call it, without an API key (demos, benchmarks). Default false.
     #[serde(default)]
     pub public: bool,
-    /// Predictions are captured for monitoring: summarized for drift and kept for their
-    /// labels. Default true.
+    /// Answered predictions are summarized for drift (off the request's path). Default true.
     #[serde(default = "yes")]
     pub monitor: bool,
+    /// With `monitor`: each answered request's predictions are also kept (90 days) so that
+    /// labels can be posted for them (live accuracy, its SLA alert). Default false: it costs a
+    /// few microseconds of CPU per request and a row in the metadata database
+    /// (docs/BENCHMARKS.md).
+    #[serde(default)]
+    pub keep_predictions: bool,
 }
 
 fn yes() -> bool {

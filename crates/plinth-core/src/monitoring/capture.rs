@@ -3,8 +3,8 @@
 //! On each answered prediction of a monitored deployment ([`plinth_api::serving::DeploymentSpec`]'s
 //! `monitor`, on by default), the engine hands the inputs and outputs to the deployment's
 //! [`Capture`]: every feature and the prediction are added to per-version summaries
-//! ([`super::summary`]), and each row's prediction is queued to be kept for its label. Nothing
-//! is written there. Whenever this replica publishes its figures (every few seconds), it adds
+//! ([`super::summary`]), and, unless `keep_predictions` is off, the request's predictions are
+//! queued to be kept for their labels. Nothing is written there. Whenever this replica publishes its figures (every few seconds), it adds
 //! what was captured since to its own row of the current minute in `drift_minutes` (one row per
 //! deployment, version, minute and replica, as the health rollups do) and writes the queued
 //! predictions to `monitored_predictions` in multi-row statements. A crash loses at most those
@@ -22,10 +22,10 @@ use crate::error::Result;
 use crate::eval::Scored;
 use crate::serving::engine::Live;
 use crate::serving::tensor::{Data, Tensor};
-use crate::store::{Arg, Sql};
+use crate::store::{Sql, json_item};
 
 const MINUTE_US: i64 = 60_000_000;
-/// Predicted rows waiting to be written, per deployment.
+/// Answered requests waiting to be written, per deployment.
 pub const MAX_QUEUED: usize = 500_000;
 /// The name of the prediction's column among the features.
 pub const PREDICTION: &str = "prediction";
@@ -52,14 +52,28 @@ impl Columns {
     }
 }
 
-/// A predicted row waiting for its label.
+/// An answered request waiting to be kept for its labels: its rows' predictions (and class
+/// probabilities) as comma-separated text, made once, here.
 #[derive(Debug, Clone)]
 struct Outcome {
-    pkey: String,
-    prediction_id: Option<String>,
+    request_id: String,
+    ids: Option<Vec<String>>,
     version: u32,
-    predicted: f64,
+    rows: usize,
+    classes: usize,
+    predicted: String,
     scores: Option<String>,
+}
+
+/// Appends `values` to `out`, comma-separated, as f32 (what models answer; exact both ways).
+fn push_values(out: &mut String, values: impl Iterator<Item = f64>) {
+    use std::fmt::Write;
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{}", v as f32);
+    }
 }
 
 /// What is captured of one version between two flushes: its columns in the order the
@@ -139,6 +153,7 @@ impl Capture {
         inputs: &[(String, Tensor)],
         outputs: &[(String, Tensor)],
         rows: usize,
+        keep: bool,
     ) {
         let mut scored = Scored::default();
         if rows == 0 || scored.read(outputs, rows, task).is_err() {
@@ -177,36 +192,37 @@ impl Capture {
         }
         let k = scored.k;
         for i in 0..rows {
-            let predicted = match task {
-                Task::Regression => scored.values.get(i).copied().unwrap_or(f64::NAN),
-                _ => scored.pred_class.get(i).map_or(f64::NAN, |c| f64::from(*c)),
-            };
-            let probs = scored.proba.as_ref().and_then(|p| p.get(i * k..(i + 1) * k));
             p.prediction.add_number(prediction_value(task, &scored, i));
-            if state.outcomes.len() >= MAX_QUEUED {
-                state.dropped += 1;
-                continue;
-            }
-            state.outcomes.push(Outcome {
-                pkey: format!("{request_id}/{i}"),
-                prediction_id: ids.and_then(|ids| ids.get(i)).cloned(),
-                version,
-                predicted,
-                scores: probs.map(|p| {
-                    let mut s = String::with_capacity(p.len() * 20);
-                    for (c, x) in p.iter().enumerate() {
-                        if c > 0 {
-                            s.push(',');
-                        }
-                        s.push_str(&x.to_string());
-                    }
-                    s
-                }),
-            });
         }
+        if !keep {
+            return;
+        }
+        if state.outcomes.len() >= MAX_QUEUED {
+            state.dropped += 1;
+            return;
+        }
+        let mut predicted = String::with_capacity(rows * 4);
+        match task {
+            Task::Regression => push_values(&mut predicted, scored.values.iter().copied()),
+            _ => push_values(&mut predicted, scored.pred_class.iter().map(|c| f64::from(*c))),
+        }
+        let scores = scored.proba.as_ref().map(|p| {
+            let mut s = String::with_capacity(p.len() * 10);
+            push_values(&mut s, p.iter().copied());
+            s
+        });
+        state.outcomes.push(Outcome {
+            request_id: request_id.to_string(),
+            ids: ids.map(<[String]>::to_vec),
+            version,
+            rows,
+            classes: if scores.is_some() { k } else { 0 },
+            predicted,
+            scores,
+        });
     }
 
-    /// Predicted rows dropped because too many waited.
+    /// Answered requests not kept because too many waited.
     pub fn dropped(&self) -> u64 {
         self.state.lock().expect("capture lock").dropped
     }
@@ -273,24 +289,53 @@ impl Plinth {
             .execute(&mut tx)
             .await?;
         }
-        // Several rows per statement: the per-statement cost dominates one row's.
-        for chunk in outcomes.chunks(256) {
-            let mut sql = Sql::new(
-                "INSERT INTO monitored_predictions (deployment_id, pkey, prediction_id, version, at, predicted, scores) VALUES ",
-            );
-            for (i, o) in chunk.iter().enumerate() {
-                sql.push(if i == 0 { "(" } else { ", (" });
-                sql.bind(live.deployment_id.as_str()).push(", ");
-                sql.bind(o.pkey.as_str()).push(", ");
-                sql.bind(o.prediction_id.clone()).push(", ");
-                sql.bind(i64::from(o.version)).push(", ");
-                sql.bind(now).push(", ");
-                sql.bind(if o.predicted.is_finite() { o.predicted } else { -1.0 }).push(", ");
-                sql.bind(Arg::OptText(o.scores.clone())).push(")");
+        // Many rows per statement, bound as one JSON parameter: the per-statement cost
+        // dominates one row's.
+        let d = self.db.dialect();
+        // Chunks small enough that building one never holds the runtime for long.
+        for chunk in outcomes.chunks(1_000) {
+            tokio::task::yield_now().await;
+            let mut rows = String::with_capacity(chunk.len() * 96);
+            let mut ids = Vec::new();
+            rows.push('[');
+            for (n, o) in chunk.iter().enumerate() {
+                if n > 0 {
+                    rows.push(',');
+                }
+                let row = (&o.request_id, o.version, o.rows, o.classes, &o.predicted, &o.scores);
+                rows.push_str(&serde_json::to_string(&row)?);
+                for (i, id) in o.ids.iter().flatten().enumerate() {
+                    ids.push((id, &o.request_id, i));
+                }
             }
-            // A request id or prediction id seen before keeps its first prediction.
-            sql.push(" ON CONFLICT DO NOTHING");
+            rows.push(']');
+            let mut sql = Sql::new(
+                "INSERT INTO monitored_predictions (deployment_id, request_id, version, at, rows_count, classes, predicted, scores) SELECT ",
+            );
+            sql.bind(live.deployment_id.as_str()).push(", ");
+            sql.push(&json_item(d, 0, "text")).push(", ");
+            sql.push(&json_item(d, 1, "bigint")).push(", ");
+            sql.bind(now).push(", ");
+            sql.push(&json_item(d, 2, "bigint")).push(", ");
+            sql.push(&json_item(d, 3, "bigint")).push(", ");
+            sql.push(&json_item(d, 4, "text")).push(", ");
+            sql.push(&json_item(d, 5, "text")).push(" FROM ");
+            sql.push_json_rows(d, rows);
+            // A request id seen before (a client's own) keeps its first prediction.
+            sql.push(" WHERE true ON CONFLICT DO NOTHING");
             sql.execute(&mut tx).await?;
+            if !ids.is_empty() {
+                let mut sql = Sql::new(
+                    "INSERT INTO prediction_ids (deployment_id, prediction_id, request_id, row_index) SELECT ",
+                );
+                sql.bind(live.deployment_id.as_str()).push(", ");
+                sql.push(&json_item(d, 0, "text")).push(", ");
+                sql.push(&json_item(d, 1, "text")).push(", ");
+                sql.push(&json_item(d, 2, "bigint")).push(" FROM ");
+                sql.push_json_rows(d, serde_json::to_string(&ids)?);
+                sql.push(" WHERE true ON CONFLICT DO NOTHING");
+                sql.execute(&mut tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -353,6 +398,7 @@ mod tests {
             &[("x".into(), x)],
             &[("probabilities".into(), probs)],
             2,
+            true,
         );
         let (minute, cols, outcomes) = c.take(90_000_000);
         assert_eq!(minute, MINUTE_US);
@@ -360,11 +406,12 @@ mod tests {
         assert_eq!(v.rows, 2);
         assert_eq!(v.columns.len(), 3);
         assert_eq!(v.columns["age"].rows(), 2);
-        assert_eq!(outcomes.len(), 2);
-        assert_eq!(outcomes[1].pkey, "req1/1");
-        assert_eq!(outcomes[1].prediction_id.as_deref(), Some("b"));
-        assert_eq!(outcomes[0].predicted, 1.0);
-        assert_eq!(outcomes[0].scores.as_deref(), Some("0.25,0.75"));
+        assert_eq!(outcomes.len(), 1);
+        let o = &outcomes[0];
+        assert_eq!((o.request_id.as_str(), o.rows, o.classes), ("req1", 2, 2));
+        assert_eq!(o.ids.as_deref(), Some(&ids[..]));
+        assert_eq!(o.predicted, "1,0");
+        assert_eq!(o.scores.as_deref(), Some("0.25,0.75,0.5,0.5"));
         // The next flush in the same minute answers the minute's sum so far.
         let x = Tensor { shape: vec![1, 2], data: Data::F32(vec![1.0, 2.0]) };
         let probs = Tensor { shape: vec![1, 2], data: Data::F32(vec![0.9, 0.1]) };
@@ -377,6 +424,7 @@ mod tests {
             &[("x".into(), x)],
             &[("probabilities".into(), probs)],
             1,
+            true,
         );
         let (_, cols, _) = c.take(100_000_000);
         assert_eq!(cols[&3].rows, 3);

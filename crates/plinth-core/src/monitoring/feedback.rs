@@ -19,7 +19,7 @@ use crate::Plinth;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::eval::{self, Scored};
-use crate::store::{Sql, col};
+use crate::store::{Sql, col, json_item};
 use crate::util::{micros_to_time, now_micros};
 
 /// Labels one request may carry.
@@ -27,8 +27,8 @@ pub const MAX_LABELS: usize = 10_000;
 /// Captured predictions one performance query reads at most.
 const MAX_ROWS: usize = 2_000_000;
 const DAY_US: i64 = 86_400_000_000;
-/// Keys per `IN (...)` lookup.
-const CHUNK: usize = 500;
+/// Keys per lookup and rows per insert (each bound as one JSON parameter).
+const CHUNK: usize = MAX_LABELS;
 
 /// A deployment as monitoring sees it.
 pub(crate) struct Monitored {
@@ -101,13 +101,13 @@ impl Plinth {
         }
         // Each label's key, value, and where it was given (for errors).
         enum By<'a> {
-            Request(String),
+            Request(&'a str, u32),
             Id(&'a str),
         }
         let mut wanted: Vec<(By<'_>, f64)> = Vec::with_capacity(req.labels.len());
         for (i, l) in req.labels.iter().enumerate() {
             let by = match (&l.request_id, &l.prediction_id) {
-                (Some(r), None) => By::Request(format!("{r}/{}", l.row.unwrap_or(0))),
+                (Some(r), None) => By::Request(r, l.row.unwrap_or(0)),
                 (None, Some(p)) if l.row.is_none() => By::Id(p),
                 (None, Some(_)) => {
                     return Err(Error::invalid(
@@ -124,61 +124,69 @@ impl Plinth {
             };
             wanted.push((by, label_value(m.task, &l.label, i)?));
         }
-        // Every key resolved to its captured prediction, with its classes' count.
-        let mut by_request: HashMap<String, Option<usize>> = HashMap::new();
-        let mut by_id: HashMap<String, (String, Option<usize>)> = HashMap::new();
-        let requests: Vec<&str> = wanted
+        // Every request and id resolved to its captured prediction (rows, classes), and the
+        // labels its rows have so far: one query per kind of key.
+        let d = self.db.dialect();
+        let mut requests: Vec<&str> = wanted
             .iter()
-            .filter_map(|(b, _)| if let By::Request(k) = b { Some(k.as_str()) } else { None })
+            .filter_map(|(b, _)| if let By::Request(r, _) = b { Some(*r) } else { None })
             .collect();
         let ids: Vec<&str> = wanted
             .iter()
             .filter_map(|(b, _)| if let By::Id(k) = b { Some(*k) } else { None })
             .collect();
-        for (column, keys) in [("pkey", &requests), ("prediction_id", &ids)] {
-            for chunk in keys.chunks(CHUNK) {
-                let mut sql = Sql::new(
-                    "SELECT pkey, prediction_id, scores FROM monitored_predictions WHERE deployment_id = ",
+        // Prediction ids name a request's row.
+        let mut by_id: HashMap<String, (String, u32)> = HashMap::new();
+        if !ids.is_empty() {
+            let mut sql = Sql::new(
+                "SELECT prediction_id, request_id, row_index FROM prediction_ids WHERE deployment_id = ",
+            );
+            sql.bind(m.id.as_str()).push(" AND prediction_id IN (");
+            sql.push_json_values(d, serde_json::to_string(&ids)?).push(")");
+            for row in self.db.fetch_all(&sql).await? {
+                by_id.insert(
+                    col(&row, "prediction_id")?,
+                    (col(&row, "request_id")?, col::<i64>(&row, "row_index")? as u32),
                 );
-                sql.bind(m.id.as_str()).push(&format!(" AND {column} IN ("));
-                for (i, k) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(", ");
-                    }
-                    sql.bind(*k);
-                }
-                sql.push(")");
-                for row in self.db.fetch_all(&sql).await? {
-                    let pkey: String = col(&row, "pkey")?;
-                    let classes =
-                        col::<Option<String>>(&row, "scores")?.map(|s| s.split(',').count());
-                    if column == "pkey" {
-                        by_request.insert(pkey, classes);
-                    } else if let Some(id) = col::<Option<String>>(&row, "prediction_id")? {
-                        by_id.insert(id, (pkey, classes));
-                    }
-                }
             }
         }
-        let mut labels: BTreeMap<String, f64> = BTreeMap::new();
+        requests.extend(by_id.values().map(|(r, _)| r.as_str()));
+        requests.sort_unstable();
+        requests.dedup();
+        // (rows, classes) of each request.
+        let mut captured: HashMap<String, (u32, usize)> = HashMap::new();
+        let mut before: HashMap<(String, u32), f64> = HashMap::new();
+        if !requests.is_empty() {
+            let keys = serde_json::to_string(&requests)?;
+            let mut sql = Sql::new(
+                "SELECT request_id, rows_count, classes FROM monitored_predictions WHERE deployment_id = ",
+            );
+            sql.bind(m.id.as_str()).push(" AND request_id IN (");
+            sql.push_json_values(d, keys.clone()).push(")");
+            for row in self.db.fetch_all(&sql).await? {
+                captured.insert(
+                    col(&row, "request_id")?,
+                    (col::<i64>(&row, "rows_count")? as u32, col::<i64>(&row, "classes")? as usize),
+                );
+            }
+            let mut sql = Sql::new(
+                "SELECT request_id, row_index, label FROM prediction_labels WHERE deployment_id = ",
+            );
+            sql.bind(m.id.as_str()).push(" AND request_id IN (");
+            sql.push_json_values(d, keys).push(")");
+            for row in self.db.fetch_all(&sql).await? {
+                before.insert(
+                    (col(&row, "request_id")?, col::<i64>(&row, "row_index")? as u32),
+                    col(&row, "label")?,
+                );
+            }
+        }
+        let mut labels: BTreeMap<(String, u32), f64> = BTreeMap::new();
         for (i, (by, value)) in wanted.iter().enumerate() {
-            let (pkey, classes) = match by {
-                By::Request(k) => match by_request.get(k) {
-                    Some(c) => (k.clone(), *c),
-                    None => {
-                        let (r, row) = k.rsplit_once('/').unwrap_or((k, "0"));
-                        return Err(Error::invalid(
-                            format!("labels[{i}].request_id"),
-                            format!(
-                                "no captured prediction of {} has request id '{r}' and row {row} \
-                                 (predictions are kept within seconds of their answer, on monitored deployments)",
-                                m.name
-                            ),
-                        ));
-                    }
-                },
+            let (request, row) = match by {
+                By::Request(r, row) => ((*r).to_string(), *row),
                 By::Id(p) => match by_id.get(*p) {
-                    Some((k, c)) => (k.clone(), *c),
+                    Some(k) => k.clone(),
                     None => {
                         return Err(Error::invalid(
                             format!("labels[{i}].prediction_id"),
@@ -187,37 +195,38 @@ impl Plinth {
                     }
                 },
             };
-            if let Some(k) = classes
-                && m.task != Task::Regression
-                && *value as usize >= k
-            {
+            let classes = match captured.get(&request) {
+                Some((rows, classes)) if row < *rows => *classes,
+                found => {
+                    let what = match found {
+                        Some((rows, _)) => {
+                            format!("request '{request}' has {rows} rows: no row {row}")
+                        }
+                        None => format!(
+                            "no captured prediction of {} has request id '{request}' \
+                             (predictions are kept within seconds of their answer, on deployments with monitor and keep_predictions on)",
+                            m.name
+                        ),
+                    };
+                    let field =
+                        if matches!(by, By::Id(_)) { "prediction_id" } else { "request_id" };
+                    return Err(Error::invalid(format!("labels[{i}].{field}"), what));
+                }
+            };
+            if classes > 0 && m.task != Task::Regression && *value as usize >= classes {
                 return Err(Error::invalid(
                     format!("labels[{i}].label"),
-                    format!("{value} is not a class of this {k}-class model (0..{})", k - 1),
+                    format!(
+                        "{value} is not a class of this {classes}-class model (0..{})",
+                        classes - 1
+                    ),
                 ));
             }
-            labels.insert(pkey, *value);
+            labels.insert((request, row), *value);
         }
         // Which are new, which change, which are the same again.
-        let keys: Vec<&String> = labels.keys().collect();
-        let mut before: HashMap<String, f64> = HashMap::new();
-        for chunk in keys.chunks(CHUNK) {
-            let mut sql =
-                Sql::new("SELECT pkey, label FROM prediction_labels WHERE deployment_id = ");
-            sql.bind(m.id.as_str()).push(" AND pkey IN (");
-            for (i, k) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.bind(k.as_str());
-            }
-            sql.push(")");
-            for row in self.db.fetch_all(&sql).await? {
-                before.insert(col(&row, "pkey")?, col(&row, "label")?);
-            }
-        }
         let mut result = FeedbackResult { added: 0, replaced: 0, unchanged: 0 };
-        let changes: Vec<(&String, f64)> = labels
+        let changes: Vec<(&(String, u32), f64)> = labels
             .iter()
             .filter(|(k, v)| match before.get(*k) {
                 None => {
@@ -238,18 +247,19 @@ impl Plinth {
         let now = now_micros();
         let mut tx = self.db.begin().await?;
         for chunk in changes.chunks(CHUNK) {
+            let rows: Vec<(&str, u32, f64)> =
+                chunk.iter().map(|((r, row), v)| (r.as_str(), *row, *v)).collect();
             let mut sql = Sql::new(
-                "INSERT INTO prediction_labels (deployment_id, pkey, label, labelled_at) VALUES ",
+                "INSERT INTO prediction_labels (deployment_id, request_id, row_index, label, labelled_at) SELECT ",
             );
-            for (i, (k, v)) in chunk.iter().enumerate() {
-                sql.push(if i == 0 { "(" } else { ", (" });
-                sql.bind(m.id.as_str()).push(", ");
-                sql.bind(k.as_str()).push(", ");
-                sql.bind(*v).push(", ");
-                sql.bind(now).push(")");
-            }
+            sql.bind(m.id.as_str()).push(", ");
+            sql.push(&json_item(d, 0, "text")).push(", ");
+            sql.push(&json_item(d, 1, "bigint")).push(", ");
+            sql.push(&json_item(d, 2, "double precision")).push(", ");
+            sql.bind(now).push(" FROM ");
+            sql.push_json_rows(d, serde_json::to_string(&rows)?);
             sql.push(
-                " ON CONFLICT (deployment_id, pkey) DO UPDATE SET label = excluded.label, labelled_at = excluded.labelled_at",
+                " WHERE true ON CONFLICT (deployment_id, request_id, row_index) DO UPDATE SET label = excluded.label, labelled_at = excluded.labelled_at",
             );
             sql.execute(&mut tx).await?;
         }
@@ -287,33 +297,57 @@ impl Plinth {
         version: Option<u32>,
     ) -> Result<Vec<VersionPerformance>> {
         let mut sql = Sql::new(
-            "SELECT p.version, p.predicted, p.scores, l.label FROM monitored_predictions p
-             LEFT JOIN prediction_labels l ON l.deployment_id = p.deployment_id AND l.pkey = p.pkey
-             WHERE p.deployment_id = ",
+            "SELECT request_id, version, rows_count, classes, predicted, scores FROM monitored_predictions WHERE deployment_id = ",
+        );
+        sql.bind(m.id.as_str()).push(" AND at >= ").bind(since);
+        sql.push(" AND at < ").bind(until);
+        if let Some(v) = version {
+            sql.push(" AND version = ").bind(i64::from(v));
+        }
+        sql.push(&format!(" ORDER BY at LIMIT {}", MAX_ROWS + 1));
+        let requests = self.db.fetch_all(&sql).await?;
+        // The labels of those requests' rows.
+        let mut sql = Sql::new(
+            "SELECT l.request_id, l.row_index, l.label FROM prediction_labels l JOIN monitored_predictions p
+               ON p.deployment_id = l.deployment_id AND p.request_id = l.request_id
+             WHERE l.deployment_id = ",
         );
         sql.bind(m.id.as_str()).push(" AND p.at >= ").bind(since);
         sql.push(" AND p.at < ").bind(until);
-        if let Some(v) = version {
-            sql.push(" AND p.version = ").bind(i64::from(v));
-        }
-        sql.push(&format!(" ORDER BY p.version LIMIT {}", MAX_ROWS + 1));
-        let rows = self.db.fetch_all(&sql).await?;
-        if rows.len() > MAX_ROWS {
-            return Err(Error::invalid(
-                "since",
-                format!("more than {MAX_ROWS} predictions in the range: ask for a shorter one"),
-            ));
+        let mut labels: HashMap<(String, u32), f64> = HashMap::new();
+        for row in self.db.fetch_all(&sql).await? {
+            labels.insert(
+                (col(&row, "request_id")?, col::<i64>(&row, "row_index")? as u32),
+                col(&row, "label")?,
+            );
         }
         let mut per: BTreeMap<u32, Rows> = BTreeMap::new();
-        for row in &rows {
+        let mut total = 0usize;
+        let parse = |s: &str| -> Vec<f64> {
+            s.split(',').map(|x| x.parse::<f32>().map_or(f64::NAN, f64::from)).collect()
+        };
+        for row in &requests {
+            let request: String = col(row, "request_id")?;
             let v = col::<i64>(row, "version")? as u32;
-            let scores: Option<Vec<f64>> = col::<Option<String>>(row, "scores")?
-                .map(|s| s.split(',').map(|x| x.parse().unwrap_or(f64::NAN)).collect());
-            per.entry(v).or_default().push(
-                col(row, "predicted")?,
-                scores,
-                col::<Option<f64>>(row, "label")?,
-            );
+            let n = col::<i64>(row, "rows_count")? as usize;
+            let k = col::<i64>(row, "classes")? as usize;
+            total += n;
+            if total > MAX_ROWS {
+                return Err(Error::invalid(
+                    "since",
+                    format!("more than {MAX_ROWS} predictions in the range: ask for a shorter one"),
+                ));
+            }
+            let predicted = parse(&col::<String>(row, "predicted")?);
+            let scores = col::<Option<String>>(row, "scores")?.map(|s| parse(&s));
+            let rows = per.entry(v).or_default();
+            for (i, &p) in predicted.iter().enumerate().take(n) {
+                rows.push(
+                    p,
+                    scores.as_ref().and_then(|s| s.get(i * k..(i + 1) * k)).map(<[f64]>::to_vec),
+                    labels.get(&(request.clone(), i as u32)).copied(),
+                );
+            }
         }
         let mut out = Vec::new();
         for (v, rows) in per {

@@ -2,12 +2,14 @@
 //! feature per minute, what it writes, and what any range of minutes adds up to, without the
 //! log being read again.
 //!
-//! Numbers go into a logarithmic histogram (DDSketch's mapping): a value `x > 0` falls in
-//! bucket `ceil(log_γ x)` with `γ = (1 + α) / (1 − α)`, `α = 1 %`, so any value a bucket stands
-//! for is within 1 % of it; negatives mirror it, and magnitudes below 1e-9 count as zero. A
-//! side keeps at most [`MAX_BUCKETS`] consecutive buckets (values beyond fold into its edge
-//! bucket), so one feature's summary is at most ~33 KB whatever the traffic, and a few hundred
-//! bytes for a feature spanning two decades. Text goes into counts per value, the first
+//! Numbers go into a logarithmic histogram read straight off the float's bits (as
+//! HdrHistogram does): each power of two is cut into [`SUB_BUCKETS`] equal buckets, a value's
+//! bucket is its exponent and the top bits of its mantissa, and the value a bucket stands for
+//! (its middle) is within 0.8 % of any value in it: no logarithm on the request's path.
+//! Negatives mirror it, and magnitudes below 1e-9 count as zero. A side keeps at most
+//! [`MAX_BUCKETS`] consecutive buckets (values beyond fold into its edge bucket), so one
+//! feature's summary is at most ~33 KB whatever the traffic, and a few hundred bytes for a
+//! feature spanning two decades. Text goes into counts per value, the first
 //! [`MAX_CATEGORIES`] distinct values by name and the rest as one `(other)`.
 //!
 //! Drift between two summaries runs Evidently's tests ([`super::drift`]) on the buckets' values
@@ -21,18 +23,17 @@ use serde::{Deserialize, Serialize};
 use super::drift::{self, ColumnDrift, Counts, DriftError, Kind, Method};
 use super::ks;
 
-/// The relative accuracy of a number's bucket.
-pub const RELATIVE_ACCURACY: f64 = 0.01;
+/// The relative accuracy of a number's bucket (its middle against any value in it).
+pub const RELATIVE_ACCURACY: f64 = 0.008;
+/// Buckets per power of two.
+pub const SUB_BUCKETS: i32 = 64;
+const SUB_BITS: u32 = 6;
 /// Buckets kept per sign.
 pub const MAX_BUCKETS: usize = 2048;
 /// Distinct text values kept by name.
 pub const MAX_CATEGORIES: usize = 256;
 const SMALLEST: f64 = 1e-9;
 const OTHER: &str = "(other)";
-
-fn gamma() -> f64 {
-    (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY)
-}
 
 /// Consecutive buckets from `offset`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -115,7 +116,10 @@ impl Sketch {
             self.zeros += 1;
             return;
         }
-        let key = (m.ln() / gamma().ln()).ceil() as i32;
+        let bits = m.to_bits();
+        let exponent = ((bits >> 52) & 0x7ff) as i32 - 1023;
+        let sub = ((bits >> (52 - SUB_BITS)) & (SUB_BUCKETS as u64 - 1)) as i32;
+        let key = exponent * SUB_BUCKETS + sub;
         if x > 0.0 { self.positive.add(key, 1) } else { self.negative.add(key, 1) }
     }
 
@@ -130,8 +134,8 @@ impl Sketch {
 
     /// The value a bucket stands for (within [`RELATIVE_ACCURACY`] of any value in it).
     fn value(key: i32) -> f64 {
-        let g = gamma();
-        2.0 * g.powi(key) / (g + 1.0)
+        let (exponent, sub) = (key.div_euclid(SUB_BUCKETS), key.rem_euclid(SUB_BUCKETS));
+        2f64.powi(exponent) * (1.0 + (f64::from(sub) + 0.5) / f64::from(SUB_BUCKETS))
     }
 
     /// `(value, count)` of every non-empty bucket, values ascending.

@@ -411,10 +411,11 @@ impl Engine {
                 &runner.source.signature,
                 runner.source.version,
                 request_id,
-                ids,
+                ids.filter(|_| live.spec.keep_predictions),
                 inputs,
                 outputs,
                 rows,
+                live.spec.keep_predictions,
             );
         }
         // Requests and errors are counted by the prediction around this call (`predict.rs`).

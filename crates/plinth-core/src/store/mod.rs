@@ -215,6 +215,34 @@ impl Sql {
         self
     }
 
+    /// Appends a subquery of the values of `values`, a JSON array of strings, bound as one
+    /// parameter. Many values go this way rather than as a placeholder each: SQLite looks a
+    /// parameter up by a linear scan, so a statement's binds cost the square of their number.
+    pub fn push_json_values(&mut self, dialect: Dialect, values: String) -> &mut Self {
+        self.args.push(Arg::Text(values));
+        let n = self.args.len();
+        self.text.push_str(&match dialect {
+            Dialect::Sqlite => format!("SELECT value FROM json_each(${n})"),
+            Dialect::Postgres => {
+                format!("SELECT value FROM jsonb_array_elements_text(${n}::jsonb) AS j(value)")
+            }
+        });
+        self
+    }
+
+    /// Appends a `FROM` source over `rows`, a JSON array of arrays, bound as one parameter
+    /// (see [`Sql::push_json_values`]); [`json_item`] reads a row's elements. (SQLite needs a
+    /// `WHERE` after it before an `ON CONFLICT`.)
+    pub fn push_json_rows(&mut self, dialect: Dialect, rows: String) -> &mut Self {
+        self.args.push(Arg::Text(rows));
+        let n = self.args.len();
+        self.text.push_str(&match dialect {
+            Dialect::Sqlite => format!("json_each(${n})"),
+            Dialect::Postgres => format!("jsonb_array_elements(${n}::jsonb) AS j(value)"),
+        });
+        self
+    }
+
     /// Appends a placeholder for `arg`.
     pub fn bind(&mut self, arg: impl Into<Arg>) -> &mut Self {
         self.args.push(arg.into());
@@ -258,6 +286,15 @@ impl Sql {
 
     pub async fn fetch_all_tx(&self, tx: &mut Tx) -> Result<Vec<AnyRow>> {
         Ok(self.query().fetch_all(tx.conn()).await?)
+    }
+}
+
+/// Element `i` of a row of [`Sql::push_json_rows`], as SQL of type `ty` (`text`, `bigint`,
+/// `double precision`); JSON null is NULL.
+pub fn json_item(dialect: Dialect, i: usize, ty: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("json_extract(value, '$[{i}]')"),
+        Dialect::Postgres => format!("(value->>{i})::{ty}"),
     }
 }
 

@@ -83,6 +83,9 @@ pub(crate) struct DeployArgs {
     /// Do not capture its predictions for monitoring (drift of its traffic, live accuracy).
     #[arg(long)]
     no_monitor: bool,
+    /// Keep its predictions so that labels can be posted for them (live accuracy).
+    #[arg(long, conflicts_with = "no_monitor")]
+    keep_predictions: bool,
     #[arg(long)]
     max_batch_size: Option<u32>,
     #[arg(long)]
@@ -278,7 +281,7 @@ pub(super) async fn deploy(c: &Client, json_out: bool, a: DeployArgs) -> Result<
     let spec = match &a.spec {
         Some(file) => read_json(file)?,
         None => {
-            let mut spec = json!({"versions": parse_split(&a.versions)?, "shadows": a.shadows, "public": a.public, "monitor": !a.no_monitor});
+            let mut spec = json!({"versions": parse_split(&a.versions)?, "shadows": a.shadows, "public": a.public, "monitor": !a.no_monitor, "keep_predictions": a.keep_predictions});
             let mut batching = json!({});
             if let Some(v) = a.max_batch_size {
                 batching["max_batch_size"] = json!(v);

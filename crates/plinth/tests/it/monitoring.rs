@@ -84,7 +84,8 @@ backend_tests! {
         let evaluation = wait_evaluation(m, job["id"].as_str().unwrap()).await;
         assert_eq!(evaluation["status"], "succeeded", "{evaluation}");
         let base = format!("/deployments/{team}/income/production");
-        m.put(&base, &json!({"versions": [{"version": 1, "weight": 100}]})).await.ok(StatusCode::OK);
+        // Kept for labels (off by default).
+        m.put(&base, &json!({"versions": [{"version": 1, "weight": 100}], "keep_predictions": true})).await.ok(StatusCode::OK);
 
         // The test split, predicted in requests of 500 rows; even requests name their rows.
         let (rows, labels) = adult();
@@ -258,7 +259,9 @@ backend_tests! {
         // The receiver heard the firing and the resolve, in Alertmanager's shape.
         wait_for("the firing and the resolve", Duration::from_secs(20), async || (seen.lock().unwrap().len() >= 2).then_some(())).await;
         {
-            let seen = seen.lock().unwrap();
+            // Deliveries run concurrently: in whatever order they arrived.
+            let mut seen = seen.lock().unwrap().clone();
+            seen.sort_by_key(|p| p["status"] == "resolved");
             assert_eq!(seen.len(), 2, "{seen:?}");
             assert_eq!((seen[0]["status"].as_str(), seen[1]["status"].as_str()), (Some("firing"), Some("resolved")));
             assert_eq!(seen[0]["alerts"][0]["labels"]["alertname"], "age_drift");
@@ -350,6 +353,12 @@ backend_tests! {
         m.put(&format!("{base}/monitoring"), &json!({"sla": {"error_rate": {"threshold": 0.01}}})).await.ok(StatusCode::OK);
         let e = m.put(&base, &json!({"versions": [{"version": 1, "weight": 100}], "monitor": false})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
         assert_eq!(e["field"], "monitor");
+        // Its predictions are not kept (the default): labels for them are refused, saying why.
+        let answer = m.post(&format!("{base}/predict"), &good).await.ok(StatusCode::OK);
+        srv.core.flush_monitoring_at(now_us()).await.unwrap();
+        let e = m.post(&format!("{base}/feedback"), &json!({"labels": [{"request_id": answer["request_id"], "label": 1}]})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "labels[0].request_id");
+        assert!(e["message"].as_str().unwrap().contains("keep_predictions"), "{e}");
     }
 }
 

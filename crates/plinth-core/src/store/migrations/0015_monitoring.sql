@@ -1,26 +1,37 @@
--- Served predictions kept for their labels: one row per predicted row, written in batches by
--- the replica that served it. `pkey` is `<request id>/<row>`; `prediction_id` the caller's own
--- id when it gave one (the first prediction under an id keeps it).
+-- Served predictions kept for their labels: one row per answered request, written in batches
+-- by the replica that served it: its rows' predicted classes or values and, for classifiers
+-- that give them, their probabilities (`classes` per row), as comma-separated text.
 CREATE TABLE monitored_predictions (
     deployment_id TEXT NOT NULL,
-    pkey TEXT NOT NULL,
-    prediction_id TEXT,
+    request_id TEXT NOT NULL,
     version BIGINT NOT NULL,
     at BIGINT NOT NULL,
-    predicted DOUBLE PRECISION NOT NULL,
+    rows_count BIGINT NOT NULL,
+    classes BIGINT NOT NULL,
+    predicted TEXT NOT NULL,
     scores TEXT,
-    PRIMARY KEY (deployment_id, pkey)
+    PRIMARY KEY (deployment_id, request_id)
 );
 CREATE INDEX monitored_predictions_at ON monitored_predictions (deployment_id, at);
-CREATE UNIQUE INDEX monitored_predictions_id ON monitored_predictions (deployment_id, prediction_id);
 
--- Ground truth: the latest label of each prediction.
+-- The caller's own prediction ids, for the requests that gave them (the first prediction under
+-- an id keeps it).
+CREATE TABLE prediction_ids (
+    deployment_id TEXT NOT NULL,
+    prediction_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    row_index BIGINT NOT NULL,
+    PRIMARY KEY (deployment_id, prediction_id)
+);
+
+-- Ground truth: the latest label of each predicted row.
 CREATE TABLE prediction_labels (
     deployment_id TEXT NOT NULL,
-    pkey TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    row_index BIGINT NOT NULL,
     label DOUBLE PRECISION NOT NULL,
     labelled_at BIGINT NOT NULL,
-    PRIMARY KEY (deployment_id, pkey)
+    PRIMARY KEY (deployment_id, request_id, row_index)
 );
 
 -- Served traffic summarized for drift, minute by minute, one row per replica and version:
