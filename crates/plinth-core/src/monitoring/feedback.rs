@@ -157,27 +157,15 @@ impl Plinth {
         let mut captured: HashMap<String, (u32, usize)> = HashMap::new();
         let mut before: HashMap<(String, u32), f64> = HashMap::new();
         if !requests.is_empty() {
-            let keys = serde_json::to_string(&requests)?;
             let mut sql = Sql::new(
                 "SELECT request_id, rows_count, classes FROM monitored_predictions WHERE deployment_id = ",
             );
             sql.bind(m.id.as_str()).push(" AND request_id IN (");
-            sql.push_json_values(d, keys.clone()).push(")");
+            sql.push_json_values(d, serde_json::to_string(&requests)?).push(")");
             for row in self.db.fetch_all(&sql).await? {
                 captured.insert(
                     col(&row, "request_id")?,
                     (col::<i64>(&row, "rows_count")? as u32, col::<i64>(&row, "classes")? as usize),
-                );
-            }
-            let mut sql = Sql::new(
-                "SELECT request_id, row_index, label FROM prediction_labels WHERE deployment_id = ",
-            );
-            sql.bind(m.id.as_str()).push(" AND request_id IN (");
-            sql.push_json_values(d, keys).push(")");
-            for row in self.db.fetch_all(&sql).await? {
-                before.insert(
-                    (col(&row, "request_id")?, col::<i64>(&row, "row_index")? as u32),
-                    col(&row, "label")?,
                 );
             }
         }
@@ -223,6 +211,21 @@ impl Plinth {
                 ));
             }
             labels.insert((request, row), *value);
+        }
+        // The labels these rows have so far, looked up by (request, row).
+        let pairs: Vec<(&str, u32)> = labels.keys().map(|(r, row)| (r.as_str(), *row)).collect();
+        let mut sql = Sql::new(
+            "SELECT request_id, row_index, label FROM prediction_labels WHERE deployment_id = ",
+        );
+        sql.bind(m.id.as_str()).push(" AND (request_id, row_index) IN (SELECT ");
+        sql.push(&json_item(d, 0, "text")).push(", ");
+        sql.push(&json_item(d, 1, "bigint")).push(" FROM ");
+        sql.push_json_rows(d, serde_json::to_string(&pairs)?).push(")");
+        for row in self.db.fetch_all(&sql).await? {
+            before.insert(
+                (col(&row, "request_id")?, col::<i64>(&row, "row_index")? as u32),
+                col(&row, "label")?,
+            );
         }
         // Which are new, which change, which are the same again.
         let mut result = FeedbackResult { added: 0, replaced: 0, unchanged: 0 };
