@@ -4,7 +4,8 @@
 #   usage: bench/feedback.sh [PLINTH_BINARY]     (default: the release build)
 #
 # A fresh server on CPU 1 (SQLite, embedded defaults) with the harness's serving model deployed
-# keeping its predictions (bench/serve_bench_model.sh, KEEP=1); ROWS rows (default 100,000) predicted in requests of 1,000, half
+# keeping its predictions (bench/serve_bench_model.sh, KEEP_PREDICTIONS=1); ROWS rows (default
+# 100,000) predicted in requests of 1,000, half
 # of them under caller-chosen prediction ids; once the captured predictions are written (the
 # figures loop, every 5 s), their labels are posted from CPU 0 in requests of 10,000, in
 # shuffled order: first all new, then the same again (unchanged), then half of them changed.
@@ -17,7 +18,7 @@ BODY=single
 source bench/serving_setup.sh "$@"
 trap stop EXIT
 BENCH_KEY="$("${BINS[0]}" key generate)"
-start_server "${BINS[0]}" PLINTH_BUSY_POLL_US=0 BENCH_KEY="$BENCH_KEY" KEEP=1
+start_server "${BINS[0]}" PLINTH_BUSY_POLL_US=0 BENCH_KEY="$BENCH_KEY" KEEP_PREDICTIONS=1
 BENCH_KEY="$BENCH_KEY" taskset -c 0 python3 - "$LISTEN" "${ROWS:-100000}" <<'PY'
 import json, os, random, sys, time, urllib.request
 

@@ -6,7 +6,8 @@
 # A fresh data directory, a bootstrap admin key, the model registered as bench/lgbm version 1
 # and deployed public to production: the harness's wrk sends no API key. The script stays in
 # the foreground (the harness stops its process group). Plinth's OIP name: bench.lgbm.
-# NO_MONITOR=1 deploys it without monitoring (no summaries for drift); KEEP=1 also keeps its
+# NO_MONITOR=1 deploys it without monitoring (no summaries for drift); KEEP_PREDICTIONS=1 also
+# keeps its
 # predictions for labels.
 set -euo pipefail
 MODEL="$1"
@@ -38,6 +39,6 @@ done
 "$PLINTH" version upload bench/lgbm "$MODEL" >/dev/null
 "$PLINTH" deploy bench/lgbm --env production --traffic 1 --public \
   --max-batch-size "${MAX_BATCH:-256}" --max-wait-us "${MAX_WAIT_US:-200}" --max-workers "${MAX_WORKERS:-2}" \
-  --log-sample-rate "${LOG_SAMPLE_RATE:-1.0}" ${NO_MONITOR:+--no-monitor} ${KEEP:+--keep-predictions} >/dev/null
+  --log-sample-rate "${LOG_SAMPLE_RATE:-1.0}" ${NO_MONITOR:+--no-monitor} ${KEEP_PREDICTIONS:+--keep-predictions} >/dev/null
 echo "plinth: bench/lgbm deployed from $MODEL on http://$LISTEN (OIP name bench.lgbm)" >&2
 wait $SERVER
