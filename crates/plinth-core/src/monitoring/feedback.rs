@@ -124,8 +124,8 @@ impl Plinth {
             };
             wanted.push((by, label_value(m.task, &l.label, i)?));
         }
-        // Every request and id resolved to its captured prediction (rows, classes), and the
-        // labels its rows have so far: one query per kind of key.
+        // Every request and id resolved to its captured prediction (rows, classes): one query
+        // per kind of key.
         let d = self.db.dialect();
         let mut requests: Vec<&str> = wanted
             .iter()
