@@ -142,6 +142,15 @@ pub(crate) struct Tasks {
 #[derive(Default)]
 struct Flags {
     cancel: AtomicBool,
+    /// Woken when `cancel` is set, for attempts that wait rather than step.
+    cancelled: tokio::sync::Notify,
+}
+
+impl Flags {
+    fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.cancelled.notify_waiters();
+    }
 }
 
 impl Tasks {
@@ -179,6 +188,21 @@ impl TaskRun {
     /// Stops the attempt when the task is to be cancelled (call it between steps).
     pub fn check(&self) -> Result<()> {
         if self.cancelled() { Err(cancelled()) } else { Ok(()) }
+    }
+
+    /// Resolves once someone asks to cancel the task (for an attempt that waits on something
+    /// else: select on both).
+    pub async fn until_cancelled(&self) {
+        loop {
+            let woken = self.flags.cancelled.notified();
+            tokio::pin!(woken);
+            // Registered before the flag is read: a cancel in between still wakes it.
+            woken.as_mut().enable();
+            if self.cancelled() {
+                return;
+            }
+            woken.await;
+        }
     }
 }
 
@@ -452,7 +476,9 @@ impl Plinth {
             let attempt = col::<i64>(&row, "attempts")? as u32;
             let max = col::<i64>(&row, "max_attempts")? as u32;
             let flags = Arc::new(Flags::default());
-            flags.cancel.store(col::<i64>(&row, "cancel_requested")? != 0, Ordering::Relaxed);
+            if col::<i64>(&row, "cancel_requested")? != 0 {
+                flags.cancel();
+            }
             let run = TaskRun {
                 id: id.clone(),
                 team_id: col(&row, "team_id")?,
@@ -625,7 +651,7 @@ impl Plinth {
             if col::<i64>(&row, "cancel_requested")? != 0
                 && let Some(flags) = running.get(&id)
             {
-                flags.cancel.store(true, Ordering::Relaxed);
+                flags.cancel();
             }
         }
         Ok(())
@@ -765,7 +791,7 @@ impl Plinth {
         tx.commit().await?;
         // A task of this process stops at once.
         if let Some(flags) = self.tasks.running.lock().expect("running tasks").get(id) {
-            flags.cancel.store(true, Ordering::Relaxed);
+            flags.cancel();
         }
         self.get_task(who, id).await
     }

@@ -47,12 +47,9 @@ impl TaskKind for Probe {
                 core.task_progress(&task.id, 0.5, Some("step 10")).await?;
                 core.task_log(&task.id, "info", &format!("attempt {} step 10", task.attempt))
                     .await?;
-                // Nothing to wait for but the cancel flag (set at the runner's heartbeat).
-                let never = tokio::sync::Notify::new();
-                loop {
-                    task.check()?;
-                    let _ = tokio::time::timeout(Duration::from_millis(10), never.notified()).await;
-                }
+                // Nothing to wait for but a cancel (seen at the runner's heartbeat).
+                task.until_cancelled().await;
+                task.check()?;
             }
             if task.args["fail"].as_bool() == Some(true) {
                 return Err(plinth_core::Error::new(
@@ -170,21 +167,7 @@ async fn a_schedule_fires_once_per_occurrence_with_three_replicas() {
 async fn one_event_is_delivered_once_across_replicas() {
     let probe = Probe::default();
     let r = replicas(&probe, Duration::from_secs(30)).await;
-    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let seen2 = seen.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: String| {
-            let seen = seen2.clone();
-            async move {
-                seen.lock().unwrap().push(serde_json::from_str::<Value>(&body).unwrap());
-                StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (addr, seen) = crate::harness::webhook_receiver().await;
     let t = r[0].team().await;
     let (team, m) = (t.team.clone(), t.maintainer.1.clone());
     m.post(

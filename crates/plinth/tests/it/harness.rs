@@ -585,6 +585,34 @@ impl Api {
     }
 }
 
+/// Bodies a webhook receiver got, in arrival order, each JSON with `received_at` set to the
+/// path it was posted to.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// A webhook receiver on 127.0.0.1:0 that accepts any `POST /{path}` with a JSON body.
+pub async fn webhook_receiver() -> (std::net::SocketAddr, Received) {
+    let seen: Received = Received::default();
+    let seen2 = seen.clone();
+    let app = axum::Router::new().route(
+        "/{path}",
+        axum::routing::post(
+            move |axum::extract::Path(path): axum::extract::Path<String>, body: String| {
+                let seen = seen2.clone();
+                async move {
+                    let mut v = serde_json::from_str::<Value>(&body).expect("a JSON body");
+                    v["received_at"] = json!(path);
+                    seen.lock().unwrap().push(v);
+                    StatusCode::OK
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
+    (addr, seen)
+}
+
 /// Probes until it answers `Some`, within `within`; fails the test naming `what` otherwise.
 pub async fn wait_for<T>(
     what: &str,

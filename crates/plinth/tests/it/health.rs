@@ -122,24 +122,8 @@ backend_tests! {
             ..plinth_core::tasks::TaskOptions::default()
         };
         let srv = TestServer::start(ServerOptions { figures_every: Duration::from_secs(86_400), tasks, ..ServerOptions::new(backend) }).await;
-        let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let seen2 = seen.clone();
         // One receiver, three paths: Plinth's own body, Alertmanager's and PagerDuty's.
-        let app = axum::Router::new().route(
-            "/{kind}",
-            axum::routing::post(move |axum::extract::Path(kind): axum::extract::Path<String>, body: String| {
-                let seen = seen2.clone();
-                async move {
-                    let mut v = serde_json::from_str::<Value>(&body).unwrap();
-                    v["received_at"] = json!(kind);
-                    seen.lock().unwrap().push(v);
-                    StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (addr, seen) = crate::harness::webhook_receiver().await;
 
         let t = srv.team().await;
         let m = &t.maintainer.1;

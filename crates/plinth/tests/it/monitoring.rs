@@ -4,7 +4,6 @@
 //! reaches an Alertmanager receiver; restored traffic resolves it. The alert clock and the
 //! capture's flushes are driven by the test.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plinth_core::data::{FileFormat, TableReader};
@@ -57,21 +56,7 @@ backend_tests! {
         };
         let srv = TestServer::start(ServerOptions { figures_every: Duration::from_secs(86_400), tasks, ..ServerOptions::new(backend) }).await;
         // An Alertmanager receiver.
-        let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let seen2 = seen.clone();
-        let app = axum::Router::new().route(
-            "/am",
-            axum::routing::post(move |body: String| {
-                let seen = seen2.clone();
-                async move {
-                    seen.lock().unwrap().push(serde_json::from_str::<Value>(&body).unwrap());
-                    StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (addr, seen) = crate::harness::webhook_receiver().await;
 
         let t = srv.team().await;
         let (team, m) = (t.team.clone(), &t.maintainer.1);
