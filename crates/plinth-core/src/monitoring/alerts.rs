@@ -418,6 +418,8 @@ pub(crate) async fn ensure_schedule(core: &Plinth) -> Result<()> {
 /// What one deployment's rules read, computed once per evaluation.
 #[derive(Default)]
 struct Inputs {
+    /// By window: the health figures, the performance and the drift over it.
+    health: BTreeMap<i64, Figures>,
     performance: BTreeMap<i64, Vec<plinth_api::monitoring::VersionPerformance>>,
     drift: BTreeMap<i64, Vec<plinth_api::monitoring::VersionDrift>>,
 }
@@ -541,21 +543,22 @@ impl Plinth {
         let (w, t) = (rule.window_us, rule.threshold);
         Ok(match rule.series {
             Series::ErrorRate => {
-                let f = self.health_figures(&live.deployment_id, now - w, now).await?;
+                let f = self.health_over(&mut inputs.health, &live.deployment_id, now, w).await?;
                 (f.requests > 0)
                     .then(|| f.errors.values().sum::<u64>() as f64 / f.requests as f64)
                     .map(|v| (v, v > t))
             }
             Series::LatencyP99 => {
-                let f = self.health_figures(&live.deployment_id, now - w, now).await?;
+                let f = self.health_over(&mut inputs.health, &live.deployment_id, now, w).await?;
                 (f.requests > 0).then(|| f.latency_ms(0.99)).map(|v| (v, v > t))
             }
             Series::BurnRate => {
                 // Both the window and its twelfth must burn too fast (the SRE book's pair:
                 // 1 h with 5 minutes).
-                let long = self.health_figures(&live.deployment_id, now - w, now).await?;
-                let short = self.health_figures(&live.deployment_id, now - w / 12, now).await?;
-                match (burn_rate(&long), burn_rate(&short)) {
+                let id = &live.deployment_id;
+                let long = burn_rate(self.health_over(&mut inputs.health, id, now, w).await?);
+                let short = burn_rate(self.health_over(&mut inputs.health, id, now, w / 12).await?);
+                match (long, short) {
                     (Some(a), Some(b)) => Some((a.min(b), a.min(b) > t)),
                     _ => None,
                 }
@@ -620,6 +623,22 @@ impl Plinth {
                 let limit = if t > 0.0 { t } else { sla };
                 (age, age > limit)
             }),
+        })
+    }
+
+    /// A deployment's health figures over the `window` before `now`, read once per evaluation.
+    async fn health_over<'a>(
+        &self,
+        read: &'a mut BTreeMap<i64, Figures>,
+        deployment_id: &str,
+        now: i64,
+        window: i64,
+    ) -> Result<&'a Figures> {
+        Ok(match read.entry(window) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(self.health_figures(deployment_id, now - window, now).await?)
+            }
         })
     }
 
