@@ -512,6 +512,12 @@ async fn performance(c: &Client, json_out: bool, a: RangeArgs) -> Result<()> {
         output::json(&p);
         return Ok(());
     }
+    if p.versions.is_empty() {
+        println!(
+            "no predictions of {} kept in the range: deploy with --keep-predictions to keep them for labels",
+            p.deployment
+        );
+    }
     for v in &p.versions {
         println!(
             "version {}: {} predictions, {} labelled ({:.1} % coverage)",
@@ -559,6 +565,9 @@ async fn served_drift(c: &Client, json_out: bool, a: DriftArgs) -> Result<()> {
     if json_out {
         output::json(&d);
         return Ok(());
+    }
+    if d.versions.is_empty() {
+        println!("no monitored traffic of {} in the range", d.deployment);
     }
     for v in &d.versions {
         println!(
