@@ -92,6 +92,13 @@ backend_tests! {
                 };
             }
         }
+        // Ids that do not fit the rows are refused, and nothing is predicted or kept.
+        let e = m.post(&format!("{base}/predict"), &json!({"rows": &rows[..2], "ids": ["only-one"]})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "ids");
+        let e = m.post(&format!("{base}/predict"), &json!({"rows": &rows[..1], "ids": [""]})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "ids[0]");
+        let e = m.get(&format!("{base}/performance?since=2030-01-01T00:00:00Z&until=2029-01-01T00:00:00Z")).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "since");
         let t0 = now_us();
         srv.core.flush_monitoring_at(t0).await.unwrap();
 
