@@ -14,6 +14,7 @@ pub mod page;
 pub mod registry;
 pub mod serving;
 pub mod tasks;
+pub mod training;
 
 pub use error::{Code, ErrorBody, ErrorDetail};
 pub use page::Page;

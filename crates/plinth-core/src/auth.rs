@@ -203,19 +203,7 @@ pub async fn authenticate(db: &Db, presented: &str) -> Result<(Principal, Option
         .await?;
         tx.commit().await?;
     }
-    let memberships = db
-        .fetch_all(&Sql::with(
-            "SELECT t.id, t.name, m.role FROM memberships m JOIN teams t ON t.id = m.team_id WHERE m.principal_id = $1",
-            [principal_id.clone().into()],
-        ))
-        .await?;
-    let mut teams = HashMap::new();
-    for m in memberships {
-        let role: String = col(&m, "role")?;
-        let role =
-            TeamRole::parse(&role).ok_or_else(|| Error::internal(format!("bad role {role}")))?;
-        teams.insert(col(&m, "id")?, (col(&m, "name")?, role));
-    }
+    let teams = memberships(db, &principal_id).await?;
     let kind: String = col(&row, "kind")?;
     let platform_role: Option<String> = col(&row, "platform_role")?;
     let principal = Principal {
@@ -229,6 +217,47 @@ pub async fn authenticate(db: &Db, presented: &str) -> Result<(Principal, Option
         request_id: None,
     };
     Ok((principal, expires_at))
+}
+
+async fn memberships(db: &Db, principal_id: &str) -> Result<HashMap<String, (String, TeamRole)>> {
+    let rows = db
+        .fetch_all(&Sql::with(
+            "SELECT t.id, t.name, m.role FROM memberships m JOIN teams t ON t.id = m.team_id WHERE m.principal_id = $1",
+            [principal_id.into()],
+        ))
+        .await?;
+    let mut teams = HashMap::new();
+    for m in rows {
+        let role: String = col(&m, "role")?;
+        let role =
+            TeamRole::parse(&role).ok_or_else(|| Error::internal(format!("bad role {role}")))?;
+        teams.insert(col(&m, "id")?, (col(&m, "name")?, role));
+    }
+    Ok(teams)
+}
+
+/// A principal as it stands now, by id: what background work acting for someone (a training
+/// run) checks its permissions against.
+pub(crate) async fn principal_by_id(db: &Db, id: &str) -> Result<Principal> {
+    let row = db
+        .fetch_optional(&Sql::with(
+            "SELECT id, name, kind, platform_role FROM principals WHERE id = $1",
+            [id.into()],
+        ))
+        .await?
+        .ok_or_else(|| Error::not_found("principal", id))?;
+    let kind: String = col(&row, "kind")?;
+    let platform_role: Option<String> = col(&row, "platform_role")?;
+    Ok(Principal {
+        id: id.to_string(),
+        name: col(&row, "name")?,
+        kind: PrincipalKind::parse(&kind)
+            .ok_or_else(|| Error::internal(format!("bad kind {kind}")))?,
+        platform_role: platform_role.as_deref().and_then(PlatformRole::parse),
+        teams: memberships(db, id).await?,
+        key_id: String::new(),
+        request_id: None,
+    })
 }
 
 #[cfg(test)]

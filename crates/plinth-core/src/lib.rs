@@ -21,6 +21,7 @@ mod replicas;
 pub mod serving;
 pub mod store;
 pub mod tasks;
+pub mod training;
 pub mod util;
 pub mod webhooks;
 
@@ -66,6 +67,7 @@ pub struct Plinth {
     pub(crate) auth_cache: Arc<auth::AuthCache>,
     pub(crate) tables: Arc<dyn data::TableReader>,
     pub(crate) query_engine: Arc<dyn data::query::QueryEngine>,
+    pub(crate) trainer: Arc<dyn training::Trainer>,
     pub(crate) tasks: Arc<tasks::Tasks>,
     pub(crate) online: Arc<dyn features::online::OnlineStore>,
     pub(crate) views: Arc<features::ViewCache>,
@@ -94,6 +96,8 @@ pub struct Backends {
     /// Where artifacts, datasets and shipped prediction-log segments live; `None` for the
     /// local folder in `data_dir` (one process).
     pub objects: Option<Arc<dyn ArtifactStore>>,
+    /// The built-in trainers (`plinth-train`).
+    pub trainer: Arc<dyn training::Trainer>,
 }
 
 impl Default for Backends {
@@ -103,6 +107,7 @@ impl Default for Backends {
             tables: Arc::new(data::NoTables),
             query: Arc::new(data::query::NoQuery),
             objects: None,
+            trainer: Arc::new(training::NoTrainer),
         }
     }
 }
@@ -119,6 +124,7 @@ fn task_kinds() -> tasks::Registry {
     r.register(webhooks::DeliveryTask::new());
     r.register(registry::CollectOrphans);
     r.register(monitoring::alerts::EvaluateAlerts);
+    training::register(&mut r);
     r
 }
 
@@ -183,6 +189,7 @@ impl Plinth {
             auth_cache: Arc::new(auth::AuthCache::default()),
             tables: backends.tables,
             query_engine: backends.query,
+            trainer: backends.trainer,
             tasks: Arc::new(tasks::Tasks::new(task_kinds(), opts.tasks.clone())),
             online,
             views: Arc::default(),
@@ -200,6 +207,7 @@ impl Plinth {
         }
         registry::ensure_collection_schedule(&core).await?;
         monitoring::alerts::ensure_schedule(&core).await?;
+        training::triggers::ensure_schedule(&core).await?;
         core.engine.load_all().await?;
         core.start_change_watch().await?;
         core.start_publishing_figures(opts.figures_every);

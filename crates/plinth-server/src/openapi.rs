@@ -30,6 +30,7 @@ use crate::routes;
         (name = "monitoring", description = "A deployment's health over time (requests, errors, availability, latency), persisted and added up over replicas"),
         (name = "inference", description = "The Open Inference Protocol v2 with Triton's binary-tensor, model-configuration and statistics extensions: a model is `team.model` (production) or `team.model.environment`; a key is needed unless the deployment is public"),
         (name = "tasks", description = "Background tasks (evaluations, materializations, webhook deliveries, ...): state, attempts, progress, log, cancellation"),
+        (name = "training", description = "Recipes (a team's versioned training specs), training runs and the triggers that retrain by themselves"),
         (name = "probes", description = "Liveness, readiness, Prometheus metrics and this document"),
     )
 )]
@@ -127,7 +128,8 @@ pub fn router() -> OpenApiRouter<AppState> {
                 .merge(routes::webhooks::router())
                 .merge(routes::features::router())
                 .merge(routes::monitoring::router())
-                .merge(routes::tasks::router()),
+                .merge(routes::tasks::router())
+                .merge(routes::training::router()),
         )
         .merge(routes::oip::router())
         .merge(routes::health::router())

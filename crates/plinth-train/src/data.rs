@@ -16,15 +16,22 @@ use plinth_core::data::{ColumnData, Table};
 use crate::params::Params;
 use crate::rng::{Rng, row_uniform};
 
-/// A source of rows that can be read more than once (binning reads it twice).
-pub trait Source {
-    fn scan(&mut self, each: &mut dyn FnMut(&Table) -> Result<(), String>) -> Result<(), String>;
+/// A source of rows that can be read more than once (binning reads it twice): the core's
+/// [`plinth_core::training::Rows`].
+pub use plinth_core::training::Rows as Source;
+
+/// A CSV or Parquet file read through the core's table reader, batch by batch, with only the
+/// named columns.
+pub struct FileSource<'a> {
+    pub reader: &'a dyn plinth_core::data::TableReader,
+    pub path: std::path::PathBuf,
+    pub format: plinth_core::data::FileFormat,
+    pub columns: Vec<String>,
 }
 
-/// Tables already in memory, as a source.
-impl Source for Vec<Table> {
+impl Source for FileSource<'_> {
     fn scan(&mut self, each: &mut dyn FnMut(&Table) -> Result<(), String>) -> Result<(), String> {
-        self.iter().try_for_each(each)
+        self.reader.scan(&self.path, self.format, Some(&self.columns), &mut |t| each(&t))
     }
 }
 
@@ -352,12 +359,9 @@ pub fn build(source: &mut dyn Source, cols: &Columns, params: &Params) -> Result
     for (f, names) in string_names.iter_mut().enumerate() {
         let m = match p1.kinds[f].unwrap_or(Kind::Numeric) {
             Kind::Numeric => numeric_mapper(&p1.sample[f], p1.has_nan[f], params),
-            Kind::Categorical | Kind::Strings => categorical_mapper(
-                &cols.features[f],
-                &p1.sample[f],
-                names.take(),
-                params,
-            )?,
+            Kind::Categorical | Kind::Strings => {
+                categorical_mapper(&cols.features[f], &p1.sample[f], names.take(), params)?
+            }
         };
         mappers.push(m);
     }

@@ -249,9 +249,10 @@ impl<'a> Grower<'a> {
                 Mapper::Categorical { .. } => self.categorical(f, cells, sum),
             };
             if let Some(s) = found
-                && best.as_ref().is_none_or(|b| s.gain > b.gain) {
-                    best = Some(s);
-                }
+                && best.as_ref().is_none_or(|b| s.gain > b.gain)
+            {
+                best = Some(s);
+            }
         }
         best
     }
@@ -810,27 +811,29 @@ pub fn train(
         }
         history.push(step);
         if let Some(v) = valid_metric
-            && best.is_none_or(|(_, b)| v < b) {
-                best = Some((it + 1, v));
-            }
+            && best.is_none_or(|(_, b)| v < b)
+        {
+            best = Some((it + 1, v));
+        }
         if !grew {
             // No leaf can be split any more: further trees would all be empty.
             break;
         }
         if params.early_stopping_round > 0
             && let Some((b, _)) = best
-                && it + 1 - b >= params.early_stopping_round {
-                    trees.truncate(b * k);
-                    return Ok(Booster {
-                        objective: params.objective,
-                        params: params.clone(),
-                        per_iteration: k,
-                        trees,
-                        best_iteration: Some(b),
-                        metric: loss.metric(),
-                        history,
-                    });
-                }
+            && it + 1 - b >= params.early_stopping_round
+        {
+            trees.truncate(b * k);
+            return Ok(Booster {
+                objective: params.objective,
+                params: params.clone(),
+                per_iteration: k,
+                trees,
+                best_iteration: Some(b),
+                metric: loss.metric(),
+                history,
+            });
+        }
     }
     let best_iteration = if params.early_stopping_round > 0 { best.map(|b| b.0) } else { None };
     if let Some(b) = best_iteration {

@@ -6,6 +6,8 @@
 //! - [`linear`]: linear and logistic regression (L2, standardized inputs), written as an ONNX
 //!   model of `ai.onnx.ml` linear operators.
 //!
+//! [`service::BuiltIn`] is the core's `Trainer`: what a recipe's run calls.
+//!
 //! Data arrives as a [`data::Source`] read twice: once to sample bin boundaries, once to store
 //! bins. Memory is the binned matrix (rows × features bytes) plus per-row label, scores and
 //! gradients (about 24 bytes a row and class), never the raw floats.
@@ -17,10 +19,11 @@ pub mod model;
 pub mod onnx;
 pub mod params;
 pub mod rng;
+pub mod service;
 
 use std::ops::ControlFlow;
 
-pub use data::{Columns, Dataset, Labels, Source};
+pub use data::{Columns, Dataset, FileSource, Labels, Source};
 pub use gbdt::{Booster, Progress};
 pub use params::{Objective, ParamError, Params};
 
@@ -36,6 +39,9 @@ pub struct Trained {
     pub binned_bytes: usize,
     pub labels: Labels,
     pub feature_names: Vec<String>,
+    /// Per feature, the categories of a string feature: serving takes a category's index in
+    /// this list (its code); unknown or missing values go where missing values go.
+    pub categories: Vec<Option<Vec<String>>>,
 }
 
 /// Why training did not produce a model.
@@ -100,6 +106,14 @@ pub fn train_gbdt(
         binned_bytes: data.bytes(),
         labels: data.labels.clone(),
         feature_names: data.feature_names.clone(),
+        categories: data
+            .mappers
+            .iter()
+            .map(|m| match m {
+                data::Mapper::Categorical { names, .. } => names.clone(),
+                data::Mapper::Numeric { .. } => None,
+            })
+            .collect(),
         booster,
     })
 }

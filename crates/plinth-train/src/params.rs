@@ -317,10 +317,9 @@ impl Params {
                 "num_threads" => p.num_threads = count(0)?,
                 "seed" => seed = Some(int()? as u64),
                 "verbose" | "verbosity" | "metric" | "task" | "boosting" | "boosting_type" => {
-                    if (key == "boosting" || key == "boosting_type")
-                        && text.trim() != "gbdt" {
-                            return Err(bad(name, "only 'gbdt' boosting is supported"));
-                        }
+                    if (key == "boosting" || key == "boosting_type") && text.trim() != "gbdt" {
+                        return Err(bad(name, "only 'gbdt' boosting is supported"));
+                    }
                 }
                 _ => return Err(bad(name, "not a known training parameter")),
             }

@@ -25,6 +25,7 @@ mod monitoring;
 mod registry;
 mod serving;
 mod tasks;
+mod training;
 mod webhooks;
 
 /// A mistake in how the command was called (exit code 2).
@@ -111,6 +112,8 @@ enum Command {
     Monitoring(monitoring::Command),
     #[command(flatten)]
     Tasks(tasks::Command),
+    #[command(flatten)]
+    Training(training::Command),
 }
 
 #[derive(Args, Debug)]
@@ -346,6 +349,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Features(cmd) => features::run(g, cmd).await,
         Command::Monitoring(cmd) => monitoring::run(g, cmd).await,
         Command::Tasks(cmd) => tasks::run(g, cmd).await,
+        Command::Training(cmd) => training::run(g, cmd).await,
     }
 }
 

@@ -45,6 +45,7 @@ pub fn backends(
         tables: Arc::new(plinth_data::Tables),
         query: Arc::new(plinth_query::DataFusion),
         objects,
+        trainer: Arc::new(plinth_train::service::BuiltIn),
     })
 }
 

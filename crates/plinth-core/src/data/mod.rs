@@ -188,6 +188,30 @@ impl Table {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// The rows whose `keep` is true, in order.
+    pub fn filter(&self, keep: &[bool]) -> Table {
+        fn pick<T: Clone>(v: &[T], keep: &[bool]) -> Vec<T> {
+            v.iter().zip(keep).filter(|(_, k)| **k).map(|(x, _)| x.clone()).collect()
+        }
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| Column {
+                name: c.name.clone(),
+                data: match &c.data {
+                    ColumnData::Int64(v) => ColumnData::Int64(pick(v, keep)),
+                    ColumnData::Float64(v) => ColumnData::Float64(pick(v, keep)),
+                    ColumnData::Bool(v) => ColumnData::Bool(pick(v, keep)),
+                    ColumnData::Timestamp(v) => ColumnData::Timestamp(pick(v, keep)),
+                    ColumnData::Str { dict, codes } => {
+                        ColumnData::Str { dict: dict.clone(), codes: pick(codes, keep) }
+                    }
+                },
+            })
+            .collect();
+        Table { columns, rows: keep.iter().take(self.rows).filter(|k| **k).count() }
+    }
+
     /// Every column's profile (see [`Profiler`]).
     pub fn profile(&self) -> Vec<ColumnProfile> {
         let mut p = Profiler::default();

@@ -34,6 +34,11 @@ pub struct Staging {
 }
 
 impl Staging {
+    /// The staging folder (scratch space of this process).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Uses (and empties) `dir`: anything there is left over from an interrupted upload.
     pub fn open(dir: PathBuf) -> Result<Staging> {
         if dir.exists() {

@@ -12,4 +12,5 @@ pub mod oip;
 pub mod registry;
 pub mod serving;
 pub mod tasks;
+pub mod training;
 pub mod webhooks;

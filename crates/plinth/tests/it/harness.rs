@@ -207,6 +207,7 @@ impl TestServer {
                         )
                             as std::sync::Arc<dyn plinth_core::store::artifacts::ArtifactStore>
                     }),
+                    trainer: std::sync::Arc::new(plinth_train::service::BuiltIn),
                 },
             )
             .await

@@ -22,4 +22,5 @@ mod registry;
 mod replicas;
 mod separation;
 mod serving;
+mod training;
 mod triton;
