@@ -221,6 +221,20 @@ pub struct CreateTrainingSet {
     pub features: Vec<String>,
 }
 
+/// A training set's inputs, without the dataset it is saved as (a recipe names that).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTrainingSetSource {
+    /// A dataset of the team with the join keys, a timestamp per row and the label.
+    pub entities: DatasetRef,
+    #[serde(default)]
+    pub entity_timestamp: Option<String>,
+    #[serde(default)]
+    pub feature_service: Option<String>,
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaterializeRequest {

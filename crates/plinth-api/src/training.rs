@@ -19,6 +19,9 @@ pub enum RecipeData {
     Dataset(DatasetRef),
     /// SQL over the datasets the team may read (its own and those granted to it).
     Sql(String),
+    /// A point-in-time correct training set from the feature store, built at each run: the
+    /// entity dataset's rows (keys, timestamp, label) with the features as of each timestamp.
+    TrainingSet(crate::features::CreateTrainingSetSource),
 }
 
 /// A command the run executes instead of a built-in trainer ("bring your own training code").

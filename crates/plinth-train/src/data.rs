@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use plinth_core::data::{ColumnData, Table};
+use rayon::prelude::*;
 
 use crate::params::Params;
 use crate::rng::{Rng, row_uniform};
@@ -112,8 +113,9 @@ pub enum Labels {
     Classes(Vec<String>),
 }
 
-/// A binned matrix, row by row (`bins[row * features + feature]`): a row's bins share a cache
-/// line, which is what building a histogram over a leaf's scattered rows reads.
+/// A binned matrix, column by column (`bins[feature * rows + row]`): splitting a leaf reads one
+/// feature's column, and a histogram one column at a time, at the leaf's rows in ascending
+/// order, so each pass streams through a column of `rows` bytes.
 #[derive(Debug, Default)]
 pub struct Binned {
     pub rows: usize,
@@ -123,8 +125,14 @@ pub struct Binned {
 }
 
 impl Binned {
-    pub fn row(&self, r: usize) -> &[u8] {
-        &self.bins[r * self.features..(r + 1) * self.features]
+    /// Feature `f`'s bins, one per row.
+    pub fn column(&self, f: usize) -> &[u8] {
+        &self.bins[f * self.rows..(f + 1) * self.rows]
+    }
+
+    /// Row `r`'s bin of feature `f`.
+    pub fn bin(&self, r: usize, f: usize) -> u8 {
+        self.bins[f * self.rows + r]
     }
 }
 
@@ -174,6 +182,8 @@ struct Pass1 {
     /// String features: string → first-seen code.
     strings: Vec<HashMap<String, u32>>,
     label_strings: HashMap<String, ()>,
+    /// Numeric class labels, by their bits.
+    label_numbers: std::collections::HashSet<u64>,
     has_nan: Vec<bool>,
 }
 
@@ -185,6 +195,21 @@ fn column_values(data: &ColumnData, row: usize) -> Option<f64> {
         ColumnData::Str { codes, .. } => codes[row].map(|c| c as f64),
         ColumnData::Timestamp(v) => v[row].map(|x| x as f64),
     }
+}
+
+/// A numeric label (null and NaN are no label).
+fn label_number(data: &ColumnData, row: usize) -> Option<f64> {
+    match data {
+        ColumnData::Float64(v) => v[row].filter(|x| !x.is_nan()),
+        ColumnData::Int64(v) => v[row].map(|x| x as f64),
+        ColumnData::Bool(v) => v[row].map(|x| x as u8 as f64),
+        _ => None,
+    }
+}
+
+/// A numeric class as text: whole numbers without a decimal point.
+fn number_text(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 { (x as i64).to_string() } else { x.to_string() }
 }
 
 fn label_text(data: &ColumnData, row: usize) -> Option<String> {
@@ -231,6 +256,7 @@ pub fn build(source: &mut dyn Source, cols: &Columns, params: &Params) -> Result
         valid_rows: 0,
         strings: vec![HashMap::new(); nf],
         label_strings: HashMap::new(),
+        label_numbers: std::collections::HashSet::new(),
         has_nan: vec![false; nf],
     };
     let mut rng = Rng::new(params.data_random_seed);
@@ -279,10 +305,25 @@ pub fn build(source: &mut dyn Source, cols: &Columns, params: &Params) -> Result
         for r in 0..t.rows {
             let row = row_no;
             row_no += 1;
-            let Some(l) = label_text(label, r) else {
-                return Err(format!("{}: row {} has no label", cols.label, row + 1));
-            };
-            if cols.classify {
+            // Numbers are read as numbers (no text per row); other labels as text.
+            if let Some(v) = label_number(label, r) {
+                if cols.classify {
+                    if p1.label_numbers.insert(v.to_bits()) && p1.label_numbers.len() > 1000 {
+                        return Err(format!(
+                            "{}: more than 1000 distinct classes; is this a regression label?",
+                            cols.label
+                        ));
+                    }
+                } else if !v.is_finite() {
+                    return Err(format!(
+                        "{}: row {} has label {v}, not a finite number (regression)",
+                        cols.label,
+                        row + 1
+                    ));
+                }
+            } else if let Some(l) = label_text(label, r)
+                && cols.classify
+            {
                 if !p1.label_strings.contains_key(&l) {
                     if p1.label_strings.len() >= 1000 {
                         return Err(format!(
@@ -292,12 +333,14 @@ pub fn build(source: &mut dyn Source, cols: &Columns, params: &Params) -> Result
                     }
                     p1.label_strings.insert(l, ());
                 }
-            } else if l.parse::<f64>().map(|v| !v.is_finite()).unwrap_or(true) {
+            } else if let Some(l) = label_text(label, r) {
                 return Err(format!(
-                    "{}: row {} has label '{l}', not a finite number (regression)",
+                    "{}: row {} has label '{l}', not a number (regression)",
                     cols.label,
                     row + 1
                 ));
+            } else {
+                return Err(format!("{}: row {} has no label", cols.label, row + 1));
             }
             if cols.valid_fraction > 0.0
                 && row_uniform(params.data_random_seed, row) < cols.valid_fraction
@@ -366,7 +409,11 @@ pub fn build(source: &mut dyn Source, cols: &Columns, params: &Params) -> Result
         mappers.push(m);
     }
     let labels = if cols.classify {
+        if !p1.label_numbers.is_empty() && !p1.label_strings.is_empty() {
+            return Err(format!("{}: the label mixes numbers and text", cols.label));
+        }
         let mut classes: Vec<String> = p1.label_strings.into_keys().collect();
+        classes.extend(p1.label_numbers.iter().map(|&b| number_text(f64::from_bits(b))));
         sort_classes(&mut classes);
         if classes.len() < 2 {
             return Err(format!(
@@ -383,6 +430,11 @@ pub fn build(source: &mut dyn Source, cols: &Columns, params: &Params) -> Result
         Labels::Classes(c) => c.iter().enumerate().map(|(i, s)| (s.clone(), i as f32)).collect(),
         Labels::Values => HashMap::new(),
     };
+    let number_index: HashMap<u64, f32> = p1
+        .label_numbers
+        .iter()
+        .map(|&b| (b, class_index[&number_text(f64::from_bits(b))]))
+        .collect();
     let alloc = |rows: usize| Binned {
         rows,
         features: nf,
@@ -410,8 +462,11 @@ pub fn build(source: &mut dyn Source, cols: &Columns, params: &Params) -> Result
             return Err("data: the source changed between its two reads".into());
         }
         row_no += t.rows as u64;
-        for (f, &p) in positions.0.iter().enumerate() {
-            let data = &t.columns[p].data;
+        // Features are binned in parallel, each into its own column.
+        let train_cols: Vec<&mut [u8]> = columns_of(&mut train.bins, train.rows, nf);
+        let valid_cols: Vec<&mut [u8]> = columns_of(&mut valid.bins, valid.rows, nf);
+        train_cols.into_par_iter().zip(valid_cols).enumerate().for_each(|(f, (tc, vc))| {
+            let data = &t.columns[positions.0[f]].data;
             let m = &mappers[f];
             let rank: Option<Vec<u32>> = match data {
                 ColumnData::Str { dict, .. } => Some(
@@ -430,21 +485,18 @@ pub fn build(source: &mut dyn Source, cols: &Columns, params: &Params) -> Result
                     _ => column_values(data, r),
                 };
                 let b = m.bin(v);
-                if is_valid {
-                    valid.bins[at * nf + f] = b;
-                } else {
-                    train.bins[at * nf + f] = b;
-                }
+                if is_valid { vc[at] = b } else { tc[at] = b }
             }
-        }
+        });
         for (r, &(is_valid, _)) in dest.iter().enumerate() {
-            let text = label_text(label, r).unwrap_or_default();
-            let y = if cols.classify {
-                class_index.get(&text).copied().ok_or_else(|| {
-                    format!("{}: the data changed between reads (class '{text}')", cols.label)
-                })?
-            } else {
-                text.parse::<f64>().unwrap_or(f64::NAN) as f32
+            let changed = || format!("{}: the data changed between its two reads", cols.label);
+            let y = match (label_number(label, r), cols.classify) {
+                (Some(v), false) => v as f32,
+                (Some(v), true) => *number_index.get(&v.to_bits()).ok_or_else(changed)?,
+                (None, _) => {
+                    let text = label_text(label, r).unwrap_or_default();
+                    *class_index.get(&text).ok_or_else(changed)?
+                }
             };
             if is_valid { valid.label.push(y) } else { train.label.push(y) }
         }
@@ -454,6 +506,14 @@ pub fn build(source: &mut dyn Source, cols: &Columns, params: &Params) -> Result
         return Err("data: the source changed between its two reads".into());
     }
     Ok(Dataset { feature_names: cols.features.clone(), mappers, train, valid, labels })
+}
+
+/// A column-major matrix's columns, each `rows` long (empty ones when there are no rows).
+fn columns_of(bins: &mut [u8], rows: usize, features: usize) -> Vec<&mut [u8]> {
+    if rows == 0 {
+        return (0..features).map(|_| <&mut [u8]>::default()).collect();
+    }
+    bins.chunks_mut(rows).collect()
 }
 
 fn positions(t: &Table, cols: &Columns) -> Result<(Vec<usize>, usize), String> {

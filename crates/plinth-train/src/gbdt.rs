@@ -7,11 +7,22 @@
 
 use std::ops::ControlFlow;
 
+use rayon::prelude::*;
+
 use crate::data::{Binned, Dataset, Mapper};
 use crate::params::{Objective, Params};
 use crate::rng::Rng;
 
-/// One histogram cell: sums over the rows in a bin.
+/// One histogram cell: gradient and hessian sums over the rows in a bin. Row counts are not
+/// summed (a third less work per row): as in LightGBM, a bin's count is read off its hessian
+/// (`h × rows / hessian` of the leaf; exact when every hessian is 1, as in regression).
+#[derive(Debug, Clone, Copy, Default)]
+struct HCell {
+    g: f64,
+    h: f64,
+}
+
+/// Sums over some rows, with their count.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cell {
     g: f64,
@@ -26,7 +37,7 @@ impl Cell {
         self.n += o.n;
     }
     fn sub(&self, o: &Cell) -> Cell {
-        Cell { g: self.g - o.g, h: self.h - o.h, n: self.n - o.n }
+        Cell { g: self.g - o.g, h: self.h - o.h, n: self.n.saturating_sub(o.n) }
     }
 }
 
@@ -61,14 +72,14 @@ fn has_bin(set: &[u64; 4], b: u8) -> bool {
 }
 
 impl Tree {
-    fn leaf_of(&self, row: &[u8]) -> usize {
+    fn leaf_of(&self, data: &Binned, r: usize) -> usize {
         if self.num_leaves <= 1 {
             return 0;
         }
         let mut node = 0i32;
         while node >= 0 {
             let n = node as usize;
-            let b = row[self.split_feature[n] as usize];
+            let b = data.bin(r, self.split_feature[n] as usize);
             node = if has_bin(&self.left_bins[n], b) {
                 self.left_child[n]
             } else {
@@ -161,100 +172,196 @@ impl Reg {
     }
 }
 
+/// Every feature's histogram has 256 cells (a bin is a byte), so a row's bin indexes its
+/// feature's cells with no bounds check; `ends[f]` is where the feature's own bins end.
+const STRIDE: usize = 256;
+
 struct Grower<'a> {
     p: &'a Params,
     data: &'a Binned,
     mappers: &'a [Mapper],
-    offsets: Vec<usize>,
+    ends: Vec<usize>,
     total_bins: usize,
     threads: usize,
+    /// The run's own threads (`num_threads`), whatever else the process runs.
+    pool: rayon::ThreadPool,
 }
 
-/// Runs `work(chunk_index, range)` over `0..n` cut into `threads` chunks, on scoped threads.
+/// Per-row buffers a tree grows in, allocated once per training: the rows by leaf, the
+/// partition's scratch, a leaf's gradients gathered.
+struct Buffers {
+    indices: Vec<u32>,
+    scratch: Vec<u32>,
+    gathered: Vec<[f32; 2]>,
+}
+
+/// Splits `rows` into `out`: those going left from the front (answers how many), the others
+/// from the back.
+#[inline(never)]
+fn split_rows(rows: &[u32], out: &mut [u32], goes_left: &(impl Fn(u32) -> bool + Sync)) -> usize {
+    // Branch-free (half the rows go each way, a branch would be mispredicted half the time):
+    // each row is written at both ends and only the side it belongs to moves on. A slot
+    // written for the other side is written again later, or last by this same row.
+    let (mut l, mut r) = (0, out.len());
+    for &x in rows {
+        let left = goes_left(x);
+        out[l] = x;
+        out[r - 1] = x;
+        l += left as usize;
+        r -= !left as usize;
+    }
+    l
+}
+
+/// Runs `work(range)` over `0..n` cut into about `threads` chunks, on the training pool.
 fn par_ranges<T: Send>(
     n: usize,
     threads: usize,
     work: impl Fn(std::ops::Range<usize>) -> T + Sync,
 ) -> Vec<T> {
     let t = threads.min(n.div_ceil(4096)).max(1);
-    if t == 1 {
-        return vec![work(0..n)];
-    }
-    let chunk = n.div_ceil(t);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..t)
-            .map(|i| {
-                let work = &work;
-                s.spawn(move || work(i * chunk..((i + 1) * chunk).min(n)))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("a training thread panicked")).collect()
-    })
+    let chunk = n.div_ceil(t).max(1);
+    (0..t).into_par_iter().map(|i| work(i * chunk..((i + 1) * chunk).min(n))).collect()
 }
 
 impl<'a> Grower<'a> {
     fn new(p: &'a Params, data: &'a Binned, mappers: &'a [Mapper]) -> Grower<'a> {
-        let mut offsets = Vec::with_capacity(mappers.len() + 1);
-        let mut total = 0;
-        for m in mappers {
-            offsets.push(total);
-            total += m.num_bins();
+        let ends = mappers.iter().enumerate().map(|(f, m)| f * STRIDE + m.num_bins()).collect();
+        Grower {
+            p,
+            data,
+            mappers,
+            ends,
+            total_bins: mappers.len() * STRIDE,
+            threads: p.threads(),
+            pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(p.threads())
+                .thread_name(|i| format!("plinth-train-{i}"))
+                .build()
+                .expect("a thread pool for training"),
         }
-        offsets.push(total);
-        Grower { p, data, mappers, offsets, total_bins: total, threads: p.threads() }
     }
 
-    /// The histogram of the rows `idx` (all rows in order when `idx` is `None`).
-    fn histogram(&self, idx: Option<&[u32]>, g: &[f32], h: &[f32], used: &[usize]) -> Vec<Cell> {
-        let nf = self.data.features;
-        let n = idx.map_or(self.data.rows, <[u32]>::len);
-        let parts = par_ranges(n, self.threads, |range| {
-            let mut hist = vec![Cell::default(); self.total_bins];
-            let mut add = |r: usize| {
-                let row = &self.data.bins[r * nf..(r + 1) * nf];
-                let (gr, hr) = (g[r] as f64, h[r] as f64);
-                for &f in used {
-                    let c = &mut hist[self.offsets[f] + row[f] as usize];
-                    c.g += gr;
-                    c.h += hr;
-                    c.n += 1;
-                }
+    /// Feature `f`'s cells in a histogram.
+    fn cells<'h>(&self, hist: &'h [HCell], f: usize) -> &'h [HCell] {
+        &hist[f * STRIDE..self.ends[f]]
+    }
+
+    /// The histogram of the rows `idx` (all rows in order when `idx` is `None`): one feature
+    /// at a time (threads take features), each over the leaf's rows with their gradients
+    /// gathered once, interleaved, in the rows' order.
+    /// `gh` is scratch space for the gathered gradients (at least as long as `idx`).
+    fn histogram(
+        &self,
+        idx: Option<&[u32]>,
+        g: &[f32],
+        h: &[f32],
+        used: &[usize],
+        gh: &mut [[f32; 2]],
+    ) -> Vec<HCell> {
+        self.pool.install(|| self.histogram_in_pool(idx, g, h, used, gh))
+    }
+
+    fn histogram_in_pool(
+        &self,
+        idx: Option<&[u32]>,
+        g: &[f32],
+        h: &[f32],
+        used: &[usize],
+        gh: &mut [[f32; 2]],
+    ) -> Vec<HCell> {
+        let mut hist = vec![HCell::default(); self.total_bins];
+        if let Some(idx) = idx {
+            gh[..idx.len()].par_chunks_mut(1 << 14).zip(idx.par_chunks(1 << 14)).for_each(
+                |(o, i)| {
+                    for (o, &r) in o.iter_mut().zip(i) {
+                        *o = [g[r as usize], h[r as usize]];
+                    }
+                },
+            );
+        }
+        let gathered: Option<&[[f32; 2]]> = idx.map(|idx| &gh[..idx.len()]);
+        let one = |f: usize, cells: &mut [HCell; STRIDE]| {
+            let col = self.data.column(f);
+            // Four copies of the cells, rows taking turns: neighbouring rows often share a bin,
+            // and one copy would make each update wait for the previous one's store.
+            let mut four = [[HCell::default(); STRIDE]; 4];
+            let mut add = |k: usize, b: u8, gh: [f32; 2]| {
+                let c = &mut four[k][b as usize];
+                c.g += gh[0] as f64;
+                c.h += gh[1] as f64;
             };
-            match idx {
-                Some(idx) => idx[range].iter().for_each(|&r| add(r as usize)),
-                None => range.for_each(add),
+            match (idx, &gathered) {
+                (Some(idx), Some(gh)) => {
+                    let (ic, ir) = idx.as_chunks::<4>();
+                    let (gc, gr) = gh.as_chunks::<4>();
+                    for (i4, g4) in ic.iter().zip(gc) {
+                        for k in 0..4 {
+                            add(k, col[i4[k] as usize], g4[k]);
+                        }
+                    }
+                    for (&r, &g1) in ir.iter().zip(gr) {
+                        add(0, col[r as usize], g1);
+                    }
+                }
+                _ => {
+                    let (bc, br) = col.as_chunks::<4>();
+                    let (gc, gr) = g[..col.len()].as_chunks::<4>();
+                    let (hc, hr) = h[..col.len()].as_chunks::<4>();
+                    for ((b4, g4), h4) in bc.iter().zip(gc).zip(hc) {
+                        for k in 0..4 {
+                            add(k, b4[k], [g4[k], h4[k]]);
+                        }
+                    }
+                    for ((&b, &g1), &h1) in br.iter().zip(gr).zip(hr) {
+                        add(0, b, [g1, h1]);
+                    }
+                }
             }
-            hist
-        });
-        let mut parts = parts.into_iter();
-        let mut hist = parts.next().unwrap_or_else(|| vec![Cell::default(); self.total_bins]);
-        for other in parts {
-            for (a, b) in hist.iter_mut().zip(&other) {
-                a.add(b);
+            for (b, c) in cells.iter_mut().enumerate() {
+                c.g = four[0][b].g + four[1][b].g + four[2][b].g + four[3][b].g;
+                c.h = four[0][b].h + four[1][b].h + four[2][b].h + four[3][b].h;
             }
+        };
+        let (cells, _) = hist.as_chunks_mut::<STRIDE>();
+        let n = idx.map_or(self.data.rows, <[u32]>::len);
+        if n < 1 << 11 {
+            for &f in used {
+                one(f, &mut cells[f]);
+            }
+        } else {
+            cells
+                .par_iter_mut()
+                .enumerate()
+                .filter(|(f, _)| used.binary_search(f).is_ok())
+                .for_each(|(f, c)| one(f, c));
         }
         hist
     }
 
-    fn best_split(&self, hist: &[Cell], sum: Cell, used: &[usize]) -> Option<Split> {
+    fn best_split(&self, hist: &[HCell], sum: Cell, used: &[usize]) -> Option<Split> {
         let p = self.p;
         let reg = Reg { l1: p.lambda_l1, l2: p.lambda_l2, max_delta: p.max_delta_step };
-        let mut best: Option<Split> = None;
-        for &f in used {
-            let cells = &hist[self.offsets[f]..self.offsets[f + 1]];
-            let found = match &self.mappers[f] {
+        let factor = if sum.h > 0.0 { sum.n as f64 / sum.h } else { 0.0 };
+        let of = |f: usize| {
+            let own = self.cells(hist, f);
+            let mut cells = [Cell::default(); STRIDE];
+            for (c, h) in cells.iter_mut().zip(own) {
+                *c = Cell { g: h.g, h: h.h, n: (h.h * factor).round() as u32 };
+            }
+            let cells = &cells[..own.len()];
+            match &self.mappers[f] {
                 Mapper::Numeric { nan_bin, .. } => {
                     self.numeric(f, cells, sum, nan_bin.is_some(), reg)
                 }
                 Mapper::Categorical { .. } => self.categorical(f, cells, sum),
-            };
-            if let Some(s) = found
-                && best.as_ref().is_none_or(|b| s.gain > b.gain)
-            {
-                best = Some(s);
             }
-        }
-        best
+        };
+        // The largest gain; between equal gains, the lower feature (as a scan in order would).
+        let better = |a: Split, b: Split| {
+            if b.gain > a.gain || (b.gain == a.gain && b.feature < a.feature) { b } else { a }
+        };
+        self.pool.install(|| used.par_iter().filter_map(|&f| of(f)).reduce_with(better))
     }
 
     fn allowed(&self, c: &Cell) -> bool {
@@ -296,17 +403,10 @@ impl<'a> Grower<'a> {
                 if gain <= min_shift || best.as_ref().is_some_and(|b| gain - min_shift <= b.gain) {
                     continue;
                 }
-                let mut set = [0u64; 4];
-                for b in 0..=t {
-                    set[b >> 6] |= 1 << (b & 63);
-                }
-                if default_left {
-                    set[numeric >> 6] |= 1 << (numeric & 63);
-                }
                 best = Some(Split {
                     gain: gain - min_shift,
                     feature: f,
-                    left: set,
+                    left: [0; 4],
                     threshold_bin: t as u8,
                     default_left,
                     categorical: false,
@@ -315,6 +415,15 @@ impl<'a> Grower<'a> {
                     left_out: reg.output(left.g, left.h),
                     right_out: reg.output(right.g, right.h),
                 });
+            }
+        }
+        // The bins that go left, for the best threshold only.
+        if let Some(b) = best.as_mut() {
+            for bin in 0..=b.threshold_bin as usize {
+                b.left[bin >> 6] |= 1 << (bin & 63);
+            }
+            if b.default_left {
+                b.left[numeric >> 6] |= 1 << (numeric & 63);
             }
         }
         best
@@ -409,8 +518,9 @@ impl<'a> Grower<'a> {
         h: &[f32],
         bag: Option<&[u32]>,
         used: &[usize],
-        indices: &mut Vec<u32>,
+        buffers: &mut Buffers,
     ) -> (Tree, Vec<usize>, Vec<usize>) {
+        let Buffers { indices, scratch, gathered: gh } = buffers;
         let p = self.p;
         let max_leaves = p.num_leaves;
         indices.clear();
@@ -421,12 +531,13 @@ impl<'a> Grower<'a> {
         let mut begin = vec![0usize; max_leaves];
         let mut count = vec![0usize; max_leaves];
         count[0] = indices.len();
-        let root_hist = self.histogram(bag, g, h, used);
-        let mut sum = Cell::default();
+        let root_hist = self.histogram(bag, g, h, used, gh);
+        let mut sum = Cell { n: indices.len() as u32, ..Cell::default() };
         // Every row counts once in each feature: one feature's cells sum to the leaf.
         if let Some(&f) = used.first() {
-            for c in &root_hist[self.offsets[f]..self.offsets[f + 1]] {
-                sum.add(c);
+            for c in self.cells(&root_hist, f) {
+                sum.g += c.g;
+                sum.h += c.h;
             }
         }
         let reg = Reg { l1: p.lambda_l1, l2: p.lambda_l2, max_delta: p.max_delta_step };
@@ -440,7 +551,7 @@ impl<'a> Grower<'a> {
             shrinkage: 1.0,
             ..Tree::default()
         };
-        let mut hists: Vec<Option<Vec<Cell>>> = vec![None; max_leaves];
+        let mut hists: Vec<Option<Vec<HCell>>> = vec![None; max_leaves];
         let mut sums = vec![Cell::default(); max_leaves];
         let mut splits: Vec<Option<Split>> = (0..max_leaves).map(|_| None).collect();
         sums[0] = sum;
@@ -450,7 +561,6 @@ impl<'a> Grower<'a> {
         if !depth_ok(0) {
             splits[0] = None;
         }
-        let mut scratch: Vec<u32> = Vec::new();
         while tree.num_leaves < max_leaves {
             let Some(leaf) = (0..tree.num_leaves)
                 .filter(|&l| splits[l].as_ref().is_some_and(|s| s.gain > 0.0))
@@ -466,24 +576,42 @@ impl<'a> Grower<'a> {
             let new = tree.num_leaves;
             // Partition the leaf's rows: left keeps the place, right follows.
             let (b0, n0) = (begin[leaf], count[leaf]);
-            scratch.clear();
-            let nf = self.data.features;
+            let column = self.data.column(s.feature);
+            let goes_left = |r: u32| has_bin(&s.left, column[r as usize]);
+            // Each thread splits its share of the rows into the scratch buffer (lefts from the
+            // front, rights from the back), then lefts and rights are copied back in order:
+            // a leaf's rows stay ascending, so reading their bins streams through memory.
+            let t = if n0 >= 1 << 15 { self.threads } else { 1 };
+            let chunk = n0.div_ceil(t.max(1)).max(1);
+            let lefts: Vec<usize> = if t > 1 {
+                let (rows, out) = (&indices[b0..b0 + n0], &mut scratch[b0..b0 + n0]);
+                self.pool.install(|| {
+                    rows.par_chunks(chunk)
+                        .zip(out.par_chunks_mut(chunk))
+                        .map(|(rows, out)| split_rows(rows, out, &goes_left))
+                        .collect()
+                })
+            } else {
+                vec![split_rows(&indices[b0..b0 + n0], &mut scratch[b0..b0 + n0], &goes_left)]
+            };
             let mut w = b0;
-            for i in b0..b0 + n0 {
-                let r = indices[i];
-                let bin = self.data.bins[r as usize * nf + s.feature];
-                if has_bin(&s.left, bin) {
-                    indices[w] = r;
+            for (i, &l) in lefts.iter().enumerate() {
+                let start = b0 + i * chunk;
+                indices[w..w + l].copy_from_slice(&scratch[start..start + l]);
+                w += l;
+            }
+            let nl = w - b0;
+            for (i, &l) in lefts.iter().enumerate() {
+                let start = b0 + i * chunk;
+                let end = (start + chunk).min(b0 + n0);
+                for &x in scratch[start + l..end].iter().rev() {
+                    indices[w] = x;
                     w += 1;
-                } else {
-                    scratch.push(r);
                 }
             }
-            indices[w..b0 + n0].copy_from_slice(&scratch);
-            let nl = w - b0;
             begin[leaf] = b0;
             count[leaf] = nl;
-            begin[new] = w;
+            begin[new] = b0 + nl;
             count[new] = n0 - nl;
             // Record the split in LightGBM's layout.
             let node = (new - 1) as i32;
@@ -532,19 +660,22 @@ impl<'a> Grower<'a> {
             tree.internal_count.push(sums[leaf].n);
             tree.left_bins.push(s.left);
             let depth = tree.leaf_depth[leaf] + 1;
+            // Counts from the partition, exact (the split's were read off hessians).
+            let (left_sum, right_sum) =
+                (Cell { n: nl as u32, ..s.left_sum }, Cell { n: (n0 - nl) as u32, ..s.right_sum });
             tree.leaf_value[leaf] = s.left_out;
             tree.leaf_weight[leaf] = s.left_sum.h;
-            tree.leaf_count[leaf] = s.left_sum.n;
+            tree.leaf_count[leaf] = left_sum.n;
             tree.leaf_parent[leaf] = node;
             tree.leaf_depth[leaf] = depth;
             tree.leaf_value.push(s.right_out);
             tree.leaf_weight.push(s.right_sum.h);
-            tree.leaf_count.push(s.right_sum.n);
+            tree.leaf_count.push(right_sum.n);
             tree.leaf_parent.push(node);
             tree.leaf_depth.push(depth);
             tree.num_leaves += 1;
-            sums[leaf] = s.left_sum;
-            sums[new] = s.right_sum;
+            sums[leaf] = left_sum;
+            sums[new] = right_sum;
             if tree.num_leaves >= max_leaves || !depth_ok(depth) {
                 hists[leaf] = None;
                 continue;
@@ -557,10 +688,12 @@ impl<'a> Grower<'a> {
                 g,
                 h,
                 used,
+                gh,
             );
             let mut large_hist = parent_hist;
             for (a, b) in large_hist.iter_mut().zip(&small_hist) {
-                *a = a.sub(b);
+                a.g -= b.g;
+                a.h -= b.h;
             }
             splits[small] = self.best_split(&small_hist, sums[small], used);
             splits[large] = self.best_split(&large_hist, sums[large], used);
@@ -625,6 +758,33 @@ impl Loss {
         let n = label.len();
         let k = self.k;
         let (objective, alpha) = (self.objective, self.alpha);
+        if k == 1 {
+            // One score per row: each thread writes its rows' gradients in place.
+            let chunk = n.div_ceil(threads.max(1)).max(4096);
+            g.par_chunks_mut(chunk)
+                .zip(h.par_chunks_mut(chunk))
+                .zip(scores.par_chunks(chunk))
+                .zip(label.par_chunks(chunk))
+                .for_each(|(((g, h), sc), y)| {
+                    for i in 0..g.len() {
+                        let (gr, hr) = match objective {
+                            Objective::Binary => {
+                                // In f32, which is what the gradients are kept in.
+                                let p = 1.0 / (1.0 + (-(sc[i] as f32)).exp());
+                                ((p - y[i]) as f64, (p * (1.0 - p)) as f64)
+                            }
+                            Objective::Huber => {
+                                let d = sc[i] - y[i] as f64;
+                                (if d.abs() <= alpha { d } else { d.signum() * alpha }, 1.0)
+                            }
+                            _ => (sc[i] - y[i] as f64, 1.0),
+                        };
+                        g[i] = gr as f32;
+                        h[i] = hr as f32;
+                    }
+                });
+            return;
+        }
         // Each thread fills the rows of its range, for every class.
         let chunks = par_ranges(n, threads, |range| {
             let mut out = Vec::with_capacity(range.len() * k * 2);
@@ -729,7 +889,11 @@ pub fn train(
     }
     let mut g = vec![0f32; k * n];
     let mut h = vec![0f32; k * n];
-    let mut indices: Vec<u32> = Vec::with_capacity(n);
+    let mut buffers = Buffers {
+        indices: Vec::with_capacity(n),
+        scratch: vec![0; n],
+        gathered: vec![[0.0; 2]; n],
+    };
     let mut bag_rng = Rng::new(params.bagging_seed);
     let mut feature_rng = Rng::new(params.feature_fraction_seed);
     let mut bag: Option<Vec<u32>> = None;
@@ -740,7 +904,9 @@ pub fn train(
     let mut best: Option<(usize, f64)> = None;
     let bagging = params.bagging_freq > 0 && params.bagging_fraction < 1.0;
     for it in 0..params.num_iterations {
-        loss.gradients(&scores, &train.label, &mut g, &mut h, grower.threads);
+        grower
+            .pool
+            .install(|| loss.gradients(&scores, &train.label, &mut g, &mut h, grower.threads));
         if bagging && it % params.bagging_freq == 0 {
             let rows: Vec<u32> =
                 (0..n as u32).filter(|_| bag_rng.next_f64() < params.bagging_fraction).collect();
@@ -765,7 +931,11 @@ pub fn train(
                 all_features.clone()
             };
             let (gc, hc) = (&g[c * n..(c + 1) * n], &h[c * n..(c + 1) * n]);
-            let (mut tree, begin, count) = grower.grow(gc, hc, bag.as_deref(), &used, &mut indices);
+            // The whole tree grows on the pool: its parallel steps follow each other without
+            // waking sleeping threads between them.
+            let (mut tree, begin, count) = grower.pool.install(|| {
+                grower.grow(gc, hc, bag.as_deref(), &used, &mut buffers)
+            });
             grew |= tree.num_leaves > 1;
             // Shrink, then move the training scores: rows of the bag by their leaf, the others
             // by walking the tree.
@@ -776,19 +946,19 @@ pub fn train(
             let sc = &mut scores[c * n..(c + 1) * n];
             for l in 0..tree.num_leaves {
                 let v = tree.leaf_value[l];
-                for &r in &indices[begin[l]..begin[l] + count[l]] {
+                for &r in &buffers.indices[begin[l]..begin[l] + count[l]] {
                     sc[r as usize] += v;
                 }
             }
             if bag.is_some() {
                 for r in (0..n).filter(|&r| !in_bag[r]) {
-                    sc[r] += tree.leaf_value[tree.leaf_of(train.row(r))];
+                    sc[r] += tree.leaf_value[tree.leaf_of(train, r)];
                 }
             }
             let vr = data.valid.rows;
             let vs = &mut valid_scores[c * vr..(c + 1) * vr];
             for (r, s) in vs.iter_mut().enumerate() {
-                *s += tree.leaf_value[tree.leaf_of(data.valid.row(r))];
+                *s += tree.leaf_value[tree.leaf_of(&data.valid, r)];
             }
             if it == 0 && init[c].abs() > 1e-15 {
                 tree.add_bias(init[c]);
@@ -858,7 +1028,7 @@ impl Booster {
         for (t, tree) in self.trees.iter().enumerate() {
             let c = t % self.per_iteration;
             for r in 0..n {
-                out[c * n + r] += tree.leaf_value[tree.leaf_of(data.row(r))];
+                out[c * n + r] += tree.leaf_value[tree.leaf_of(data, r)];
             }
         }
         out

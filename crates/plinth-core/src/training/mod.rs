@@ -317,8 +317,20 @@ impl Plinth {
         self.check_recipe(&spec)?;
         // The model must be the team's: the run registers into it.
         self.model_ref(who, &team.name, &spec.model).await.map_err(|e| e.with_field("model"))?;
-        if let RecipeData::Dataset(d) = &spec.data {
-            self.resolve_dataset(&team, d, "data.dataset").await?;
+        match &spec.data {
+            RecipeData::Dataset(d) => {
+                self.resolve_dataset(&team, d, "data.dataset").await?;
+            }
+            RecipeData::TrainingSet(t) => {
+                self.resolve_dataset(&team, &t.entities, "data.training_set.entities").await?;
+                if t.feature_service.is_none() && t.features.is_empty() {
+                    return Err(Error::invalid(
+                        "data.training_set",
+                        "name a feature_service or features (view:feature)",
+                    ));
+                }
+            }
+            RecipeData::Sql(_) => {}
         }
         let text = serde_json::to_string(&spec)?;
         let now = now_micros();

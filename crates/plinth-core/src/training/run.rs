@@ -75,6 +75,12 @@ impl super::Rows for FileRows {
     }
 }
 
+/// A step as the run's log shows it.
+fn step_line(s: &RunStep) -> String {
+    let v = |x: Option<f64>| x.map(|x| format!("{x:.6}")).unwrap_or_else(|| "-".into());
+    format!("[{}/{}] {} train {} valid {}", s.iteration, s.of, s.metric, v(s.train), v(s.valid))
+}
+
 /// CSV of tables (header from the first), string features written as the model's category
 /// codes so that the evaluation feeds the model what serving does.
 fn holdout_csv(tables: &[Table], categories: &BTreeMap<String, Vec<String>>) -> Vec<u8> {
@@ -188,6 +194,30 @@ impl Plinth {
                 let v = self.resolve_dataset(&team_ref, d, "data.dataset").await?;
                 (v.id, v.info)
             }
+            RecipeData::TrainingSet(src) => {
+                let v = self
+                    .create_training_set(
+                        &who,
+                        &team,
+                        plinth_api::features::CreateTrainingSet {
+                            name: format!("{recipe_name}-training-set"),
+                            entities: src.entities.clone(),
+                            entity_timestamp: src.entity_timestamp.clone(),
+                            feature_service: src.feature_service.clone(),
+                            features: src.features.clone(),
+                        },
+                    )
+                    .await
+                    .map_err(|e| e.with_field("data.training_set"))?;
+                let r = self
+                    .resolve_dataset(
+                        &team_ref,
+                        &DatasetRef { name: v.dataset.clone(), version: Some(v.version) },
+                        "data",
+                    )
+                    .await?;
+                (r.id, r.info)
+            }
             RecipeData::Sql(q) => {
                 let saved = self
                     .query(
@@ -235,6 +265,13 @@ impl Plinth {
                 .iter()
                 .filter(|c| {
                     **c != spec.label && !spec.exclude.contains(c) && !spec.sensitive_only(c)
+                })
+                // Timestamps (a training set's event time) are not features.
+                .filter(|c| {
+                    dataset
+                        .columns
+                        .iter()
+                        .any(|p| p.name == **c && p.kind != plinth_api::data::ColumnType::Timestamp)
                 })
                 .cloned()
                 .collect()
@@ -330,8 +367,7 @@ impl Plinth {
                         self.task_log(&task.id, "info", &step.metric).await?;
                         continue;
                     }
-                    let fmt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_else(|| "-".into());
-                    self.task_log(&task.id, "info", &format!("[{}/{}] {} train {} valid {}", step.iteration, step.of, step.metric, fmt(step.train), fmt(step.valid))).await?;
+                    self.task_log(&task.id, "info", &step_line(&step)).await?;
                     let progress = 0.05 + 0.8 * f64::from(step.iteration) / f64::from(step.of.max(1));
                     steps.push(step.clone());
                     if last_saved.elapsed() >= std::time::Duration::from_millis(500) || step.iteration == step.of {
@@ -345,8 +381,10 @@ impl Plinth {
                 }
             }
         };
+        // What the trainer sent after the last turn of the loop.
         while let Ok(step) = rx.try_recv() {
             if step.of > 0 {
+                self.task_log(&task.id, "info", &step_line(&step)).await?;
                 steps.push(step);
             } else {
                 self.task_log(&task.id, "info", &step.metric).await?;

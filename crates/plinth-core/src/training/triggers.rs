@@ -209,18 +209,31 @@ impl Plinth {
         let Some(m) = self.deployment_of(team_id, spec, environment).await? else {
             return Ok(None);
         };
+        // The deployment's drift rules (alerts are named by their rule).
+        let settings = self.monitoring_settings_of(&m.id).await?;
+        let drift_rules: Vec<String> = settings
+            .rules
+            .iter()
+            .filter(|r| r.series == "drift_share" || r.series == "feature_drift")
+            .map(|r| r.name.clone())
+            .collect();
+        if drift_rules.is_empty() {
+            return Ok(None);
+        }
         let firing = self
             .db
-            .fetch_optional(&Sql::with(
-                "SELECT rule FROM alert_states WHERE deployment_id = $1 AND state = 'firing'
-                   AND (rule LIKE 'drift_share%' OR rule LIKE 'feature_drift%') ORDER BY rule",
+            .fetch_all(&Sql::with(
+                "SELECT rule FROM alert_states WHERE deployment_id = $1 AND state = 'firing' ORDER BY rule",
                 [m.id.into()],
             ))
             .await?;
-        Ok(match firing {
-            Some(r) => Some(format!("drift:{}", col::<String>(&r, "rule")?)),
-            None => None,
-        })
+        for r in firing {
+            let rule: String = col(&r, "rule")?;
+            if drift_rules.contains(&rule) {
+                return Ok(Some(format!("drift:{rule}")));
+            }
+        }
+        Ok(None)
     }
 
     async fn new_data_fires(

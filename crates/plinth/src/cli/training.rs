@@ -501,13 +501,41 @@ fn predict(
                     };
                 }
             }
-            let input = plinth_core::serving::tensor::Tensor::f32(vec![t.rows, nf], x);
-            let outs = model.run(&[("input", &input)]).map_err(|e| e.to_string())?;
-            let (_, scores) = outs
-                .iter()
-                .find(|(n, _)| n == "probabilities" || n == "predictions" || n == "variable")
-                .ok_or("the model has no score output")?;
-            let v = scores.data.to_f32().ok_or("scores are not numbers")?;
+            // The batch's rows in a few parts, one per core.
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let part = t.rows.div_ceil(threads).max(1024) * nf;
+            let scored: Vec<Result<Vec<f32>, String>> = std::thread::scope(|s| {
+                let model = &model;
+                let handles: Vec<_> = x
+                    .chunks(part.max(nf))
+                    .map(|rows| {
+                        s.spawn(move || {
+                            let n = rows.len() / nf;
+                            let input = plinth_core::serving::tensor::Tensor::f32(
+                                vec![n, nf],
+                                rows.to_vec(),
+                            );
+                            let outs =
+                                model.run(&[("input", &input)]).map_err(|e| e.to_string())?;
+                            let (_, scores) = outs
+                                .iter()
+                                .find(|(n, _)| {
+                                    n == "probabilities" || n == "predictions" || n == "variable"
+                                })
+                                .ok_or("the model has no score output")?;
+                            scores.data.to_f32().ok_or_else(|| "scores are not numbers".to_string())
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a prediction thread panicked"))
+                    .collect()
+            });
+            let mut v = Vec::with_capacity(t.rows * 2);
+            for part in scored {
+                v.extend(part?);
+            }
             let width = v.len() / t.rows.max(1);
             let mut line = String::new();
             for row in v.chunks(width.max(1)) {

@@ -290,4 +290,124 @@ shared_server_tests! {
             }
         }
     }
+
+    async fn drift_and_new_data_retrain(srv: &TestServer) {
+        let t = srv.team().await;
+        let (team, m) = (t.team.clone(), &t.maintainer.1);
+        upload(m, &team, "points", csv(&rows(2000, 7))).await;
+        m.post(&format!("/teams/{team}/models"), &json!({"name": "drifty", "task": "binary_classification"})).await.ok(StatusCode::CREATED);
+        let spec = recipe("drifty", json!({"retrain": {"triggers": [{"on": "drift"}, {"on": "new_data"}], "cooldown_seconds": 600, "promote": false}}));
+        m.put(&format!("/teams/{team}/recipes/drifty"), &spec).await.ok(StatusCode::OK);
+        let first = m.post(&format!("/teams/{team}/recipes/drifty/runs"), &json!({})).await.ok(StatusCode::ACCEPTED);
+        assert_eq!(finished(m, &team, first["id"].as_str().unwrap()).await["state"], "completed");
+        let base = format!("/deployments/{team}/drifty/production");
+        m.put(&base, &json!({"versions": [{"version": 1, "weight": 100}]})).await.ok(StatusCode::OK);
+        let rule = json!({"rules": [{"name": "x1_drift", "series": "feature_drift", "feature": "x1", "threshold": 0.1, "window_seconds": 3600, "for_seconds": 60}]});
+        m.put(&format!("{base}/monitoring"), &rule).await.ok(StatusCode::OK);
+        let t0 = now_us();
+        assert!(srv.core.check_retrain_triggers_at(t0).await.unwrap().is_empty(), "nothing drifts yet, no new data");
+        // Traffic whose x1 moved by 3: the drift alert fires, and a run starts.
+        let shifted: Vec<Vec<f64>> = rows(600, 8).iter().map(|r| vec![r[0] + 3.0, r[1], r[2], r[3]]).collect();
+        m.post(&format!("{base}/predict"), &json!({"rows": shifted})).await.ok(StatusCode::OK);
+        srv.core.flush_monitoring_at(t0).await.unwrap();
+        srv.core.evaluate_alerts(t0 + 60_000_000).await.unwrap();
+        srv.core.evaluate_alerts(t0 + 180_000_000).await.unwrap();
+        let alerts = m.get(&format!("/teams/{team}/alerts")).await.ok(StatusCode::OK);
+        assert!(alerts.to_string().contains("firing"), "{alerts}");
+        let started = srv.core.check_retrain_triggers_at(t0 + 180_000_000).await.unwrap();
+        let runs = m.get(&format!("/teams/{team}/runs?recipe=drifty")).await.ok(StatusCode::OK);
+        let drift_runs: Vec<&Value> = runs.as_array().unwrap().iter().filter(|r| r["trigger"] == "drift:x1_drift").collect();
+        assert_eq!(drift_runs.len(), 1, "{runs} {started:?}");
+        assert_eq!(finished(m, &team, drift_runs[0]["id"].as_str().unwrap()).await["state"], "completed");
+        // A new version of the data: nothing while the recipe cools down.
+        upload(m, &team, "points", csv(&rows(2000, 9))).await;
+        srv.core.check_retrain_triggers_at(t0 + 240_000_000).await.unwrap();
+        let n = m.get(&format!("/teams/{team}/runs?recipe=drifty")).await.ok(StatusCode::OK).as_array().unwrap().len();
+        assert_eq!(n, 2, "cooling down");
+        // Past the cool-down, with the drift rule gone, the new data retrains.
+        m.put(&format!("{base}/monitoring"), &json!({})).await.ok(StatusCode::OK);
+        srv.core.check_retrain_triggers_at(t0 + 900_000_000).await.unwrap();
+        let runs = m.get(&format!("/teams/{team}/runs?recipe=drifty")).await.ok(StatusCode::OK);
+        let newest = &runs[0];
+        assert_eq!(newest["trigger"], "new_data:points@2", "{runs}");
+        let done = finished(m, &team, newest["id"].as_str().unwrap()).await;
+        assert_eq!(done["result"]["dataset"], "points@2", "{done}");
+        let versions = m.get(&format!("/teams/{team}/models/drifty/versions")).await.ok(StatusCode::OK);
+        assert_eq!(versions["items"].as_array().unwrap().len(), 3, "{versions}");
+    }
+
+    async fn the_cli_trains_follows_and_fits(srv: &TestServer) {
+        let t = srv.team().await;
+        let (team, d) = (t.team.clone(), &t.developer.1);
+        upload(d, &team, "points", csv(&rows(1500, 10))).await;
+        d.post(&format!("/teams/{team}/models"), &json!({"name": "cli", "task": "binary_classification"})).await.ok(StatusCode::CREATED);
+        let tmp = tempfile::tempdir().unwrap();
+        let recipe_file = tmp.path().join("recipe.json");
+        std::fs::write(&recipe_file, recipe("cli", json!({})).to_string()).unwrap();
+        let cli = crate::cli::Cli::new();
+        cli.ok(&["login", "--url", &srv.url, "--key", d.key()]);
+        let put = cli.ok(&["recipe", "put", &format!("{team}/cli"), "--file", recipe_file.to_str().unwrap()]);
+        assert!(put.contains(&format!("{team}/cli@1")), "{put}");
+        let out = cli.ok(&["train", &format!("{team}/cli")]);
+        assert!(out.contains("cli@1") && out.contains("held-out"), "{out}");
+        let runs = cli.json(&["run", "list", "--team", &team]);
+        let id = runs[0]["id"].as_str().unwrap().to_string();
+        assert_eq!(runs[0]["state"], "completed");
+        let logs = cli.ok(&["run", "logs", &format!("{team}/{id}")]);
+        assert!(logs.contains("[30/30] binary_logloss"), "{logs}");
+        let shown = cli.ok(&["run", "show", &format!("{team}/{id}")]);
+        assert!(shown.contains("manual") && shown.contains("points@1"), "{shown}");
+        let bad = cli.fails(&["train", &format!("{team}/cli"), "--param", "num_leaves=1"], 1);
+        assert!(bad.contains("params.num_leaves"), "{bad}");
+
+        // `plinth fit`: the same trainer on a local file, and its predictions.
+        let data = tmp.path().join("points.csv");
+        std::fs::write(&data, csv(&rows(1000, 11))).unwrap();
+        let (model, preds) = (tmp.path().join("model.txt"), tmp.path().join("p.txt"));
+        cli.ok(&["fit", "--data", data.to_str().unwrap(), "--label", "y", "--param", "objective=binary", "--param", "num_iterations=20",
+            "--out", model.to_str().unwrap(), "--predict", data.to_str().unwrap(), "--predictions", preds.to_str().unwrap()]);
+        assert!(std::fs::read_to_string(&model).unwrap().starts_with("tree\nversion=v4"));
+        let p: Vec<f64> = std::fs::read_to_string(&preds).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(p.len(), 1000);
+        assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
+        let bad = cli.fails(&["fit", "--data", data.to_str().unwrap(), "--label", "nope", "--out", model.to_str().unwrap()], 1);
+        assert!(bad.contains("--label") && bad.contains("nope"), "{bad}");
+    }
+
+    async fn a_recipe_trains_on_a_point_in_time_training_set(srv: &TestServer) {
+        let t = srv.team().await;
+        let (team, d) = (t.team.clone(), &t.developer.1);
+        // Hourly driver stats over two days, and labels at times between them: the label
+        // follows the driver's conversion rate as of its time.
+        let mut stats = String::from("driver_id,event_timestamp,conv_rate,trips\n");
+        let mut labels = String::from("driver_id,event_timestamp,churned\n");
+        let data = rows(1200, 12);
+        for (i, r) in data.iter().enumerate() {
+            let (driver, hour) = (i % 40, i / 40);
+            stats.push_str(&format!("{driver},2024-05-0{}T{:02}:00:00Z,{},{}\n", 1 + hour / 24, hour % 24, r[0], (r[1] * 10.0).round()));
+            labels.push_str(&format!("{driver},2024-05-0{}T{:02}:30:00Z,{}\n", 1 + hour / 24, hour % 24, (r[0] > 0.0) as i64));
+        }
+        upload(d, &team, "driver_stats", stats.into_bytes()).await;
+        upload(d, &team, "churn_labels", labels.into_bytes()).await;
+        d.post(&format!("/teams/{team}/entities"), &json!({"name": "driver", "join_keys": [{"name": "driver_id", "type": "int64"}]})).await.ok(StatusCode::CREATED);
+        d.post(&format!("/teams/{team}/feature-views"), &json!({
+            "name": "stats", "entity": "driver", "source": {"name": "driver_stats"}, "timestamp_field": "event_timestamp",
+            "features": [{"name": "conv_rate", "type": "float64"}, {"name": "trips", "type": "int64"}], "ttl_seconds": 86400
+        })).await.ok(StatusCode::CREATED);
+        d.post(&format!("/teams/{team}/models"), &json!({"name": "churn", "task": "binary_classification"})).await.ok(StatusCode::CREATED);
+        let spec = json!({
+            "data": {"training_set": {"entities": {"name": "churn_labels"}, "features": ["stats:conv_rate", "stats:trips"]}},
+            "label": "churned", "exclude": ["driver_id"], "model": "churn", "params": {"num_iterations": 20, "min_data_in_leaf": 5}
+        });
+        let e = d.put(&format!("/teams/{team}/recipes/churn"), &json!({"data": {"training_set": {"entities": {"name": "churn_labels"}}}, "label": "churned", "model": "churn"})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert_eq!(e["field"], "data.training_set");
+        d.put(&format!("/teams/{team}/recipes/churn"), &spec).await.ok(StatusCode::OK);
+        let run = d.post(&format!("/teams/{team}/recipes/churn/runs"), &json!({})).await.ok(StatusCode::ACCEPTED);
+        let done = finished(d, &team, run["id"].as_str().unwrap()).await;
+        assert_eq!(done["state"], "completed", "{done}");
+        assert_eq!(done["result"]["dataset"], "churn-training-set@1");
+        let v = d.get(&format!("/teams/{team}/models/churn/versions/1")).await.ok(StatusCode::OK);
+        assert_eq!(v["lineage"]["parameters"]["features"], "conv_rate,trips", "{v}");
+        assert!(done["result"]["metrics"]["roc_auc"].as_f64().unwrap() > 0.9, "{done}");
+    }
 }
