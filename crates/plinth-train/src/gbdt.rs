@@ -933,9 +933,8 @@ pub fn train(
             let (gc, hc) = (&g[c * n..(c + 1) * n], &h[c * n..(c + 1) * n]);
             // The whole tree grows on the pool: its parallel steps follow each other without
             // waking sleeping threads between them.
-            let (mut tree, begin, count) = grower.pool.install(|| {
-                grower.grow(gc, hc, bag.as_deref(), &used, &mut buffers)
-            });
+            let (mut tree, begin, count) =
+                grower.pool.install(|| grower.grow(gc, hc, bag.as_deref(), &used, &mut buffers));
             grew |= tree.num_leaves > 1;
             // Shrink, then move the training scores: rows of the bag by their leaf, the others
             // by walking the tree.
