@@ -54,6 +54,8 @@ pub struct CoreOptions {
     /// How often this replica publishes its serving figures and rolls them up into the health
     /// minutes ([`serving::figures::PUBLISH_EVERY`] in a server).
     pub figures_every: std::time::Duration,
+    /// Whether recipes may run their own training command (off: refused).
+    pub training_commands: bool,
 }
 
 /// The core service.
@@ -68,6 +70,7 @@ pub struct Plinth {
     pub(crate) tables: Arc<dyn data::TableReader>,
     pub(crate) query_engine: Arc<dyn data::query::QueryEngine>,
     pub(crate) trainer: Arc<dyn training::Trainer>,
+    pub(crate) training_commands: bool,
     pub(crate) tasks: Arc<tasks::Tasks>,
     pub(crate) online: Arc<dyn features::online::OnlineStore>,
     pub(crate) views: Arc<features::ViewCache>,
@@ -190,6 +193,7 @@ impl Plinth {
             tables: backends.tables,
             query_engine: backends.query,
             trainer: backends.trainer,
+            training_commands: opts.training_commands,
             tasks: Arc::new(tasks::Tasks::new(task_kinds(), opts.tasks.clone())),
             online,
             views: Arc::default(),

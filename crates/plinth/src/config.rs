@@ -80,6 +80,9 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     /// How long an idle worker watches the sockets before it sleeps, in microseconds (0: off).
     pub busy_poll_us: u64,
+    /// Whether recipes may run their own training command (a subprocess on this server, as
+    /// its user: docs/training.md). Off by default.
+    pub training_commands: bool,
 }
 
 impl Default for Config {
@@ -106,6 +109,7 @@ impl Default for Config {
             log_level: "info".into(),
             shutdown_grace_seconds: 30,
             busy_poll_us: 100,
+            training_commands: false,
         }
     }
 }
@@ -133,6 +137,7 @@ pub const KEYS: &[&str] = &[
     "log_level",
     "shutdown_grace_seconds",
     "busy_poll_us",
+    "training_commands",
 ];
 
 /// `PLINTH_*` variables that belong to the CLI, not to the server.
@@ -246,6 +251,11 @@ fn typed(key: &str, value: &str) -> Result<toml::Value> {
                 .parse()
                 .with_context(|| format!("{key} must be a whole number, not '{value}'"))?,
         ),
+        "training_commands" => match value.trim() {
+            "true" | "1" => toml::Value::Boolean(true),
+            "false" | "0" => toml::Value::Boolean(false),
+            _ => bail!("{key} must be true or false, not '{value}'"),
+        },
         _ => toml::Value::String(value.to_string()),
     })
 }

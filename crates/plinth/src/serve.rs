@@ -35,6 +35,7 @@ pub async fn run(config: Config) -> Result<()> {
                 ..plinth_core::tasks::TaskOptions::default()
             },
             figures_every: plinth_core::serving::figures::PUBLISH_EVERY,
+            training_commands: config.training_commands,
         },
         crate::backends(object_store(&config).as_ref())?,
     )

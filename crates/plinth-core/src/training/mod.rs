@@ -251,6 +251,13 @@ impl Plinth {
                 return Err(Error::invalid("command", "trainer 'command' needs a command to run"));
             }
             ("command", Some(c)) => {
+                if !self.training_commands {
+                    return Err(Error::new(
+                        Code::FeatureDisabled,
+                        "this server does not run training commands (training_commands = false): use a built-in trainer",
+                    )
+                    .with_field("command"));
+                }
                 if c.argv.is_empty() || c.argv[0].trim().is_empty() {
                     return Err(Error::invalid("command.argv", "must name a program"));
                 }

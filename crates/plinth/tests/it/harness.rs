@@ -112,6 +112,8 @@ pub struct ServerOptions {
     pub figures_every: std::time::Duration,
     /// Hung on every prediction, in order.
     pub prediction_hooks: Vec<std::sync::Arc<dyn plinth_core::serving::predict::PredictionHook>>,
+    /// Recipes may run their own training command (on in the shared servers).
+    pub training_commands: bool,
 }
 
 impl ServerOptions {
@@ -131,6 +133,7 @@ impl ServerOptions {
             objects: None,
             prediction_hooks: Vec::new(),
             figures_every: plinth_core::serving::figures::PUBLISH_EVERY,
+            training_commands: true,
         }
     }
 }
@@ -196,6 +199,7 @@ impl TestServer {
                     postgres_sources: opts.postgres_sources.clone(),
                     tasks: opts.tasks.clone(),
                     figures_every: opts.figures_every,
+                    training_commands: opts.training_commands,
                 },
                 plinth_core::Backends {
                     inference: std::sync::Arc::new(plinth_infer::NativeBackend),

@@ -9,7 +9,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Api, shared_server_tests, wait_for};
+use crate::harness::{
+    Api, ServerOptions, TestServer, backend_tests, shared_server_tests, wait_for,
+};
 
 const FEATURES: [&str; 4] = ["x1", "x2", "x3", "x4"];
 
@@ -409,5 +411,22 @@ shared_server_tests! {
         let v = d.get(&format!("/teams/{team}/models/churn/versions/1")).await.ok(StatusCode::OK);
         assert_eq!(v["lineage"]["parameters"]["features"], "conv_rate,trips", "{v}");
         assert!(done["result"]["metrics"]["roc_auc"].as_f64().unwrap() > 0.9, "{done}");
+    }
+}
+
+backend_tests! {
+    async fn training_commands_are_refused_unless_the_server_allows_them(backend: Backend) {
+        let srv = TestServer::start(ServerOptions { training_commands: false, ..ServerOptions::new(backend) }).await;
+        let t = srv.team().await;
+        let (team, m) = (t.team.clone(), &t.maintainer.1);
+        upload(m, &team, "points", csv(&rows(100, 13))).await;
+        m.post(&format!("/teams/{team}/models"), &json!({"name": "byo", "task": "binary_classification"})).await.ok(StatusCode::CREATED);
+        let spec = json!({"data": {"dataset": {"name": "points"}}, "label": "y", "model": "byo", "trainer": "command", "command": {"argv": ["true"]}});
+        let e = m.put(&format!("/teams/{team}/recipes/byo"), &spec).await.err(StatusCode::NOT_IMPLEMENTED, "feature_disabled");
+        assert_eq!(e["field"], "command");
+        m.get(&format!("/teams/{team}/recipes/byo")).await.err(StatusCode::NOT_FOUND, "not_found");
+        // Built-in trainers still run.
+        m.put(&format!("/teams/{team}/recipes/gbdt"), &recipe("byo", json!({}))).await.ok(StatusCode::OK);
+        srv.stop().await;
     }
 }
