@@ -184,6 +184,26 @@ impl Plinth {
         let by: String = col(&row, "created_by")?;
         let by = if by == "system" { col::<String>(&row, "author")? } else { by };
         let who = self.acting_principal(&by).await?;
+        if exists.is_none() {
+            // A schedule's run: audited when it starts, as the recipe author's.
+            let mut tx = self.db.begin().await?;
+            let team_id = task.team_id.clone().unwrap_or_default();
+            let t = crate::audit::Target {
+                team_id: Some(&team_id),
+                object_type: "training_run",
+                object_id: &task.id,
+                object_name: &task.id,
+            };
+            crate::audit::record(
+                &mut tx,
+                &who,
+                "training_run.start",
+                t,
+                serde_json::json!({"recipe": args.recipe_id, "trigger": args.trigger}),
+            )
+            .await?;
+            tx.commit().await?;
+        }
         self.task_log(&task.id, "info", &format!("recipe {recipe_name}, trigger {}", args.trigger))
             .await?;
 

@@ -129,7 +129,9 @@ impl Plinth {
             .execute(&mut tx)
             .await?;
             tx.commit().await?;
-            let id = self.enqueue_run(&team_id, &args, &by, None).await?;
+            // Audited as the recipe author's, whose run it is (unless they are gone).
+            let author = self.acting_principal(&by).await.ok();
+            let id = self.enqueue_run(&team_id, &args, &by, author.as_ref()).await?;
             let mut tx = self.db.begin().await?;
             let payload = serde_json::json!({"run": id, "recipe": recipe_id, "trigger": why});
             self.emit_event(&mut tx, Some(&team_id), "training.triggered", &payload).await?;

@@ -227,6 +227,8 @@ shared_server_tests! {
         srv.core.fire_due_schedules(at).await.unwrap();
         let l = d.get(&format!("/teams/{team}/runs?recipe=nightly")).await.ok(StatusCode::OK);
         assert_eq!(l.as_array().unwrap().len(), 1, "the same occurrence does not fire twice");
+        let audit = Value::Array(t.maintainer.1.all_pages(&format!("/audit?team={team}&action=training_run.")).await);
+        assert!(audit.to_string().contains("\"schedule\""), "the scheduled run is audited: {audit}");
     }
 
     async fn live_accuracy_dropping_retrains_and_the_policy_decides(srv: &TestServer) {
@@ -286,10 +288,13 @@ shared_server_tests! {
             let serving = m.get(&base).await.ok(StatusCode::OK);
             let serves_v2 = serving.to_string().contains("\"version\":2");
             assert_eq!(serves_v2, expect == "deployed", "{serving}");
-            let audit = m.get(&format!("/audit?team={team}")).await;
-            if audit.status == StatusCode::OK {
-                assert!(audit.body.to_string().contains("promotion"), "the promotion is audited");
+            // The audit log has each step: the triggered run, the version it registered, its
+            // evaluation and the promotion.
+            let audit = Value::Array(m.all_pages(&format!("/audit?team={team}")).await).to_string();
+            for action in ["training_run.start", "model_version.create", "evaluation.create", "promotion."] {
+                assert!(audit.contains(action), "{action} in {audit}");
             }
+            assert!(audit.contains("metric:precision"), "the trigger is in the audit: {audit}");
         }
     }
 
