@@ -57,6 +57,29 @@ impl TableReader for Tables {
         Ok(())
     }
 
+    fn write_parquet(
+        &self,
+        out: &mut dyn std::io::Write,
+        source: &mut dyn plinth_core::data::Rows,
+    ) -> Result<u64, String> {
+        let mut stream: Option<ParquetStream> = None;
+        let mut rows = 0u64;
+        source.scan(&mut |t: &Table| {
+            let batch = to_batch(t)?;
+            let s = match &mut stream {
+                Some(s) => s,
+                None => stream.insert(ParquetStream::new(batch.schema())?),
+            };
+            out.write_all(&s.write(&batch)?).map_err(|e| e.to_string())?;
+            rows += t.rows as u64;
+            Ok(())
+        })?;
+        if let Some(s) = stream {
+            out.write_all(&s.finish()?).map_err(|e| e.to_string())?;
+        }
+        Ok(rows)
+    }
+
     fn point_in_time(
         &self,
         entities: Vec<u8>,
@@ -541,6 +564,33 @@ fn convert(name: &str, dt: &DataType, arrays: &[&ArrayRef]) -> Result<ColumnData
             return Err(format!("column '{name}' has type {other}, which Plinth does not read"));
         }
     })
+}
+
+/// A core table as one Arrow batch (strings as plain UTF-8, timestamps in microseconds, UTC).
+pub fn to_batch(t: &Table) -> Result<RecordBatch, String> {
+    use arrow::datatypes::{Field, Schema};
+    let mut fields = Vec::with_capacity(t.columns.len());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(t.columns.len());
+    for c in &t.columns {
+        let (dt, array): (DataType, ArrayRef) = match &c.data {
+            ColumnData::Int64(v) => (DataType::Int64, Arc::new(Int64Array::from(v.clone()))),
+            ColumnData::Float64(v) => (DataType::Float64, Arc::new(Float64Array::from(v.clone()))),
+            ColumnData::Bool(v) => (DataType::Boolean, Arc::new(BooleanArray::from(v.clone()))),
+            ColumnData::Str { dict, codes } => (
+                DataType::Utf8,
+                Arc::new(StringArray::from(
+                    codes.iter().map(|c| c.map(|c| dict[c as usize].as_str())).collect::<Vec<_>>(),
+                )),
+            ),
+            ColumnData::Timestamp(v) => (
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                Arc::new(TimestampMicrosecondArray::from(v.clone()).with_timezone("UTC")),
+            ),
+        };
+        fields.push(Field::new(c.name.as_str(), dt, true));
+        arrays.push(array);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| e.to_string())
 }
 
 fn to_table(fields: &[(String, DataType)], batches: &[RecordBatch]) -> Result<Table, String> {

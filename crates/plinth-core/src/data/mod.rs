@@ -261,6 +261,35 @@ pub trait TableReader: Send + Sync {
         format: FileFormat,
         joins: Vec<PitJoin>,
     ) -> std::result::Result<Vec<u8>, String>;
+
+    /// Writes `rows`, read once, to `out` as one Parquet file (the first batch's columns are
+    /// the file's); answers the rows written.
+    fn write_parquet(
+        &self,
+        out: &mut dyn std::io::Write,
+        rows: &mut dyn Rows,
+    ) -> std::result::Result<u64, String> {
+        let _ = (out, rows);
+        Err(NO_TABLES.into())
+    }
+}
+
+/// Rows that can be read more than once, a batch at a time (a trainer reads them twice).
+pub trait Rows {
+    fn scan(
+        &mut self,
+        each: &mut dyn FnMut(&Table) -> std::result::Result<(), String>,
+    ) -> std::result::Result<(), String>;
+}
+
+/// Tables already in memory, as rows.
+impl Rows for Vec<Table> {
+    fn scan(
+        &mut self,
+        each: &mut dyn FnMut(&Table) -> std::result::Result<(), String>,
+    ) -> std::result::Result<(), String> {
+        self.iter().try_for_each(each)
+    }
 }
 
 /// The reader of a build without file formats: every read fails clearly.

@@ -2,8 +2,8 @@
 //! directory, given the training rows and its parameters, and must write a model file Plinth
 //! serves.
 //!
-//! **What it gets.** Working directory `<staging>/run-<id>` (made empty), with `train.csv` (the
-//! training rows; held-out rows are not in it), and in its environment only `PATH`, `LANG`,
+//! **What it gets.** Working directory `<staging>/run-<id>` (made empty), with `train.parquet`
+//! (the training rows, written as they are read; held-out rows are not in it), and in its environment only `PATH`, `LANG`,
 //! `HOME` (the working directory) and `PLINTH_TRAIN_DATA`, `PLINTH_LABEL`, `PLINTH_FEATURES`
 //! (comma-separated), `PLINTH_TASK`, `PLINTH_PARAMS` (JSON), `PLINTH_PARAM_<NAME>` per
 //! parameter, `PLINTH_MODEL_DIR` (where to write `model.txt`, `model.json` or `model.onnx`).
@@ -31,50 +31,21 @@ use plinth_api::registry::ModelFormat;
 use plinth_api::training::TrainCommand;
 
 use super::{Rows, TrainFailure, TrainJob, Trained};
-use crate::data::ColumnData;
+use crate::data::TableReader;
 
 fn invalid(m: impl Into<String>) -> TrainFailure {
     TrainFailure::Invalid(m.into())
 }
 
-fn write_csv(rows: &mut dyn Rows, path: &Path) -> Result<u64, String> {
+/// The training rows as one Parquet file.
+fn write_parquet(
+    rows: &mut dyn Rows,
+    reader: &dyn TableReader,
+    path: &Path,
+) -> Result<u64, String> {
     let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
     let mut w = std::io::BufWriter::new(file);
-    let mut header = false;
-    let mut n = 0u64;
-    let quote = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
-    rows.scan(&mut |t| {
-        if !header {
-            let names: Vec<String> = t.columns.iter().map(|c| quote(&c.name)).collect();
-            writeln!(w, "{}", names.join(",")).map_err(|e| e.to_string())?;
-            header = true;
-        }
-        for r in 0..t.rows {
-            let cells: Vec<String> = t
-                .columns
-                .iter()
-                .map(|c| match &c.data {
-                    ColumnData::Float64(v) => v[r].map(|x| format!("{x:e}")).unwrap_or_default(),
-                    ColumnData::Int64(v) | ColumnData::Timestamp(v) => {
-                        v[r].map(|x| x.to_string()).unwrap_or_default()
-                    }
-                    ColumnData::Bool(v) => v[r].map(|x| x.to_string()).unwrap_or_default(),
-                    ColumnData::Str { dict, codes } => {
-                        codes[r].map(|c| quote(&dict[c as usize])).unwrap_or_default()
-                    }
-                })
-                .collect();
-            writeln!(w, "{}", cells.join(",")).map_err(|e| e.to_string())?;
-            n += 1;
-        }
-        Ok(())
-    })?;
+    let n = reader.write_parquet(&mut w, rows)?;
     w.flush().map_err(|e| e.to_string())?;
     Ok(n)
 }
@@ -84,6 +55,7 @@ pub(crate) fn run_command(
     c: &TrainCommand,
     job: &TrainJob,
     rows: &mut dyn Rows,
+    reader: &dyn TableReader,
     dir: &Path,
     stop: &AtomicBool,
     log: &mut dyn FnMut(&str),
@@ -92,8 +64,8 @@ pub(crate) fn run_command(
     let out_dir = dir.join("out");
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| invalid(format!("cannot make the working directory: {e}")))?;
-    let data = dir.join("train.csv");
-    let n = write_csv(rows, &data).map_err(invalid)?;
+    let data = dir.join("train.parquet");
+    let n = write_parquet(rows, reader, &data).map_err(invalid)?;
     log(&format!("wrote {n} training rows to {}", data.display()));
     let timeout = Duration::from_secs(c.timeout_seconds.unwrap_or(3600));
     let memory = c.memory_mb.unwrap_or(4096) * 1024 * 1024;

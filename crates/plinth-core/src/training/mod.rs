@@ -34,28 +34,12 @@ use sqlx::any::AnyRow;
 use crate::Plinth;
 use crate::audit::{self, Target};
 use crate::auth::Principal;
-use crate::data::Table;
 use crate::error::{Error, Result};
 use crate::store::{Sql, col};
 use crate::util::{check_name, micros_to_time, new_id, now_micros};
 
 /// Rows a trainer reads, as often as it needs (the built-in trainers read twice).
-pub trait Rows {
-    fn scan(
-        &mut self,
-        each: &mut dyn FnMut(&Table) -> std::result::Result<(), String>,
-    ) -> std::result::Result<(), String>;
-}
-
-/// Tables already in memory, as rows.
-impl Rows for Vec<Table> {
-    fn scan(
-        &mut self,
-        each: &mut dyn FnMut(&Table) -> std::result::Result<(), String>,
-    ) -> std::result::Result<(), String> {
-        self.iter().try_for_each(each)
-    }
-}
+pub use crate::data::Rows;
 
 /// What to train.
 #[derive(Debug, Clone)]

@@ -342,6 +342,7 @@ impl Plinth {
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RunStep>();
         let trainer = self.trainer.clone();
+        let reader = self.tables.clone();
         let stop = cancel.clone();
         let command = spec.command.clone();
         let work_dir = self.staging.dir().join(format!("run-{}", task.id));
@@ -359,6 +360,7 @@ impl Plinth {
                     &c,
                     &job,
                     &mut rows,
+                    reader.as_ref(),
                     &work_dir,
                     &stop,
                     &mut |line| {

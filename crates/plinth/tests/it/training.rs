@@ -180,7 +180,7 @@ shared_server_tests! {
             ("nothing", "echo done", 30, "wrote no model"),
             ("broken", "echo 'tree' > \"$PLINTH_MODEL_DIR/model.txt\"", 30, "not valid"),
             ("slow", "sleep 30", 1, "time limit of 1 s"),
-            ("good", &format!("test -s \"$PLINTH_TRAIN_DATA\" && test \"$PLINTH_LABEL\" = y && test \"$PLINTH_PARAM_DEPTH\" = 3 && cp {} \"$PLINTH_MODEL_DIR/model.txt\"", fixture.display()), 30, ""),
+            ("good", &format!("head -c 4 \"$PLINTH_TRAIN_DATA\" | grep -q PAR1 && tail -c 4 \"$PLINTH_TRAIN_DATA\" | grep -q PAR1 && test \"$PLINTH_LABEL\" = y && test \"$PLINTH_PARAM_DEPTH\" = 3 && cp {} \"$PLINTH_MODEL_DIR/model.txt\"", fixture.display()), 30, ""),
         ];
         for (name, script, timeout, reason) in cases {
             let spec = json!({
