@@ -10,7 +10,7 @@
 //!
 //! Data arrives as a [`data::Source`] read twice: once to sample bin boundaries, once to store
 //! bins. Memory is the binned matrix (rows × features bytes) plus per-row label, scores and
-//! gradients (about 24 bytes a row and class), never the raw floats.
+//! gradients (20 + 16 × classes bytes a row, docs/training.md), never the raw floats.
 
 pub mod data;
 pub mod gbdt;
