@@ -271,9 +271,28 @@ fn show_version(g: &Global, v: &ModelVersion) {
             v.card.risk_tier.map(|r| format!("{r:?}").to_lowercase()).unwrap_or_else(|| "-".into()),
         ),
         ("approval", format!("{:?}", v.approval).to_lowercase()),
-        ("lineage", format!("{:?}", v.lineage.source).to_lowercase()),
+        ("lineage", lineage_line(&v.lineage)),
         ("created", format!("{} by {}", output::time(&v.created_at), v.created_by)),
     ]);
+}
+
+/// Where a version came from, in a line: its source by its API name, and what made it.
+fn lineage_line(l: &plinth_api::registry::Lineage) -> String {
+    let source = serde_json::to_value(l.source)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut parts = Vec::new();
+    if let Some(run) = &l.training_job {
+        parts.push(format!("run {run}"));
+    }
+    if let Some(d) = &l.dataset_version {
+        parts.push(format!("data {d}"));
+    }
+    if let Some(r) = l.parameters.get("recipe") {
+        parts.push(format!("recipe {r}"));
+    }
+    if parts.is_empty() { source } else { format!("{source} ({})", parts.join(", ")) }
 }
 
 pub(super) async fn version(g: &Global, cmd: VersionCmd) -> Result<()> {

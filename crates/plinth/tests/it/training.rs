@@ -364,6 +364,8 @@ shared_server_tests! {
         assert!(logs.contains("[30/30] binary_logloss"), "{logs}");
         let shown = cli.ok(&["run", "show", &format!("{team}/{id}")]);
         assert!(shown.contains("manual") && shown.contains("points@1"), "{shown}");
+        let version = cli.ok(&["version", "show", &format!("{team}/cli@1")]);
+        assert!(version.contains(&format!("training_job (run {id}, data points@1, recipe cli@1)")), "{version}");
         let bad = cli.fails(&["train", &format!("{team}/cli"), "--param", "num_leaves=1"], 1);
         assert!(bad.contains("params.num_leaves"), "{bad}");
 
