@@ -212,20 +212,17 @@ fn number_text(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 { (x as i64).to_string() } else { x.to_string() }
 }
 
-fn label_text(data: &ColumnData, row: usize) -> Option<String> {
+/// A label as text (numbers as [`number_text`]; null and NaN are no label).
+pub(crate) fn label_text(data: &ColumnData, row: usize) -> Option<String> {
     match data {
         ColumnData::Str { dict, codes } => codes[row].map(|c| dict[c as usize].clone()),
-        ColumnData::Bool(v) => v[row].map(|b| (b as u8).to_string()),
-        ColumnData::Int64(v) => v[row].map(|x| x.to_string()),
-        ColumnData::Float64(v) => v[row].map(|x| {
-            if x.fract() == 0.0 && x.abs() < 1e15 { (x as i64).to_string() } else { x.to_string() }
-        }),
         ColumnData::Timestamp(v) => v[row].map(|x| x.to_string()),
+        _ => label_number(data, row).map(number_text),
     }
 }
 
 /// Class labels sort as numbers when they all are, else as text.
-fn sort_classes(classes: &mut [String]) {
+pub(crate) fn sort_classes(classes: &mut [String]) {
     if classes.iter().all(|c| c.parse::<f64>().is_ok()) {
         classes.sort_by(|a, b| a.parse::<f64>().unwrap().total_cmp(&b.parse::<f64>().unwrap()));
     } else {

@@ -1018,18 +1018,3 @@ pub fn train(
         history,
     })
 }
-
-impl Booster {
-    /// Raw scores of binned rows (`out[c * rows + r]`), as the written model computes them.
-    pub fn raw_scores(&self, data: &Binned) -> Vec<f64> {
-        let n = data.rows;
-        let mut out = vec![0.0; self.per_iteration * n];
-        for (t, tree) in self.trees.iter().enumerate() {
-            let c = t % self.per_iteration;
-            for r in 0..n {
-                out[c * n + r] += tree.leaf_value[tree.leaf_of(data, r)];
-            }
-        }
-        out
-    }
-}

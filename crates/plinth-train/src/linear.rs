@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use plinth_core::data::{ColumnData, Table};
 
-use crate::data::{Columns, Labels, Source};
+use crate::data::{Columns, Labels, Source, label_text, sort_classes};
 use crate::gbdt::Progress;
 use crate::onnx::{Attr, Node, Output};
 
@@ -168,7 +168,7 @@ pub fn train_linear(
         .scan(&mut |t| {
             let (fp, lp) = positions(t, cols)?;
             for r in 0..t.rows {
-                let label = label_of(&t.columns[lp].data, r)
+                let label = label_text(&t.columns[lp].data, r)
                     .ok_or_else(|| format!("{}: row {} has no label", cols.label, n + r + 1))?;
                 if logistic {
                     if !classes.contains(&label) {
@@ -241,7 +241,7 @@ pub fn train_linear(
                         z[f + 1] =
                             value(&t.columns[p].data, r).map_or(0.0, |v| (v - mean[f]) / sd[f]);
                     }
-                    let label = label_of(&t.columns[lp].data, r).unwrap_or_default();
+                    let label = label_text(&t.columns[lp].data, r).unwrap_or_default();
                     let (weight, target) = if let Some(pos) = &positive {
                         let y = (label == *pos) as u8 as f64;
                         let s: f64 = z.iter().zip(&w).map(|(a, b)| a * b).sum();
@@ -306,26 +306,6 @@ pub fn train_linear(
         rows: n,
         iterations,
     })
-}
-
-fn label_of(data: &ColumnData, r: usize) -> Option<String> {
-    match data {
-        ColumnData::Str { dict, codes } => codes[r].map(|c| dict[c as usize].clone()),
-        ColumnData::Bool(v) => v[r].map(|b| (b as u8).to_string()),
-        ColumnData::Int64(v) => v[r].map(|x| x.to_string()),
-        ColumnData::Float64(v) => v[r].filter(|x| !x.is_nan()).map(|x| {
-            if x.fract() == 0.0 && x.abs() < 1e15 { (x as i64).to_string() } else { x.to_string() }
-        }),
-        ColumnData::Timestamp(v) => v[r].map(|x| x.to_string()),
-    }
-}
-
-fn sort_classes(classes: &mut [String]) {
-    if classes.iter().all(|c| c.parse::<f64>().is_ok()) {
-        classes.sort_by(|a, b| a.parse::<f64>().unwrap().total_cmp(&b.parse::<f64>().unwrap()));
-    } else {
-        classes.sort();
-    }
 }
 
 impl Linear {

@@ -9,7 +9,7 @@ use plinth_core::training::{Rows, TrainFailure, TrainJob, Trained, Trainer};
 use serde_json::Value;
 
 use crate::linear::{LinearParams, train_linear};
-use crate::{Columns, Labels, Objective, Params, TrainError};
+use crate::{Columns, Objective, Params, TrainError};
 
 /// Plinth's built-in trainers: `gbdt`, `linear`, `logistic`.
 #[derive(Debug, Default)]
@@ -103,10 +103,6 @@ impl Trainer for BuiltIn {
                     format: ModelFormat::Lightgbm,
                     bytes: t.model.into_bytes(),
                     categories: t.categories,
-                    classes: match t.labels {
-                        Labels::Classes(c) => Some(c),
-                        Labels::Values => None,
-                    },
                     params: effective,
                     summary: format!(
                         "gradient-boosted trees ({} objective): {trees} trees of at most {} leaves, learning rate {}; binned matrix {} bytes",
@@ -115,7 +111,6 @@ impl Trainer for BuiltIn {
                         params.learning_rate,
                         t.binned_bytes
                     ),
-                    rows: t.train_rows as u64,
                 })
             }
             "linear" | "logistic" => {
@@ -141,10 +136,6 @@ impl Trainer for BuiltIn {
                     format: ModelFormat::Onnx,
                     bytes: fit.onnx(),
                     categories: vec![None; job.features.len()],
-                    classes: match &fit.labels {
-                        Labels::Classes(c) => Some(c.clone()),
-                        Labels::Values => None,
-                    },
                     params: BTreeMap::from([
                         ("lambda_l2".to_string(), params.lambda_l2.to_string()),
                         ("iterations".to_string(), fit.iterations.to_string()),
@@ -155,7 +146,6 @@ impl Trainer for BuiltIn {
                         params.lambda_l2,
                         fit.iterations
                     ),
-                    rows: fit.rows as u64,
                 })
             }
             other => {

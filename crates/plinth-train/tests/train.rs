@@ -140,38 +140,9 @@ fn assert_within(plinth: &[f64], reference: &[f64], relative: bool, tol: f64, wh
 }
 
 fn split(t: &Table, test: impl Fn(usize) -> bool) -> (Table, Table) {
-    let pick = |keep: &dyn Fn(usize) -> bool| {
-        let rows: Vec<usize> = (0..t.rows).filter(|&r| keep(r)).collect();
-        Table {
-            rows: rows.len(),
-            columns: t
-                .columns
-                .iter()
-                .map(|c| plinth_core::data::Column {
-                    name: c.name.clone(),
-                    data: match &c.data {
-                        ColumnData::Int64(v) => {
-                            ColumnData::Int64(rows.iter().map(|&r| v[r]).collect())
-                        }
-                        ColumnData::Float64(v) => {
-                            ColumnData::Float64(rows.iter().map(|&r| v[r]).collect())
-                        }
-                        ColumnData::Bool(v) => {
-                            ColumnData::Bool(rows.iter().map(|&r| v[r]).collect())
-                        }
-                        ColumnData::Timestamp(v) => {
-                            ColumnData::Timestamp(rows.iter().map(|&r| v[r]).collect())
-                        }
-                        ColumnData::Str { dict, codes } => ColumnData::Str {
-                            dict: dict.clone(),
-                            codes: rows.iter().map(|&r| codes[r]).collect(),
-                        },
-                    },
-                })
-                .collect(),
-        }
-    };
-    (pick(&|r| !test(r)), pick(&test))
+    let is_test: Vec<bool> = (0..t.rows).map(test).collect();
+    let is_train: Vec<bool> = is_test.iter().map(|x| !x).collect();
+    (t.filter(&is_train), t.filter(&is_test))
 }
 
 fn mappers_of(table: &Table, cols: &Columns, p: &Params) -> Vec<Mapper> {

@@ -196,7 +196,6 @@ pub(crate) fn run_command(
         format,
         bytes,
         categories: vec![None; job.features.len()],
-        classes: None,
         params: job
             .params
             .iter()
@@ -205,6 +204,5 @@ pub(crate) fn run_command(
             })
             .collect(),
         summary: format!("trained by the command `{}`", c.argv.join(" ")),
-        rows: n,
     })
 }

@@ -59,13 +59,10 @@ pub struct Trained {
     pub bytes: Vec<u8>,
     /// Per feature, the categories of a string feature (serving takes a category's index).
     pub categories: Vec<Option<Vec<String>>>,
-    /// Classification: the classes, in the order of the model's outputs.
-    pub classes: Option<Vec<String>>,
     /// The parameters in effect, for the lineage.
     pub params: BTreeMap<String, String>,
     /// E.g. "100 trees, 31 leaves at most".
     pub summary: String,
-    pub rows: u64,
 }
 
 /// Why training failed.

@@ -166,8 +166,8 @@ impl Plinth {
         let row = self
             .db
             .fetch_optional(&Sql::with(
-                "SELECT r.name, r.recipe_version_spec, r.author, t.name AS team_name, k.created_by FROM
-                   (SELECT c.name, c.team_id, v.spec AS recipe_version_spec, v.created_by AS author FROM training_runs x
+                "SELECT r.name, r.recipe_version, r.recipe_version_spec, r.author, t.name AS team_name, k.created_by FROM
+                   (SELECT c.name, c.team_id, x.recipe_version, v.spec AS recipe_version_spec, v.created_by AS author FROM training_runs x
                       JOIN recipes c ON c.id = x.recipe_id
                       JOIN recipe_versions v ON v.recipe_id = x.recipe_id AND v.version = x.recipe_version
                     WHERE x.id = $1) r
@@ -177,6 +177,7 @@ impl Plinth {
             .await?
             .ok_or_else(|| Error::internal("the run's recipe vanished"))?;
         let recipe_name: String = col(&row, "name")?;
+        let recipe_version: i64 = col(&row, "recipe_version")?;
         let team: String = col(&row, "team_name")?;
         let spec: RecipeSpec = serde_json::from_str(&col::<String>(&row, "recipe_version_spec")?)?;
         // Who asked (a person, or the trigger's recipe author); a schedule's runs act for the
@@ -209,11 +210,9 @@ impl Plinth {
 
         // The data, as a dataset version.
         let team_ref = self.team_ref(&who, &team).await?;
-        let (dataset_id, dataset) = match &spec.data {
-            RecipeData::Dataset(d) => {
-                let v = self.resolve_dataset(&team_ref, d, "data.dataset").await?;
-                (v.id, v.info)
-            }
+        // A training set or a query's result is saved as a dataset version first.
+        let data_ref = match &spec.data {
+            RecipeData::Dataset(d) => d.clone(),
             RecipeData::TrainingSet(src) => {
                 let v = self
                     .create_training_set(
@@ -229,14 +228,7 @@ impl Plinth {
                     )
                     .await
                     .map_err(|e| e.with_field("data.training_set"))?;
-                let r = self
-                    .resolve_dataset(
-                        &team_ref,
-                        &DatasetRef { name: v.dataset.clone(), version: Some(v.version) },
-                        "data",
-                    )
-                    .await?;
-                (r.id, r.info)
+                DatasetRef { name: v.dataset, version: Some(v.version) }
             }
             RecipeData::Sql(q) => {
                 let saved = self
@@ -256,16 +248,11 @@ impl Plinth {
                 let crate::data::query::QueryAnswer::Saved(v) = saved else {
                     return Err(Error::internal("a saved query answered rows"));
                 };
-                let r = self
-                    .resolve_dataset(
-                        &team_ref,
-                        &DatasetRef { name: v.dataset.clone(), version: Some(v.version) },
-                        "data",
-                    )
-                    .await?;
-                (r.id, r.info)
+                DatasetRef { name: v.dataset, version: Some(v.version) }
             }
         };
+        let resolved = self.resolve_dataset(&team_ref, &data_ref, "data.dataset").await?;
+        let (dataset_id, dataset) = (resolved.id, resolved.info);
         let dataset_name = format!("{}@{}", dataset.dataset, dataset.version);
         self.task_log(
             &task.id,
@@ -284,7 +271,9 @@ impl Plinth {
             columns
                 .iter()
                 .filter(|c| {
-                    **c != spec.label && !spec.exclude.contains(c) && !spec.sensitive_only(c)
+                    // Sensitive attributes are read for the fairness check, not learned from,
+                    // unless listed as features.
+                    **c != spec.label && !spec.exclude.contains(c) && !spec.sensitive.contains(c)
                 })
                 // Timestamps (a training set's event time) are not features.
                 .filter(|c| {
@@ -457,10 +446,7 @@ impl Plinth {
         // Register, with the lineage and card filled by the platform.
         let mut lineage_params: BTreeMap<String, String> = trained.params.clone();
         lineage_params.insert("trainer".into(), spec.trainer.clone());
-        lineage_params.insert(
-            "recipe".into(),
-            format!("{recipe_name}@{}", self.run_recipe_version(&task.id).await?),
-        );
+        lineage_params.insert("recipe".into(), format!("{recipe_name}@{recipe_version}"));
         lineage_params.insert("label".into(), spec.label.clone());
         lineage_params.insert("features".into(), features.join(","));
         lineage_params.insert("dataset_sha256".into(), dataset.sha256.clone());
@@ -658,17 +644,6 @@ impl Plinth {
         tx.commit().await
     }
 
-    async fn run_recipe_version(&self, run: &str) -> Result<i64> {
-        self.db
-            .fetch_optional(&Sql::with(
-                "SELECT recipe_version FROM training_runs WHERE id = $1",
-                [run.into()],
-            ))
-            .await?
-            .ok_or_else(|| Error::not_found("training run", run))
-            .and_then(|r| col(&r, "recipe_version"))
-    }
-
     async fn save_steps(&self, run: &str, steps: &[RunStep]) -> Result<()> {
         let mut tx = self.db.begin().await?;
         Sql::with(
@@ -701,16 +676,4 @@ impl Plinth {
             }
         }
     }
-}
-
-impl RecipeSpecExt for RecipeSpec {
-    fn sensitive_only(&self, column: &str) -> bool {
-        // Sensitive attributes are read for the fairness check, not learned from, unless the
-        // recipe lists them as features.
-        self.sensitive.iter().any(|s| s == column)
-    }
-}
-
-trait RecipeSpecExt {
-    fn sensitive_only(&self, column: &str) -> bool;
 }

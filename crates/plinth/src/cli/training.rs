@@ -410,7 +410,7 @@ fn fit(a: FitArgs) -> Result<()> {
         "gbdt" => {
             let params = Params::from_json(&map).map_err(|e| anyhow::anyhow!("--param {e}"))?;
             let cols = Columns {
-                features,
+                features: features.clone(),
                 label: a.label.clone(),
                 valid_fraction: a.valid_fraction,
                 classify: false,
@@ -429,8 +429,12 @@ fn fit(a: FitArgs) -> Result<()> {
         "linear" | "logistic" => {
             let params =
                 LinearParams::from_json(&map).map_err(|e| anyhow::anyhow!("--param {e}"))?;
-            let cols =
-                Columns { features, label: a.label.clone(), valid_fraction: 0.0, classify: false };
+            let cols = Columns {
+                features: features.clone(),
+                label: a.label.clone(),
+                valid_fraction: 0.0,
+                classify: false,
+            };
             let fit =
                 train_linear(&mut source, &cols, a.trainer == "logistic", &params, &mut progress)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -448,10 +452,6 @@ fn fit(a: FitArgs) -> Result<()> {
     );
     if let Some(path) = &a.predict {
         let out = a.predictions.clone().unwrap_or_else(|| path.with_extension("predictions.txt"));
-        let features: Vec<String> = match a.features.is_empty() {
-            true => names.iter().filter(|n| **n != a.label).cloned().collect(),
-            false => a.features.clone(),
-        };
         predict(kind, &bytes, &features, &categories, path, &out)?;
         eprintln!(
             "predictions in {} ({:.2} s in all)",
