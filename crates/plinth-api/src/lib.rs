@@ -3,6 +3,7 @@
 //! CLI, the server, the core and future clients all share one definition of each body.
 
 pub mod audit;
+pub mod billing;
 pub mod data;
 pub mod error;
 pub mod features;

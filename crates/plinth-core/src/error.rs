@@ -11,13 +11,15 @@ pub struct Error {
     pub code: Code,
     pub message: String,
     pub field: Option<String>,
+    /// For `quota_exceeded`: the limit that was reached, for the rate-limit headers.
+    pub limit: Option<Box<LimitInfo>>,
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Error {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), field: None, source: None }
+        Error { code, message: message.into(), field: None, limit: None, source: None }
     }
 
     /// A field with a value that is not allowed.
@@ -27,6 +29,7 @@ impl Error {
             code: Code::InvalidField,
             message: format!("{field}: {reason}"),
             field: Some(field),
+            limit: None,
             source: None,
         }
     }
@@ -37,6 +40,7 @@ impl Error {
             code: Code::MissingField,
             message: format!("{field} is required: {why}"),
             field: Some(field),
+            limit: None,
             source: None,
         }
     }
@@ -50,6 +54,7 @@ impl Error {
                 shown(value)
             ),
             field: Some(field),
+            limit: None,
             source: None,
         }
     }
@@ -81,6 +86,7 @@ impl Error {
             code: Code::Internal,
             message: "internal error".into(),
             field: None,
+            limit: None,
             source: Some(source.into()),
         }
     }
@@ -89,6 +95,20 @@ impl Error {
         self.field = Some(field.into());
         self
     }
+}
+
+/// A limit a request ran into, as the rate-limit headers state it (IETF `RateLimit-Policy` /
+/// `RateLimit`, and the `X-RateLimit-*` triple).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitInfo {
+    /// The policy's name: `monthly`, `per-second` or `storage`.
+    pub policy: &'static str,
+    pub quota: u64,
+    /// The policy's window in seconds (0: none, as for storage).
+    pub window_seconds: u64,
+    pub remaining: u64,
+    /// Seconds until the window resets (0: it does not by itself).
+    pub reset_seconds: u64,
 }
 
 /// A caller's value as an error message quotes it: at most 80 characters, marked when cut.

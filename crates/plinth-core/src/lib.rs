@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod billing;
 mod card;
 pub mod data;
 pub mod error;
@@ -84,6 +85,8 @@ pub struct Plinth {
     pub(crate) baselines: Arc<monitoring::served::Baselines>,
     /// The latest alert states and drift scores, for `/metrics` (see `monitoring::alerts`).
     pub(crate) monitoring_gauges: Arc<monitoring::alerts::Gauges>,
+    /// Team limits enforced on the prediction path (see `billing::quotas`).
+    pub(crate) quota_gate: Arc<billing::quotas::QuotaGate>,
     /// What hangs on every prediction (quotas, metering, monitoring), in order.
     pub(crate) prediction_hooks: Vec<Arc<dyn serving::predict::PredictionHook>>,
 }
@@ -128,6 +131,7 @@ fn task_kinds() -> tasks::Registry {
     r.register(registry::CollectOrphans);
     r.register(monitoring::alerts::EvaluateAlerts);
     training::register(&mut r);
+    billing::register(&mut r);
     r
 }
 
@@ -183,6 +187,7 @@ impl Plinth {
             serving::predlog::PredictionLog::open(opts.data_dir.join("predictions"), shared_log)?;
         let engine =
             Arc::new(serving::engine::Engine::new(db.clone(), artifacts.clone(), backend, log));
+        let quota_gate = Arc::new(billing::quotas::QuotaGate::default());
         let core = Plinth {
             db,
             artifacts,
@@ -200,7 +205,8 @@ impl Plinth {
             rendered: Arc::default(),
             sources_root: opts.local_sources_root.clone(),
             postgres: opts.postgres_sources.clone(),
-            prediction_hooks: Vec::new(),
+            prediction_hooks: vec![quota_gate.clone()],
+            quota_gate,
             health: Arc::default(),
             baselines: Arc::default(),
             monitoring_gauges: Arc::default(),
@@ -212,7 +218,9 @@ impl Plinth {
         registry::ensure_collection_schedule(&core).await?;
         monitoring::alerts::ensure_schedule(&core).await?;
         training::triggers::ensure_schedule(&core).await?;
+        billing::ensure_schedules(&core).await?;
         core.engine.load_all().await?;
+        core.sync_quotas().await?;
         core.start_change_watch().await?;
         core.start_publishing_figures(opts.figures_every);
         core.start_tasks();

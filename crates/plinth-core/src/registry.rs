@@ -671,6 +671,7 @@ impl Plinth {
         staged: StagedFile,
     ) -> Result<ModelVersion> {
         let m = self.authorize_version_upload(who, team, model).await?;
+        self.check_storage_quota(&m.team.id, staged.size).await?;
         let description = req.description.unwrap_or_default();
         check_text("metadata.description", &description, 10_000)?;
         let path = staged.path().to_path_buf();

@@ -37,6 +37,8 @@ pub const EVENTS: &[&str] = &[
     "task.discarded",
     "alert.firing",
     "alert.resolved",
+    "billing.threshold",
+    "statement.closed",
 ];
 
 /// Attempts before a delivery is marked failed.

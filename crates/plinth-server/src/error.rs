@@ -1,10 +1,11 @@
 //! The one mapping from core errors to HTTP responses: the status comes from the code's catalogue
 //! entry, the body is `{"error": {...}}`, and internal details go to the log, never the body.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use plinth_api::{Code, ErrorBody, ErrorDetail};
 use plinth_core::Error;
+use plinth_core::error::LimitInfo;
 
 /// The longest error message answered, in bytes.
 const MAX_MESSAGE: usize = 2000;
@@ -63,7 +64,32 @@ impl IntoResponse for ApiError {
         if matches!(e.code, Code::Unauthenticated | Code::KeyExpired | Code::KeyRevoked) {
             response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
         }
+        if let Some(limit) = &e.limit {
+            rate_limit_headers(limit, response.headers_mut());
+        }
         response
+    }
+}
+
+/// The headers of a limit reached: `Retry-After`, the IETF draft's `RateLimit-Policy` and
+/// `RateLimit` fields, and the `X-RateLimit-Limit/Remaining/Reset` triple clients still read
+/// (`Reset` in seconds from now, as the draft's `t`).
+pub(crate) fn rate_limit_headers(l: &LimitInfo, headers: &mut HeaderMap) {
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    let window =
+        if l.window_seconds > 0 { format!(";w={}", l.window_seconds) } else { String::new() };
+    put("ratelimit-policy", format!("\"{}\";q={}{window}", l.policy, l.quota));
+    let reset = if l.reset_seconds > 0 { format!(";t={}", l.reset_seconds) } else { String::new() };
+    put("ratelimit", format!("\"{}\";r={}{reset}", l.policy, l.remaining));
+    put("x-ratelimit-limit", l.quota.to_string());
+    put("x-ratelimit-remaining", l.remaining.to_string());
+    if l.reset_seconds > 0 {
+        put("x-ratelimit-reset", l.reset_seconds.to_string());
+        put("retry-after", l.reset_seconds.to_string());
     }
 }
 

@@ -31,6 +31,7 @@ use crate::routes;
         (name = "inference", description = "The Open Inference Protocol v2 with Triton's binary-tensor, model-configuration and statistics extensions: a model is `team.model` (production) or `team.model.environment`; a key is needed unless the deployment is public"),
         (name = "tasks", description = "Background tasks (evaluations, materializations, webhook deliveries, ...): state, attempts, progress, log, cancellation"),
         (name = "training", description = "Recipes (a team's versioned training specs), training runs and the triggers that retrain by themselves"),
+        (name = "billing", description = "Cost allocation and the platform's own figures: the price book, plans, quotas and budgets, metered usage, monthly statements and the chargeback export, the platform report (adoption, quality, business, DORA) and the satisfaction survey"),
         (name = "probes", description = "Liveness, readiness, Prometheus metrics and this document"),
     )
 )]
@@ -129,7 +130,8 @@ pub fn router() -> OpenApiRouter<AppState> {
                 .merge(routes::features::router())
                 .merge(routes::monitoring::router())
                 .merge(routes::tasks::router())
-                .merge(routes::training::router()),
+                .merge(routes::training::router())
+                .merge(routes::billing::router()),
         )
         .merge(routes::oip::router())
         .merge(routes::health::router())

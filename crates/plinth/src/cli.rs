@@ -16,6 +16,7 @@ use crate::client::{self, Client, Profile};
 use crate::config::{self, Overrides};
 use crate::output;
 
+mod billing;
 mod data;
 mod evaluation;
 mod features;
@@ -42,6 +43,19 @@ impl std::error::Error for UsageError {}
 
 pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
+}
+
+/// A spec file as JSON: TOML when its name ends in `.toml`, else JSON.
+pub(crate) fn read_spec(file: &std::path::Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    if file.extension().is_some_and(|e| e == "toml") {
+        let v: toml::Value =
+            toml::from_str(&text).with_context(|| format!("{} is not TOML", file.display()))?;
+        Ok(serde_json::to_value(v)?)
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -114,6 +128,8 @@ enum Command {
     Tasks(tasks::Command),
     #[command(flatten)]
     Training(training::Command),
+    #[command(flatten)]
+    Billing(billing::Command),
 }
 
 #[derive(Args, Debug)]
@@ -350,6 +366,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Monitoring(cmd) => monitoring::run(g, cmd).await,
         Command::Tasks(cmd) => tasks::run(g, cmd).await,
         Command::Training(cmd) => training::run(g, cmd).await,
+        Command::Billing(cmd) => billing::run(g, cmd).await,
     }
 }
 

@@ -57,6 +57,7 @@ impl Plinth {
         let team = self.team_ref(who, team).await?;
         who.require(&team, TeamRole::Developer, "uploading a dataset")?;
         check_name("name", name)?;
+        self.check_storage_quota(&team.id, staged.size).await?;
         let description = req.description.unwrap_or_default();
         check_text("description", &description, 10_000)?;
         let source = req.source.unwrap_or_else(|| "upload".to_string());

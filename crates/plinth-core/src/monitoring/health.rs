@@ -5,7 +5,8 @@
 //! ([`crate::serving::figures`]); whenever it publishes those figures (every few seconds) it
 //! also adds what changed since the last publication to its own row for the current minute
 //! (`health_minutes`: one row per deployment, minute and replica), so a crash loses at most the
-//! seconds since then, and no two replicas ever write the same row. A query adds up every
+//! seconds since then, and no two replicas ever write the same row. The same transaction adds
+//! the rollup's usage to the billing ledger ([`crate::billing::metering`]). A query adds up every
 //! replica's rows of each step; latency quantiles are read off the added histogram buckets.
 
 use std::collections::BTreeMap;
@@ -33,6 +34,8 @@ const MAX_POINTS: i64 = 1440;
 /// the current minute's sum so far.
 #[derive(Default)]
 pub(crate) struct Rollup {
+    /// When the last rollup ran (microseconds).
+    at: Option<i64>,
     last: BTreeMap<String, Figures>,
     open: BTreeMap<String, (i64, Figures)>,
 }
@@ -43,35 +46,49 @@ impl Plinth {
     pub(crate) async fn roll_up_health(&self, state: &mut Rollup, now: i64) -> Result<()> {
         let minute = now.div_euclid(MINUTE_US) * MINUTE_US;
         let replica = self.replica_id().to_string();
+        // Loaded models are metered for the time since the last rollup.
+        let elapsed_us = state.at.map_or(0, |at| (now - at).max(0) as u64);
+        state.at = Some(now);
         for live in self.engine.all() {
             let current = self.engine.figures(&live);
             let before = state.last.insert(live.deployment_id.clone(), current.clone());
             let delta = current.since(before.as_ref());
-            if delta.requests == 0 {
+            let served = delta.requests > 0
+                || delta.versions.iter().any(|v| v.requests + v.rows_ok + v.cpu_ns > 0);
+            let loaded = elapsed_us > 0 && current.versions.iter().any(|v| v.loaded);
+            if !served && !loaded {
                 continue;
             }
-            let open = state
-                .open
-                .entry(live.deployment_id.clone())
-                .or_insert((minute, Figures::default()));
-            if open.0 != minute {
-                *open = (minute, Figures::default());
-            }
-            open.1.add(&delta);
             let mut tx = self.db.begin().await?;
-            Sql::with(
-                "INSERT INTO health_minutes (deployment_id, minute, replica, figures) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (deployment_id, minute, replica) DO UPDATE SET figures = excluded.figures",
-                [
-                    live.deployment_id.clone().into(),
-                    minute.into(),
-                    replica.clone().into(),
-                    serde_json::to_string(&open.1)?.into(),
-                ],
+            if delta.requests > 0 {
+                let open = state
+                    .open
+                    .entry(live.deployment_id.clone())
+                    .or_insert((minute, Figures::default()));
+                if open.0 != minute {
+                    *open = (minute, Figures::default());
+                }
+                open.1.add(&delta);
+                Sql::with(
+                    "INSERT INTO health_minutes (deployment_id, minute, replica, figures) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (deployment_id, minute, replica) DO UPDATE SET figures = excluded.figures",
+                    [
+                        live.deployment_id.clone().into(),
+                        minute.into(),
+                        replica.clone().into(),
+                        serde_json::to_string(&open.1)?.into(),
+                    ],
+                )
+                .execute(&mut tx)
+                .await?;
+            }
+            crate::billing::metering::meter_serving(
+                &mut tx, &live, &current, &delta, elapsed_us, now,
             )
-            .execute(&mut tx)
             .await?;
             tx.commit().await?;
+            let predicted = delta.versions.iter().filter(|v| !v.shadow).map(|v| v.rows_ok).sum();
+            self.quota_gate.flushed(&live.team_id, predicted);
         }
         Ok(())
     }

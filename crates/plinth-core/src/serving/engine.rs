@@ -216,7 +216,7 @@ impl Engine {
         let row = self
             .db
             .fetch_optional(&Sql::with(
-                "SELECT v.id, v.format, v.artifact_key, v.signature, v.archived_at, s.features
+                "SELECT v.id, v.format, v.artifact_key, v.artifact_size, v.signature, v.archived_at, s.features
                  FROM model_versions v LEFT JOIN feature_services s ON s.team_id = v.team_id AND s.name = v.feature_service
                  WHERE v.model_id = $1 AND v.version = $2",
                 [model_id.into(), i64::from(version).into()],
@@ -233,6 +233,7 @@ impl Engine {
             format: ModelFormat::parse(&format)
                 .ok_or_else(|| Error::internal(format!("bad format {format}")))?,
             artifact_key: col(&row, "artifact_key")?,
+            artifact_size: col::<i64>(&row, "artifact_size")?.max(0) as u64,
             signature: serde_json::from_str(&col::<String>(&row, "signature")?)?,
             feature_refs: col::<Option<String>>(&row, "features")?
                 .map(|f| serde_json::from_str::<Vec<String>>(&f).map(Into::into))
@@ -611,6 +612,8 @@ fn version_figures(r: &Runner, shadow: bool) -> super::figures::VersionFigures {
         requests: r.stats.requests.load(Ordering::Relaxed),
         batches: r.stats.batches.load(Ordering::Relaxed),
         batch_rows: r.stats.batch_rows.load(Ordering::Relaxed),
+        rows_ok: r.stats.ok_rows.load(Ordering::Relaxed),
+        cpu_ns: r.stats.cpu_ns.load(Ordering::Relaxed),
         queue_depth: r.queue_depth() as u64,
         workers: r.workers() as u64,
         loaded: r.stats.loaded.load(Ordering::Relaxed),

@@ -42,6 +42,11 @@ pub struct VersionFigures {
     pub requests: u64,
     pub batches: u64,
     pub batch_rows: u64,
+    /// Rows answered, and the CPU time the batches took (metering).
+    #[serde(default)]
+    pub rows_ok: u64,
+    #[serde(default)]
+    pub cpu_ns: u64,
     pub queue_depth: u64,
     pub workers: u64,
     pub loaded: bool,
@@ -120,6 +125,8 @@ impl Figures {
                         d.requests -= t.requests;
                         d.batches = d.batches.saturating_sub(t.batches);
                         d.batch_rows = d.batch_rows.saturating_sub(t.batch_rows);
+                        d.rows_ok = d.rows_ok.saturating_sub(t.rows_ok);
+                        d.cpu_ns = d.cpu_ns.saturating_sub(t.cpu_ns);
                     }
                     d
                 })
@@ -149,6 +156,8 @@ impl Figures {
                     m.requests += v.requests;
                     m.batches += v.batches;
                     m.batch_rows += v.batch_rows;
+                    m.rows_ok += v.rows_ok;
+                    m.cpu_ns += v.cpu_ns;
                     m.queue_depth += v.queue_depth;
                     m.workers += v.workers;
                     m.loaded |= v.loaded;
@@ -257,6 +266,9 @@ impl Plinth {
                 if let Err(e) = rolled {
                     tracing::warn!(error = %e, "cannot roll up this replica's health minutes");
                 }
+                if let Err(e) = core.sync_quotas().await {
+                    tracing::warn!(error = %e, "cannot read the teams' quotas and usage");
+                }
                 if let Err(e) = core.flush_monitoring_at(now_micros()).await {
                     tracing::warn!(error = %e, "cannot write this replica's captured traffic");
                 }
@@ -320,6 +332,8 @@ mod tests {
             requests,
             batches: requests / 2,
             batch_rows: requests,
+            rows_ok: requests,
+            cpu_ns: requests * 1000,
             queue_depth: 0,
             workers: 1,
             loaded,
@@ -345,6 +359,7 @@ mod tests {
             versions: vec![version(10, false)],
         };
         a.add(&b);
+        assert_eq!((a.versions[0].rows_ok, a.versions[0].cpu_ns), (100, 100_000));
         let s = a.summary("t/m@production".into(), 2);
         assert_eq!((s.requests, s.rows, s.log_dropped, s.replicas), (100, 120, 3, 2));
         assert_eq!(s.errors["invalid_request"], 3);

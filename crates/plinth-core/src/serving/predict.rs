@@ -38,6 +38,7 @@ pub struct Prediction<'a> {
 /// What a [`PredictionHook`] sees of a prediction.
 pub struct PredictionFacts<'a> {
     pub deployment_id: &'a str,
+    pub team_id: &'a str,
     pub team: &'a str,
     pub model: &'a str,
     pub environment: &'a str,
@@ -187,6 +188,7 @@ impl Prediction<'_> {
         let live = &self.live;
         PredictionFacts {
             deployment_id: &live.deployment_id,
+            team_id: &live.team_id,
             team: &live.team,
             model: &live.model,
             environment: &live.environment,

@@ -36,6 +36,7 @@ impl Job {
         let ns = self.enqueued.elapsed().as_nanos() as u64;
         stats.rows.fetch_add(self.rows as u64, Ordering::Relaxed);
         if result.is_ok() {
+            stats.ok_rows.fetch_add(self.rows as u64, Ordering::Relaxed);
             stats.success.fetch_add(1, Ordering::Relaxed);
             stats.success_ns.fetch_add(ns, Ordering::Relaxed);
         } else {
@@ -54,6 +55,8 @@ pub struct VersionSource {
     pub format: ModelFormat,
     pub artifact_key: String,
     pub signature: Signature,
+    /// The artifact's bytes (metering: what a loaded model holds).
+    pub artifact_size: u64,
     /// The `view:feature` references of the version's feature service, for predictions by
     /// entity key (read with the version: services and a version's service never change).
     pub feature_refs: Option<Arc<[String]>>,
@@ -125,6 +128,9 @@ pub struct RunnerStats {
     pub fail_ns: AtomicU64,
     pub queue_ns: AtomicU64,
     pub compute_ns: AtomicU64,
+    /// CPU time of the threads that ran the batches (metered), and the rows answered.
+    pub cpu_ns: AtomicU64,
+    pub ok_rows: AtomicU64,
     /// Milliseconds since the epoch of the last executed batch.
     pub last_inference_ms: AtomicU64,
 }
@@ -368,6 +374,7 @@ impl Runner {
             }
         };
         let started = Instant::now();
+        let cpu_started = thread_cpu_ns();
         for job in &batch {
             stats.queue_ns.fetch_add(
                 started.duration_since(job.enqueued).as_nanos() as u64,
@@ -400,8 +407,16 @@ impl Runner {
             }
         }
         stats.compute_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        stats.cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(cpu_started), Ordering::Relaxed);
         stats.last_inference_ms.store(now_ms(), Ordering::Relaxed);
     }
+}
+
+/// CPU time of this thread in nanoseconds (metering: what a batch cost, whatever else ran on
+/// the machine meanwhile). A runtime's own threads (if it has any) are not counted.
+fn thread_cpu_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Milliseconds since the epoch, as `RunnerStats::last_inference_ms` holds them.

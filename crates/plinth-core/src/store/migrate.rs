@@ -147,6 +147,14 @@ const MIGRATIONS: &[Migration] = &[
         postgres: "",
         sqlite_rebuilds: false,
     },
+    Migration {
+        version: 17,
+        name: "billing",
+        common: include_str!("migrations/0017_billing.sql"),
+        sqlite: "",
+        postgres: "",
+        sqlite_rebuilds: false,
+    },
 ];
 
 /// The schema version this binary writes: its last migration's.

@@ -335,6 +335,8 @@ impl Plinth {
         let stop = cancel.clone();
         let command = spec.command.clone();
         let work_dir = self.staging.dir().join(format!("run-{}", task.id));
+        let threads = run_threads(&params);
+        let trained_since = std::time::Instant::now();
         let mut handle = tokio::task::spawn_blocking(move || {
             let mut progress = |s: &RunStep| {
                 let _ = tx.send(s.clone());
@@ -402,6 +404,9 @@ impl Plinth {
             }
         }
         self.save_steps(&task.id, &steps).await?;
+        // Metered whatever the outcome: the vCPUs the training step held, for as long.
+        let vcpu_us = trained_since.elapsed().as_micros() as u64 * threads;
+        self.meter_training(&model.team.id, &model.name, &recipe_name, vcpu_us).await?;
         let trained: Trained = match outcome {
             Ok(t) => t,
             Err(TrainFailure::Cancelled) => return Err(Error::new(Code::Conflict, "cancelled")),
@@ -676,4 +681,15 @@ impl Plinth {
             }
         }
     }
+}
+
+/// The threads a training step is given: the `num_threads` parameter (or its LightGBM
+/// aliases), else every CPU of the machine.
+fn run_threads(params: &BTreeMap<String, Value>) -> u64 {
+    let given = ["num_threads", "num_thread", "nthread", "nthreads", "n_jobs"]
+        .iter()
+        .find_map(|k| params.get(*k))
+        .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+        .filter(|n| *n > 0);
+    given.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64))
 }

@@ -1,6 +1,7 @@
 //! The REST routes, one module per area.
 
 pub mod audit;
+pub mod billing;
 pub mod data;
 pub mod evaluation;
 pub mod features;

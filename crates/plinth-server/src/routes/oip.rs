@@ -81,6 +81,9 @@ impl IntoResponse for OipError {
         if matches!(e.code, Code::Overloaded | Code::Unavailable) {
             r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
         }
+        if let Some(limit) = &e.limit {
+            crate::error::rate_limit_headers(limit, r.headers_mut());
+        }
         r
     }
 }

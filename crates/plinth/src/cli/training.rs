@@ -138,16 +138,7 @@ async fn recipe(c: &Client, json_out: bool, cmd: RecipeCmd) -> Result<()> {
     match cmd {
         RecipeCmd::Put { recipe, file } => {
             let (team, name) = split_model(&recipe)?;
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let spec: serde_json::Value = if file.extension().is_some_and(|e| e == "toml") {
-                let v: toml::Value = toml::from_str(&text)
-                    .with_context(|| format!("{} is not TOML", file.display()))?;
-                serde_json::to_value(v)?
-            } else {
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{} is not JSON", file.display()))?
-            };
+            let spec = super::read_spec(&file)?;
             let r: Recipe = c.put(&format!("/teams/{team}/recipes/{name}"), &spec).await?;
             print_recipe(json_out, &r);
         }

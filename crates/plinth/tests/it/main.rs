@@ -6,6 +6,7 @@ mod harness;
 mod api;
 mod backbone;
 mod bad_input;
+mod billing;
 mod cli;
 mod conformance;
 mod drift;

@@ -223,6 +223,31 @@ impl PredictionLog {
         Ok(removed)
     }
 
+    /// The bytes each deployment's log holds: this replica's files and, with replicas, the
+    /// shared store's segments (metering samples it hourly).
+    pub async fn bytes_by_deployment(&self) -> crate::Result<HashMap<String, u64>> {
+        let dir = self.dir.clone();
+        let mut out = tokio::task::spawn_blocking(move || {
+            let mut out: HashMap<String, u64> = HashMap::new();
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+                let bytes = segments(&e.path()).map_or(0, |s| s.iter().map(|f| f.size).sum());
+                *out.entry(name).or_default() += bytes;
+            }
+            out
+        })
+        .await
+        .map_err(crate::Error::internal)?;
+        if let Some(shared) = &self.shared {
+            for l in shared.store.list("predictions").await? {
+                if let Some(deployment) = l.key.split('/').nth(1) {
+                    *out.entry(deployment.to_string()).or_default() += l.size;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn dropped(&self, deployment_id: &str) -> u64 {
         self.dropped.lock().expect("dropped lock").get(deployment_id).copied().unwrap_or(0)
     }
