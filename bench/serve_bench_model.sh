@@ -7,8 +7,8 @@
 # and deployed public to production: the harness's wrk sends no API key. The script stays in
 # the foreground (the harness stops its process group). Plinth's OIP name: bench.lgbm.
 # NO_MONITOR=1 deploys it without monitoring (no summaries for drift); KEEP_PREDICTIONS=1 also
-# keeps its
-# predictions for labels.
+# keeps its predictions for labels. METERING=false starts the server without metering and
+# quotas; QUOTA=1 puts team bench under quotas far above any load (every request is checked).
 set -euo pipefail
 MODEL="$1"
 LISTEN="${2:-127.0.0.1:8200}"
@@ -25,7 +25,7 @@ fi
 # BENCH_KEY: the admin key to bootstrap with (a caller that needs the API, e.g. feedback.sh).
 KEY="${BENCH_KEY:-$("$PLINTH" key generate)}"
 PLINTH_BOOTSTRAP_ADMIN_KEY="$KEY" PLINTH_LOG_LEVEL="${PLINTH_LOG_LEVEL:-warn}" \
-  "$PLINTH" serve --listen "$LISTEN" --data-dir "$DATA/data" &
+  PLINTH_METERING="${METERING:-true}" "$PLINTH" serve --listen "$LISTEN" --data-dir "$DATA/data" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
 for _ in $(seq 1 100); do
@@ -35,6 +35,9 @@ for _ in $(seq 1 100); do
 done
 "$PLINTH" login --url "http://$LISTEN" --key "$KEY" >/dev/null
 "$PLINTH" team create bench >/dev/null
+if [ -n "${QUOTA:-}" ]; then
+  "$PLINTH" billing limits bench --predictions-per-month 1000000000000 --requests-per-second 1000000000 >/dev/null
+fi
 "$PLINTH" model create bench/lgbm --task binary_classification >/dev/null
 "$PLINTH" version upload bench/lgbm "$MODEL" >/dev/null
 "$PLINTH" deploy bench/lgbm --env production --traffic 1 --public \

@@ -154,6 +154,7 @@ pub struct Statement {
     pub plan: Plan,
     /// `open` (the month runs: figures so far) or `closed` (final, never changes).
     pub status: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub closed_at: Option<OffsetDateTime>,
     pub currency: String,
     pub predictions: PredictionCharge,
@@ -251,8 +252,9 @@ pub struct PlatformReport {
     pub adoption: Adoption,
     pub quality: Quality,
     pub business: Business,
-    pub delivery: Delivery,
+    pub delivery: DoraKeys,
     pub satisfaction: Satisfaction,
+    #[serde(with = "time::serde::rfc3339")]
     pub generated_at: OffsetDateTime,
 }
 
@@ -317,7 +319,7 @@ pub struct Business {
 /// DORA's four keys for models: a deployment is a change of what serves in production, a
 /// change is a version registration.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Delivery {
+pub struct DoraKeys {
     /// Production deployments this month, and DORA's bucket (daily, weekly, monthly, yearly).
     pub deployments: u64,
     pub deployment_frequency: String,

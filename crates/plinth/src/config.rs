@@ -83,6 +83,9 @@ pub struct Config {
     /// Whether recipes may run their own training command (a subprocess on this server, as
     /// its user: docs/training.md). Off by default.
     pub training_commands: bool,
+    /// Meter usage (predictions, compute, storage) and enforce team quotas. Off: nothing is
+    /// metered and no quota is enforced.
+    pub metering: bool,
 }
 
 impl Default for Config {
@@ -110,6 +113,7 @@ impl Default for Config {
             shutdown_grace_seconds: 30,
             busy_poll_us: 100,
             training_commands: false,
+            metering: true,
         }
     }
 }
@@ -138,6 +142,7 @@ pub const KEYS: &[&str] = &[
     "shutdown_grace_seconds",
     "busy_poll_us",
     "training_commands",
+    "metering",
 ];
 
 /// `PLINTH_*` variables that belong to the CLI, not to the server.
@@ -251,7 +256,7 @@ fn typed(key: &str, value: &str) -> Result<toml::Value> {
                 .parse()
                 .with_context(|| format!("{key} must be a whole number, not '{value}'"))?,
         ),
-        "training_commands" => match value.trim() {
+        "training_commands" | "metering" => match value.trim() {
             "true" | "1" => toml::Value::Boolean(true),
             "false" | "0" => toml::Value::Boolean(false),
             _ => bail!("{key} must be true or false, not '{value}'"),

@@ -36,6 +36,7 @@ pub async fn run(config: Config) -> Result<()> {
             },
             figures_every: plinth_core::serving::figures::PUBLISH_EVERY,
             training_commands: config.training_commands,
+            metering: config.metering,
         },
         crate::backends(object_store(&config).as_ref())?,
     )

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use plinth_api::billing::{
-    Adoption, Business, Delivery, MonthFigure, Percentiles, PlatformReport, Quality, ReportQuery,
+    Adoption, Business, DoraKeys, MonthFigure, Percentiles, PlatformReport, Quality, ReportQuery,
     Satisfaction, SurveyAnswer, TeamSatisfaction,
 };
 use plinth_api::identity::TeamRole;
@@ -119,7 +119,7 @@ fn deployments(h: &History) -> Vec<Deployed> {
 }
 
 /// DORA's four keys over `h`'s month.
-pub(crate) fn delivery(h: &History) -> Delivery {
+pub(crate) fn delivery(h: &History) -> DoraKeys {
     let all = deployments(h);
     let in_month: Vec<&Deployed> =
         all.iter().filter(|d| d.at >= h.since && d.at < h.until).collect();
@@ -172,7 +172,7 @@ pub(crate) fn delivery(h: &History) -> Delivery {
         .filter(|i| i.opened_at >= h.since && i.opened_at < h.until)
         .filter_map(|i| i.resolved_at.map(|r| (r - i.opened_at) as f64 / HOUR_US))
         .collect();
-    Delivery {
+    DoraKeys {
         deployments: in_month.len() as u64,
         deployment_frequency: frequency.into(),
         lead_time_hours: percentiles(

@@ -72,6 +72,10 @@ pub fn builtin_plans() -> Vec<Plan> {
     ]
 }
 
+/// The highest price a plan may state for one unit (a million predictions, an hour, a
+/// GB-month): far above any real price, low enough that no month's amount overflows.
+const MAX_PRICE: f64 = 1_000_000.0;
+
 /// Checks a plan as an admin sends it: tiers ascending, only the last one open, rates finite
 /// and not negative.
 fn check_plan(p: &Plan) -> Result<()> {
@@ -80,10 +84,13 @@ fn check_plan(p: &Plan) -> Result<()> {
         return Err(Error::invalid("description", "at most 1000 characters"));
     }
     let rate = |field: &str, v: f64| {
-        if v.is_finite() && v >= 0.0 {
+        if v.is_finite() && (0.0..=MAX_PRICE).contains(&v) {
             Ok(())
         } else {
-            Err(Error::invalid(field, "a price is a number of dollars, 0 or more"))
+            Err(Error::invalid(
+                field,
+                format!("a price is a number of dollars from 0 to {MAX_PRICE}"),
+            ))
         }
     };
     rate("vcpu_hour_usd", p.vcpu_hour_usd)?;

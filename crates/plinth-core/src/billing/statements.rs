@@ -41,7 +41,7 @@ pub(crate) struct Priced {
 /// tiers' charges and their sum, in millionths of a dollar.
 pub(crate) fn tier_charges(plan: &Plan, total: u64) -> (Vec<TierCharge>, i64) {
     let mut out = Vec::new();
-    let mut sum = 0;
+    let mut sum: i64 = 0;
     let free = plan.free_predictions;
     if free > 0 {
         out.push(TierCharge {
@@ -58,7 +58,7 @@ pub(crate) fn tier_charges(plan: &Plan, total: u64) -> (Vec<TierCharge>, i64) {
         let units = total.clamp(lower, upper) - lower;
         // units x dollars per million units = millionths of a dollar.
         let micro = (units as f64 * t.usd_per_million).round() as i64;
-        sum += micro;
+        sum = sum.saturating_add(micro);
         out.push(TierCharge {
             from: lower + 1,
             to: t.up_to,
@@ -216,7 +216,7 @@ pub(crate) fn price(plan: &Plan, rows: &[UsageRow]) -> Priced {
         let item = format!("storage_{item}");
         priced_line(&item, model, subject, gb_months, "GB-months", plan.storage_gb_month_usd);
     }
-    let total_micro = lines.iter().map(|(_, m)| m).sum();
+    let total_micro = lines.iter().fold(0i64, |t, (_, m)| t.saturating_add(*m));
     Priced { charge, lines, total_micro }
 }
 
@@ -226,7 +226,7 @@ fn model_costs(lines: &[(StatementLine, i64)]) -> Vec<ModelCost> {
     for (l, micro) in lines {
         let Some(model) = &l.model else { continue };
         let e = by.entry(model.clone()).or_default();
-        e.1 += micro;
+        e.1 = e.1.saturating_add(*micro);
         if l.item == "predictions" {
             e.0 += l.quantity as u64;
         }

@@ -82,10 +82,12 @@ impl Plinth {
                 .execute(&mut tx)
                 .await?;
             }
-            crate::billing::metering::meter_serving(
-                &mut tx, &live, &current, &delta, elapsed_us, now,
-            )
-            .await?;
+            if self.engine.metering {
+                crate::billing::metering::meter_serving(
+                    &mut tx, &live, &current, &delta, elapsed_us, now,
+                )
+                .await?;
+            }
             tx.commit().await?;
             let predicted = delta.versions.iter().filter(|v| !v.shadow).map(|v| v.rows_ok).sum();
             self.quota_gate.flushed(&live.team_id, predicted);

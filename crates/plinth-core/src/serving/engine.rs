@@ -143,6 +143,8 @@ pub struct Engine {
     pub predictions: AtomicU64,
     /// Client connections open to the HTTP server (it counts them; runners batch by them).
     pub clients: Clients,
+    /// Whether usage is metered (runners read their CPU clock around each batch).
+    pub metering: bool,
 }
 
 /// One prediction request, as the engine takes it.
@@ -172,8 +174,10 @@ impl Engine {
         artifacts: Arc<dyn ArtifactStore>,
         backend: Arc<dyn InferenceBackend>,
         log: Arc<PredictionLog>,
+        metering: bool,
     ) -> Engine {
         Engine {
+            metering,
             db,
             artifacts,
             backend,
@@ -261,6 +265,7 @@ impl Engine {
                     self.backend.clone(),
                     self.artifacts.clone(),
                     self.clients.clone(),
+                    self.metering,
                 ));
                 runners.insert(key, r.clone());
                 r

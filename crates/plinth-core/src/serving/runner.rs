@@ -109,6 +109,8 @@ pub struct Runner {
     loading: tokio::sync::Mutex<()>,
     backend: Arc<dyn InferenceBackend>,
     artifacts: Arc<dyn ArtifactStore>,
+    /// Read the thread's CPU clock around each batch (metering).
+    meter_cpu: bool,
     pub stats: RunnerStats,
 }
 
@@ -142,6 +144,7 @@ impl Runner {
         backend: Arc<dyn InferenceBackend>,
         artifacts: Arc<dyn ArtifactStore>,
         clients: Clients,
+        meter_cpu: bool,
     ) -> Runner {
         Runner {
             source,
@@ -154,6 +157,7 @@ impl Runner {
             loading: tokio::sync::Mutex::new(()),
             backend,
             artifacts,
+            meter_cpu,
             stats: RunnerStats { batch_sizes: Histogram::batch_sizes(), ..RunnerStats::default() },
         }
     }
@@ -374,7 +378,7 @@ impl Runner {
             }
         };
         let started = Instant::now();
-        let cpu_started = thread_cpu_ns();
+        let cpu_started = if self.meter_cpu { thread_cpu_ns() } else { 0 };
         for job in &batch {
             stats.queue_ns.fetch_add(
                 started.duration_since(job.enqueued).as_nanos() as u64,
@@ -407,7 +411,9 @@ impl Runner {
             }
         }
         stats.compute_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        stats.cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(cpu_started), Ordering::Relaxed);
+        if self.meter_cpu {
+            stats.cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(cpu_started), Ordering::Relaxed);
+        }
         stats.last_inference_ms.store(now_ms(), Ordering::Relaxed);
     }
 }

@@ -263,6 +263,21 @@ backend_tests! {
         assert!(refused.headers.get("ratelimit-policy").unwrap().to_str().unwrap().starts_with("\"per-second\";q=2;w=1"));
         srv.admin().put(&format!("/teams/{team}/billing/limits"), &json!({})).await.ok(StatusCode::OK);
         predict(d, &team, "production", 1).await.ok(StatusCode::OK);
+
+        // Storage: an upload that would pass the quota stores nothing.
+        let stored = m.get(&format!("/teams/{team}/billing")).await.ok(StatusCode::OK)["storage_bytes"].as_u64().unwrap();
+        assert!(stored > 0);
+        srv.admin().put(&format!("/teams/{team}/billing/limits"), &json!({"quotas": {"storage_bytes": stored + 10}})).await.ok(StatusCode::OK);
+        let r = m.upload_fixture(&team, "income", "lightgbm_binary.txt").await;
+        assert_eq!(r.headers.get("x-ratelimit-remaining").unwrap(), "10");
+        assert!(r.headers.get("retry-after").is_none(), "storage does not free itself");
+        let e = r.err(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+        assert_eq!(e["field"], "storage_bytes");
+        let upload = m.request(reqwest::Method::POST, &format!("/teams/{team}/datasets/rows/versions")).body("a,b\n1,2\n3,4\n".repeat(10));
+        m.send(upload).await.err(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+        let versions = m.get(&format!("/teams/{team}/models/income/versions")).await.ok(StatusCode::OK);
+        assert_eq!(versions["items"].as_array().unwrap().len(), 1, "the refused upload stored a version");
+        m.get(&format!("/teams/{team}/datasets/rows/versions")).await.err(StatusCode::NOT_FOUND, "not_found");
     }
 
     async fn budget_alerts_reach_the_teams_webhooks_once_per_threshold(backend: Backend) {

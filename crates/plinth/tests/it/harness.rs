@@ -200,6 +200,7 @@ impl TestServer {
                     tasks: opts.tasks.clone(),
                     figures_every: opts.figures_every,
                     training_commands: opts.training_commands,
+                    metering: true,
                 },
                 plinth_core::Backends {
                     inference: std::sync::Arc::new(plinth_infer::NativeBackend),
@@ -486,6 +487,10 @@ impl Api {
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
         let req = if self.key.is_empty() { req } else { req.bearer_auth(&self.key) };
+        // A request to a server being killed is answered LOST, never left waiting: once a
+        // suite run stalled on one such request after its server was gone.
+        let req =
+            if self.tolerate_lost { req.timeout(std::time::Duration::from_secs(60)) } else { req };
         let lost = |e: reqwest::Error| Resp {
             status: LOST,
             body: Value::String(e.to_string()),
