@@ -18,8 +18,9 @@
 //! month, through the team's webhooks.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
 use plinth_api::Code;
@@ -43,7 +44,24 @@ const ALIVE_US: i64 = 30_000_000;
 pub struct QuotaGate {
     /// Whether any team has a limit (else a prediction costs one load).
     any: AtomicBool,
-    teams: RwLock<HashMap<String, Arc<TeamGate>>>,
+    /// By team id. Read twice per prediction of a team with limits: hashed with FNV-1a (a team
+    /// id is short and not chosen by callers), looked up under the read lock without cloning.
+    teams: RwLock<HashMap<String, TeamGate, BuildHasherDefault<Fnv>>>,
+}
+
+/// FNV-1a, for the gate's short keys.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let start = if self.0 == 0 { 0xcbf29ce484222325 } else { self.0 };
+        self.0 = bytes.iter().fold(start, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3));
+    }
 }
 
 struct TeamGate {
@@ -157,13 +175,9 @@ fn quota_error(message: String, quota: &str, info: LimitInfo) -> Error {
 }
 
 impl QuotaGate {
-    fn team(&self, team_id: &str) -> Option<Arc<TeamGate>> {
-        self.teams.read().expect("quota lock").get(team_id).cloned()
-    }
-
     /// Takes in what a rollup flushed for a team: those rows are in the ledger now.
     pub(crate) fn flushed(&self, team_id: &str, rows: u64) {
-        if let Some(t) = self.team(team_id) {
+        if let Some(t) = self.teams.read().expect("quota lock").get(team_id) {
             let _ = t.local.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
                 Some(l.saturating_sub(rows))
             });
@@ -176,7 +190,7 @@ impl PredictionHook for QuotaGate {
         if !self.any.load(Ordering::Relaxed) {
             return Ok(());
         }
-        match self.team(p.team_id) {
+        match self.teams.read().expect("quota lock").get(p.team_id) {
             Some(t) => t.admit(p.rows as u64),
             None => Ok(()),
         }
@@ -186,7 +200,9 @@ impl PredictionHook for QuotaGate {
         if outcome.is_err() || !self.any.load(Ordering::Relaxed) {
             return;
         }
-        if let Some(t) = self.team(p.team_id) {
+        if let Some(t) = self.teams.read().expect("quota lock").get(p.team_id)
+            && t.month_limit.load(Ordering::Relaxed) != u64::MAX
+        {
             t.local.fetch_add(p.rows as u64, Ordering::Relaxed);
         }
     }
@@ -238,7 +254,7 @@ impl Plinth {
         for (team_id, (name, q)) in &limits {
             let t = teams
                 .entry(team_id.clone())
-                .or_insert_with(|| Arc::new(TeamGate::new(name.clone())));
+                .or_insert_with(|| TeamGate::new(name.clone()));
             t.month_start.store(month.start(), Ordering::Relaxed);
             t.month_end.store(month.end(), Ordering::Relaxed);
             t.month_limit.store(q.predictions_per_month.unwrap_or(u64::MAX), Ordering::Relaxed);

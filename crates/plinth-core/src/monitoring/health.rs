@@ -49,6 +49,9 @@ impl Plinth {
         // Loaded models are metered for the time since the last rollup.
         let elapsed_us = state.at.map_or(0, |at| (now - at).max(0) as u64);
         state.at = Some(now);
+        // One transaction for every deployment's rows: hundreds of models cost one commit.
+        let mut tx = self.db.begin().await?;
+        let mut flushed: Vec<(String, u64)> = Vec::new();
         for live in self.engine.all() {
             let current = self.engine.figures(&live);
             let before = state.last.insert(live.deployment_id.clone(), current.clone());
@@ -59,7 +62,6 @@ impl Plinth {
             if !served && !loaded {
                 continue;
             }
-            let mut tx = self.db.begin().await?;
             if delta.requests > 0 {
                 let open = state
                     .open
@@ -88,9 +90,12 @@ impl Plinth {
                 )
                 .await?;
             }
-            tx.commit().await?;
             let predicted = delta.versions.iter().filter(|v| !v.shadow).map(|v| v.rows_ok).sum();
-            self.quota_gate.flushed(&live.team_id, predicted);
+            flushed.push((live.team_id.clone(), predicted));
+        }
+        tx.commit().await?;
+        for (team_id, rows) in flushed {
+            self.quota_gate.flushed(&team_id, rows);
         }
         Ok(())
     }
