@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What metering and quotas cost the serving path: the peers' serving harness against Plinth with
-# metering off (`metering = false`: no CPU clock around batches, no quota hook), on as deployed
+# metering off (`metering = false`: no quota hook, nothing added to the ledger), on as deployed
 # by default (metered, no team limit), and on with the team under quotas (a monthly quota and a
 # requests-per-second limit, both far above the load: every request is checked), in one run,
 # alternating ROUNDS times (default 2), then the server's CPU time per request of each

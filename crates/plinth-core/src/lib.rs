@@ -57,8 +57,8 @@ pub struct CoreOptions {
     pub figures_every: std::time::Duration,
     /// Whether recipes may run their own training command (off: refused).
     pub training_commands: bool,
-    /// Meter usage and enforce quotas (off: nothing is metered, no quota is enforced, and
-    /// the serving path reads no CPU clock).
+    /// Meter usage and enforce quotas (off: nothing is metered, no quota is enforced, and no
+    /// hook hangs on the prediction path).
     pub metering: bool,
 }
 

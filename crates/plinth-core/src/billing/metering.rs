@@ -1,8 +1,10 @@
 //! Metering: what each team uses, per model, deployment and version, month by month.
 //!
 //! Nothing is written on a prediction's path. The serving engine already counts every
-//! version's requests, answered rows and CPU time in memory (the runner reads the thread's CPU
-//! clock around each batch); each health rollup (every [`crate::serving::figures::PUBLISH_EVERY`])
+//! version's requests, answered rows and compute in memory (each batch's run time: a batch
+//! runs on its thread without yielding, so that is the CPU time it took unless the OS
+//! preempted the thread, an upper bound; reading the thread's CPU clock instead costs two
+//! system calls a batch, 5 % of single-row throughput on a VM); each health rollup (every [`crate::serving::figures::PUBLISH_EVERY`])
 //! adds what changed since the last one to `usage_months` in the same transaction as the
 //! health row. Rows are added to (`SET n = n + excluded.n`), never overwritten, so replicas add
 //! up and a restarted process starts from zero without losing what it flushed; a crash loses at

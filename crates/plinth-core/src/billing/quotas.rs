@@ -252,9 +252,7 @@ impl Plinth {
         let mut teams = gate.teams.write().expect("quota lock");
         teams.retain(|id, _| limits.contains_key(id));
         for (team_id, (name, q)) in &limits {
-            let t = teams
-                .entry(team_id.clone())
-                .or_insert_with(|| TeamGate::new(name.clone()));
+            let t = teams.entry(team_id.clone()).or_insert_with(|| TeamGate::new(name.clone()));
             t.month_start.store(month.start(), Ordering::Relaxed);
             t.month_end.store(month.end(), Ordering::Relaxed);
             t.month_limit.store(q.predictions_per_month.unwrap_or(u64::MAX), Ordering::Relaxed);

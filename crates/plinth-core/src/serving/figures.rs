@@ -42,7 +42,7 @@ pub struct VersionFigures {
     pub requests: u64,
     pub batches: u64,
     pub batch_rows: u64,
-    /// Rows answered, and the CPU time the batches took (metering).
+    /// Rows answered, and the time the batches ran on their threads (metering).
     #[serde(default)]
     pub rows_ok: u64,
     #[serde(default)]

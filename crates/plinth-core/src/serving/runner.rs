@@ -109,8 +109,6 @@ pub struct Runner {
     loading: tokio::sync::Mutex<()>,
     backend: Arc<dyn InferenceBackend>,
     artifacts: Arc<dyn ArtifactStore>,
-    /// Read the thread's CPU clock around each batch (metering).
-    meter_cpu: bool,
     pub stats: RunnerStats,
 }
 
@@ -130,8 +128,7 @@ pub struct RunnerStats {
     pub fail_ns: AtomicU64,
     pub queue_ns: AtomicU64,
     pub compute_ns: AtomicU64,
-    /// CPU time of the threads that ran the batches (metered), and the rows answered.
-    pub cpu_ns: AtomicU64,
+    /// Rows answered (metered).
     pub ok_rows: AtomicU64,
     /// Milliseconds since the epoch of the last executed batch.
     pub last_inference_ms: AtomicU64,
@@ -144,7 +141,6 @@ impl Runner {
         backend: Arc<dyn InferenceBackend>,
         artifacts: Arc<dyn ArtifactStore>,
         clients: Clients,
-        meter_cpu: bool,
     ) -> Runner {
         Runner {
             source,
@@ -157,7 +153,6 @@ impl Runner {
             loading: tokio::sync::Mutex::new(()),
             backend,
             artifacts,
-            meter_cpu,
             stats: RunnerStats { batch_sizes: Histogram::batch_sizes(), ..RunnerStats::default() },
         }
     }
@@ -378,7 +373,6 @@ impl Runner {
             }
         };
         let started = Instant::now();
-        let cpu_started = if self.meter_cpu { thread_cpu_ns() } else { 0 };
         for job in &batch {
             stats.queue_ns.fetch_add(
                 started.duration_since(job.enqueued).as_nanos() as u64,
@@ -411,18 +405,8 @@ impl Runner {
             }
         }
         stats.compute_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        if self.meter_cpu {
-            stats.cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(cpu_started), Ordering::Relaxed);
-        }
         stats.last_inference_ms.store(now_ms(), Ordering::Relaxed);
     }
-}
-
-/// CPU time of this thread in nanoseconds (metering: what a batch cost, whatever else ran on
-/// the machine meanwhile). A runtime's own threads (if it has any) are not counted.
-fn thread_cpu_ns() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Milliseconds since the epoch, as `RunnerStats::last_inference_ms` holds them.
