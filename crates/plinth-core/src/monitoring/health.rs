@@ -53,7 +53,7 @@ impl Plinth {
         let mut tx = self.db.begin().await?;
         let mut flushed: Vec<(String, u64)> = Vec::new();
         for live in self.engine.all() {
-            let current = self.engine.figures(&live);
+            let current = self.engine.figures_with_retired(&live);
             let before = state.last.insert(live.deployment_id.clone(), current.clone());
             let delta = current.since(before.as_ref());
             let served = delta.requests > 0

@@ -145,6 +145,10 @@ pub struct Engine {
     pub clients: Clients,
     /// Whether usage is metered and quotas enforced.
     pub metering: bool,
+    /// The counters of runners a deployment change retired, by deployment: the rollup adds
+    /// them to what the deployment's live runners counted, so that a version leaving traffic
+    /// before the next rollup loses none of its predictions to metering.
+    retired: Mutex<HashMap<String, Vec<super::figures::VersionFigures>>>,
 }
 
 /// One prediction request, as the engine takes it.
@@ -178,6 +182,7 @@ impl Engine {
     ) -> Engine {
         Engine {
             metering,
+            retired: Mutex::new(HashMap::new()),
             db,
             artifacts,
             backend,
@@ -361,10 +366,36 @@ impl Engine {
         self.log.set_retention(deployment_id, live.spec.log_retention);
         let mut key = String::new();
         table_key(&mut key, &live.team, &live.model, &live.environment);
-        self.table.write().expect("table lock").insert(key, live.clone());
-        // Forget runners of versions no longer served (in-flight requests still hold theirs).
+        let before = self.table.write().expect("table lock").insert(key, live.clone());
+        // Forget runners of versions no longer served (in-flight requests still hold theirs),
+        // keeping what they counted.
         let keep: HashSet<u32> =
             live.runners().chain(live.shadows.iter()).map(|r| r.source.version).collect();
+        if let Some(before) = before {
+            let gone = before
+                .runners()
+                .map(|r| (r, false))
+                .chain(before.shadows.iter().map(|r| (r, true)))
+                .filter(|(r, _)| !keep.contains(&r.source.version));
+            let mut retired = self.retired.lock().expect("retired lock");
+            let list = retired.entry(deployment_id.to_string()).or_default();
+            for (r, shadow) in gone {
+                let mut f = version_figures(r, shadow);
+                f.queue_depth = 0;
+                f.workers = 0;
+                f.loaded = false;
+                match list.iter_mut().find(|o| o.version == f.version && o.shadow == shadow) {
+                    Some(o) => {
+                        o.requests += f.requests;
+                        o.batches += f.batches;
+                        o.batch_rows += f.batch_rows;
+                        o.rows_ok += f.rows_ok;
+                        o.cpu_ns += f.cpu_ns;
+                    }
+                    None => list.push(f),
+                }
+            }
+        }
         self.runners
             .lock()
             .expect("runners lock")
@@ -470,6 +501,28 @@ impl Engine {
 
     /// A deployment's figures.
     /// This process's figures of a live deployment.
+    /// A deployment's figures with the counters of the runners its changes retired added in:
+    /// cumulative over every version it served in this process (the rollup's view).
+    pub(crate) fn figures_with_retired(&self, live: &Live) -> super::figures::Figures {
+        let mut f = self.figures(live);
+        if let Some(retired) = self.retired.lock().expect("retired lock").get(&live.deployment_id) {
+            for r in retired {
+                match f.versions.iter_mut().find(|v| v.version == r.version && v.shadow == r.shadow)
+                {
+                    Some(v) => {
+                        v.requests += r.requests;
+                        v.batches += r.batches;
+                        v.batch_rows += r.batch_rows;
+                        v.rows_ok += r.rows_ok;
+                        v.cpu_ns += r.cpu_ns;
+                    }
+                    None => f.versions.push(r.clone()),
+                }
+            }
+        }
+        f
+    }
+
     pub(crate) fn figures(&self, live: &Live) -> super::figures::Figures {
         let s = &live.stats;
         let versions = live

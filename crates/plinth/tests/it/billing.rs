@@ -92,6 +92,13 @@ backend_tests! {
         m.post(&format!("/deployments/{team}/income/production/predict"), &json!({"rows": [[1.0]]}))
             .await
             .err(StatusCode::BAD_REQUEST, "invalid_field");
+        // Version 2 serves 4 rows and leaves again before the figures are rolled up: its
+        // predictions are still metered.
+        m.upload_fixture(&team, "income", "lightgbm_binary.onnx").await.ok(StatusCode::CREATED);
+        let prod = format!("/deployments/{team}/income/production");
+        m.put(&prod, &json!({"versions": [{"version": 2, "weight": 100}]})).await.ok(StatusCode::OK);
+        predict(m, &team, "production", 4).await.ok(StatusCode::OK);
+        m.put(&prod, &json!({"versions": [{"version": 1, "weight": 100}]})).await.ok(StatusCode::OK);
         let t0 = now_us();
         srv.core.roll_up_health_at(t0).await.unwrap();
         // Loaded models hold memory between rollups.
@@ -99,15 +106,19 @@ backend_tests! {
         srv.core.meter_storage_at(t0).await.unwrap();
 
         let u = v.get(&format!("/teams/{team}/usage")).await.ok(StatusCode::OK);
-        assert_eq!(u["totals"]["predictions"], 40, "{u}");
-        assert_eq!(u["totals"]["requests"], 5, "{u}");
+        assert_eq!(u["totals"]["predictions"], 44, "{u}");
+        assert_eq!(u["totals"]["requests"], 6, "{u}");
         assert!(u["totals"]["serving_cpu_seconds"].as_f64().unwrap() > 0.0, "{u}");
         assert!(u["totals"]["memory_gb_hours"].as_f64().unwrap() > 0.0, "{u}");
         let items = u["items"].as_array().unwrap();
         let prod = items.iter().find(|i| i["item"] == "predictions" && i["subject"] == "production").unwrap();
         assert_eq!((prod["requests"].as_u64(), prod["predictions"].as_u64(), prod["version"].as_u64()), (Some(3), Some(30), Some(1)));
+        let v2 = items.iter().find(|i| i["item"] == "predictions" && i["version"] == 2).unwrap();
+        assert_eq!(v2["predictions"], 4, "{u}");
         let artifact = items.iter().find(|i| i["item"] == "artifacts").unwrap();
-        let size = m.get(&format!("/teams/{team}/models/income/versions/1")).await.ok(StatusCode::OK)["artifact"]["size_bytes"].as_f64().unwrap();
+        // Both versions' artifacts, for an hour.
+        let size: f64 = m.get(&format!("/teams/{team}/models/income/versions/1")).await.ok(StatusCode::OK)["artifact"]["size_bytes"].as_f64().unwrap()
+            + m.get(&format!("/teams/{team}/models/income/versions/2")).await.ok(StatusCode::OK)["artifact"]["size_bytes"].as_f64().unwrap();
         // An hour of the artifact's bytes.
         assert!((artifact["gb_hours"].as_f64().unwrap() - size / 1e9).abs() < 1e-12, "{artifact} vs {size}");
 
@@ -116,7 +127,7 @@ backend_tests! {
         let s = v.get(&format!("/teams/{team}/statements/{month}")).await.ok(StatusCode::OK);
         assert_eq!(s["status"], "open");
         assert_eq!(s["plan"]["name"], "standard");
-        assert_eq!((s["predictions"]["predictions"].as_u64(), s["predictions"]["free"].as_u64(), s["predictions"]["billed"].as_u64()), (Some(40), Some(40), Some(0)));
+        assert_eq!((s["predictions"]["predictions"].as_u64(), s["predictions"]["free"].as_u64(), s["predictions"]["billed"].as_u64()), (Some(44), Some(44), Some(0)));
         let total = s["total_usd"].as_f64().unwrap();
         assert!((statement_total_of_lines(&s) - total).abs() < 1e-9, "{s}");
         let items: Vec<&str> = s["lines"].as_array().unwrap().iter().map(|l| l["item"].as_str().unwrap()).collect();
@@ -124,9 +135,9 @@ backend_tests! {
             assert!(items.contains(&want), "{want} missing: {items:?}");
         }
         let model = &s["models"][0];
-        assert_eq!((model["model"].as_str(), model["predictions"].as_u64()), (Some("income"), Some(40)));
+        assert_eq!((model["model"].as_str(), model["predictions"].as_u64()), (Some("income"), Some(44)));
         let per_1000 = model["cost_per_1000_predictions_usd"].as_f64().unwrap();
-        assert!((per_1000 - model["amount_usd"].as_f64().unwrap() * 1000.0 / 40.0).abs() < 1e-12);
+        assert!((per_1000 - model["amount_usd"].as_f64().unwrap() * 1000.0 / 44.0).abs() < 1e-12);
         // The same statement as CSV: a row per line and the total.
         let csv = v.get(&format!("/teams/{team}/statements/{month}?format=csv")).await;
         assert_eq!(csv.headers.get("content-type").unwrap(), "text/csv; charset=utf-8");
@@ -145,11 +156,11 @@ backend_tests! {
         let _tmp = tmp;
         let (m, v) = (Api::new(&srv.url, m.key()), Api::new(&srv.url, v.key()));
         let u = v.get(&format!("/teams/{team}/usage")).await.ok(StatusCode::OK);
-        assert_eq!(u["totals"]["predictions"], 40, "{u}");
+        assert_eq!(u["totals"]["predictions"], 44, "{u}");
         predict(&m, &team, "production", 7).await.ok(StatusCode::OK);
         srv.core.roll_up_health_at(now_us()).await.unwrap();
         let u = v.get(&format!("/teams/{team}/usage")).await.ok(StatusCode::OK);
-        assert_eq!(u["totals"]["predictions"], 47, "{u}");
+        assert_eq!(u["totals"]["predictions"], 51, "{u}");
 
         // The month closes (the task, driven to the next month's first hour) and never
         // changes after, whatever is metered late.
@@ -158,13 +169,13 @@ backend_tests! {
         assert!(closed >= 1);
         let s = v.get(&format!("/teams/{team}/statements/{month}")).await.ok(StatusCode::OK);
         assert_eq!(s["status"], "closed");
-        assert_eq!(s["predictions"]["predictions"], 47);
+        assert_eq!(s["predictions"]["predictions"], 51);
         predict(&m, &team, "production", 3).await.ok(StatusCode::OK);
         srv.core.roll_up_health_at(now_us()).await.unwrap();
         assert_eq!(srv.core.close_months_at(next + 7_200_000_000).await.unwrap(), 0, "closed once");
         let again = v.get(&format!("/teams/{team}/statements/{month}")).await.ok(StatusCode::OK);
         assert_eq!(again, s, "a closed statement changed");
-        assert_eq!(v.get(&format!("/teams/{team}/usage")).await.ok(StatusCode::OK)["totals"]["predictions"], 50);
+        assert_eq!(v.get(&format!("/teams/{team}/usage")).await.ok(StatusCode::OK)["totals"]["predictions"], 54);
         let list = v.get(&format!("/teams/{team}/statements")).await.ok(StatusCode::OK);
         assert!(list.as_array().unwrap().iter().any(|x| x["month"] == month.as_str() && x["status"] == "closed"), "{list}");
         // Finance's export holds every team's statement (admins only).
