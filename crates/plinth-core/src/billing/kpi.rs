@@ -277,22 +277,20 @@ impl Plinth {
         }
         months.reverse();
         let mut predictions_by_month = BTreeMap::new();
+        // The teams that predicted this month (the last month of the trend).
+        let mut active: BTreeSet<String> = BTreeSet::new();
         for m in &months {
             let by_team = self.predictions_by_team(*m).await?;
-            let n: u64 = by_team.iter().filter(|(t, _)| ids.contains(*t)).map(|(_, n)| n).sum();
+            let mine = by_team.iter().filter(|(t, n)| ids.contains(*t) && **n > 0);
+            let n: u64 = mine.clone().map(|(_, n)| n).sum();
+            if m == &month {
+                active = mine.map(|(t, _)| t.clone()).collect();
+            }
             predictions_by_month.insert(*m, n);
             trend.push(MonthFigure { month: m.to_string(), value: n as f64 });
         }
         let this = predictions_by_month[&month];
-        let last = self.predictions_of(&ids, month.prev()).await?;
-        let predicting: BTreeSet<String> = self
-            .predictions_by_team(month)
-            .await?
-            .into_iter()
-            .filter(|(t, n)| *n > 0 && ids.contains(t))
-            .map(|(t, _)| t)
-            .collect();
-        let mut active = predicting;
+        let last = predictions_by_month[&month.prev()];
         for r in self
             .db
             .fetch_all(&Sql::with(
@@ -426,10 +424,9 @@ impl Plinth {
             }
         }
         let mut launches = Vec::new();
-        for (model_id, first_version, first_prediction) in self.launches(&ids).await? {
+        for (first_version, first_prediction) in self.launches(&ids).await? {
             if first_prediction >= since && first_prediction < report_until {
                 launches.push((first_prediction - first_version).max(0) as f64 / HOUR_US);
-                let _ = model_id;
             }
         }
         let business = Business {
@@ -449,11 +446,6 @@ impl Plinth {
             satisfaction,
             generated_at: micros_to_time(now),
         })
-    }
-
-    async fn predictions_of(&self, ids: &BTreeSet<String>, month: MonthId) -> Result<u64> {
-        let by_team = self.predictions_by_team(month).await?;
-        Ok(by_team.iter().filter(|(t, _)| ids.contains(*t)).map(|(_, n)| n).sum())
     }
 
     /// Production revisions, version registrations and incidents of the teams.
@@ -516,8 +508,8 @@ impl Plinth {
     }
 
     /// Each model's first version and first production prediction (the first health minute
-    /// of its production deployment): `(model id, first version at, first prediction at)`.
-    async fn launches(&self, ids: &BTreeSet<String>) -> Result<Vec<(String, i64, i64)>> {
+    /// of its production deployment): `(first version at, first prediction at)`.
+    async fn launches(&self, ids: &BTreeSet<String>) -> Result<Vec<(i64, i64)>> {
         let mut out = Vec::new();
         for r in self
             .db
@@ -536,7 +528,7 @@ impl Plinth {
             else {
                 continue;
             };
-            out.push((col(&r, "model_id")?, version, first));
+            out.push((version, first));
         }
         Ok(out)
     }

@@ -164,36 +164,24 @@ impl Plinth {
             return Ok(0);
         }
         let month = MonthId::of(now);
-        let mut held: Vec<(String, &'static str, String, String, u64)> = Vec::new();
+        // (team id, item, model, subject, bytes): artifacts by model, datasets by dataset.
+        let mut held: Vec<(String, String, String, String, u64)> = Vec::new();
         for r in self
             .db
             .fetch_all(&Sql::new(
-                "SELECT v.team_id, m.name, CAST(SUM(v.artifact_size) AS BIGINT) AS bytes FROM model_versions v
-                 JOIN models m ON m.id = v.model_id GROUP BY v.team_id, m.name",
+                "SELECT v.team_id, 'artifacts' AS item, m.name AS model, '' AS subject, CAST(SUM(v.artifact_size) AS BIGINT) AS bytes
+                   FROM model_versions v JOIN models m ON m.id = v.model_id GROUP BY v.team_id, m.name
+                 UNION ALL
+                 SELECT d.team_id, 'datasets', '', d.name, CAST(SUM(v.size_bytes) AS BIGINT)
+                   FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id GROUP BY d.team_id, d.name",
             ))
             .await?
         {
             held.push((
                 col(&r, "team_id")?,
-                "artifacts",
-                col(&r, "name")?,
-                String::new(),
-                col::<i64>(&r, "bytes")?.max(0) as u64,
-            ));
-        }
-        for r in self
-            .db
-            .fetch_all(&Sql::new(
-                "SELECT d.team_id, d.name, CAST(SUM(v.size_bytes) AS BIGINT) AS bytes FROM dataset_versions v
-                 JOIN datasets d ON d.id = v.dataset_id GROUP BY d.team_id, d.name",
-            ))
-            .await?
-        {
-            held.push((
-                col(&r, "team_id")?,
-                "datasets",
-                String::new(),
-                col(&r, "name")?,
+                col(&r, "item")?,
+                col(&r, "model")?,
+                col(&r, "subject")?,
                 col::<i64>(&r, "bytes")?.max(0) as u64,
             ));
         }
@@ -209,7 +197,7 @@ impl Plinth {
             if let Some(bytes) = logs.get(&id).copied().filter(|b| *b > 0) {
                 held.push((
                     col(&r, "team_id")?,
-                    "prediction_log",
+                    "prediction_log".into(),
                     col(&r, "name")?,
                     col(&r, "environment")?,
                     bytes,

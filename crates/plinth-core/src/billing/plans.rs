@@ -2,6 +2,8 @@
 //! team's plan by month (a change takes effect at the next month), its own limits (in force at
 //! once) and its monthly budget. Every change is audited.
 
+use std::collections::HashMap;
+
 use plinth_api::billing::{LimitsUpdate, Plan, PlanChange, Quotas, TeamBilling, Tier};
 use plinth_api::identity::TeamRole;
 use serde_json::json;
@@ -9,7 +11,7 @@ use serde_json::json;
 use super::{MonthId, micro_usd, usd};
 use crate::Plinth;
 use crate::audit::{self, Target};
-use crate::auth::Principal;
+use crate::auth::{Principal, TeamRef};
 use crate::error::{Error, Result};
 use crate::store::{Sql, col};
 use crate::util::{check_name, now_micros};
@@ -135,6 +137,34 @@ fn check_quotas(field: &str, q: &Quotas) -> Result<()> {
     Ok(())
 }
 
+fn limits_from_row(r: &sqlx::any::AnyRow) -> Result<TeamLimits> {
+    let u = |name: &str| col::<Option<i64>>(r, name).map(|v| v.map(|n| n.max(0) as u64));
+    Ok(TeamLimits {
+        quotas: Quotas {
+            predictions_per_month: u("predictions_per_month")?,
+            requests_per_second: u("requests_per_second")?,
+            storage_bytes: u("storage_bytes")?,
+        },
+        budget_micro_usd: col(r, "budget_micro_usd")?,
+    })
+}
+
+/// A team's own limits over its plan's.
+fn in_force(own: &Quotas, plan: &Quotas) -> Quotas {
+    Quotas {
+        predictions_per_month: own.predictions_per_month.or(plan.predictions_per_month),
+        requests_per_second: own.requests_per_second.or(plan.requests_per_second),
+        storage_bytes: own.storage_bytes.or(plan.storage_bytes),
+    }
+}
+
+/// A team, its own limits and the limits in force for it in a month.
+pub(crate) struct TeamTerms {
+    pub team: TeamRef,
+    pub limits: TeamLimits,
+    pub quotas: Quotas,
+}
+
 /// A team's own limits and budget, as stored.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TeamLimits {
@@ -224,27 +254,54 @@ impl Plinth {
                 [team_id.into()],
             ))
             .await?;
-        let Some(r) = row else { return Ok(TeamLimits::default()) };
-        let u = |name: &str| col::<Option<i64>>(&r, name).map(|v| v.map(|n| n.max(0) as u64));
-        Ok(TeamLimits {
-            quotas: Quotas {
-                predictions_per_month: u("predictions_per_month")?,
-                requests_per_second: u("requests_per_second")?,
-                storage_bytes: u("storage_bytes")?,
-            },
-            budget_micro_usd: col(&r, "budget_micro_usd")?,
-        })
+        row.as_ref().map_or(Ok(TeamLimits::default()), limits_from_row)
     }
 
     /// The limits in force for a team this month: its own, else its plan's.
     pub(crate) async fn quotas_in_force(&self, team_id: &str, month: MonthId) -> Result<Quotas> {
         let own = self.team_limits(team_id).await?.quotas;
         let plan = self.plan_of(team_id, month).await?.quotas;
-        Ok(Quotas {
-            predictions_per_month: own.predictions_per_month.or(plan.predictions_per_month),
-            requests_per_second: own.requests_per_second.or(plan.requests_per_second),
-            storage_bytes: own.storage_bytes.or(plan.storage_bytes),
-        })
+        Ok(in_force(&own, &plan))
+    }
+
+    /// Every team with its limits in force and its own limits in `month`, in three reads
+    /// (the quota sync and the budget check run it for every team).
+    pub(crate) async fn all_team_terms(&self, month: MonthId) -> Result<Vec<TeamTerms>> {
+        let plans = self.plans().await?;
+        let mut plan_names: HashMap<String, String> = HashMap::new();
+        for r in self
+            .db
+            .fetch_all(&Sql::with(
+                "SELECT team_id, plan FROM team_plans WHERE effective_month <= $1 ORDER BY effective_month",
+                [month.to_string().into()],
+            ))
+            .await?
+        {
+            // Ordered by month: the last one of a team is in force.
+            plan_names.insert(col(&r, "team_id")?, col(&r, "plan")?);
+        }
+        let mut own: HashMap<String, TeamLimits> = HashMap::new();
+        for r in self
+            .db
+            .fetch_all(&Sql::new(
+                "SELECT team_id, predictions_per_month, requests_per_second, storage_bytes, budget_micro_usd FROM team_limits",
+            ))
+            .await?
+        {
+            own.insert(col(&r, "team_id")?, limits_from_row(&r)?);
+        }
+        let default = plans.iter().find(|p| p.name == DEFAULT_PLAN).expect("built in");
+        Ok(self
+            .all_team_refs()
+            .await?
+            .into_iter()
+            .map(|team| {
+                let name = plan_names.get(&team.id).map_or(DEFAULT_PLAN, String::as_str);
+                let plan = plans.iter().find(|p| p.name == name).unwrap_or(default);
+                let limits = own.remove(&team.id).unwrap_or_default();
+                TeamTerms { quotas: in_force(&limits.quotas, &plan.quotas), limits, team }
+            })
+            .collect())
     }
 
     /// A team's billing: plan, limits, budget and this month so far (its members).

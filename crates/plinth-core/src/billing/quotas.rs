@@ -274,14 +274,15 @@ impl Plinth {
         &self,
         month: MonthId,
     ) -> Result<HashMap<String, (String, Quotas)>> {
-        let mut out = HashMap::new();
-        for t in self.all_team_refs().await? {
-            let q = self.quotas_in_force(&t.id, month).await?;
-            if q.predictions_per_month.is_some() || q.requests_per_second.is_some() {
-                out.insert(t.id.clone(), (t.name.clone(), q));
-            }
-        }
-        Ok(out)
+        Ok(self
+            .all_team_terms(month)
+            .await?
+            .into_iter()
+            .filter(|t| {
+                t.quotas.predictions_per_month.is_some() || t.quotas.requests_per_second.is_some()
+            })
+            .map(|t| (t.team.id, (t.team.name, t.quotas)))
+            .collect())
     }
 
     /// Refuses a write that would take a team's stored bytes past its storage quota.
@@ -314,9 +315,9 @@ impl Plinth {
         let month = MonthId::of(now);
         let used = self.predictions_by_team(month).await?;
         let mut sent = 0;
-        for team in self.all_team_refs().await? {
-            let limits = self.team_limits(&team.id).await?;
-            let q = self.quotas_in_force(&team.id, month).await?;
+        for crate::billing::plans::TeamTerms { team, limits, quotas: q } in
+            self.all_team_terms(month).await?
+        {
             let mut checks: Vec<(&str, f64, f64)> = Vec::new();
             if let Some(limit) = q.predictions_per_month {
                 checks.push((

@@ -381,17 +381,9 @@ impl Engine {
             let list = retired.entry(deployment_id.to_string()).or_default();
             for (r, shadow) in gone {
                 let mut f = version_figures(r, shadow);
-                f.queue_depth = 0;
-                f.workers = 0;
-                f.loaded = false;
+                f.forget_gauges();
                 match list.iter_mut().find(|o| o.version == f.version && o.shadow == shadow) {
-                    Some(o) => {
-                        o.requests += f.requests;
-                        o.batches += f.batches;
-                        o.batch_rows += f.batch_rows;
-                        o.rows_ok += f.rows_ok;
-                        o.cpu_ns += f.cpu_ns;
-                    }
+                    Some(o) => o.add_counters(&f),
                     None => list.push(f),
                 }
             }
@@ -509,13 +501,7 @@ impl Engine {
             for r in retired {
                 match f.versions.iter_mut().find(|v| v.version == r.version && v.shadow == r.shadow)
                 {
-                    Some(v) => {
-                        v.requests += r.requests;
-                        v.batches += r.batches;
-                        v.batch_rows += r.batch_rows;
-                        v.rows_ok += r.rows_ok;
-                        v.cpu_ns += r.cpu_ns;
-                    }
+                    Some(v) => v.add_counters(r),
                     None => f.versions.push(r.clone()),
                 }
             }

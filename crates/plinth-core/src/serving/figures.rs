@@ -59,8 +59,17 @@ impl VersionFigures {
         if self.batches == 0 { 0.0 } else { self.batch_rows as f64 / self.batches as f64 }
     }
 
+    /// Adds another's counters (requests, batches, rows, compute), not its gauges.
+    pub(crate) fn add_counters(&mut self, o: &VersionFigures) {
+        self.requests += o.requests;
+        self.batches += o.batches;
+        self.batch_rows += o.batch_rows;
+        self.rows_ok += o.rows_ok;
+        self.cpu_ns += o.cpu_ns;
+    }
+
     /// Leaves out what is a state, not a count (queue, workers, loading).
-    fn forget_gauges(&mut self) {
+    pub(crate) fn forget_gauges(&mut self) {
         self.queue_depth = 0;
         self.workers = 0;
         self.loaded = false;
@@ -153,11 +162,7 @@ impl Figures {
             match self.versions.iter_mut().find(|m| m.version == v.version && m.shadow == v.shadow)
             {
                 Some(m) => {
-                    m.requests += v.requests;
-                    m.batches += v.batches;
-                    m.batch_rows += v.batch_rows;
-                    m.rows_ok += v.rows_ok;
-                    m.cpu_ns += v.cpu_ns;
+                    m.add_counters(v);
                     m.queue_depth += v.queue_depth;
                     m.workers += v.workers;
                     m.loaded |= v.loaded;
