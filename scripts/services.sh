@@ -2,8 +2,9 @@
 # Starts the local services the test suite talks to, when they are installed but down:
 # PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379), NATS JetStream (127.0.0.1:4222) and an
 # S3 server (moto, 127.0.0.1:5999). Installs what is missing from the package registries: moto
-# from PyPI (in a private virtualenv) and nginx from Debian's packages (the replica tests start
-# their own nginx in front of their servers). Tests never start these services themselves; they
+# from PyPI (in a private virtualenv), nginx from Debian's packages (the replica tests start
+# their own nginx in front of their servers) and Debian's chromium (the dashboard's browser
+# tests drive it with playwright-core). Tests never start these services themselves; they
 # fail with a clear message when one is missing.
 set -uo pipefail
 
@@ -61,5 +62,11 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && command -v apt-g
     || echo "services: cannot install nginx" >&2
   # Debian's package starts a server on port 80; the tests start their own.
   service nginx stop >/dev/null 2>&1 || true
+fi
+
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+  echo "services: installing chromium from Debian's packages"
+  (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }) \
+    || echo "services: cannot install chromium" >&2
 fi
 exit 0

@@ -1,5 +1,5 @@
-//! Plinth's HTTP API over [`plinth_core::Plinth`]: REST under `/api/v1`, health probes, and the
-//! OpenAPI document generated from the handlers.
+//! Plinth's HTTP API over [`plinth_core::Plinth`]: REST under `/api/v1`, health probes, the
+//! OpenAPI document generated from the handlers, and the web dashboard's files at `/ui`.
 //!
 //! HTTP authenticates (the [`extract::Caller`] extractor) and the core authorizes. Handlers are
 //! thin: parse, call one core method, render.
@@ -72,7 +72,9 @@ pub fn app(
 + Sync
 + 'static {
     let (api, _) = openapi::router().split_for_parts();
-    let routes = Router::new().merge(api).fallback(not_found).with_state(state);
+    // The dashboard's files are no API: they stay out of the OpenAPI document.
+    let routes =
+        Router::new().merge(api).merge(routes::ui::router()).fallback(not_found).with_state(state);
     framed(routes)
 }
 

@@ -65,6 +65,7 @@ pub async fn run(config: Config) -> Result<()> {
     eprintln!("replica {}", core.replica_id());
     // Scripts starting Plinth on port 0 read the address from this line.
     eprintln!("listening on http://{addr}");
+    eprintln!("dashboard at http://{addr}/ui/ (log in with an API key)");
     plinth_server::serve(
         listener,
         AppState {

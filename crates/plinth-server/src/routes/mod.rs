@@ -14,4 +14,5 @@ pub mod registry;
 pub mod serving;
 pub mod tasks;
 pub mod training;
+pub mod ui;
 pub mod webhooks;

@@ -25,3 +25,4 @@ mod separation;
 mod serving;
 mod training;
 mod triton;
+mod ui;
