@@ -49,7 +49,7 @@ function makeSession(me) {
 function nav(current) {
   const items = [];
   if (session) {
-    for (const t of session.teams) items.push([`#/teams/${t}`, `Team ${t}`], [`#/teams/${t}/cost`, `Cost · ${t}`]);
+    for (const t of session.teams) items.push([`#/teams/${encodeURIComponent(t)}`, `Team ${t}`], [`#/teams/${encodeURIComponent(t)}/cost`, `Cost · ${t}`]);
     items.push(['#/reviews', 'Review queue']);
     if (session.isAdmin) items.push(['#/platform', 'Platform']);
   }
@@ -68,13 +68,21 @@ async function route() {
   const mine = ++generation;
   const main = document.getElementById('main');
   delete document.body.dataset.ready;
+  // In-page links (the skip link's #main) are no route.
+  if (hash !== '#/' && !hash.startsWith('#/')) {
+    main.focus();
+    return;
+  }
   if (!session && key() && hash !== '#/login') {
     try {
       session = makeSession(await api('/whoami'));
     } catch (e) {
-      forget();
+      if (mine !== generation) return;
+      // Only a refused key is forgotten: a server that is down keeps the session.
       if (!(e instanceof ApiError) || e.status !== 401) { clear(main, errorBox(e)); return; }
+      forget();
     }
+    if (mine !== generation) return;
   }
   if (!session && hash !== '#/login') {
     sessionStorage.setItem('plinth.after-login', hash);
@@ -89,28 +97,42 @@ async function route() {
     return;
   }
   const [re, load, title] = found;
-  const params = hash.match(re).slice(1).map(decodeURIComponent);
-  document.title = `${[title, ...params].join(' · ')} — Plinth`;
-  clear(main, h('p.muted', 'Loading…'));
+  clear(main, h('p.muted.loading', 'Loading…'));
   try {
+    const params = hash.match(re).slice(1).map(decodeURIComponent);
+    document.title = `${[title, ...params].join(' · ')} — Plinth`;
     const page = await load();
     const node = await page.render(params, session);
     if (mine !== generation) return;
-    clear(main, node);
+    clear(main, takeFlash(), node);
   } catch (e) {
     if (mine !== generation) return;
     if (e instanceof ApiError && e.status === 401) { logOut(); return; }
     clear(main, h('h1', title), errorBox(e));
   }
-  main.focus({ preventScroll: true });
+  // A redraw after a change keeps the focus where it was; a new page moves it to the content.
+  if (!redrawing) main.focus({ preventScroll: true });
+  redrawing = false;
   // When the page's main content was in, in ms since the navigation began (the browser tests'
   // timing).
   document.body.dataset.readyAt = String(Math.round(performance.now()));
   document.body.dataset.ready = hash;
 }
 
-// Pages ask the router to draw the current page again after a change they made.
-export function refresh() { route(); }
+// Pages ask the router to draw the current page again after a change they made, with a message
+// saying what changed (shown at the top of the redrawn page, announced politely).
+let flash = null;
+let redrawing = false;
+export function refresh(message) {
+  flash = message || null;
+  redrawing = true;
+  route();
+}
+function takeFlash() {
+  const m = flash;
+  flash = null;
+  return m ? h('p.notice', { role: 'status' }, m) : null;
+}
 
 window.addEventListener('hashchange', route);
 route();

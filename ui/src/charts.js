@@ -41,7 +41,7 @@ export function timeChart(title, x, series, { fmt = num, columns = 2 } = {}) {
   if (window.uPlot && x.length) {
     const opts = {
       width: width(columns), height: 200,
-      series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: COLORS[i % COLORS.length], width: 2, value: (u, v) => fmt(v), spanGaps: false, points: { show: x.length < 60 } }))],
+      series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: COLORS[i % COLORS.length], width: 2, value: (u, v) => fmt(v), spanGaps: false, points: { show: x.length <= 400, size: 4 } }))],
       axes: [{}, { values: (u, vals) => vals.map(v => fmt(v)), size: 84 }],
       scales: { y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] } },
     };

@@ -55,19 +55,24 @@ export function errorBox(e) {
 }
 
 // A section filled by an async loader; a failed load shows its error in place.
+// Placeholders carry the class `loading` until their content is in (the browser tests wait for
+// none to be left).
 export function later(loader, placeholder = 'Loading…') {
-  const el = h('div', h('p.muted', placeholder));
+  const el = h('div', h('p.muted.loading', placeholder));
   Promise.resolve().then(loader).then(
     node => clear(el, node),
     e => clear(el, errorBox(e)));
   return el;
 }
 
-const nf = new Intl.NumberFormat('en-US');
+const whole = new Intl.NumberFormat('en-US');
+const significant = new Intl.NumberFormat('en-US', { maximumSignificantDigits: 3 });
+// A number for people: whole numbers grouped, others to 3 significant digits, or to `digits`
+// decimals when given.
 export function num(x, digits) {
   if (x === null || x === undefined || Number.isNaN(x)) return '–';
   if (digits !== undefined) return x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-  return Math.abs(x) >= 1000 || Number.isInteger(x) ? nf.format(Math.round(x)) : x.toPrecision(3).replace(/\.?0+$/, '');
+  return Math.abs(x) >= 1000 || Number.isInteger(x) ? whole.format(Math.round(x)) : significant.format(x);
 }
 export function pct(x, digits = 2) {
   return x === null || x === undefined || Number.isNaN(x) ? '–' : `${(x * 100).toFixed(digits)} %`;
@@ -84,7 +89,7 @@ export function bytes(n) {
   return `${i ? n.toFixed(1) : n} ${u[i]}`;
 }
 export function when(t) {
-  if (!t) return '–';
+  if (!t) return document.createTextNode('–');
   const d = new Date(t);
   return h('time', { datetime: t, title: t }, d.toLocaleString('en-GB', { dateStyle: 'medium', timeStyle: 'short' }));
 }

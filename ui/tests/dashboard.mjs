@@ -42,7 +42,7 @@ async function open(s, hash, label) {
   await s.page.goto(`${cfg.url}/ui/${hash}`);
   await s.page.waitForSelector(`body[data-ready="${hash}"]`, { timeout: 15000 });
   // Sections that load after the main content (charts, badges) settle too.
-  await s.page.waitForFunction(() => ![...document.querySelectorAll('p.muted')].some(p => p.textContent === 'Loading…'), null, { timeout: 15000 });
+  await s.page.waitForFunction(() => !document.querySelector('.loading'), null, { timeout: 15000 });
   // ready: the page's main content in; settled: every section in, charts drawn; both in ms
   // since the navigation began.
   const t = await s.page.evaluate(() => ({
@@ -191,11 +191,11 @@ await step('30 days of health render', m, async () => {
 await step('acknowledge and resolve the incident', m, async () => {
   await open(m, `#/teams/${team}/deployments/${model}/production`);
   await m.page.getByRole('button', { name: /^Acknowledge/ }).click();
-  await m.page.waitForSelector('body[data-ready]');
-  await m.page.getByRole('button', { name: /^Resolve/ }).waitFor();
-  expect((await text(m)).includes('acknowledged'), 'acknowledged');
+  await m.page.waitForSelector('[role=status]:has-text("is now acknowledged")');
+  await m.page.waitForFunction(() => !document.querySelector('.loading'));
+  expect((await m.page.getByRole('button', { name: /^Acknowledge/ }).count()) === 0, 'acknowledged once');
   await m.page.getByRole('button', { name: /^Resolve/ }).click();
-  await m.page.waitForFunction(() => document.querySelector('main').innerText.includes('No alert') || document.querySelector('main').innerText.includes('resolved'));
+  await m.page.waitForSelector('[role=status]:has-text("is now resolved")');
 });
 
 await step('deploy a canary and widen it', m, async () => {

@@ -42,21 +42,31 @@ export async function render([team]) {
   const months = statements.map(s => s.month);
   const shown = h('div');
   const pick = h('select#month', { on: { change: ev => show(ev.target.value) } }, months.map(m => h('option', { value: m }, m)));
+  const csvStatus = h('span', { 'aria-live': 'polite' });
   async function show(month) {
-    clear(shown, h('p.muted', 'Loading…'));
-    try { clear(shown, statementView(await api(`${base}/statements/${enc(month)}`))); } catch (e) { clear(shown, errorBox(e)); }
+    clear(shown, h('p.muted.loading', 'Loading…'));
+    try {
+      const s = await api(`${base}/statements/${enc(month)}`);
+      // A slower answer for a month no longer selected is dropped.
+      if (pick.value === month) clear(shown, statementView(s));
+    } catch (e) { if (pick.value === month) clear(shown, errorBox(e)); }
   }
   const csv = h('button.secondary', { type: 'button', on: { click: async () => {
-    const blob = await api(`${base}/statements/${enc(pick.value)}?format=csv`, { as: 'blob' });
-    const a = h('a', { href: URL.createObjectURL(blob), download: `${team}-${pick.value}.csv` });
-    document.body.append(a); a.click(); a.remove();
+    clear(csvStatus);
+    try {
+      const blob = await api(`${base}/statements/${enc(pick.value)}?format=csv`, { as: 'blob' });
+      const url = URL.createObjectURL(blob);
+      const a = h('a', { href: url, download: `${team}-${pick.value}.csv` });
+      document.body.append(a); a.click(); a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    } catch (e) { clear(csvStatus, errorBox(e)); }
   } } }, 'Download as CSV');
   if (months.length) show(months[0]);
   return h('section',
     h('p.crumbs', link('#/', 'Teams'), ' / ', link(`#/teams/${enc(team)}`, team), ' / cost'),
     h('h1', `Cost of ${team}`),
     h('.cards',
-      card(`Cost so far in ${b.month}`, usd(b.cost_this_month_usd), b.budget_usd === null ? 'no budget set' : `budget ${usd(b.budget_usd)} · ${pct(b.cost_this_month_usd / b.budget_usd, 0)} used`),
+      card(`Cost so far in ${b.month}`, usd(b.cost_this_month_usd), b.budget_usd === null ? 'no budget set' : `budget ${usd(b.budget_usd)}${b.budget_usd > 0 ? ` · ${pct(b.cost_this_month_usd / b.budget_usd, 0)} used` : ''}`),
       card('Plan', b.plan, b.next_plan ? `${b.next_plan} from next month` : ''),
       card('Predictions this month', num(b.predictions_this_month))),
     h('h2', 'Quota use'),
@@ -67,7 +77,7 @@ export async function render([team]) {
       { label: 'Share used', num: true, get: r => (r.share === null ? '–' : badge(pct(r.share, 1), r.share >= 1 ? 'bad' : r.share >= 0.8 ? 'warn' : 'ok')) },
     ], quotas, { caption: 'Quotas' }),
     h('h2', 'Statements'),
-    months.length ? h('div', h('.row', h('label', { for: 'month' }, 'Month'), pick, csv), shown)
+    months.length ? h('div', h('.row', h('label', { for: 'month' }, 'Month'), pick, csv, csvStatus), shown)
       : h('p.muted', 'No statement yet: the first appears with the first metered use.'),
     h('h2', 'This month by item'),
     later(async () => {

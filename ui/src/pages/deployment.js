@@ -32,15 +32,18 @@ function controls(d, versions, base) {
     clear(status, h('p.muted', 'Applying…'));
     try {
       const after = await api(`${base}/traffic`, { method: 'POST', body });
-      clear(status, h('p.notice', { role: 'status' }, `Now serving ${traffic(after)} (revision ${after.revision}).`));
-      setTimeout(refresh, 600);
+      refresh(`Now serving ${traffic(after)} (revision ${after.revision}).`);
     } catch (e) { clear(status, errorBox(e)); }
   };
   const current = d.spec.versions;
   const main = current.length ? current.reduce((a, b) => (b.weight > a.weight ? b : a)) : null;
   const canaries = current.filter(v => main && v.version !== main.version);
+  // Widening a canary to half takes from the main version only.
+  const widened = c => current.map(v => ({ version: v.version, weight: v.version === c.version ? 50 : v.version === main.version ? v.weight - (50 - c.weight) : v.weight }));
   const shortcuts = canaries.map(c => [
-    h('button', { type: 'button', on: { click: () => apply({ versions: [{ version: main.version, weight: 50 }, { version: c.version, weight: 50 }] }) } }, `Widen v${c.version} to 50 %`),
+    c.weight < 50 && main.weight - (50 - c.weight) >= 0
+      ? h('button', { type: 'button', on: { click: () => apply({ versions: widened(c).filter(v => v.weight > 0) }) } }, `Widen v${c.version} to 50 %`)
+      : null,
     h('button', { type: 'button', on: { click: () => apply({ versions: [{ version: c.version, weight: 100 }] }) } }, `Send all traffic to v${c.version}`),
   ]);
   // A canary: a version not in the split yet, at a small weight taken from the main version.
@@ -49,8 +52,13 @@ function controls(d, versions, base) {
   const canaryWeight = h('input#canary-weight', { type: 'number', min: '1', max: '50', step: '1', value: '10', style: { width: '5em' } });
   const canaryStart = main && outside.length ? h('form.row', { 'aria-label': 'Start a canary', on: { submit: ev => {
     ev.preventDefault();
+    // The canary's share comes from the main version; the other versions keep theirs.
     const w = Number(canaryWeight.value);
-    apply({ versions: [{ version: main.version, weight: 100 - w }, { version: Number(canaryVersion.value), weight: w }] });
+    if (!(w >= 1 && w < main.weight)) {
+      clear(status, errorBox({ message: `The canary's weight must be between 1 and ${main.weight - 1} (v${main.version} gives it up).`, field: 'canary weight' }));
+      return;
+    }
+    apply({ versions: [...current.map(v => ({ version: v.version, weight: v.version === main.version ? v.weight - w : v.weight })), { version: Number(canaryVersion.value), weight: w }] });
   } } },
   h('label', { for: 'canary-version' }, 'Canary version'), canaryVersion,
   h('label', { for: 'canary-weight' }, 'Canary weight (%)'), canaryWeight,
@@ -61,8 +69,7 @@ function controls(d, versions, base) {
     h('button.danger', { type: 'button', on: { click: async () => {
       try {
         const after = await api(`${base}/rollback`, { method: 'POST', body: {} });
-        clear(status, h('p.notice', { role: 'status' }, `Rolled back: now serving ${traffic(after)} (revision ${after.revision}).`));
-        setTimeout(refresh, 600);
+        refresh(`Rolled back: now serving ${traffic(after)} (revision ${after.revision}).`);
       } catch (e) { clear(status, errorBox(e)); }
     } } }, 'Confirm rollback'),
     h('button.secondary', { type: 'button', on: { click: () => clear(rollback, rollbackButton()) } }, 'Cancel'));
@@ -74,7 +81,7 @@ function controls(d, versions, base) {
     h('form', { on: { submit: ev => { ev.preventDefault(); apply({ versions: [...weights.entries()].map(([version, weight]) => ({ version, weight })) }); } } },
       rows,
       h('.row', h('label', { for: 'add-version' }, 'Add a version'), pick,
-        h('button.secondary', { type: 'button', on: { click: () => { const v = Number(pick.value); if (!weights.has(v)) weights.set(v, 0); draw(); } } }, 'Add')),
+        h('button.secondary', { type: 'button', disabled: !candidates.length, on: { click: () => { const v = Number(pick.value); if (!weights.has(v)) weights.set(v, 0); draw(); } } }, 'Add')),
       h('.row', h('button', { type: 'submit' }, 'Apply traffic split'))),
     h('.row', rollback),
     status);
@@ -85,8 +92,14 @@ function healthView(base, [label, span, step]) {
     const until = new Date();
     const since = new Date(until - span * 1000);
     const hs = await api(`${base}/health?since=${since.toISOString()}&until=${until.toISOString()}&step_seconds=${step}`);
-    const pts = hs.points;
-    const x = pts.map(p => Date.parse(p.start) / 1000);
+    // Steps without traffic have no point: the grid is filled so that lines break there and
+    // throughput reads 0.
+    const byStart = new Map(hs.points.map(p => [Date.parse(p.start) / 1000, p]));
+    const first = Math.floor(Date.parse(hs.since) / 1000 / step) * step;
+    const x = [];
+    for (let t = first; t < Date.parse(hs.until) / 1000; t += step) x.push(t);
+    const idle = { requests: 0, rows: 0, error_rate: 0, latency_ms: {} };
+    const pts = x.map(t => byStart.get(t) || idle);
     const seen = p => p.requests > 0;
     const t = hs.total;
     return h('div',
@@ -102,10 +115,12 @@ function healthView(base, [label, span, step]) {
   });
 }
 
-function performanceView(base) {
+function performanceView(base, [label, span]) {
   return later(async () => {
-    const p = await api(`${base}/performance`);
-    if (!p.versions.length) return h('p.muted', 'No predictions in this window.');
+    const until = new Date();
+    const since = new Date(until - span * 1000);
+    const p = await api(`${base}/performance?since=${since.toISOString()}&until=${until.toISOString()}`);
+    if (!p.versions.length) return h('p.muted', `No kept predictions in the last ${label}.`);
     return h('div', p.versions.map(v => h('div',
       h('h3', `v${v.version}: ${num(v.labelled)} of ${num(v.predictions)} predictions labelled `, badge(`label coverage ${pct(v.label_coverage, 1)}`, v.label_coverage > 0 ? 'ok' : 'none')),
       Object.keys(v.metrics).length
@@ -113,7 +128,7 @@ function performanceView(base) {
           { label: 'Metric', get: m => words(m) },
           { label: 'Live', num: true, get: m => num(v.metrics[m], 4) },
           { label: v.baseline ? `Baseline (${v.baseline.dataset})` : 'Baseline', num: true, get: m => (v.baseline ? num(v.baseline.metrics[m], 4) : '–') },
-          { label: 'Change', num: true, get: m => { const d = v.baseline && v.baseline.delta[m]; return d === undefined || d === null ? '–' : h('span', { className: d < -0.02 ? 'error' : '' }, `${d > 0 ? '+' : ''}${num(d, 4)}`); } },
+          { label: 'Change', num: true, get: m => { const d = v.baseline && v.baseline.delta[m]; return d === undefined || d === null ? '–' : h(d < -0.02 ? 'strong.worse' : 'span', `${d > 0 ? '+' : ''}${num(d, 4)}`); } },
           { label: 'Estimated before labels', num: true, get: m => (v.estimated && v.estimated.metrics[m] !== undefined ? num(v.estimated.metrics[m], 4) : '–') },
         ], Object.keys(v.metrics))
         : h('p.muted', 'No labels yet: post them to the feedback API (`plinth feedback`).'),
@@ -159,7 +174,10 @@ function incidentsView(team, name, canAct) {
     const inc = incidents.filter(i => i.deployment === name).sort((a, b) => (b.opened_at > a.opened_at ? 1 : -1));
     const act = (i, verb) => h('button', { type: 'button', on: { click: async ev => {
       ev.target.disabled = true;
-      try { await api(`/teams/${enc(team)}/incidents/${enc(i.id)}/${verb}`, { method: 'POST', body: {} }); refresh(); } catch (e) { ev.target.after(errorBox(e)); ev.target.disabled = false; }
+      try {
+        const after = await api(`/teams/${enc(team)}/incidents/${enc(i.id)}/${verb}`, { method: 'POST', body: {} });
+        refresh(`Incident “${after.title}” is now ${words(after.state)}.`);
+      } catch (e) { ev.target.after(errorBox(e)); ev.target.disabled = false; }
     } } }, verb === 'acknowledge' ? `Acknowledge “${i.title}”` : `Resolve “${i.title}”`);
     return h('div',
       h('h3', 'Alerts'),
@@ -218,7 +236,7 @@ export async function render([team, model, env], session) {
     h('h2', 'Health'),
     healthView(base, range),
     h('h2', 'Live accuracy'),
-    performanceView(base),
+    performanceView(base, range),
     h('h2', 'Drift'),
     driftView(base, range),
     h('h2', 'Alerts and incidents'),

@@ -5,7 +5,7 @@ import { all } from '../api.js';
 
 export async function render(_params, session) {
   if (session.teams.length === 1 && !session.isAdmin) {
-    location.replace(`#/teams/${session.teams[0]}`);
+    location.replace(`#/teams/${encodeURIComponent(session.teams[0])}`);
     return h('p.muted', 'Opening your team…');
   }
   const teams = await all('/teams');

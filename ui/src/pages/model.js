@@ -28,9 +28,10 @@ function lineageView(l) {
 
 function signatureView(s) {
   const inputs = s.inputs.map(t => `${t.name} ${t.datatype} [${t.shape.join(', ')}]`).join('; ');
-  return h('details', h('summary', `${s.feature_names.length} features`),
+  const names = s.feature_names || [];
+  return h('details', h('summary', names.length ? `${names.length} features` : 'signature'),
     h('p', `Inputs: ${inputs}`), h('p', `Outputs: ${s.outputs.map(t => `${t.name} ${t.datatype}`).join('; ')}`),
-    s.feature_names.length ? h('p', `Features: ${s.feature_names.join(', ')}`) : null);
+    names.length ? h('p', `Features: ${names.join(', ')}`) : null);
 }
 
 export function metricsTable(metrics, baseline) {
@@ -63,7 +64,7 @@ export function evaluationView(e) {
   }
   const r = e.result;
   return h('div', head,
-    h('p.muted', `${num(r.rows)} rows, label “${e.label}”, ${when(e.finished_at).textContent}`),
+    h('p.muted', `${num(r.rows)} rows, label “${e.label}”`, e.finished_at ? [', finished ', when(e.finished_at)] : ''),
     metricsTable(r.metrics, r.baseline),
     r.calibration ? calibrationChart(`Calibration of v${e.version} on ${e.dataset}`, r.calibration) : null,
     fairnessView(r.fairness));

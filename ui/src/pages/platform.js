@@ -49,7 +49,7 @@ export async function render(_params, session) {
     h('.cards',
       card('Cost this month', usd(b.cost_usd)),
       card('Cost per 1,000 predictions', b.cost_per_prediction_usd === null ? '–' : usd(b.cost_per_prediction_usd * 1000)),
-      pcard('Time to launch', b.time_to_launch_hours, 'h', 'first upload to first production deployment')),
+      pcard('Time to launch', b.time_to_launch_hours, 'h', 'a model\'s first version to its first production prediction')),
     h('.charts', timeChart('Cost per 1,000 predictions by month (USD)', monthX(b.cost_per_prediction_trend), [{ label: 'USD per 1,000', values: b.cost_per_prediction_trend.map(t => t.value * 1000) }], { fmt: v => (v === null || v === undefined ? '–' : usd(v)) })),
     table([{ label: 'Team', get: ([t]) => t }, { label: 'Cost this month', num: true, get: ([, c]) => usd(c) }],
       Object.entries(b.cost_by_team).sort((x, y) => y[1] - x[1]), { caption: 'Cost by team', empty: 'No cost yet this month.' }),
@@ -57,6 +57,6 @@ export async function render(_params, session) {
     h('.cards',
       card('Deployment frequency', words(d.deployment_frequency), `${num(d.deployments)} production deployments this month`),
       pcard('Lead time for changes', d.lead_time_hours, 'h'),
-      card('Change failure rate', d.change_failure_rate === null ? '–' : pct(d.change_failure_rate, 1), `incident within ${d.failure_window_hours} h`),
+      card('Change failure rate', d.change_failure_rate === null ? '–' : pct(d.change_failure_rate, 1), `a rollback or incident within ${d.failure_window_hours} h`),
       pcard('Time to restore', d.time_to_restore_hours, 'h')));
 }

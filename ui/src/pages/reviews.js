@@ -34,11 +34,11 @@ async function difference(p) {
     const [a, b] = [theirs.result.metrics[k], mine.result.metrics[k]];
     return [`${words(k)} on ${mine.dataset}`, num(a, 4), `${num(b, 4)} (${b - a >= 0 ? '+' : ''}${num(b - a, 4)})`];
   }) : [];
-  const sig = (v) => v.signature.feature_names.join(', ');
+  const sig = v => (v.signature.feature_names || []).join(', ') || v.signature.inputs.map(t => `${t.name} [${t.shape.join(', ')}]`).join('; ');
   return h('div',
     h('p', `${p.environment} now serves ${dep.spec.versions.map(v => `v${v.version} ${v.weight}%`).join(', ')}.`),
     table([
-      { label: '', get: r => r[0] },
+      { label: 'Aspect', get: r => r[0] },
       { label: `In ${p.environment} (v${current.version})`, get: r => r[1] },
       { label: `Requested (v${candidate.version})`, get: r => r[2] },
     ], [
@@ -61,7 +61,8 @@ function decide(p, status) {
     try {
       const after = await api(`/promotions/${enc(p.id)}/reviews`, { method: 'POST', body: { decision, comment: comment.value || null } });
       const where = `#/teams/${enc(p.team)}/deployments/${enc(p.model)}/${enc(p.environment)}`;
-      clear(status, h('p.notice', { role: 'status' }, `Your ${words(decision)} was recorded: the promotion is now ${words(after.status)}. `,
+      const noun = { approve: 'approval', request_changes: 'request for changes', reject: 'rejection' }[decision];
+      clear(status, h('p.notice', { role: 'status' }, `Your ${noun} was recorded: the promotion is now ${words(after.status)}. `,
         after.status === 'deployed' ? link(where, `See ${p.model} @ ${p.environment}`) : `${after.reviews.length} of ${after.required_reviewers} reviews.`));
       form.remove();
     } catch (e) {
@@ -73,8 +74,8 @@ function decide(p, status) {
     h('label', { for: `comment-${p.id}` }, `Comment on ${p.model} v${p.version}`), h('br'), comment,
     h('.row',
       h('button', { type: 'submit' }, `Approve ${p.model} v${p.version}`),
-      h('button.secondary', { type: 'button', on: { click: send('request_changes') } }, 'Request changes'),
-      h('button.danger', { type: 'button', on: { click: send('reject') } }, 'Reject')));
+      h('button.secondary', { type: 'button', 'aria-label': `Request changes to ${p.model} v${p.version}`, on: { click: send('request_changes') } }, 'Request changes'),
+      h('button.danger', { type: 'button', 'aria-label': `Reject ${p.model} v${p.version}`, on: { click: send('reject') } }, 'Reject')));
   return form;
 }
 

@@ -1,7 +1,7 @@
 // Team home: models, deployments with a health badge (latency, errors, drift, live accuracy),
 // open incidents and this month's cost.
 
-import { h, table, link, badge, later, clear, num, pct, usd, ms, when, words, card } from '../dom.js';
+import { h, table, link, badge, later, clear, errorBox, num, pct, usd, ms, when, words, card } from '../dom.js';
 import { api, all, enc } from '../api.js';
 
 export const deploymentName = d => `${d.team}/${d.model}@${d.environment}`;
@@ -52,12 +52,25 @@ export async function render([team], session) {
   const models = h('div');
   const filter = h('input#model-filter', { type: 'search', placeholder: 'name contains…' });
   let cursor = null;
+  let asked = 0;
   const modelRows = h('tbody');
+  const modelStatus = h('div', { 'aria-live': 'polite' });
   const more = h('button.secondary', { type: 'button', on: { click: () => loadModels(false) } }, 'More models');
+  // One list at a time: a newer filter's answer wins, an older one is dropped.
   async function loadModels(reset) {
-    if (reset) { cursor = null; modelRows.replaceChildren(); }
+    const mine = ++asked;
+    more.disabled = true;
     const q = filter.value.trim();
-    const page = await api(`/teams/${enc(team)}/models?limit=50${q ? `&q=${enc(q)}` : ''}${cursor ? `&cursor=${enc(cursor)}` : ''}`);
+    let page;
+    try {
+      page = await api(`/teams/${enc(team)}/models?limit=50${q ? `&q=${enc(q)}` : ''}${!reset && cursor ? `&cursor=${enc(cursor)}` : ''}`);
+    } catch (e) {
+      if (mine === asked) { clear(modelStatus, errorBox(e)); more.disabled = false; }
+      return;
+    }
+    if (mine !== asked) return;
+    clear(modelStatus);
+    if (reset) modelRows.replaceChildren();
     for (const m of page.items) {
       const live = deployments.filter(d => d.model === m.name).map(d => h('a', { href: deploymentHref(d) }, d.environment));
       modelRows.append(h('tr',
@@ -68,6 +81,7 @@ export async function render([team], session) {
     }
     cursor = page.next_cursor;
     more.hidden = !cursor;
+    more.disabled = false;
     if (!modelRows.children.length) modelRows.append(h('tr', h('td', { colSpan: 5 }, 'No models match.')));
   }
   filter.addEventListener('input', () => { clearTimeout(filter.t); filter.t = setTimeout(() => loadModels(true), 200); });
@@ -75,10 +89,10 @@ export async function render([team], session) {
   models.append(
     h('.row', h('label', { for: 'model-filter' }, 'Filter models'), filter),
     h('table', h('caption.sr', 'Models'), h('thead', h('tr', ['Model', 'Task', 'Latest version', 'Deployed to', 'Updated'].map(x => h('th', { scope: 'col' }, x)))), modelRows),
-    more);
+    more, modelStatus);
 
   const deploymentRows = deployments.map(d => {
-    const health = h('span', h('span.muted', '…'));
+    const health = h('span', h('span.muted.loading', 'checking…'));
     healthBadges(d, alerts).then(b => clear(health, b), () => clear(health, badge('unavailable', 'none')));
     return { d, health };
   });
