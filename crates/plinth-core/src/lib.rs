@@ -16,6 +16,7 @@ mod events;
 pub mod features;
 mod governance;
 pub mod identity;
+pub mod mlflow;
 pub mod monitoring;
 pub mod registry;
 mod replicas;

@@ -177,7 +177,10 @@ pub(crate) async fn record_production_approval(
 }
 
 /// The task an artifact implies, when the format says so.
-fn artifact_task(format: ModelFormat, details: &serde_json::Value) -> Option<(Task, String)> {
+pub(crate) fn artifact_task(
+    format: ModelFormat,
+    details: &serde_json::Value,
+) -> Option<(Task, String)> {
     match format {
         ModelFormat::Lightgbm => {
             let objective = details["objective"].as_str()?.to_string();

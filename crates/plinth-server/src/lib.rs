@@ -72,9 +72,14 @@ pub fn app(
 + Sync
 + 'static {
     let (api, _) = openapi::router().split_for_parts();
-    // The dashboard's files are no API: they stay out of the OpenAPI document.
-    let routes =
-        Router::new().merge(api).merge(routes::ui::router()).fallback(not_found).with_state(state);
+    // The dashboard's files and MLflow's protocol are not Plinth's API: they stay out of the
+    // OpenAPI document.
+    let routes = Router::new()
+        .merge(api)
+        .merge(routes::ui::router())
+        .merge(routes::mlflow::router())
+        .fallback(not_found)
+        .with_state(state);
     framed(routes)
 }
 

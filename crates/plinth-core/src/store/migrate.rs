@@ -155,6 +155,14 @@ const MIGRATIONS: &[Migration] = &[
         postgres: "",
         sqlite_rebuilds: false,
     },
+    Migration {
+        version: 18,
+        name: "mlflow",
+        common: include_str!("migrations/0018_mlflow.sql"),
+        sqlite: "",
+        postgres: "",
+        sqlite_rebuilds: false,
+    },
 ];
 
 /// The schema version this binary writes: its last migration's.

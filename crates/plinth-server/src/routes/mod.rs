@@ -8,6 +8,7 @@ pub mod features;
 pub mod governance;
 pub mod health;
 pub mod identity;
+pub mod mlflow;
 pub mod monitoring;
 pub mod oip;
 pub mod registry;

@@ -16,6 +16,7 @@ mod health;
 mod helm;
 mod hostile;
 mod isolation;
+mod mlflow;
 mod monitoring;
 mod persistence;
 mod query;
