@@ -95,9 +95,12 @@ pub(crate) struct Global {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the Plinth server.
+    #[command(after_help = "Example:\n  plinth serve --config plinth.toml --listen 0.0.0.0:8080")]
     Serve(ServeArgs),
     /// Save a server URL and API key in a profile.
+    #[command(after_help = "Example:\n  plinth login --url http://127.0.0.1:8080 --key plk_...")]
     Login {
+        /// The server's address, e.g. http://127.0.0.1:8080.
         #[arg(long)]
         url: String,
         /// The API key; `-` reads it from standard input. Default: $PLINTH_KEY.
@@ -137,13 +140,16 @@ struct ServeArgs {
     /// A TOML configuration file (see config/plinth.example.toml). Default: $PLINTH_CONFIG.
     #[arg(long, env = "PLINTH_CONFIG")]
     config: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT (default 127.0.0.1:8080).
     #[arg(long)]
     listen: Option<String>,
+    /// Where local state lives: the SQLite database, artifacts, staging (default .plinth-data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// postgres://... to keep metadata in PostgreSQL.
     #[arg(long)]
     database_url: Option<String>,
+    /// The largest model artifact accepted, in bytes (default 536870912: 512 MiB).
     #[arg(long)]
     max_upload_bytes: Option<u64>,
     /// redis://... for the online feature store (default: embedded, in the data directory).
@@ -158,8 +164,10 @@ struct ServeArgs {
     /// PostgreSQL servers data sources may read (host, host:port or host:port/db; commas).
     #[arg(long)]
     postgres_source_hosts: Option<String>,
+    /// Log format: text (default) or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// Log filter (tracing EnvFilter syntax), e.g. info (default) or plinth_core=debug,info.
     #[arg(long)]
     log_level: Option<String>,
     /// How long an idle worker watches the sockets before it sleeps, in µs (0: off).
@@ -169,8 +177,10 @@ struct ServeArgs {
 
 #[derive(Args, Debug, Default)]
 pub(crate) struct PageArgs {
+    /// Items per page, at most 500 (default 50).
     #[arg(long)]
     limit: Option<u32>,
+    /// The next page: the cursor the previous page printed.
     #[arg(long)]
     cursor: Option<String>,
 }
@@ -408,6 +418,73 @@ mod tests {
         let mut found = Vec::new();
         walk(&root, "plinth", &globals, &mut found);
         assert!(found.is_empty(), "arguments shadowing global ones: {found:?}");
+    }
+
+    /// Every argument and option of every command says what it is (`--help` is the manual).
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, found: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    found.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), found);
+            }
+        }
+        let mut found = Vec::new();
+        walk(&Cli::command(), "plinth", &mut found);
+        assert!(found.is_empty(), "{} arguments without help: {found:#?}", found.len());
+    }
+
+    /// A long option name means one thing across the CLI: `--key` is an API key (a routing key
+    /// is `--routing-key`, a join key `--join-key`), `--url` the server's address (a database
+    /// is `--database-url`). Every other name used by several commands must keep one meaning:
+    /// its uses share their value name.
+    #[test]
+    fn an_option_name_means_one_thing_everywhere() {
+        use std::collections::BTreeMap;
+        fn walk(
+            cmd: &clap::Command,
+            path: &str,
+            seen: &mut BTreeMap<String, Vec<(String, String)>>,
+        ) {
+            for arg in cmd.get_arguments() {
+                if let Some(long) = arg.get_long() {
+                    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    seen.entry(long.to_string()).or_default().push((path.to_string(), help));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), seen);
+            }
+        }
+        let mut seen = BTreeMap::new();
+        walk(&Cli::command(), "plinth", &mut seen);
+        let mut wrong = Vec::new();
+        for (name, must_say) in [
+            ("key", "API key"),
+            ("url", "erver"),
+            ("routing-key", "routing"),
+            ("join-key", "oin key"),
+        ] {
+            for (path, help) in seen.get(name).into_iter().flatten() {
+                if !help.contains(must_say) {
+                    wrong.push(format!("{path} --{name}: {help:?} is not about {must_say:?}"));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        assert!(
+            seen.contains_key("routing-key") && seen.contains_key("join-key"),
+            "{:?}",
+            seen.keys()
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Billing(BillingCmd),
     /// What a team used in a month, per model, deployment and version.
+    #[command(after_help = "Example:\n  plinth usage fraud --month 2026-11")]
     Usage {
+        /// The team's name.
         team: String,
         /// YYYY-MM (default: this month).
         #[arg(long)]
@@ -39,7 +41,9 @@ pub(crate) enum Command {
     /// Tell the platform team how it is going: SCORE from 1 (very unhappy) to 5 (very happy),
     /// once a month.
     Survey {
+        /// Your score: 1 (very unhappy) to 5 (very happy).
         score: u8,
+        /// What works and what does not, in your words.
         #[arg(long, default_value = "")]
         comment: String,
         /// The team you answer for (default: your only team).
@@ -52,10 +56,12 @@ pub(crate) enum Command {
 pub(crate) enum PlanCmd {
     List,
     Show {
+        /// The plan's name (see `plinth plan list`).
         name: String,
     },
     /// Create or replace a plan from a JSON or TOML file (admins).
     Put {
+        /// The plan, a .json or .toml file with its name.
         #[arg(long)]
         file: PathBuf,
     },
@@ -64,18 +70,31 @@ pub(crate) enum PlanCmd {
 #[derive(Subcommand, Debug)]
 pub(crate) enum BillingCmd {
     /// The team's plan (and next month's), limits, budget and this month so far.
-    Show { team: String },
+    Show {
+        /// The team's name.
+        team: String,
+    },
     /// Move the team to a plan from next month on (admins).
-    SetPlan { team: String, plan: String },
+    SetPlan {
+        /// The team's name.
+        team: String,
+        /// The plan's name (see `plinth plan list`).
+        plan: String,
+    },
     /// Set the team's own limits and budget (admins); a limit left out falls back to the plan's.
     Limits {
+        /// The team's name.
         team: String,
+        /// Predictions (rows answered) a calendar month, UTC.
         #[arg(long)]
         predictions_per_month: Option<u64>,
+        /// Prediction requests a second, over every replica.
         #[arg(long)]
         requests_per_second: Option<u64>,
+        /// Bytes of artifacts and datasets the team may store.
         #[arg(long)]
         storage_bytes: Option<u64>,
+        /// A monthly budget in US dollars (webhooks are told at 80 % and 100 % of it).
         #[arg(long)]
         budget_usd: Option<f64>,
     },
@@ -84,8 +103,11 @@ pub(crate) enum BillingCmd {
 #[derive(Subcommand, Debug)]
 pub(crate) enum StatementCmd {
     /// A team's statement of a month (default: this month, open).
+    #[command(after_help = "Example:\n  plinth statement show fraud --month 2026-11 --csv")]
     Show {
+        /// The team's name.
         team: String,
+        /// YYYY-MM (default: this month).
         #[arg(long)]
         month: Option<String>,
         /// The lines as CSV.
@@ -93,11 +115,16 @@ pub(crate) enum StatementCmd {
         csv: bool,
     },
     /// A team's months, newest first.
-    List { team: String },
+    List {
+        /// The team's name.
+        team: String,
+    },
     /// Every team's statement of a month, for finance (admins).
     Export {
+        /// YYYY-MM (default: this month).
         #[arg(long)]
         month: Option<String>,
+        /// The lines of every statement as CSV.
         #[arg(long)]
         csv: bool,
     },
@@ -107,6 +134,7 @@ pub(crate) enum StatementCmd {
 pub(crate) enum PlatformCmd {
     /// Adoption, quality, business and delivery (DORA) of a month, from live figures.
     Report {
+        /// YYYY-MM (default: this month).
         #[arg(long)]
         month: Option<String>,
         /// One team's slice (members); the whole platform needs a platform role.

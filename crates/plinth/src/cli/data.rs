@@ -30,26 +30,40 @@ pub(crate) enum Command {
 pub(crate) enum DatasetCmd {
     /// Upload a CSV (plain or .gz) or Parquet file as the next version of TEAM/NAME.
     Upload {
+        /// The dataset, TEAM/NAME (created by its first upload).
         dataset: String,
+        /// The file: CSV with a header row (plain or .gz) or Parquet.
         file: PathBuf,
+        /// csv or parquet (default: detected from the content).
         #[arg(long)]
         format: Option<String>,
+        /// What the dataset holds (kept from its first upload).
         #[arg(long)]
         description: Option<String>,
     },
     /// A team's datasets.
-    List { team: String },
+    List {
+        /// The team's name.
+        team: String,
+    },
     /// A dataset's versions, with their schema and profile (TEAM/NAME).
-    Show { dataset: String },
+    Show {
+        /// The dataset, TEAM/NAME.
+        dataset: String,
+    },
     /// Let another team read TEAM/NAME (in SQL as "TEAM".NAME).
     Grant {
+        /// The dataset, TEAM/NAME.
         dataset: String,
+        /// The team that may read it.
         #[arg(long)]
         to: String,
     },
     /// Take a grant back.
     Revoke {
+        /// The dataset, TEAM/NAME.
         dataset: String,
+        /// The team that may no longer read it.
         #[arg(long)]
         from: String,
     },
@@ -182,6 +196,7 @@ pub(crate) enum SourceCmd {
     /// Declare TEAM/NAME: --path for a file or folder (in the team's folder under the server's
     /// sources root), or --database-url with --table or --query for PostgreSQL.
     Add {
+        /// The source, TEAM/NAME (NAME is its table name in SQL).
         source: String,
         /// file, folder or postgres
         #[arg(long)]
@@ -192,17 +207,22 @@ pub(crate) enum SourceCmd {
         /// postgres://user:password@host:port/database (a host the server allows).
         #[arg(long)]
         database_url: Option<String>,
+        /// PostgreSQL: the table to read, schema.table or table.
         #[arg(long)]
         table: Option<String>,
+        /// PostgreSQL: a query to read instead of a table.
         #[arg(long)]
         query: Option<String>,
     },
     List {
+        /// The team's name.
         team: String,
     },
     /// Let another team read TEAM/NAME.
     Grant {
+        /// The source, TEAM/NAME.
         source: String,
+        /// The team that may read it.
         #[arg(long)]
         to: String,
     },
@@ -265,8 +285,10 @@ pub(crate) struct QueryArgs {
     /// Save the result as a new version of this dataset.
     #[arg(long)]
     save_as: Option<String>,
+    /// Return at most this many rows, up to 10000000 (default 100000).
     #[arg(long)]
     max_rows: Option<u64>,
+    /// Give up after this many milliseconds, up to 600000 (default 60000).
     #[arg(long)]
     timeout_ms: Option<u64>,
 }

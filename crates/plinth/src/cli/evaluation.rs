@@ -18,9 +18,13 @@ use crate::output;
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Evaluate a model version on a dataset (metrics, fairness, slices, comparison).
+    #[command(
+        after_help = "Example:\n  plinth evaluate fraud/churn@2 --dataset holdout --label churned"
+    )]
     Evaluate(EvaluateArgs),
     /// Print an evaluation's Markdown report.
     Report {
+        /// The evaluation's id (printed by `plinth evaluate`).
         evaluation: String,
         /// Write it to a file instead.
         #[arg(long)]
@@ -37,6 +41,7 @@ pub(crate) struct EvaluateArgs {
     /// NAME or NAME@VERSION of a dataset of the team.
     #[arg(long)]
     dataset: String,
+    /// The dataset's label column: the true outcome to score the predictions against.
     #[arg(long)]
     label: String,
     /// Sensitive attribute columns (repeat or comma-separate).
@@ -58,10 +63,13 @@ pub(crate) struct FairnessArgs {
     /// A Parquet or CSV file of predictions.
     #[arg(long)]
     input: PathBuf,
+    /// The column of true labels, 0 or 1.
     #[arg(long, default_value = "y_true")]
     label: String,
+    /// The column of predicted labels, 0 or 1.
     #[arg(long, default_value = "y_pred")]
     prediction: String,
+    /// The column of the sensitive attribute: each row's group.
     #[arg(long, default_value = "group")]
     group: String,
     /// Write the JSON here (default: standard output).

@@ -34,6 +34,7 @@ pub(crate) enum Command {
     FeatureService(FeatureServiceCmd),
     /// Materialize a feature view (TEAM/VIEW) into the online store, and follow the job.
     Materialize {
+        /// The feature view, TEAM/VIEW.
         view: String,
         /// Rewrite everything instead of the rows newer than the watermark.
         #[arg(long)]
@@ -56,13 +57,17 @@ pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
 pub(crate) enum EntityCmd {
     /// Define an entity TEAM/NAME with its join keys (NAME:int64 or NAME:string).
     Create {
+        /// The entity, TEAM/NAME.
         entity: String,
-        #[arg(long = "key", required = true)]
+        /// A join key, NAME:int64 or NAME:string (repeat for a composite key).
+        #[arg(long = "join-key", required = true)]
         keys: Vec<String>,
+        /// What the entity is, e.g. a driver or a customer.
         #[arg(long)]
         description: Option<String>,
     },
     List {
+        /// The team's name.
         team: String,
     },
 }
@@ -71,14 +76,18 @@ pub(crate) enum EntityCmd {
 pub(crate) enum FeatureViewCmd {
     /// Define a feature view in TEAM from a JSON file (see the API's CreateFeatureView).
     Create {
+        /// The team that owns the view.
         team: String,
+        /// The view's definition, a .json file.
         file: PathBuf,
     },
     List {
+        /// The team's name.
         team: String,
     },
     /// A view with its freshness (TEAM/NAME).
     Show {
+        /// The feature view, TEAM/NAME.
         view: String,
     },
 }
@@ -87,7 +96,9 @@ pub(crate) enum FeatureViewCmd {
 pub(crate) enum FeatureServiceCmd {
     /// Name a set of features TEAM/NAME (view:feature, repeatable).
     Create {
+        /// The feature service, TEAM/NAME.
         service: String,
+        /// A feature of the set, view:feature (repeatable).
         #[arg(long = "feature", required = true)]
         features: Vec<String>,
     },
@@ -98,35 +109,48 @@ pub(crate) enum FeaturesCmd {
     /// Online features of entities: --feature view:feature (repeatable) or --service NAME, and
     /// --entity KEY=V1,V2,... (repeatable, one per join key).
     Get {
+        /// The team whose features to read.
         team: String,
+        /// A feature to read, view:feature (repeatable).
         #[arg(long = "feature")]
         features: Vec<String>,
+        /// A feature service of the team, by name (instead of --feature).
         #[arg(long)]
         service: Option<String>,
+        /// The entities' keys, KEY=V1,V2,... (repeat for each join key).
         #[arg(long = "entity", required = true)]
         entities: Vec<String>,
     },
     /// Build a point-in-time correct training set from an entity dataset (NAME or NAME@V with
     /// the join keys and a timestamp per row), saved as dataset --name.
     TrainingSet {
+        /// The team whose datasets and features are used.
         team: String,
+        /// The dataset to save the training set as (its next version).
         #[arg(long)]
         name: String,
+        /// The entity dataset of the team, NAME or NAME@VERSION (default: its latest version).
         #[arg(long)]
         entities: String,
+        /// The entity dataset's timestamp column (default event_timestamp).
         #[arg(long)]
         entity_timestamp: Option<String>,
+        /// A feature service of the team, by name (instead of --feature).
         #[arg(long)]
         service: Option<String>,
+        /// A feature to join, view:feature (repeatable).
         #[arg(long = "feature")]
         features: Vec<String>,
     },
     /// Write fresh values from a JSON file (an array of rows with the join keys,
     /// event_timestamp and features).
     Push {
+        /// The team that owns the view.
         team: String,
+        /// The feature view's name in the team.
         #[arg(long)]
         view: String,
+        /// The rows, a .json file.
         file: PathBuf,
     },
     /// Point-in-time join: each entity row gets the latest feature row of its entity at or
@@ -142,7 +166,7 @@ pub(crate) enum FeaturesCmd {
         #[arg(long)]
         out: PathBuf,
         /// Join key column(s), in both tables.
-        #[arg(long = "key", default_value = "entity_id")]
+        #[arg(long = "join-key", default_value = "entity_id")]
         keys: Vec<String>,
         /// The entity table's timestamp column.
         #[arg(long, default_value = "event_timestamp")]

@@ -17,6 +17,9 @@ use crate::output;
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Request the promotion of a version to an environment.
+    #[command(
+        after_help = "Example:\n  plinth promote fraud/income@2 --env production --canary 10"
+    )]
     Promote(PromoteArgs),
     /// Review promotions: queue, show, approve, reject, request-changes.
     #[command(subcommand)]
@@ -30,6 +33,7 @@ pub(crate) enum Command {
 pub(crate) struct PromoteArgs {
     /// TEAM/MODEL@VERSION
     model: String,
+    /// The environment to promote it to, e.g. production.
     #[arg(long)]
     env: String,
     /// Start as a canary with this share of traffic (percent).
@@ -38,6 +42,7 @@ pub(crate) struct PromoteArgs {
     /// The evaluation to use as evidence (default: the newest on the policy's dataset).
     #[arg(long)]
     evaluation: Option<String>,
+    /// A note for the reviewers: what changed and why.
     #[arg(long)]
     note: Option<String>,
 }
@@ -47,19 +52,31 @@ pub(crate) enum ReviewCmd {
     /// Promotions waiting for you.
     Queue,
     /// One promotion with its checks and reviews.
-    Show { id: String },
-    Approve {
+    Show {
+        /// The promotion's id, prm_... (see `plinth review queue`).
         id: String,
+    },
+    #[command(
+        after_help = "Example:\n  plinth review approve prm_... --comment 'fairness within policy'"
+    )]
+    Approve {
+        /// The promotion's id, prm_... (see `plinth review queue`).
+        id: String,
+        /// Why you approve it (optional).
         #[arg(long)]
         comment: Option<String>,
     },
     Reject {
+        /// The promotion's id, prm_... (see `plinth review queue`).
         id: String,
+        /// Why you reject it.
         #[arg(long)]
         comment: String,
     },
     RequestChanges {
+        /// The promotion's id, prm_... (see `plinth review queue`).
         id: String,
+        /// What must change before you approve it.
         #[arg(long)]
         comment: String,
     },
@@ -70,19 +87,24 @@ pub(crate) enum PolicyCmd {
     /// Set the policy of an environment from a JSON file, for a team or (admins, no --team)
     /// the platform default.
     Set {
+        /// The team whose policy to set (default: the platform default, admins only).
         #[arg(long)]
         team: Option<String>,
+        /// The environment the policy applies to, e.g. production.
         #[arg(long)]
         env: String,
+        /// The policy, a .json file.
         file: PathBuf,
     },
     /// The platform defaults and, with --team, the team's own policies.
     Show {
+        /// Also show this team's own policies.
         #[arg(long)]
         team: Option<String>,
     },
     /// Changes to team policies waiting for review (or, with --status, decided ones).
     Changes {
+        /// Only this team's changes.
         #[arg(long)]
         team: Option<String>,
         /// pending_review (default), approved or rejected.
@@ -91,9 +113,11 @@ pub(crate) enum PolicyCmd {
     },
     /// Approve (puts it in force) or reject a team's policy change (platform reviewers).
     Review {
+        /// The policy change's id (see `plinth policy changes`).
         id: String,
         /// approve or reject.
         decision: String,
+        /// Why (optional).
         #[arg(long)]
         comment: Option<String>,
     },

@@ -34,30 +34,40 @@ pub(crate) enum Command {
 #[derive(Subcommand, Debug)]
 pub(crate) enum TeamCmd {
     Create {
+        /// The team's name: 1-63 characters of a-z, 0-9, '-' and '_'.
         name: String,
+        /// A name for people to read (default: the team's name).
         #[arg(long)]
         display_name: Option<String>,
+        /// What the team does, in a sentence.
         #[arg(long)]
         description: Option<String>,
     },
     List(PageArgs),
     Show {
+        /// The team's name.
         name: String,
     },
     Members {
+        /// The team's name.
         team: String,
         #[command(flatten)]
         page: PageArgs,
     },
     /// Add a member or change its role: viewer, developer or maintainer.
     AddMember {
+        /// The team's name.
         team: String,
+        /// The user to add, by name.
         principal: String,
+        /// Their role in the team: viewer, developer or maintainer.
         #[arg(long)]
         role: String,
     },
     RemoveMember {
+        /// The team's name.
         team: String,
+        /// The member to remove, by name.
         principal: String,
     },
 }
@@ -65,9 +75,12 @@ pub(crate) enum TeamCmd {
 #[derive(Subcommand, Debug)]
 pub(crate) enum UserCmd {
     Create {
+        /// The user's name: 1-63 characters of a-z, 0-9, '-' and '_'.
         name: String,
+        /// A name for people to read (default: the user's name).
         #[arg(long)]
         display_name: Option<String>,
+        /// The user's email address.
         #[arg(long)]
         email: Option<String>,
         /// reviewer or admin
@@ -80,7 +93,9 @@ pub(crate) enum UserCmd {
 #[derive(Subcommand, Debug)]
 pub(crate) enum ServiceAccountCmd {
     Create {
+        /// The team that owns the account.
         team: String,
+        /// The account's name in the team (it is then known as TEAM/NAME).
         name: String,
         /// The account's role in its team (default viewer).
         #[arg(long)]
@@ -92,6 +107,7 @@ pub(crate) enum ServiceAccountCmd {
 pub(crate) enum KeyCmd {
     /// Create a key (shown once).
     Create {
+        /// A label for the key, e.g. laptop or ci (default: default).
         #[arg(long)]
         name: Option<String>,
         /// Whose key: a user name or team/service-account (default: you).
@@ -105,12 +121,14 @@ pub(crate) enum KeyCmd {
         expires_at: Option<String>,
     },
     List {
+        /// Whose keys: a user name or team/service-account (default: yours).
         #[arg(long)]
         principal: Option<String>,
         #[command(flatten)]
         page: PageArgs,
     },
     Revoke {
+        /// The key's id (see `plinth key list`).
         id: String,
     },
     /// Print a new random key without contacting a server (for PLINTH_BOOTSTRAP_ADMIN_KEY).
@@ -119,16 +137,19 @@ pub(crate) enum KeyCmd {
 
 #[derive(Args, Debug)]
 pub(crate) struct AuditArgs {
+    /// Only this team's entries (required unless you are a platform admin).
     #[arg(long)]
     team: Option<String>,
     /// Action prefix, e.g. model. or key.revoke
     #[arg(long)]
     action: Option<String>,
+    /// Only entries by this principal (a user name or team/service-account).
     #[arg(long)]
     actor: Option<String>,
     /// RFC 3339 time or a duration ago (e.g. 24h).
     #[arg(long)]
     since: Option<String>,
+    /// Only entries before this: an RFC 3339 time or a duration ago (e.g. 1h).
     #[arg(long)]
     until: Option<String>,
     #[command(flatten)]

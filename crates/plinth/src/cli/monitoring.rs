@@ -38,9 +38,11 @@ pub(crate) enum Command {
     /// Drift of a deployment's served traffic against its baseline (--deployment), or between
     /// a reference file and a current one (CSV or Parquet), column by column, as Evidently
     /// computes it (offline).
+    #[command(after_help = "Example:\n  plinth drift --deployment fraud/income --since 1d")]
     Drift(DriftArgs),
     /// Post labels for served predictions from a CSV (request_id,row,label or
     /// prediction_id,label) or JSON file, 10,000 a request.
+    #[command(after_help = "Example:\n  plinth feedback fraud/income --file labels.csv")]
     Feedback(FeedbackArgs),
     /// Live performance per version: metrics over the labelled predictions against the
     /// version's evaluation, label coverage, and CBPE's estimate.
@@ -56,6 +58,7 @@ pub(crate) enum MonitoringCmd {
     Get {
         /// TEAM/MODEL
         model: String,
+        /// The deployment's environment.
         #[arg(long, default_value = "production")]
         env: String,
     },
@@ -63,6 +66,7 @@ pub(crate) enum MonitoringCmd {
     Set {
         /// TEAM/MODEL
         model: String,
+        /// The deployment's environment.
         #[arg(long, default_value = "production")]
         env: String,
         /// The settings (JSON).
@@ -75,6 +79,7 @@ pub(crate) enum MonitoringCmd {
 pub(crate) struct FeedbackArgs {
     /// TEAM/MODEL
     model: String,
+    /// The deployment's environment.
     #[arg(long, default_value = "production")]
     env: String,
     /// Labels: CSV with a header (request_id, row, prediction_id, label: the ids you have), or
@@ -87,6 +92,7 @@ pub(crate) struct FeedbackArgs {
 pub(crate) struct RangeArgs {
     /// TEAM/MODEL
     model: String,
+    /// The deployment's environment.
     #[arg(long, default_value = "production")]
     env: String,
     /// Start: RFC 3339, or a duration ago (default 1d).
@@ -103,25 +109,57 @@ pub(crate) struct RangeArgs {
 #[derive(Subcommand, Debug)]
 pub(crate) enum IncidentCmd {
     /// A team's incidents, newest first.
-    List { team: String },
+    List {
+        /// The team's name.
+        team: String,
+    },
     /// One incident and its timeline.
-    Show { team: String, id: String },
+    Show {
+        /// The team that owns the incident.
+        team: String,
+        /// The incident's id (see `plinth incident list`).
+        id: String,
+    },
     /// Acknowledge an open incident.
-    Ack { team: String, id: String },
+    Ack {
+        /// The team that owns the incident.
+        team: String,
+        /// The incident's id (see `plinth incident list`).
+        id: String,
+    },
     /// Add a note to an incident's timeline.
-    Note { team: String, id: String, text: String },
+    Note {
+        /// The team that owns the incident.
+        team: String,
+        /// The incident's id (see `plinth incident list`).
+        id: String,
+        /// The note's text.
+        text: String,
+    },
     /// Resolve an incident.
-    Resolve { team: String, id: String },
+    Resolve {
+        /// The team that owns the incident.
+        team: String,
+        /// The incident's id (see `plinth incident list`).
+        id: String,
+    },
     /// MTTA and MTTR of a team's incidents (median, p90).
-    Stats { team: String },
+    Stats {
+        /// The team's name.
+        team: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum AlertCmd {
     /// A team's alerts: pending, firing, resolved.
-    List { team: String },
+    List {
+        /// The team's name.
+        team: String,
+    },
     /// Silence a team's matching alerts for a while: their state changes, nobody is notified.
     Silence {
+        /// The team whose alerts to silence.
         team: String,
         /// Only this model (default: all).
         #[arg(long)]
@@ -141,13 +179,17 @@ pub(crate) enum AlertCmd {
         comment: String,
     },
     /// A team's silences that have not ended.
-    Silences { team: String },
+    Silences {
+        /// The team's name.
+        team: String,
+    },
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct MetricsArgs {
     /// TEAM/MODEL
     model: String,
+    /// The deployment's environment.
     #[arg(long, default_value = "production")]
     env: String,
     /// Start: RFC 3339, or a duration ago (default 1h).
@@ -166,6 +208,7 @@ pub(crate) struct DriftArgs {
     /// A deployment (TEAM/MODEL): its served traffic against its baseline, instead of files.
     #[arg(long, conflicts_with_all = ["reference", "current"])]
     deployment: Option<String>,
+    /// With --deployment: the deployment's environment.
     #[arg(long, default_value = "production", requires = "deployment")]
     env: String,
     /// With --deployment: start, RFC 3339 or a duration ago.

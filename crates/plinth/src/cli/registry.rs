@@ -25,41 +25,53 @@ pub(crate) enum Command {
 #[derive(Subcommand, Debug)]
 pub(crate) enum ModelCmd {
     /// Register a model: TEAM/NAME.
+    #[command(
+        after_help = "Example:\n  plinth model create fraud/income --task binary_classification"
+    )]
     Create {
+        /// The model to register, TEAM/NAME.
         model: String,
         /// binary_classification, multiclass_classification or regression
         #[arg(long)]
         task: String,
+        /// What the model predicts, for its readers.
         #[arg(long)]
         description: Option<String>,
         /// key=value, repeatable
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// An owner: a person or group, free text (repeatable; default: you).
         #[arg(long = "owner")]
         owners: Vec<String>,
     },
     /// List or search models.
     List(ModelListArgs),
     Show {
+        /// The model, TEAM/MODEL.
         model: String,
     },
     Update {
+        /// The model, TEAM/MODEL.
         model: String,
+        /// A new description.
         #[arg(long)]
         description: Option<String>,
         /// Replace all tags (key=value, repeatable).
         #[arg(long = "tag")]
         tags: Option<Vec<String>>,
+        /// Replace all owners: a person or group, free text (repeatable).
         #[arg(long = "owner")]
         owners: Option<Vec<String>>,
     },
     Archive {
+        /// The model, TEAM/MODEL.
         model: String,
     },
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct ModelListArgs {
+    /// Only this team's models.
     #[arg(long)]
     team: Option<String>,
     /// Name contains this text.
@@ -68,10 +80,13 @@ pub(crate) struct ModelListArgs {
     /// key or key=value
     #[arg(long)]
     tag: Option<String>,
+    /// Only models with a version of this format: onnx, lightgbm or xgboost.
     #[arg(long)]
     format: Option<String>,
+    /// Only models of this task: binary_classification, multiclass_classification or regression.
     #[arg(long)]
     task: Option<String>,
+    /// List archived models too.
     #[arg(long)]
     include_archived: bool,
     #[command(flatten)]
@@ -81,9 +96,15 @@ pub(crate) struct ModelListArgs {
 #[derive(Subcommand, Debug)]
 pub(crate) enum VersionCmd {
     /// Upload a model file as a new version of TEAM/NAME.
+    #[command(
+        after_help = "Example:\n  plinth version upload fraud/income model.txt --card card.json"
+    )]
     Upload {
+        /// The model, TEAM/MODEL (registered with `plinth model create`).
         model: String,
+        /// The model file: ONNX, a LightGBM text model or an XGBoost JSON model.
         file: PathBuf,
+        /// What changed in this version.
         #[arg(long)]
         description: Option<String>,
         /// Refuse unless the file is this format: onnx, lightgbm or xgboost.
@@ -100,7 +121,9 @@ pub(crate) enum VersionCmd {
         lineage: Option<PathBuf>,
     },
     List {
+        /// The model, TEAM/MODEL.
         model: String,
+        /// List archived versions too.
         #[arg(long)]
         include_archived: bool,
         #[command(flatten)]
@@ -108,21 +131,26 @@ pub(crate) enum VersionCmd {
     },
     /// Show TEAM/NAME@VERSION.
     Show {
+        /// The version, TEAM/MODEL@VERSION (e.g. fraud/income@3).
         #[arg(value_name = "TEAM/MODEL@VERSION")]
         spec: String,
     },
     /// Replace the model card of TEAM/NAME@VERSION from a JSON file.
     Card {
+        /// The version, TEAM/MODEL@VERSION (e.g. fraud/income@3).
         #[arg(value_name = "TEAM/MODEL@VERSION")]
         spec: String,
+        /// The new model card, a .json file.
         #[arg(long)]
         file: PathBuf,
     },
     Archive {
+        /// The version, TEAM/MODEL@VERSION (e.g. fraud/income@3).
         #[arg(value_name = "TEAM/MODEL@VERSION")]
         spec: String,
     },
     Download {
+        /// The version, TEAM/MODEL@VERSION (e.g. fraud/income@3).
         #[arg(value_name = "TEAM/MODEL@VERSION")]
         spec: String,
         /// Where to write (default: the artifact's file name).

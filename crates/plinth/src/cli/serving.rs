@@ -22,10 +22,14 @@ use crate::output;
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Deploy versions of a model to an environment (replaces what is deployed there).
+    #[command(after_help = "Example:\n  plinth deploy fraud/income --traffic 1=90 --traffic 2=10")]
     Deploy(DeployArgs),
     /// Change the traffic split of a deployment: VERSION=PERCENT ...
+    #[command(after_help = "Example:\n  plinth traffic fraud/income --env production 1=50 2=50")]
     Traffic {
+        /// The deployed model, TEAM/MODEL.
         model: String,
+        /// The deployment's environment.
         #[arg(long, default_value = "production")]
         env: String,
         /// VERSION=PERCENT, e.g. 3=90 4=10
@@ -37,15 +41,20 @@ pub(crate) enum Command {
     },
     /// Go back to an earlier revision of a deployment (default: the previous one).
     Rollback {
+        /// The deployed model, TEAM/MODEL.
         model: String,
+        /// The deployment's environment.
         #[arg(long, default_value = "production")]
         env: String,
+        /// The revision to go back to (see `plinth history`; default: the one before the current).
         #[arg(long)]
         to_revision: Option<u32>,
     },
     /// What served in an environment, when, and who changed it.
     History {
+        /// The deployed model, TEAM/MODEL.
         model: String,
+        /// The deployment's environment.
         #[arg(long, default_value = "production")]
         env: String,
         /// Instead of the list: what served at this time (RFC 3339, or `now`), who approved it,
@@ -56,6 +65,7 @@ pub(crate) enum Command {
         page: PageArgs,
     },
     /// Predict from a JSON or CSV file of rows.
+    #[command(after_help = "Example:\n  plinth predict fraud/income --file rows.csv")]
     Predict(PredictArgs),
     /// Deployments: list, show, metrics, grants, the prediction log.
     #[command(subcommand)]
@@ -69,6 +79,7 @@ pub(crate) enum Command {
 pub(crate) struct DeployArgs {
     /// TEAM/MODEL
     model: String,
+    /// The environment to deploy to.
     #[arg(long, default_value = "production")]
     env: String,
     /// A version to serve (all traffic), or VERSION=PERCENT; repeat for a canary or A/B split.
@@ -86,16 +97,22 @@ pub(crate) struct DeployArgs {
     /// Keep its predictions so that labels can be posted for them (live accuracy).
     #[arg(long, conflicts_with = "no_monitor")]
     keep_predictions: bool,
+    /// The most rows run in one batch (default 256).
     #[arg(long)]
     max_batch_size: Option<u32>,
+    /// How long a batch may wait for more requests while others queue, in µs (default 500).
     #[arg(long)]
     max_wait_us: Option<u32>,
+    /// The most workers of each served version, 1-256 (default 2).
     #[arg(long)]
     max_workers: Option<u32>,
+    /// A worker idle this long stops, in seconds; the last one unloads the model (default 300).
     #[arg(long)]
     idle_seconds: Option<u32>,
+    /// A request not answered within this many milliseconds fails (default 5000).
     #[arg(long)]
     timeout_ms: Option<u32>,
+    /// The share of requests written to the prediction log, 0.0-1.0 (default 1.0).
     #[arg(long)]
     log_sample_rate: Option<f64>,
     /// A JSON file with the whole deployment spec (other flags are then ignored).
@@ -107,13 +124,14 @@ pub(crate) struct DeployArgs {
 pub(crate) struct PredictArgs {
     /// TEAM/MODEL
     model: String,
+    /// The environment whose deployment answers.
     #[arg(long, default_value = "production")]
     env: String,
     /// Rows: a .csv file with a header row, or a .json file (an array of rows, or {"rows": [...]}).
     #[arg(long)]
     file: PathBuf,
     /// Sticky routing key: the same key always reaches the same version.
-    #[arg(long)]
+    #[arg(long = "routing-key")]
     key: Option<String>,
     /// Rows per request.
     #[arg(long, default_value_t = 1000)]
@@ -123,49 +141,67 @@ pub(crate) struct PredictArgs {
 #[derive(Subcommand, Debug)]
 pub(crate) enum DeploymentCmd {
     List {
+        /// Only this team's deployments.
         #[arg(long)]
         team: Option<String>,
+        /// Only the deployments in this environment.
         #[arg(long)]
         env: Option<String>,
         #[command(flatten)]
         page: PageArgs,
     },
     Show {
+        /// The deployed model, TEAM/MODEL.
         model: String,
+        /// The deployment's environment.
         #[arg(long, default_value = "production")]
         env: String,
     },
     Metrics {
+        /// The deployed model, TEAM/MODEL.
         model: String,
+        /// The deployment's environment.
         #[arg(long, default_value = "production")]
         env: String,
     },
     /// Let another team call this deployment.
     Grant {
+        /// The deployed model, TEAM/MODEL.
         model: String,
+        /// The deployment's environment.
         #[arg(long, default_value = "production")]
         env: String,
+        /// The team that may call it.
         #[arg(long)]
         team: String,
     },
     Revoke {
+        /// The deployed model, TEAM/MODEL.
         model: String,
+        /// The deployment's environment.
         #[arg(long, default_value = "production")]
         env: String,
+        /// The team that may no longer call it.
         #[arg(long)]
         team: String,
     },
     /// Logged predictions (RFC 3339 times or durations ago, e.g. 1h).
     Log {
+        /// The deployed model, TEAM/MODEL.
         model: String,
+        /// The deployment's environment.
         #[arg(long, default_value = "production")]
         env: String,
+        /// Only predictions from this time on: RFC 3339 or a duration ago (e.g. 1h).
         #[arg(long)]
         since: Option<String>,
+        /// Only predictions before this time: RFC 3339 or a duration ago (default: now).
         #[arg(long)]
         until: Option<String>,
+        /// true: only shadow versions' answers; false: only served ones (default: both).
         #[arg(long)]
         shadow: Option<bool>,
+        /// The most records to show, oldest first; at most 500 (default 50).
         #[arg(long)]
         limit: Option<u32>,
     },
@@ -175,7 +211,9 @@ pub(crate) enum DeploymentCmd {
 pub(crate) enum EnvironmentCmd {
     List,
     Create {
+        /// The environment's name: 1-63 characters of a-z, 0-9, '-' and '_'.
         name: String,
+        /// What the environment is for.
         #[arg(long)]
         description: Option<String>,
     },

@@ -28,6 +28,7 @@ pub(crate) async fn run(g: &Global, cmd: Command) -> Result<()> {
 pub(crate) enum TaskCmd {
     /// Tasks you can see, newest first.
     List {
+        /// Only this team's tasks.
         #[arg(long)]
         team: Option<String>,
         /// available, scheduled, running, retryable, completed, cancelled or discarded.
@@ -36,20 +37,28 @@ pub(crate) enum TaskCmd {
         /// evaluation, materialize, webhook.delivery, ...
         #[arg(long)]
         kind: Option<String>,
+        /// The most tasks to show, at most 500 (default 50).
         #[arg(long)]
         limit: Option<u32>,
     },
     /// One task: state, attempts, errors, progress, result.
-    Show { id: String },
+    Show {
+        /// The task's id (see `plinth task list`).
+        id: String,
+    },
     /// A task's log, oldest line first.
     Logs {
+        /// The task's id (see `plinth task list`).
         id: String,
         /// Keep printing new lines until the task is over.
         #[arg(long)]
         follow: bool,
     },
     /// Cancel a task: at once when it waits, at its runner's next heartbeat when it runs.
-    Cancel { id: String },
+    Cancel {
+        /// The task's id (see `plinth task list`).
+        id: String,
+    },
 }
 
 fn state(t: &Task) -> String {

@@ -29,6 +29,7 @@ pub(crate) enum Command {
     Recipe(RecipeCmd),
     /// Start a run of a recipe (TEAM/RECIPE) and follow it to its registered version.
     Train {
+        /// The recipe to run, TEAM/RECIPE.
         recipe: String,
         /// Override a parameter for this run: NAME=VALUE (repeatable).
         #[arg(long = "param", value_name = "NAME=VALUE")]
@@ -48,13 +49,18 @@ pub(crate) enum RecipeCmd {
     Put {
         /// TEAM/RECIPE
         recipe: String,
+        /// The recipe's spec, a .json or .toml file.
         #[arg(long)]
         file: PathBuf,
     },
     /// A recipe's latest version.
-    Get { recipe: String },
+    Get {
+        /// The recipe, TEAM/RECIPE.
+        recipe: String,
+    },
     /// A team's recipes.
     List {
+        /// The team's name.
         #[arg(long)]
         team: String,
     },
@@ -64,21 +70,31 @@ pub(crate) enum RecipeCmd {
 pub(crate) enum RunCmd {
     /// A team's runs, newest first.
     List {
+        /// The team's name.
         #[arg(long)]
         team: String,
+        /// Only the runs of this recipe (its name in the team).
         #[arg(long)]
         recipe: Option<String>,
     },
     /// One run: state, trigger, steps, result. TEAM/RUN_ID
-    Show { run: String },
+    Show {
+        /// The run, TEAM/RUN_ID (see `plinth run list`).
+        run: String,
+    },
     /// A run's log (`--follow` until it ends). TEAM/RUN_ID
     Logs {
+        /// The run, TEAM/RUN_ID (see `plinth run list`).
         run: String,
+        /// Keep printing new lines until the run ends.
         #[arg(long)]
         follow: bool,
     },
     /// Cancel a run: it stops at its next iteration and registers nothing. TEAM/RUN_ID
-    Cancel { run: String },
+    Cancel {
+        /// The run, TEAM/RUN_ID (see `plinth run list`).
+        run: String,
+    },
 }
 
 #[derive(Args, Debug)]

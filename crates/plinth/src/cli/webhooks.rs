@@ -22,10 +22,12 @@ pub(crate) enum Command {
 pub(crate) enum WebhookCmd {
     /// Subscribe URL to events of TEAM (all events when none is given).
     Add {
+        /// The team whose events are sent.
         team: String,
         /// Where the events are POSTed (the global --url is Plinth's own address).
         #[arg(value_name = "URL")]
         endpoint: String,
+        /// An event to send, e.g. promotion.requested or alert.firing (repeatable; default: all).
         #[arg(long = "event")]
         events: Vec<String>,
         /// The body's shape: plinth (every event), alertmanager or pagerduty (alert events).
@@ -36,15 +38,20 @@ pub(crate) enum WebhookCmd {
         routing_key: Option<String>,
     },
     List {
+        /// The team's name.
         team: String,
     },
     Remove {
+        /// The team that owns the webhook.
         team: String,
+        /// The webhook's id (see `plinth webhook list`).
         id: String,
     },
     /// The delivery log of a webhook.
     Deliveries {
+        /// The team that owns the webhook.
         team: String,
+        /// The webhook's id (see `plinth webhook list`).
         id: String,
     },
 }

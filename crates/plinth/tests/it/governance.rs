@@ -466,7 +466,7 @@ fn offline_commands_pit_and_fairness() {
             pit.join("flights.parquet").to_str().unwrap().to_string(),
             "--out".into(),
             out.to_str().unwrap().to_string(),
-            "--key".into(),
+            "--join-key".into(),
             "origin".into(),
             "--entity-timestamp".into(),
             "sched_dep_utc".into(),
@@ -499,4 +499,29 @@ fn offline_commands_pit_and_fairness() {
     assert_eq!(f["four_fifths_rule"], false);
     let err = cli.fails(&["fairness", "--input", csv.to_str().unwrap(), "--group", "sex"], 2);
     assert!(err.contains("no column 'sex'"), "{err}");
+}
+
+/// docs/policies.md lists every field a policy has, as the OpenAPI document (generated from the
+/// code) says, and nothing it does not have.
+#[test]
+fn the_policy_reference_lists_every_field() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/policies.md")).unwrap();
+    let api: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("openapi.json")).unwrap()).unwrap();
+    let fields: Vec<String> = api["components"]["schemas"]["Policy"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let documented: Vec<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `").and_then(|l| l.split('`').next()).map(str::to_string))
+        .collect();
+    let mut want = fields.clone();
+    want.sort();
+    let mut have = documented.clone();
+    have.sort();
+    assert_eq!(have, want, "docs/policies.md's table and the Policy schema differ");
 }

@@ -738,6 +738,8 @@ impl Server {
                 panic!("plinth exited before listening:\n{}", seen.join("\n"))
             };
             let line = line.expect("read stderr");
+            // A log read by a program, not a terminal, has no colour codes.
+            assert!(!line.contains('\u{1b}'), "escape codes in a piped log: {line:?}");
             if let Some(r) = line.strip_prefix("replica ") {
                 replica = r.trim().to_string();
             }

@@ -9,6 +9,7 @@ mod bad_input;
 mod billing;
 mod cli;
 mod conformance;
+mod docs;
 mod drift;
 mod features;
 mod governance;
