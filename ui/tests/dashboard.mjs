@@ -297,6 +297,17 @@ await step('another team cannot reach this team\'s pages', o, async () => {
   expect((await text(o)).includes('for platform admins'), 'the platform page is for admins');
 });
 
+// The API reference renders the server's OpenAPI document, offline, without a key.
+await step('the API reference at /docs renders every area', stranger, async () => {
+  await stranger.page.goto(`${cfg.url}/docs`);
+  await stranger.page.waitForSelector('body[data-ready="reference"]');
+  const t = await stranger.page.locator('main').innerText();
+  for (const s of ['POST /api/v1/deployments/{team}/{model}/{environment}/predict', 'POST /v2/models/{name}/infer', 'Schemas', 'Policy']) expect(t.includes(s), s);
+  await labelled(stranger);
+  await readable(stranger);
+  await stranger.page.screenshot({ path: join(cfg.artifacts, 'api-reference.png') });
+});
+
 await browser.close();
 for (const f of failures) console.log(`FAILED: ${f}`);
 console.log(`TIMINGS ${JSON.stringify(timings)}`);

@@ -22,6 +22,7 @@ mod evaluation;
 mod features;
 mod governance;
 mod identity;
+mod init;
 mod monitoring;
 mod registry;
 mod serving;
@@ -109,6 +110,12 @@ enum Command {
     },
     /// Show who the current key belongs to.
     Whoami,
+    /// Write a starter project for a new team: sample data, training script, model card,
+    /// production policy, and a README from training to a governed production prediction.
+    #[command(
+        after_help = "Example:\n  plinth init classification credit --team fraud\n  plinth init --list"
+    )]
+    Init(init::InitArgs),
     #[command(flatten)]
     Identity(identity::Command),
     #[command(flatten)]
@@ -336,6 +343,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Init(args) => init::run(args),
         Command::Whoami => {
             let who: WhoAmI = connect(g)?.get("/whoami", &[]).await?;
             if g.json {

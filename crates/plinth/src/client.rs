@@ -122,11 +122,8 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
-        let response = req
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the Plinth server at {}", self.base))?;
+        let response =
+            req.bearer_auth(&self.key).send().await.with_context(|| unreachable(&self.base))?;
         Self::decode(response).await
     }
 
@@ -221,7 +218,7 @@ impl Client {
             .json(body)
             .send()
             .await
-            .with_context(|| format!("cannot reach the Plinth server at {}", self.base))?;
+            .with_context(|| unreachable(&self.base))?;
         let status = response.status();
         if !status.is_success() {
             Self::decode::<serde_json::Value>(response).await?;
@@ -299,4 +296,11 @@ pub(crate) fn progress_bar(len: u64, label: &'static str) -> ProgressBar {
     );
     bar.set_message(label);
     bar
+}
+
+/// What to say when no server answers: most often it is not running, or not at that address.
+fn unreachable(base: &str) -> String {
+    format!(
+        "cannot reach the Plinth server at {base}: is `plinth serve` running there? (the address comes from --url, PLINTH_URL, or the profile saved by `plinth login`)"
+    )
 }

@@ -445,14 +445,33 @@ impl Plinth {
     }
 
     pub(crate) async fn environment_exists(&self, env: &str, field: &str) -> Result<()> {
-        self.db
+        let found = self
+            .db
             .fetch_optional(&Sql::with(
                 "SELECT name FROM environments WHERE name = $1",
                 [env.into()],
             ))
-            .await?
-            .map(|_| ())
-            .ok_or_else(|| Error::not_found("environment", env).with_field(field))
+            .await?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(self.unknown_environment(env).await.with_field(field)),
+        }
+    }
+
+    /// `not_found` for an environment, naming the ones that exist.
+    pub(crate) async fn unknown_environment(&self, env: &str) -> Error {
+        let names =
+            match self.db.fetch_all(&Sql::new("SELECT name FROM environments ORDER BY name")).await
+            {
+                Ok(rows) => rows
+                    .iter()
+                    .filter_map(|r| crate::store::col::<String>(r, "name").ok())
+                    .collect::<Vec<_>>(),
+                Err(e) => return e,
+            };
+        let mut e = Error::not_found("environment", env);
+        e.message = format!("{}: the environments are {}", e.message, names.join(", "));
+        e
     }
 
     pub(crate) async fn load_evaluation(&self, id: &str) -> Result<Evaluation> {

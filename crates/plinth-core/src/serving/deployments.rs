@@ -204,7 +204,7 @@ impl Plinth {
             ))
             .await?;
         if env.is_none() {
-            return Err(Error::not_found("environment", environment));
+            return Err(self.unknown_environment(environment).await);
         }
         Ok(ApplyTarget {
             team,

@@ -1,4 +1,5 @@
-//! The web dashboard at `/ui`: the files of `ui/src`, embedded in the binary when it is built
+//! The web dashboard at `/ui` and the API reference at `/docs`: the files of `ui/src`, embedded
+//! in the binary when it is built
 //! (nothing is read from disk or fetched at run time). The page is one more client of the public
 //! API, with the user's own key: it has no access of its own, so it can show nobody anything the
 //! API would not.
@@ -53,6 +54,8 @@ pub static ASSETS: &[Asset] = assets![
     "pages/reviews.js" => JS,
     "pages/platform.js" => JS,
     "pages/cost.js" => JS,
+    "reference.html" => "text/html; charset=utf-8",
+    "reference.js" => JS,
     "vendor/uPlot.iife.min.js" => JS,
     "vendor/uPlot.min.css" => CSS,
     "vendor/uPlot.LICENSE" => "text/plain; charset=utf-8",
@@ -65,6 +68,8 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        // The API reference: the OpenAPI document rendered by the page, offline.
+        .route("/docs", get(|| async { Redirect::temporary("/ui/reference.html") }))
         .route("/ui/", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
         .route(
             "/ui/{*path}",

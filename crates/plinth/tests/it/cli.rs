@@ -134,6 +134,19 @@ shared_server_tests! {
 }
 
 shared_server_tests! {
+    async fn errors_say_what_to_do_next(srv: &TestServer) {
+        let t = srv.team().await;
+        let cli = Cli::new();
+        cli.ok(&["login", "--url", &srv.url, "--key", t.maintainer.1.key()]);
+        cli.ok(&["model", "create", &format!("{}/next", t.team), "--task", "regression"]);
+        // An environment that does not exist: the ones that do.
+        let err = cli.fails(&["deploy", &format!("{}/next", t.team), "--env", "prod", "--traffic", "1"], 1);
+        assert!(err.contains("environment 'prod' not found: the environments are") && err.contains("production"), "{err}");
+        // No server at the address: is it running, and where the address came from.
+        let err = cli.fails(&["--url", "http://127.0.0.1:1", "model", "list"], 1);
+        assert!(err.contains("is `plinth serve` running there?") && err.contains("PLINTH_URL"), "{err}");
+    }
+
     async fn serving_through_the_cli(srv: &TestServer) {
         let cli = Cli::new();
         let team = unique("clisrv");

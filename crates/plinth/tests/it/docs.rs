@@ -1,4 +1,5 @@
-//! The documentation runs as written: every `bash` block of docs/getting-started.md, in order,
+//! The documentation runs as written: every `bash` block of docs/getting-started.md (and of the
+//! README of every `plinth init` template), in order,
 //! in one shell, against a fresh `plinth serve` started as a user starts it. Blocks under a
 //! line "*Not run by the test...*" build or start the server, or set what this test sets
 //! (the server's URL, the admin key, `plinth` on the PATH). A guide that drifts from Plinth
@@ -41,9 +42,6 @@ fn runnable_blocks(markdown: &str) -> Vec<String> {
 
 /// Runs `doc`'s blocks against a fresh server; answers the shell's output.
 fn run_doc(doc: &str) -> String {
-    let markdown = std::fs::read_to_string(repo().join(doc)).unwrap();
-    let blocks = runnable_blocks(&markdown);
-    assert!(blocks.len() >= 5, "{doc}: only {} blocks to run", blocks.len());
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("clone");
     std::fs::create_dir(&work).unwrap();
@@ -51,15 +49,30 @@ fn run_doc(doc: &str) -> String {
     for dir in ["testdata", "examples"] {
         std::os::unix::fs::symlink(repo().join(dir), work.join(dir)).unwrap();
     }
+    run_markdown(&repo().join(doc), &work, "", &[])
+}
+
+/// Runs the blocks of `markdown` in `work`, after `setup`, with `plinth` (and `path`) first on
+/// the PATH, against a fresh server as its admin.
+fn run_markdown(markdown: &Path, work: &Path, setup: &str, path: &[PathBuf]) -> String {
+    let doc = markdown.display();
+    let blocks = runnable_blocks(&std::fs::read_to_string(markdown).unwrap());
+    assert!(blocks.len() >= 4, "{doc}: only {} blocks to run", blocks.len());
+    let tmp = tempfile::tempdir().unwrap();
     let (_, admin_key, _) = plinth_core::auth::generate_key();
     let mut server = Server::spawn(&tmp.path().join("data"), None, &admin_key, None);
-    let bin = Path::new(env!("CARGO_BIN_EXE_plinth")).parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let script = format!("set -euo pipefail\nset -x\n{}", blocks.join("\n"));
+    let mut dirs = path.to_vec();
+    dirs.push(Path::new(env!("CARGO_BIN_EXE_plinth")).parent().unwrap().to_path_buf());
+    let path = format!(
+        "{}:{}",
+        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":"),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = format!("set -euo pipefail\nset -x\n{setup}\n{}", blocks.join("\n"));
     let out = Command::new("bash")
         .arg("-c")
         .arg(&script)
-        .current_dir(&work)
+        .current_dir(work)
         .env("PATH", path)
         .env("PLINTH_URL", &server.url)
         .env("PLINTH_KEY", &admin_key)
@@ -77,6 +90,49 @@ fn run_doc(doc: &str) -> String {
     text
 }
 
+/// Every template of `plinth init`, written as a new team would, followed as its README says:
+/// trained with LightGBM here, registered, evaluated, promoted under its policy, predicting.
+#[test]
+fn every_template_goes_from_training_to_a_production_prediction() {
+    let python = std::env::var("PLINTH_TEST_PYTHON").expect("PLINTH_TEST_PYTHON: run the suite with scripts/test, which makes a virtualenv with lightgbm");
+    let venv_bin = Path::new(&python).parent().unwrap().to_path_buf();
+    for template in ["classification", "regression"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let project = tmp.path().join("project");
+        let out = Command::new(env!("CARGO_BIN_EXE_plinth"))
+            .args(["init", template])
+            .arg(&project)
+            .args(["--team", "starters"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "plinth init {template}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A second init into the same directory is refused, and writes nothing.
+        let again = Command::new(env!("CARGO_BIN_EXE_plinth"))
+            .args(["init", template])
+            .arg(&project)
+            .output()
+            .unwrap();
+        assert_eq!(again.status.code(), Some(2), "{}", String::from_utf8_lossy(&again.stderr));
+        let readme = project.join("README.md");
+        assert!(
+            !std::fs::read_to_string(&readme).unwrap().contains("{{"),
+            "placeholders left in {template}'s README"
+        );
+        let out = run_markdown(
+            &readme,
+            &project,
+            "plinth team create starters",
+            std::slice::from_ref(&venv_bin),
+        );
+        assert!(out.contains("deployed"), "{template}: the promotion deployed: {out}");
+        assert!(project.join("model.txt").exists(), "{template}: trained");
+    }
+}
+
 #[test]
 fn getting_started_runs_as_written() {
     let out = run_doc("docs/getting-started.md");
@@ -89,4 +145,19 @@ fn getting_started_runs_as_written() {
 fn blocks_marked_not_run_are_left_out() {
     let md = "text\n*Not run by the test:*\n\n```bash\nserve\n```\n\n```bash\na\nb\n```\n```python\nx\n```\n";
     assert_eq!(runnable_blocks(md), vec!["a\nb\n".to_string()]);
+}
+
+/// docs/troubleshooting.md says what to do about every error code there is.
+#[test]
+fn troubleshooting_covers_every_error_code() {
+    let catalogue = std::fs::read_to_string(repo().join("docs/errors.md")).unwrap();
+    let page = std::fs::read_to_string(repo().join("docs/troubleshooting.md")).unwrap();
+    let codes: Vec<&str> = catalogue
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `").and_then(|l| l.split('`').next()))
+        .collect();
+    assert!(codes.len() > 20, "{codes:?}");
+    let missing: Vec<&&str> =
+        codes.iter().filter(|c| !page.contains(&format!("| `{c}` |"))).collect();
+    assert!(missing.is_empty(), "docs/troubleshooting.md has nothing on {missing:?}");
 }
