@@ -38,11 +38,17 @@ const TEMPLATES: &[Template] = &[
         model: "house-price",
         files: files!("regression": "README.md", "train.py", "card.json", "policy.json", "example-rows.json", "data/train.csv", "data/holdout.csv"),
     },
+    Template {
+        name: "features",
+        about: "the feature store: a feature view, point-in-time training data, predictions by entity key (NYC flights and weather: will a departure be late?)",
+        model: "flight-delays",
+        files: files!("features": "README.md", "train.py", "card.json", "policy.json", "view.json", "data/weather.csv", "data/flights.csv", "data/holdout-flights.csv"),
+    },
 ];
 
 #[derive(Args, Debug)]
 pub(crate) struct InitArgs {
-    /// The template: classification or regression (`--list` describes them).
+    /// The template: classification, regression or features (`--list` describes them).
     template: Option<String>,
     /// The directory to write the project in: created, or empty if it exists.
     dir: Option<PathBuf>,

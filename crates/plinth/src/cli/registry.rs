@@ -119,6 +119,10 @@ pub(crate) enum VersionCmd {
         /// A JSON file with the lineage.
         #[arg(long)]
         lineage: Option<PathBuf>,
+        /// A feature service of the team whose features are the model's inputs: callers may
+        /// then predict by entity key (`plinth predict --entity`).
+        #[arg(long)]
+        feature_service: Option<String>,
     },
     List {
         /// The model, TEAM/MODEL.
@@ -326,7 +330,16 @@ fn lineage_line(l: &plinth_api::registry::Lineage) -> String {
 pub(super) async fn version(g: &Global, cmd: VersionCmd) -> Result<()> {
     let c = connect(g)?;
     match cmd {
-        VersionCmd::Upload { model, file, description, format, signature, card, lineage } => {
+        VersionCmd::Upload {
+            model,
+            file,
+            description,
+            format,
+            signature,
+            card,
+            lineage,
+            feature_service,
+        } => {
             let (team, name) = split_model(&model)?;
             let mut meta = json!({});
             if let Some(d) = description {
@@ -334,6 +347,9 @@ pub(super) async fn version(g: &Global, cmd: VersionCmd) -> Result<()> {
             }
             if let Some(f) = format {
                 meta["format"] = json!(f);
+            }
+            if let Some(s) = feature_service {
+                meta["feature_service"] = json!(s);
             }
             for (k, path) in [("signature", signature), ("card", card), ("lineage", lineage)] {
                 if let Some(p) = path {

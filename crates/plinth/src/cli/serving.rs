@@ -128,8 +128,12 @@ pub(crate) struct PredictArgs {
     #[arg(long, default_value = "production")]
     env: String,
     /// Rows: a .csv file with a header row, or a .json file (an array of rows, or {"rows": [...]}).
-    #[arg(long)]
-    file: PathBuf,
+    #[arg(long, required_unless_present = "entity", conflicts_with = "entity")]
+    file: Option<PathBuf>,
+    /// Predict by entity key instead of rows, JOIN_KEY=V1,V2,... (repeat for a composite key):
+    /// the version's feature service fetches each key's features from the online store.
+    #[arg(long = "entity", value_name = "KEY=VALUES")]
+    entity: Vec<String>,
     /// Sticky routing key: the same key always reaches the same version.
     #[arg(long = "routing-key")]
     key: Option<String>,
@@ -499,12 +503,36 @@ fn read_rows(file: &Path) -> Result<Vec<Value>> {
     }
 }
 
-pub(super) async fn predict(c: &Client, json_out: bool, a: PredictArgs) -> Result<()> {
-    let rows = read_rows(&a.file)?;
-    if rows.is_empty() {
-        return Err(usage(format!("{} has no rows", a.file.display())));
+/// `--entity KEY=V1,V2` as the API's `{"KEY": [V1, V2]}`: numbers when every value is one.
+fn entity_keys(specs: &[String]) -> Result<Value> {
+    let mut keys = serde_json::Map::new();
+    for spec in specs {
+        let (key, values) = spec
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--entity {spec:?}: give KEY=VALUE[,VALUE...]")))?;
+        let values: Vec<&str> =
+            values.split(',').map(str::trim).filter(|v| !v.is_empty()).collect();
+        if key.is_empty() || values.is_empty() {
+            return Err(usage(format!("--entity {spec:?}: give KEY=VALUE[,VALUE...]")));
+        }
+        let numbers: Option<Vec<i64>> = values.iter().map(|v| v.parse().ok()).collect();
+        keys.insert(key.to_string(), numbers.map_or_else(|| json!(values), |n| json!(n)));
     }
+    Ok(Value::Object(keys))
+}
+
+pub(super) async fn predict(c: &Client, json_out: bool, a: PredictArgs) -> Result<()> {
     let url = format!("{}/predict", path(&a.model, &a.env)?);
+    if !a.entity.is_empty() {
+        let body = json!({"entities": entity_keys(&a.entity)?, "routing_key": a.key});
+        let answer: PredictResponse = c.post(&url, &body).await?;
+        return print_answers(json_out, &[answer]);
+    }
+    let file = a.file.expect("clap requires --file without --entity");
+    let rows = read_rows(&file)?;
+    if rows.is_empty() {
+        return Err(usage(format!("{} has no rows", file.display())));
+    }
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(rows.len() as u64),
         indicatif::ProgressDrawTarget::stderr(),
@@ -523,6 +551,11 @@ pub(super) async fn predict(c: &Client, json_out: bool, a: PredictArgs) -> Resul
         answers.push(answer);
     }
     bar.finish_and_clear();
+    print_answers(json_out, &answers)
+}
+
+/// Predictions as CSV (row, prediction, version, class probabilities), or the server's JSON.
+fn print_answers(json_out: bool, answers: &[PredictResponse]) -> Result<()> {
     if json_out {
         output::json(&answers);
         return Ok(());
@@ -535,7 +568,7 @@ pub(super) async fn predict(c: &Client, json_out: bool, a: PredictArgs) -> Resul
     header.extend((0..classes).map(|k| format!("p{k}")));
     println!("{}", header.join(","));
     let mut row = 0;
-    for a in &answers {
+    for a in answers {
         for (i, p) in a.predictions.iter().enumerate() {
             let mut cells = vec![row.to_string(), p.to_string(), a.version.to_string()];
             if let Some(probs) = &a.probabilities {
@@ -735,4 +768,18 @@ pub(super) async fn environment(c: &Client, json_out: bool, cmd: EnvironmentCmd)
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_keys_are_numbers_when_every_value_is_one() {
+        let keys = entity_keys(&["origin=JFK,LGA".into(), "driver_id=1, 2".into()]).unwrap();
+        assert_eq!(keys, json!({"origin": ["JFK", "LGA"], "driver_id": [1, 2]}));
+        for bad in ["origin", "=JFK", "origin="] {
+            assert!(entity_keys(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
 }

@@ -96,7 +96,7 @@ fn run_markdown(markdown: &Path, work: &Path, setup: &str, path: &[PathBuf]) -> 
 fn every_template_goes_from_training_to_a_production_prediction() {
     let python = std::env::var("PLINTH_TEST_PYTHON").expect("PLINTH_TEST_PYTHON: run the suite with scripts/test, which makes a virtualenv with lightgbm");
     let venv_bin = Path::new(&python).parent().unwrap().to_path_buf();
-    for template in ["classification", "regression"] {
+    for template in ["classification", "regression", "features"] {
         let tmp = tempfile::tempdir().unwrap();
         let project = tmp.path().join("project");
         let out = Command::new(env!("CARGO_BIN_EXE_plinth"))
