@@ -40,21 +40,42 @@ fn runnable_blocks(markdown: &str) -> Vec<String> {
     blocks
 }
 
-/// Runs `doc`'s blocks against a fresh server; answers the shell's output.
-fn run_doc(doc: &str) -> String {
+/// Runs `doc`'s blocks (those of its `section` only, when given: from that heading to the next
+/// of its level) against a fresh server, from a clone; answers the shell's output.
+fn run_doc(doc: &str, section: Option<&str>, key_var: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("clone");
     std::fs::create_dir(&work).unwrap();
     // The guide runs from a clone: its data and examples are where a clone has them.
-    for dir in ["testdata", "examples"] {
+    for dir in ["testdata", "examples", "templates"] {
         std::os::unix::fs::symlink(repo().join(dir), work.join(dir)).unwrap();
     }
-    run_markdown(&repo().join(doc), &work, "", &[])
+    let mut markdown = std::fs::read_to_string(repo().join(doc)).unwrap();
+    if let Some(heading) = section {
+        let start = markdown
+            .find(&format!("\n{heading}\n"))
+            .unwrap_or_else(|| panic!("{doc} has no {heading}"));
+        let rest = &markdown[start + heading.len() + 2..];
+        let level = heading.split(' ').next().unwrap();
+        let end = rest.find(&format!("\n{level} ")).map_or(rest.len(), |e| e + 1);
+        markdown = rest[..end].to_string();
+    }
+    let file = tmp.path().join("doc.md");
+    std::fs::write(&file, markdown).unwrap();
+    run_markdown(&file, &work, "", &[], key_var)
 }
 
 /// Runs the blocks of `markdown` in `work`, after `setup`, with `plinth` (and `path`) first on
 /// the PATH, against a fresh server as its admin.
-fn run_markdown(markdown: &Path, work: &Path, setup: &str, path: &[PathBuf]) -> String {
+/// The admin key is in the variable `key_var` (`PLINTH_KEY`, which the CLI reads, or one the
+/// document logs in with).
+fn run_markdown(
+    markdown: &Path,
+    work: &Path,
+    setup: &str,
+    path: &[PathBuf],
+    key_var: &str,
+) -> String {
     let doc = markdown.display();
     let blocks = runnable_blocks(&std::fs::read_to_string(markdown).unwrap());
     assert!(blocks.len() >= 4, "{doc}: only {} blocks to run", blocks.len());
@@ -75,7 +96,7 @@ fn run_markdown(markdown: &Path, work: &Path, setup: &str, path: &[PathBuf]) -> 
         .current_dir(work)
         .env("PATH", path)
         .env("PLINTH_URL", &server.url)
-        .env("PLINTH_KEY", &admin_key)
+        .env(key_var, &admin_key)
         .env("PLINTH_PROFILES_FILE", tmp.path().join("profiles.toml"))
         .env_remove("PLINTH_PROFILE")
         .output()
@@ -127,6 +148,7 @@ fn every_template_goes_from_training_to_a_production_prediction() {
             &project,
             "plinth team create starters",
             std::slice::from_ref(&venv_bin),
+            "PLINTH_KEY",
         );
         assert!(out.contains("deployed"), "{template}: the promotion deployed: {out}");
         assert!(project.join("model.txt").exists(), "{template}: trained");
@@ -135,9 +157,18 @@ fn every_template_goes_from_training_to_a_production_prediction() {
 
 #[test]
 fn getting_started_runs_as_written() {
-    let out = run_doc("docs/getting-started.md");
+    let out = run_doc("docs/getting-started.md", None, "PLINTH_KEY");
     // It reached a governed production prediction.
     assert!(out.contains("approved") || out.contains("deployed"), "{out}");
+    assert!(out.contains("\"predictions\""), "the curl prediction: {out}");
+}
+
+/// The README's quick start, as a new user types it: logging in with the admin key, profiles,
+/// the feature store and SQL on data the repository carries.
+#[test]
+fn the_readme_quick_start_runs_as_written() {
+    let out = run_doc("README.md", Some("## Quick start"), "ADMIN");
+    assert!(out.contains("approved by") || out.contains("deployed"), "{out}");
     assert!(out.contains("\"predictions\""), "the curl prediction: {out}");
 }
 
