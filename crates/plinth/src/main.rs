@@ -28,6 +28,14 @@ pub fn backend() -> Arc<dyn InferenceBackend> {
     return Arc::new(plinth_core::serving::runtime::NoBackend);
 }
 
+/// The SQL engine this build queries with.
+fn query_engine() -> Arc<dyn plinth_core::data::query::QueryEngine> {
+    #[cfg(feature = "query")]
+    return Arc::new(plinth_query::DataFusion);
+    #[cfg(not(feature = "query"))]
+    return Arc::new(plinth_core::data::query::NoQuery);
+}
+
 /// The inference and table backends this build runs the core on, and the object store when
 /// one is configured.
 pub fn backends(
@@ -43,7 +51,7 @@ pub fn backends(
     Ok(plinth_core::Backends {
         inference: backend(),
         tables: Arc::new(plinth_data::Tables),
-        query: Arc::new(plinth_query::DataFusion),
+        query: query_engine(),
         objects,
         trainer: Arc::new(plinth_train::service::BuiltIn),
     })
