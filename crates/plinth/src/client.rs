@@ -298,6 +298,20 @@ pub(crate) fn progress_bar(len: u64, label: &'static str) -> ProgressBar {
     bar
 }
 
+/// A bar for a job the server runs (an evaluation, a materialization): the job's own progress
+/// in percent and its state, not bytes.
+pub(crate) fn job_bar(label: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(100), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos:>3} % {msg}, {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label);
+    bar.set_message("queued");
+    bar
+}
+
 /// What to say when no server answers: most often it is not running, or not at that address.
 fn unreachable(base: &str) -> String {
     format!(

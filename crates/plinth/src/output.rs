@@ -44,3 +44,13 @@ pub fn more(next: &Option<String>) {
         eprintln!("(more results: pass --cursor {cursor})");
     }
 }
+
+/// A state as people write it: a serialized enum's name with its underscores as spaces
+/// (`approved_for_production` reads "approved for production").
+pub fn words(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s.replace('_', " "),
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}

@@ -100,11 +100,12 @@ pub(super) async fn evaluate(c: &Client, json_out: bool, a: EvaluateArgs) -> Res
     let mut e: Evaluation =
         c.post(&format!("/teams/{team}/models/{model}/evaluations"), &body).await?;
     if !a.no_wait {
-        let bar = crate::client::progress_bar(100, "evaluating");
+        let bar = crate::client::job_bar("evaluating");
         while matches!(e.status, JobStatus::Queued | JobStatus::Running) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             e = c.get(&format!("/evaluations/{}", e.id), &[]).await?;
             bar.set_position((e.progress * 100.0) as u64);
+            bar.set_message(if e.status == JobStatus::Queued { "queued" } else { "running" });
         }
         bar.finish_and_clear();
     }

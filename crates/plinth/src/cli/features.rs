@@ -313,11 +313,12 @@ pub(super) async fn materialize(c: &Client, json_out: bool, view: &str, full: bo
             &json!({"incremental": !full}),
         )
         .await?;
-    let bar = crate::client::progress_bar(100, "materializing");
+    let bar = crate::client::job_bar("materializing");
     while matches!(m.status, JobStatus::Queued | JobStatus::Running) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         m = c.get(&format!("/materializations/{}", m.id), &[]).await?;
         bar.set_position((m.progress * 100.0) as u64);
+        bar.set_message(if m.status == JobStatus::Queued { "queued" } else { "running" });
     }
     bar.finish_and_clear();
     if json_out {

@@ -166,7 +166,7 @@ fn print_promotion(json_out: bool, p: &Promotion) {
     output::fields(&[
         ("promotion", p.id.clone()),
         ("model", format!("{}/{}@{} → {}", p.team, p.model, p.version, p.environment)),
-        ("status", p.status.as_str().to_string()),
+        ("status", p.status.as_str().replace('_', " ")),
         ("risk tier", p.risk_tier.clone()),
         ("reviewers needed", p.required_reviewers.to_string()),
         ("requested by", format!("{} at {}", p.requested_by, output::time(&p.requested_at))),

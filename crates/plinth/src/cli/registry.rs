@@ -302,7 +302,7 @@ fn show_version(g: &Global, v: &ModelVersion) {
             "risk tier",
             v.card.risk_tier.map(|r| format!("{r:?}").to_lowercase()).unwrap_or_else(|| "-".into()),
         ),
-        ("approval", format!("{:?}", v.approval).to_lowercase()),
+        ("approval", crate::output::words(&v.approval)),
         ("lineage", lineage_line(&v.lineage)),
         ("created", format!("{} by {}", output::time(&v.created_at), v.created_by)),
     ]);

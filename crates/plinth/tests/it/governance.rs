@@ -175,6 +175,9 @@ shared_server_tests! {
         assert_eq!(dep["spec"]["versions"], json!([{"version": 2, "weight": 100}]));
         let v2 = t.viewer.1.get(&format!("/teams/{team}/models/income/versions/2")).await.ok(StatusCode::OK);
         assert_eq!(v2["approval"], "approved_for_production");
+        // People read states as words.
+        let shown = author.ok(&["version", "show", &format!("{model}@2")]);
+        assert!(shown.contains("approved for production"), "{shown}");
         // The moments to ask about: when each change took effect.
         let t1 = dep["updated_at"].as_str().unwrap().to_string();
 
