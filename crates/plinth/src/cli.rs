@@ -74,6 +74,33 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The command line's definition, as `--help` shows it: the client's global options
+    /// (`--url`, `--profile`, `--json`) are not listed on `serve`, which does not use them.
+    pub fn definition() -> clap::Command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        // Propagates the global options into every subcommand, so that serve's can be hidden.
+        cmd.build();
+        cmd.mut_subcommand("serve", |serve| {
+            ["url", "profile", "json"]
+                .into_iter()
+                .fold(serve, |s, id| s.mut_arg(id, |a| a.hide(true)))
+        })
+    }
+
+    /// `plinth serve`'s help without the client's options, when that is what was asked for.
+    pub fn serve_help(e: &clap::Error) -> Option<String> {
+        let mut args = std::env::args().skip(1);
+        if e.kind() != clap::error::ErrorKind::DisplayHelp
+            || args.next().as_deref() != Some("serve")
+        {
+            return None;
+        }
+        let long = args.any(|a| a == "--help");
+        let mut cmd = Cli::definition();
+        let serve = cmd.find_subcommand_mut("serve")?;
+        Some(if long { serve.render_long_help() } else { serve.render_help() }.to_string())
+    }
+
     /// Whether this runs the server (rather than a client command).
     pub fn is_serve(&self) -> bool {
         matches!(self.command, Command::Serve(_))
@@ -493,6 +520,21 @@ mod tests {
             "{:?}",
             seen.keys()
         );
+    }
+
+    /// `plinth serve --help` lists the server's options only.
+    #[test]
+    fn serve_does_not_list_the_client_s_options() {
+        let mut cmd = Cli::definition();
+        let serve = cmd.find_subcommand_mut("serve").unwrap();
+        let help = serve.render_long_help().to_string();
+        for client_only in ["--url", "--profile", "--json"] {
+            assert!(!help.contains(client_only), "{client_only} in serve's help:\n{help}");
+        }
+        assert!(help.contains("--listen") && help.contains("--data-dir"), "{help}");
+        let mut cmd = Cli::definition();
+        let list = cmd.find_subcommand_mut("model").unwrap().find_subcommand_mut("list").unwrap();
+        assert!(list.render_long_help().to_string().contains("--url"), "clients keep --url");
     }
 
     #[test]

@@ -76,6 +76,10 @@ fn end_quietly_on_broken_pipe() {}
 fn main() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
+        Err(e) if cli::Cli::serve_help(&e).is_some() => {
+            print!("{}", cli::Cli::serve_help(&e).unwrap_or_default());
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
