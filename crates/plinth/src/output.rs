@@ -4,7 +4,6 @@ use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Prints `value` as pretty JSON.
 pub fn json(value: &impl Serialize) {
@@ -31,8 +30,12 @@ pub fn fields(pairs: &[(&str, String)]) {
     }
 }
 
+/// A moment for people: to the second, in UTC (`2026-12-06 17:55:45 UTC`); `--json` keeps
+/// the server's RFC 3339 with its fractions.
 pub fn time(t: &OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    t.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
 }
 
 pub fn opt_time(t: &Option<OffsetDateTime>) -> String {

@@ -644,7 +644,7 @@ async fn served_drift(c: &Client, json_out: bool, a: DriftArgs) -> Result<()> {
 }
 
 fn time_label(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    output::time(&t)
 }
 
 fn read(path: &Path) -> Result<Table> {
