@@ -57,3 +57,29 @@ pub fn words(value: &impl Serialize) -> String {
         Err(_) => String::new(),
     }
 }
+
+/// A size for people: bytes, then KB, MB, GB (powers of 1,000, one decimal).
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(super::size(999), "999 bytes");
+        assert_eq!(super::size(71_500), "71.5 KB");
+        assert_eq!(super::size(536_870_912), "536.9 MB");
+        assert_eq!(super::size(2_000_000_000_000_000), "2000.0 TB");
+    }
+}

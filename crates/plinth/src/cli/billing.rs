@@ -290,7 +290,7 @@ async fn billing(c: &Client, json_out: bool, cmd: BillingCmd) -> Result<()> {
                 b.month, b.predictions_this_month, b.cost_this_month_usd
             ),
         ),
-        ("stored", format!("{} bytes", b.storage_bytes)),
+        ("stored", crate::output::size(b.storage_bytes)),
     ];
     if let Some(next) = &b.next_plan {
         fields.insert(2, ("from next month", next.clone()));

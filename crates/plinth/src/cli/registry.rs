@@ -290,7 +290,7 @@ fn show_version(g: &Global, v: &ModelVersion) {
         ("version", format!("{}/{}@{}", v.team, v.model, v.version)),
         ("id", v.id.clone()),
         ("format", v.artifact.format.as_str().into()),
-        ("file", format!("{} ({} bytes)", v.artifact.filename, v.artifact.size_bytes)),
+        ("file", format!("{} ({})", v.artifact.filename, output::size(v.artifact.size_bytes))),
         ("sha256", v.artifact.sha256.clone()),
         ("inputs", sig(&v.signature.inputs)),
         ("outputs", sig(&v.signature.outputs)),
@@ -362,12 +362,12 @@ pub(super) async fn version(g: &Global, cmd: VersionCmd) -> Result<()> {
                 output::json(&v);
             } else {
                 println!(
-                    "registered {}/{}@{} ({}, {} bytes, sha256 {})",
+                    "registered {}/{}@{} ({}, {}, sha256 {})",
                     v.team,
                     v.model,
                     v.version,
                     v.artifact.format.as_str(),
-                    v.artifact.size_bytes,
+                    output::size(v.artifact.size_bytes),
                     v.artifact.sha256
                 );
             }

@@ -452,9 +452,9 @@ fn fit(a: FitArgs) -> Result<()> {
     };
     std::fs::write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!(
-        "wrote {} ({} bytes) in {:.2} s",
+        "wrote {} ({}) in {:.2} s",
         a.out.display(),
-        bytes.len(),
+        crate::output::size(bytes.len() as u64),
         started.elapsed().as_secs_f64()
     );
     if let Some(path) = &a.predict {
