@@ -12,6 +12,14 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// FNV-1a, 64 bits: a fast, stable hash of bytes (routing keys to versions, file versions to
+/// entity tags). Not for anything an attacker may choose to collide.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Now, in microseconds since the Unix epoch: the unit every timestamp is stored in.
 pub fn now_micros() -> i64 {
     // From the system clock directly: `OffsetDateTime::now_utc` also works out the calendar date,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use plinth_api::identity::WhoAmI;
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -44,6 +44,25 @@ impl std::error::Error for UsageError {}
 
 pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
+}
+
+/// `--entity KEY=V1,V2` (of `predict` and `features get`) as the API's `{"KEY": [V1, V2]}`:
+/// numbers when every value is one.
+pub(crate) fn entity_keys(specs: &[String]) -> Result<Value> {
+    let mut keys = serde_json::Map::new();
+    for spec in specs {
+        let (key, values) = spec
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--entity {spec:?}: give KEY=VALUE[,VALUE...]")))?;
+        let values: Vec<&str> =
+            values.split(',').map(str::trim).filter(|v| !v.is_empty()).collect();
+        if key.is_empty() || values.is_empty() {
+            return Err(usage(format!("--entity {spec:?}: give KEY=VALUE[,VALUE...]")));
+        }
+        let numbers: Option<Vec<i64>> = values.iter().map(|v| v.parse().ok()).collect();
+        keys.insert(key.to_string(), numbers.map_or_else(|| json!(values), |n| json!(n)));
+    }
+    Ok(Value::Object(keys))
 }
 
 /// A spec file as JSON: TOML when its name ends in `.toml`, else JSON.
@@ -535,6 +554,15 @@ mod tests {
         let mut cmd = Cli::definition();
         let list = cmd.find_subcommand_mut("model").unwrap().find_subcommand_mut("list").unwrap();
         assert!(list.render_long_help().to_string().contains("--url"), "clients keep --url");
+    }
+
+    #[test]
+    fn entity_keys_are_numbers_when_every_value_is_one() {
+        let keys = entity_keys(&["origin=JFK,LGA".into(), "driver_id=1, 2".into()]).unwrap();
+        assert_eq!(keys, serde_json::json!({"origin": ["JFK", "LGA"], "driver_id": [1, 2]}));
+        for bad in ["origin", "=JFK", "origin="] {
+            assert!(entity_keys(&[bad.to_string()]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -72,6 +72,13 @@ struct Origin {
     path: String,
 }
 
+/// MLflow sends version numbers as strings.
+fn version_number(version: &str) -> Result<u32> {
+    version
+        .parse()
+        .map_err(|_| Error::invalid("version", format!("{version:?} is not a version number")))
+}
+
 /// MLflow's alias rule: letters, digits, `_` and `-`, not `latest` nor `v<number>` (those
 /// name versions already).
 fn check_alias(alias: &str) -> Result<()> {
@@ -656,9 +663,7 @@ impl Plinth {
         name: &str,
         version: &str,
     ) -> Result<MlflowVersion> {
-        let n: u32 = version.parse().map_err(|_| {
-            Error::invalid("version", format!("{version:?} is not a version number"))
-        })?;
+        let n = version_number(version)?;
         let v = self.get_version(who, &team.name, name, n).await?;
         let m = self.model_ref(who, &team.name, name).await?;
         self.version_view(&v, &self.aliases_of(&m.id).await?).await
@@ -672,9 +677,7 @@ impl Plinth {
         version: &str,
         description: Option<&str>,
     ) -> Result<MlflowVersion> {
-        let n: u32 = version.parse().map_err(|_| {
-            Error::invalid("version", format!("{version:?} is not a version number"))
-        })?;
+        let n = version_number(version)?;
         self.update_version(
             who,
             &team.name,
@@ -747,9 +750,7 @@ impl Plinth {
         name: &str,
         version: &str,
     ) -> Result<String> {
-        let n: u32 = version.parse().map_err(|_| {
-            Error::invalid("version", format!("{version:?} is not a version number"))
-        })?;
+        let n = version_number(version)?;
         let v = self.get_version(who, &team.name, name, n).await?;
         let row = self
             .db
@@ -772,9 +773,7 @@ impl Plinth {
     ) -> Result<()> {
         who.require(team, TeamRole::Developer, "setting aliases")?;
         check_alias(alias)?;
-        let n: u32 = version.parse().map_err(|_| {
-            Error::invalid("version", format!("{version:?} is not a version number"))
-        })?;
+        let n = version_number(version)?;
         let m = self.model_ref(who, &team.name, name).await?;
         self.get_version(who, &team.name, name, n).await?;
         let mut tx = self.db.begin().await?;

@@ -136,6 +136,16 @@ pub(crate) fn next_token(offset: i64, limit: i64, got: usize) -> Option<String> 
     (got as i64 > limit).then(|| (offset + limit).to_string())
 }
 
+fn metric_from_row(r: &sqlx::any::AnyRow) -> Result<Metric> {
+    Ok(Metric {
+        key: col(r, "key")?,
+        value: col(r, "value")?,
+        timestamp: col(r, "at")?,
+        step: col(r, "step")?,
+        model_id: col(r, "model_id")?,
+    })
+}
+
 fn experiment_from_row(row: &sqlx::any::AnyRow) -> Result<Experiment> {
     let id: String = col(row, "id")?;
     let tags: BTreeMap<String, String> = serde_json::from_str(&col::<String>(row, "tags")?)?;
@@ -414,13 +424,7 @@ impl Plinth {
             .await?;
         let mut latest: BTreeMap<String, Metric> = BTreeMap::new();
         for r in &rows {
-            let m = Metric {
-                key: col(r, "key")?,
-                value: col(r, "value")?,
-                timestamp: col(r, "at")?,
-                step: col(r, "step")?,
-                model_id: col(r, "model_id")?,
-            };
+            let m = metric_from_row(r)?;
             latest.insert(m.key.clone(), m);
         }
         Ok(Run {
@@ -806,17 +810,7 @@ impl Plinth {
                 [run_id.into(), key.into()],
             ))
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Metric {
-                    key: col(r, "key")?,
-                    value: col(r, "value")?,
-                    timestamp: col(r, "at")?,
-                    step: col(r, "step")?,
-                    model_id: col(r, "model_id")?,
-                })
-            })
-            .collect()
+        rows.iter().map(metric_from_row).collect()
     }
 
     fn logged_model(row: &sqlx::any::AnyRow) -> Result<LoggedModel> {

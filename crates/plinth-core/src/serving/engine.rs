@@ -51,7 +51,7 @@ impl Live {
     /// The runner for a request: by the sticky key's hash, or at random, by weight.
     pub fn route(&self, key: Option<&str>) -> &Arc<Runner> {
         let draw = match key {
-            Some(k) => (fnv1a(k.as_bytes()) % 100) as u32,
+            Some(k) => (crate::util::fnv1a(k.as_bytes()) % 100) as u32,
             None => (fast_random() % 100) as u32,
         };
         self.routes
@@ -98,10 +98,6 @@ impl Live {
     pub fn not_found(&self) -> Error {
         Error::not_found("deployment", format!("{}/{}@{}", self.team, self.model, self.environment))
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
 }
 
 /// The engine table's key of a deployment: `team/model/environment` (a name holds no '/', so

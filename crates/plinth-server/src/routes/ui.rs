@@ -86,10 +86,8 @@ fn etags() -> &'static [String] {
         ASSETS
             .iter()
             .map(|a| {
-                // FNV-1a, 64 bits: enough to tell two versions of a file apart.
-                let hash = a.bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-                });
+                // Enough to tell two versions of a file apart.
+                let hash = plinth_core::util::fnv1a(a.bytes);
                 format!("\"{hash:016x}-{}\"", a.bytes.len())
             })
             .collect()

@@ -338,23 +338,10 @@ pub(super) async fn materialize(c: &Client, json_out: bool, view: &str, full: bo
     Ok(())
 }
 
-fn parse_entity_value(s: &str) -> Value {
-    s.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(s))
-}
-
 pub(super) async fn features_remote(c: &Client, json_out: bool, cmd: FeaturesCmd) -> Result<()> {
     match cmd {
         FeaturesCmd::Get { team, features, service, entities } => {
-            let mut ents = serde_json::Map::new();
-            for e in &entities {
-                let (k, vs) = e
-                    .split_once('=')
-                    .ok_or_else(|| usage(format!("'{e}' is not KEY=V1,V2,...")))?;
-                ents.insert(
-                    k.to_string(),
-                    Value::from(vs.split(',').map(parse_entity_value).collect::<Vec<_>>()),
-                );
-            }
+            let ents = super::entity_keys(&entities)?;
             let body = json!({"features": features, "feature_service": service, "entities": ents});
             let r: OnlineResponse =
                 c.post(&format!("/teams/{team}/features/online"), &body).await?;

@@ -66,18 +66,7 @@ pub(crate) struct InitArgs {
 /// The naming rule of teams and models (the server checks it too; here the project's commands
 /// are written with the names, so a bad one is refused before any file is).
 fn check_name(what: &str, name: &str) -> Result<()> {
-    let ok = (1..=63).contains(&name.len())
-        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(usage(format!(
-            "--{what} {name:?}: 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
-        )))
-    }
+    plinth_core::util::check_name(&format!("--{what}"), name).map_err(|e| usage(e.message))
 }
 
 pub(crate) fn run(args: InitArgs) -> Result<()> {

@@ -503,28 +503,10 @@ fn read_rows(file: &Path) -> Result<Vec<Value>> {
     }
 }
 
-/// `--entity KEY=V1,V2` as the API's `{"KEY": [V1, V2]}`: numbers when every value is one.
-fn entity_keys(specs: &[String]) -> Result<Value> {
-    let mut keys = serde_json::Map::new();
-    for spec in specs {
-        let (key, values) = spec
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--entity {spec:?}: give KEY=VALUE[,VALUE...]")))?;
-        let values: Vec<&str> =
-            values.split(',').map(str::trim).filter(|v| !v.is_empty()).collect();
-        if key.is_empty() || values.is_empty() {
-            return Err(usage(format!("--entity {spec:?}: give KEY=VALUE[,VALUE...]")));
-        }
-        let numbers: Option<Vec<i64>> = values.iter().map(|v| v.parse().ok()).collect();
-        keys.insert(key.to_string(), numbers.map_or_else(|| json!(values), |n| json!(n)));
-    }
-    Ok(Value::Object(keys))
-}
-
 pub(super) async fn predict(c: &Client, json_out: bool, a: PredictArgs) -> Result<()> {
     let url = format!("{}/predict", path(&a.model, &a.env)?);
     if !a.entity.is_empty() {
-        let body = json!({"entities": entity_keys(&a.entity)?, "routing_key": a.key});
+        let body = json!({"entities": super::entity_keys(&a.entity)?, "routing_key": a.key});
         let answer: PredictResponse = c.post(&url, &body).await?;
         return print_answers(json_out, &[answer]);
     }
@@ -768,18 +750,4 @@ pub(super) async fn environment(c: &Client, json_out: bool, cmd: EnvironmentCmd)
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entity_keys_are_numbers_when_every_value_is_one() {
-        let keys = entity_keys(&["origin=JFK,LGA".into(), "driver_id=1, 2".into()]).unwrap();
-        assert_eq!(keys, json!({"origin": ["JFK", "LGA"], "driver_id": [1, 2]}));
-        for bad in ["origin", "=JFK", "origin="] {
-            assert!(entity_keys(&[bad.to_string()]).is_err(), "{bad}");
-        }
-    }
 }
