@@ -54,6 +54,8 @@ pub struct Config {
     pub postgres_source_hosts: Vec<String>,
     /// How long connecting to a PostgreSQL source may take, in seconds.
     pub postgres_source_timeout_seconds: u64,
+    /// The most bytes one PostgreSQL source may give one query (its rows as CSV).
+    pub postgres_source_max_bytes: u64,
     /// `s3://bucket[/prefix]`: artifacts, datasets and prediction-log segments in S3-compatible
     /// object storage, shared by replicas. Unset: the local folder in `data_dir`.
     pub object_store_url: Option<String>,
@@ -100,6 +102,7 @@ impl Default for Config {
             local_sources_root: None,
             postgres_source_hosts: Vec::new(),
             postgres_source_timeout_seconds: 5,
+            postgres_source_max_bytes: 1 << 30,
             object_store_url: None,
             s3_endpoint: None,
             s3_region: None,
@@ -129,6 +132,7 @@ pub const KEYS: &[&str] = &[
     "local_sources_root",
     "postgres_source_hosts",
     "postgres_source_timeout_seconds",
+    "postgres_source_max_bytes",
     "object_store_url",
     "s3_endpoint",
     "s3_region",
@@ -211,6 +215,9 @@ pub fn load(
     if !(1..=300).contains(&config.postgres_source_timeout_seconds) {
         bail!("invalid configuration: postgres_source_timeout_seconds must be 1-300");
     }
+    if config.postgres_source_max_bytes == 0 {
+        bail!("invalid configuration: postgres_source_max_bytes must be positive");
+    }
     if !(5..=3600).contains(&config.task_lease_seconds) {
         bail!("invalid configuration: task_lease_seconds must be 5-3600");
     }
@@ -250,7 +257,8 @@ fn typed(key: &str, value: &str) -> Result<toml::Value> {
         | "shutdown_grace_seconds"
         | "busy_poll_us"
         | "task_lease_seconds"
-        | "postgres_source_timeout_seconds" => toml::Value::Integer(
+        | "postgres_source_timeout_seconds"
+        | "postgres_source_max_bytes" => toml::Value::Integer(
             value
                 .trim()
                 .parse()

@@ -29,6 +29,7 @@ pub async fn run(config: Config) -> Result<()> {
             postgres_sources: plinth_core::data::sources::PostgresAccess {
                 allowed_hosts: config.postgres_source_hosts.clone(),
                 connect_timeout: Duration::from_secs(config.postgres_source_timeout_seconds),
+                max_bytes: config.postgres_source_max_bytes,
             },
             tasks: plinth_core::tasks::TaskOptions {
                 lease: Duration::from_secs(config.task_lease_seconds),

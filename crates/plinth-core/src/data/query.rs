@@ -277,10 +277,13 @@ impl Plinth {
             let file = self.dataset_file(&col::<String>(r, "version_id")?).await?;
             tables.push(QueryTable { schema: col(r, "owner")?, name, parts: vec![file] });
         }
-        tables.extend(self.source_tables(&t.id, &req.sql).await?);
+        // Copying a PostgreSQL source counts against the query's time limit.
+        let timeout = Duration::from_millis(timeout_ms);
+        let started = std::time::Instant::now();
+        tables.extend(self.source_tables(&t.id, &req.sql, timeout).await?);
         let limits = QueryLimits {
             max_rows: max_rows as usize,
-            timeout: Duration::from_millis(timeout_ms),
+            timeout: timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1)),
             memory_bytes: 512 * 1024 * 1024,
         };
         let bad_sql = |e: String| Error::new(Code::InvalidField, e).with_field("sql");

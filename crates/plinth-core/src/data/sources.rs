@@ -29,12 +29,15 @@ use crate::error::{Error, Result};
 use crate::store::{Sql, col};
 use crate::util::{check_name, micros_to_time, new_id, now_micros};
 
-/// Which PostgreSQL servers sources may read, and how long a connection may take.
+/// Which PostgreSQL servers sources may read, how long a connection may take, and how much a
+/// query may copy out of them.
 #[derive(Debug, Clone)]
 pub struct PostgresAccess {
     /// `host`, `host:port` or `host:port/database`; empty: PostgreSQL sources are refused.
     pub allowed_hosts: Vec<String>,
     pub connect_timeout: std::time::Duration,
+    /// The most bytes (as CSV) one source may give one query.
+    pub max_bytes: u64,
 }
 
 impl Default for PostgresAccess {
@@ -42,9 +45,13 @@ impl Default for PostgresAccess {
         PostgresAccess {
             allowed_hosts: Vec::new(),
             connect_timeout: std::time::Duration::from_secs(5),
+            max_bytes: 1 << 30,
         }
     }
 }
+
+/// How long a source's reading may take when no query bounds it (a preview, a schema).
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Spec {
@@ -307,7 +314,13 @@ impl Plinth {
 
     /// The sources a team's query names: its own, and those granted to it (with the owner's
     /// name as schema).
-    pub(crate) async fn source_tables(&self, team_id: &str, sql: &str) -> Result<Vec<QueryTable>> {
+    /// A PostgreSQL source's copy must end `within` (the query's time limit).
+    pub(crate) async fn source_tables(
+        &self,
+        team_id: &str,
+        sql: &str,
+        within: std::time::Duration,
+    ) -> Result<Vec<QueryTable>> {
         let rows = self
             .db
             .fetch_all(&Sql::with(
@@ -345,45 +358,80 @@ impl Plinth {
                         })
                         .collect()
                 }
-                SourceKind::Postgres => vec![self.postgres_file(&spec).await?],
+                SourceKind::Postgres => vec![self.postgres_file(&spec, &name, within).await?],
             };
             out.push(QueryTable { schema: col(r, "owner")?, name, parts });
         }
         Ok(out)
     }
 
-    /// A PostgreSQL table or query as a CSV file in staging, streamed there by `COPY`.
-    async fn postgres_file(&self, spec: &Spec) -> Result<LocalFile> {
+    /// A PostgreSQL table or query as a CSV file in staging, streamed there by `COPY`, within
+    /// `within` (the server stops the statement then too) and `max_bytes`.
+    async fn postgres_file(
+        &self,
+        spec: &Spec,
+        name: &str,
+        within: std::time::Duration,
+    ) -> Result<LocalFile> {
         use sqlx::Connection;
-        let (mut conn, copy) = self.postgres_copy(spec, None).await?;
-        let fail = |e: &dyn std::fmt::Display| pg_error(spec, e);
-        let stream = conn.copy_out_raw(&copy).await.map_err(|e| fail(&e))?;
-        let mut reader = tokio_util::io::StreamReader::new(
-            stream
-                .map(|chunk| chunk.map_err(|e| std::io::Error::other(pg_error(spec, &e).message))),
-        );
-        let staged = self
-            .staging()
-            .receive(&mut reader, u64::MAX)
-            .await
-            .map_err(|e| if e.code == Code::InvalidRequest { fail(&e.message) } else { e })?;
-        drop(reader);
-        let _ = conn.close().await;
-        Ok(LocalFile::staged(staged, FileFormat::Csv))
+        let max_bytes = self.postgres.max_bytes;
+        let copy = async {
+            let (mut conn, copy) = self.postgres_copy(spec, None, within).await?;
+            let fail = |e: &dyn std::fmt::Display| pg_error(spec, e);
+            let stream = conn.copy_out_raw(&copy).await.map_err(|e| fail(&e))?;
+            let mut reader =
+                tokio_util::io::StreamReader::new(stream.map(|chunk| {
+                    chunk.map_err(|e| std::io::Error::other(pg_error(spec, &e).message))
+                }));
+            let staged =
+                self.staging().receive(&mut reader, max_bytes).await.map_err(|e| match e.code {
+                    Code::InvalidRequest => fail(&e.message),
+                    Code::PayloadTooLarge => Error::invalid(
+                        "sql",
+                        format!(
+                            "the PostgreSQL source '{name}' gives more than {max_bytes} bytes (the server's postgres_source_max_bytes): select fewer rows or columns in the source"
+                        ),
+                    ),
+                    _ => e,
+                })?;
+            drop(reader);
+            let _ = conn.close().await;
+            Ok(LocalFile::staged(staged, FileFormat::Csv))
+        };
+        tokio::time::timeout(within, copy).await.map_err(|_| {
+            Error::invalid(
+                "sql",
+                format!(
+                    "the query ran longer than its limit of {} ms reading the PostgreSQL source '{name}'",
+                    within.as_millis()
+                ),
+            )
+        })?
     }
 
     /// A PostgreSQL table or query as CSV with a header (at most `limit` rows).
     async fn postgres_csv(&self, spec: &Spec, limit: Option<u64>) -> Result<Vec<u8>> {
         use sqlx::Connection;
-        let (mut conn, copy) = self.postgres_copy(spec, limit).await?;
-        let mut stream = conn.copy_out_raw(&copy).await.map_err(|e| pg_error(spec, &e))?;
-        let mut out = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            out.extend_from_slice(&chunk.map_err(|e| pg_error(spec, &e))?);
-        }
-        drop(stream);
-        let _ = conn.close().await;
-        Ok(out)
+        let read = async {
+            let (mut conn, copy) = self.postgres_copy(spec, limit, READ_TIMEOUT).await?;
+            let mut stream = conn.copy_out_raw(&copy).await.map_err(|e| pg_error(spec, &e))?;
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                out.extend_from_slice(&chunk.map_err(|e| pg_error(spec, &e))?);
+                if out.len() as u64 > self.postgres.max_bytes {
+                    return Err(Error::invalid(
+                        "query",
+                        "the source gives more than the server's postgres_source_max_bytes",
+                    ));
+                }
+            }
+            drop(stream);
+            let _ = conn.close().await;
+            Ok(out)
+        };
+        tokio::time::timeout(READ_TIMEOUT, read)
+            .await
+            .map_err(|_| Error::invalid("query", "reading the source took longer than 60 s"))?
     }
 }
 
@@ -421,6 +469,7 @@ impl Plinth {
         &self,
         spec: &Spec,
         limit: Option<u64>,
+        within: std::time::Duration,
     ) -> Result<(sqlx::postgres::PgConnection, String)> {
         use sqlx::{ConnectOptions, Connection};
         let url = spec.url.as_deref().unwrap_or_default();
@@ -459,14 +508,23 @@ impl Plinth {
             // Refused, reset, timed out, not PostgreSQL at all: one answer, whatever the network said.
             Ok(Err(_)) | Err(_) => return Err(unreachable()),
         };
+        // A role that is an administrator, reads every table or the server's files, signals
+        // other sessions, or can open connections elsewhere (dblink, large-object files) is
+        // refused whole. Roles and functions are looked up by name: a server without them (an
+        // older release, no dblink) simply has nothing to refuse.
         let powerful: bool = sqlx::query_scalar(
-            "SELECT r.rolsuper OR r.rolreplication OR r.rolbypassrls
-                OR pg_has_role(current_user, 'pg_read_server_files', 'MEMBER')
-                OR pg_has_role(current_user, 'pg_write_server_files', 'MEMBER')
-                OR pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER')
-                OR has_function_privilege('pg_read_file(text)', 'EXECUTE')
-                OR has_function_privilege('pg_read_binary_file(text)', 'EXECUTE')
-                OR has_function_privilege('pg_ls_dir(text)', 'EXECUTE')
+            "SELECT r.rolsuper OR r.rolreplication OR r.rolbypassrls OR r.rolcreaterole
+                OR EXISTS (SELECT 1 FROM pg_roles g
+                    WHERE g.rolname IN ('pg_read_server_files', 'pg_write_server_files',
+                        'pg_execute_server_program', 'pg_read_all_data', 'pg_write_all_data',
+                        'pg_signal_backend', 'pg_read_all_settings', 'pg_read_all_stats',
+                        'pg_monitor', 'pg_checkpoint')
+                    AND pg_has_role(current_user, g.oid, 'MEMBER'))
+                OR EXISTS (SELECT 1 FROM pg_proc p
+                    WHERE p.proname IN ('pg_read_file', 'pg_read_binary_file', 'pg_ls_dir',
+                        'pg_stat_file', 'lo_import', 'lo_export', 'dblink_connect',
+                        'dblink_connect_u', 'dblink', 'dblink_exec')
+                    AND has_function_privilege(p.oid, 'EXECUTE'))
              FROM pg_roles r WHERE r.rolname = current_user",
         )
         .fetch_one(&mut conn)
@@ -476,14 +534,18 @@ impl Plinth {
             let _ = conn.close().await;
             return Err(Error::invalid(
                 "url",
-                "the source's role may read or write server files or is a superuser: connect with a role that can only read its tables",
+                "the source's role is a superuser or an administrator, may read every table or the server's files, or may reach other servers (dblink): connect with a role that can only read its tables",
             ));
         }
-        // Every statement of the session runs in a read-only transaction.
-        sqlx::raw_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-            .execute(&mut conn)
-            .await
-            .map_err(|e| pg_error(spec, &e))?;
+        // Every statement of the session runs in a read-only transaction, and the server
+        // stops it when the caller's time is up.
+        let ms = within.as_millis().clamp(1, i32::MAX as u128);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY; SET statement_timeout = {ms}"
+        )))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| pg_error(spec, &e))?;
         let select = match (&spec.table, &spec.query) {
             (Some(t), _) => format!("SELECT * FROM {t}"),
             (None, Some(q)) => q.trim().trim_end_matches(';').to_string(),

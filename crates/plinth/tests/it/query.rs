@@ -244,6 +244,7 @@ async fn sources_files_folders_and_postgres_tables_in_sql() {
         postgres_sources: plinth_core::data::sources::PostgresAccess {
             allowed_hosts: vec!["127.0.0.1".into()],
             connect_timeout: std::time::Duration::from_secs(1),
+            max_bytes: 64 * 1024,
         },
         ..ServerOptions::new(Backend::Sqlite)
     })
@@ -349,6 +350,44 @@ async fn sources_files_folders_and_postgres_tables_in_sql() {
         .await
         .err(StatusCode::BAD_REQUEST, "invalid_field");
     assert!(e["message"].as_str().unwrap().contains("superuser"), "{e}");
+    // A role that may read every table of the server, or signal other sessions, is refused too.
+    for grant in ["pg_read_all_data", "pg_signal_backend"] {
+        let strong = unique("strong").replace('-', "_");
+        {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&pg).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE ROLE {strong} LOGIN; GRANT {grant} TO {strong};"
+            )))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+        let url = format!("postgres://{strong}@{host_port}/{db}");
+        let e = add(json!({"name": "strong", "kind": "postgres", "url": url, "table": "targets"}))
+            .await
+            .err(StatusCode::BAD_REQUEST, "invalid_field");
+        assert!(e["message"].as_str().unwrap().contains("may read every table"), "{grant}: {e}");
+    }
+    // Reading a source counts against the query's time limit, and the database stops the
+    // statement then: a source that sleeps is refused within the query's 1.5 s.
+    add(json!({"name": "sleepy", "kind": "postgres", "url": url, "query": "SELECT 1 AS n FROM pg_sleep(30)"}))
+        .await
+        .ok(StatusCode::CREATED);
+    let r = query(ma, &ta, json!({"sql": "SELECT * FROM sleepy", "timeout_ms": 1500})).await;
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("ran longer than its limit of 1500 ms"),
+        "{body}"
+    );
+    // A source larger than the server's postgres_source_max_bytes (64 KiB here) is refused.
+    add(json!({"name": "big", "kind": "postgres", "url": url, "query": "SELECT g AS n, repeat('x', 100) AS pad FROM generate_series(1, 1000) g"}))
+        .await
+        .ok(StatusCode::CREATED);
+    let message = refused(ma, &ta, "SELECT count(*) FROM big").await;
+    assert!(message.contains("more than 65536 bytes"), "{message}");
     // Hosts outside the allow-list are refused before any connection; an allowed address that
     // does not answer, or answers something else, fails within the time limit with the same
     // words as a closed port: no port scanning.

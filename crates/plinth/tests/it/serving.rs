@@ -68,6 +68,29 @@ fn rows_objects(exp: &Value) -> Vec<Value> {
 }
 
 shared_server_tests! {
+    async fn trees_with_shared_subtrees_deploy_and_answer_as_onnxruntime_does(srv: &TestServer) {
+        // onnxmltools writes LightGBM's categorical splits as trees with nodes reached from two
+        // parents: such a file is accepted, deployed and served, answering what onnxruntime does.
+        let exp = expected("lightgbm_categorical_binary");
+        assert!(!exp["shared_nodes"].as_array().unwrap().is_empty(), "the fixture shares nodes");
+        let t = srv.team().await;
+        let m = &t.maintainer.1;
+        m.post(&format!("/teams/{}/models", t.team), &json!({"name": "cats", "task": "binary_classification"})).await.ok(StatusCode::CREATED);
+        m.upload_fixture(&t.team, "cats", "lightgbm_categorical_binary.onnx").await.ok(StatusCode::CREATED);
+        let base = format!("/deployments/{}/cats", t.team);
+        m.put(&format!("{base}/production"), &spec(&[(1, 100)])).await.ok(StatusCode::OK);
+        let r = predict(m, &base, json!({"rows": exp["rows"]})).await.ok(StatusCode::OK);
+        assert_eq!(r["predictions"], exp["onnxruntime_labels"], "{r}");
+        let got = r["probabilities"].as_array().unwrap();
+        let want = exp["onnxruntime_probabilities"].as_array().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            for (a, b) in g.as_array().unwrap().iter().zip(w.as_array().unwrap()) {
+                assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() <= 1e-6, "{a} vs onnxruntime's {b}");
+            }
+        }
+    }
+
     async fn deployed_models_answer_like_their_source_library(srv: &TestServer) {
         let (t, base) = income_model(srv).await;
         let (m, viewer) = (&t.maintainer.1, &t.viewer.1);
