@@ -384,8 +384,9 @@ pub struct MonitoringSettings {
     /// The share of drifted columns that is dataset drift (default 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_share: Option<f64>,
-    /// The SLA's default rules by name (`error_rate`, `latency_p99`, `accuracy_drop`,
-    /// `freshness`), tuned (threshold, for, severity) or disabled.
+    /// The SLA's default rules by name (`error_rate`, `latency_p99`, `availability_fast_burn`,
+    /// `availability_slow_burn`, `accuracy_drop`, `freshness`), tuned (threshold, for,
+    /// severity) or disabled.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sla: BTreeMap<String, RuleOverride>,
     /// The deployment's own rules.

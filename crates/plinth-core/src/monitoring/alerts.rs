@@ -6,11 +6,14 @@
 //! `resolved` (a pending one is dropped). A window without data holds no condition.
 //!
 //! Every production deployment has the SLA's rules on its own ([`SLA_RULES`]): error rate above
-//! 5 % and p99 latency above 1 s over five minutes, accuracy more than 2 points below the
-//! evaluation's over the last day's labelled predictions (classifiers, once labels exist), and
-//! a feature view it reads older than its freshness SLA (1 h by default). A team tunes or
+//! 5 % and p99 latency above 1 s over five minutes, the 99.9 % availability's error budget
+//! burning 14.4× too fast over 1 h and its last 5 minutes (critical) or 6× over 6 h and its
+//! last 30 minutes (warning), accuracy more than 2 points below the evaluation's over the last
+//! day's labelled predictions (classifiers, once labels exist), and a feature view it reads
+//! whose newest value is older than the view's freshness SLA (1 h by default). A team tunes or
 //! disables them, and adds its own rules, in the deployment's monitoring settings
-//! ([`super::settings`]); a policy may require them.
+//! ([`super::settings`]); a policy may require them, and then settings saved before the policy
+//! cannot keep one off or looser: the evaluation holds them to the SLA.
 //!
 //! One replica evaluates at a time: a schedule fires the `monitoring.alerts` task every minute.
 //! Each change to firing or resolved writes an `alert.firing` / `alert.resolved` event in the
@@ -121,39 +124,50 @@ pub(crate) struct SlaRule {
     pub threshold: f64,
     pub severity: &'static str,
     pub metric: Option<&'static str>,
+    /// The window, when not the series' default.
+    pub window_minutes: Option<i64>,
+}
+
+impl SlaRule {
+    const fn new(
+        name: &'static str,
+        series: Series,
+        threshold: f64,
+        severity: &'static str,
+    ) -> Self {
+        SlaRule { name, series, threshold, severity, metric: None, window_minutes: None }
+    }
+
+    /// Whether a team's override turns the rule off or makes it looser than the SLA: a higher
+    /// threshold (the freshness rule's 0 is each view's own SLA, which any threshold loosens
+    /// or keeps) or a `for` over five minutes.
+    pub(crate) fn loosened_by(&self, o: &plinth_api::monitoring::RuleOverride) -> bool {
+        o.disabled
+            || o.threshold.is_some_and(|t| self.threshold > 0.0 && t > self.threshold)
+            || o.for_seconds.is_some_and(|f| f > 300)
+    }
 }
 
 /// The SLA's rules, on every production deployment.
-pub(crate) const SLA_RULES: [SlaRule; 4] = [
+pub(crate) const SLA_RULES: [SlaRule; 6] = [
+    SlaRule::new("error_rate", Series::ErrorRate, 0.05, "critical"),
+    SlaRule::new("latency_p99", Series::LatencyP99, 1000.0, "warning"),
+    // The SRE book's multiwindow pair for a 99.9 % target: 2 % of a 30-day budget in an hour,
+    // 5 % in six hours; each window with its twelfth, so a burst that ended stops paging.
     SlaRule {
-        name: "error_rate",
-        series: Series::ErrorRate,
-        threshold: 0.05,
-        severity: "critical",
-        metric: None,
+        window_minutes: Some(60),
+        ..SlaRule::new("availability_fast_burn", Series::BurnRate, 14.4, "critical")
     },
     SlaRule {
-        name: "latency_p99",
-        series: Series::LatencyP99,
-        threshold: 1000.0,
-        severity: "warning",
-        metric: None,
+        window_minutes: Some(360),
+        ..SlaRule::new("availability_slow_burn", Series::BurnRate, 6.0, "warning")
     },
     SlaRule {
-        name: "accuracy_drop",
-        series: Series::MetricDrop,
-        threshold: 0.02,
-        severity: "warning",
         metric: Some("accuracy"),
+        ..SlaRule::new("accuracy_drop", Series::MetricDrop, 0.02, "warning")
     },
     // The threshold of freshness is each view's own SLA unless a team sets one.
-    SlaRule {
-        name: "freshness",
-        series: Series::Freshness,
-        threshold: 0.0,
-        severity: "warning",
-        metric: None,
-    },
+    SlaRule::new("freshness", Series::Freshness, 0.0, "warning"),
 ];
 
 /// The environment the SLA's rules apply to.
@@ -207,11 +221,14 @@ fn secs(s: Option<u32>) -> Option<i64> {
 
 /// The rules of a deployment: the SLA's (in production; the accuracy rule for classifiers,
 /// the freshness rule when it reads feature views) as its settings tune them, then its own.
+/// When the policy requires the SLA's rules, an override that would turn one off or loosen it
+/// (saved before the policy said so) is not applied.
 pub(crate) fn rules_for(
     environment: &str,
     task: Task,
     reads_views: bool,
     settings: &MonitoringSettings,
+    sla_required: bool,
 ) -> Vec<Rule> {
     let mut out = Vec::new();
     if environment == SLA_ENVIRONMENT {
@@ -221,7 +238,10 @@ pub(crate) fn rules_for(
                 Series::Freshness => reads_views,
                 _ => true,
             };
-            let o = settings.sla.get(d.name).cloned().unwrap_or_default();
+            let mut o = settings.sla.get(d.name).cloned().unwrap_or_default();
+            if sla_required && d.loosened_by(&o) {
+                o = Default::default();
+            }
             if !applies || o.disabled {
                 continue;
             }
@@ -231,7 +251,7 @@ pub(crate) fn rules_for(
                 summary: String::new(),
                 severity: o.severity.unwrap_or_else(|| d.severity.to_string()),
                 threshold: o.threshold.unwrap_or(d.threshold),
-                window_us: d.series.default_window_us(),
+                window_us: d.window_minutes.map_or(d.series.default_window_us(), |m| m * MINUTE_US),
                 for_us: secs(o.for_seconds).unwrap_or(d.series.default_for_us()),
                 metric: d.metric.map(str::to_string),
                 feature: None,
@@ -433,10 +453,24 @@ impl Plinth {
     /// it with their own.
     pub async fn evaluate_alerts(&self, now: i64) -> Result<usize> {
         let mut changed = 0;
+        // Whether each team's policy of an environment requires the SLA's rules.
+        let mut required: BTreeMap<(String, String), bool> = BTreeMap::new();
         for live in self.engine.all() {
             let settings = self.monitoring_settings_of(&live.deployment_id).await?;
             let reads_views = live.runners().any(|r| r.source.feature_refs.is_some());
-            let rules = rules_for(&live.environment, live.task, reads_views, &settings);
+            let key = (live.team_id.clone(), live.environment.clone());
+            let sla_required = match required.get(&key) {
+                Some(r) => *r,
+                None => {
+                    let r = self
+                        .effective_policy(&live.team_id, &live.environment)
+                        .await?
+                        .is_some_and(|p| p.require_sla_alerts);
+                    *required.entry(key).or_insert(r)
+                }
+            };
+            let rules =
+                rules_for(&live.environment, live.task, reads_views, &settings, sla_required);
             let deployment = format!("{}/{}@{}", live.team, live.model, live.environment);
             let m = Monitored {
                 id: live.deployment_id.clone(),
@@ -643,7 +677,8 @@ impl Plinth {
     }
 
     /// The age in seconds of the stalest feature view the deployment's versions read (since
-    /// its newest materialized or pushed value), and that view's freshness SLA.
+    /// the event time of its newest materialized or pushed value, as the view's own freshness
+    /// says; since its creation while it has none), and that view's freshness SLA.
     async fn freshness(&self, live: &Live, now: i64) -> Result<Option<(f64, f64)>> {
         let mut views: Vec<&str> = live
             .runners()
@@ -658,7 +693,7 @@ impl Plinth {
             let Some(row) = self
                 .db
                 .fetch_optional(&Sql::with(
-                    "SELECT spec, last_materialized_at, created_at FROM feature_views WHERE team_id = $1 AND name = $2",
+                    "SELECT spec, last_event, created_at FROM feature_views WHERE team_id = $1 AND name = $2",
                     [live.team_id.clone().into(), v.into()],
                 ))
                 .await?
@@ -667,8 +702,8 @@ impl Plinth {
             };
             let spec: serde_json::Value = serde_json::from_str(&col::<String>(&row, "spec")?)?;
             let sla = spec["freshness_sla_seconds"].as_f64().unwrap_or(3600.0);
-            let newest = col::<Option<i64>>(&row, "last_materialized_at")?
-                .unwrap_or(col::<i64>(&row, "created_at")?);
+            let newest =
+                col::<Option<i64>>(&row, "last_event")?.unwrap_or(col::<i64>(&row, "created_at")?);
             let age = (now - newest) as f64 / 1e6;
             if worst.is_none_or(|(a, s)| age - sla > a - s) {
                 worst = Some((age, sla));
@@ -1046,4 +1081,81 @@ fn burn_rate(f: &Figures) -> Option<f64> {
             .sum();
         (failed as f64 / f.requests as f64) / (1.0 - AVAILABILITY_TARGET)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(requests: u64, errors: &[(&str, u64)]) -> Figures {
+        Figures {
+            requests,
+            errors: errors.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
+            ..Figures::default()
+        }
+    }
+
+    #[test]
+    fn the_burn_rate_counts_the_platforms_failures_against_the_budget() {
+        // 2 % of requests failing on the platform burns a 0.1 % budget 20 times too fast.
+        let rate = burn_rate(&figures(1000, &[("internal", 15), ("overloaded", 5)])).unwrap();
+        assert!((rate - 20.0).abs() < 1e-9, "{rate}");
+        // A caller's mistakes spend none of it.
+        assert_eq!(burn_rate(&figures(1000, &[("invalid_field", 500)])), Some(0.0));
+        assert_eq!(burn_rate(&figures(0, &[])), None);
+    }
+
+    #[test]
+    fn production_has_the_slas_rules_and_a_required_sla_cannot_be_kept_off() {
+        let names = |rules: &[Rule]| rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        let none = MonitoringSettings::default();
+        let rules = rules_for("production", Task::BinaryClassification, false, &none, false);
+        assert_eq!(
+            names(&rules),
+            [
+                "error_rate",
+                "latency_p99",
+                "availability_fast_burn",
+                "availability_slow_burn",
+                "accuracy_drop"
+            ]
+        );
+        let burn: Vec<(i64, f64, &str)> = rules
+            .iter()
+            .filter(|r| r.series == Series::BurnRate)
+            .map(|r| (r.window_us / MINUTE_US, r.threshold, r.severity.as_str()))
+            .collect();
+        assert_eq!(burn, [(60, 14.4, "critical"), (360, 6.0, "warning")]);
+        assert_eq!(rules[1].threshold, 1000.0, "p99 above 1 s");
+        assert!(rules_for("staging", Task::Regression, true, &none, false).is_empty());
+        assert!(
+            names(&rules_for("production", Task::Regression, true, &none, false))
+                .contains(&"freshness".to_string())
+        );
+
+        // A team turned the error rate off and loosened the latency rule, then the policy came
+        // to require the SLA's rules: the evaluation holds both to the SLA; a tighter override
+        // stays.
+        let mut tuned = MonitoringSettings::default();
+        tuned.sla.insert(
+            "error_rate".into(),
+            plinth_api::monitoring::RuleOverride { disabled: true, ..Default::default() },
+        );
+        tuned.sla.insert(
+            "latency_p99".into(),
+            plinth_api::monitoring::RuleOverride { threshold: Some(5000.0), ..Default::default() },
+        );
+        tuned.sla.insert(
+            "accuracy_drop".into(),
+            plinth_api::monitoring::RuleOverride { threshold: Some(0.01), ..Default::default() },
+        );
+        let free = rules_for("production", Task::BinaryClassification, false, &tuned, false);
+        assert!(!names(&free).contains(&"error_rate".to_string()));
+        let held = rules_for("production", Task::BinaryClassification, false, &tuned, true);
+        let by = |n: &str| held.iter().find(|r| r.name == n).unwrap().threshold;
+        assert_eq!(
+            (by("error_rate"), by("latency_p99"), by("accuracy_drop")),
+            (0.05, 1000.0, 0.01)
+        );
+    }
 }

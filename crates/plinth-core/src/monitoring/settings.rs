@@ -222,9 +222,7 @@ fn check_common(
 fn keeps_sla(s: &MonitoringSettings, environment: &str) -> Result<()> {
     for (name, o) in &s.sla {
         let Some(d) = SLA_RULES.iter().find(|r| r.name == name) else { continue };
-        let looser = o.threshold.is_some_and(|t| d.threshold > 0.0 && t > d.threshold)
-            || o.for_seconds.is_some_and(|f| f > 300);
-        if o.disabled || looser {
+        if d.loosened_by(o) {
             return Err(Error::invalid(
                 format!("sla.{name}"),
                 format!(

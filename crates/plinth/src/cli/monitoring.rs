@@ -167,8 +167,9 @@ pub(crate) enum AlertCmd {
         /// Only this environment (default: all).
         #[arg(long)]
         env: Option<String>,
-        /// Only this rule: one of the SLA's (error_rate, latency_p99, accuracy_drop,
-        /// freshness) or the deployment's own (default: all).
+        /// Only this rule: one of the SLA's (error_rate, latency_p99, availability_fast_burn,
+        /// availability_slow_burn, accuracy_drop, freshness) or the deployment's own (default:
+        /// all).
         #[arg(long)]
         rule: Option<String>,
         /// How long: 30m, 2h, 1d.

@@ -239,6 +239,7 @@ backend_tests! {
         assert_eq!(acked["state"], "acknowledged");
         m.post(&on("acknowledge"), &json!({})).await.err(StatusCode::CONFLICT, "conflict");
         m.put(&base, &json!({"versions": [{"version": 1, "weight": 100}], "batching": {"max_batch_size": 64}})).await.ok(StatusCode::OK);
+        m.post(&format!("{base}/rollback"), &json!({})).await.ok(StatusCode::OK);
         m.post(&on("notes"), &json!({"text": "a client sent rows of 2 features; told them"})).await.ok(StatusCode::OK);
         assert_eq!(m.post(&on("notes"), &json!({"text": " "})).await.err(StatusCode::BAD_REQUEST, "invalid_field")["field"], "text");
         let done = m.post(&on("resolve"), &json!({})).await.ok(StatusCode::OK);
@@ -246,7 +247,7 @@ backend_tests! {
         let kinds: Vec<&str> = done["timeline"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
         // (The first deploy shows too: it happened at the wall clock, after the test's alert
         // clock, an hour behind, opened the incident.)
-        assert_eq!(kinds, ["alert.firing", "alert.resolved", "deploy", "acknowledged", "deploy", "note", "resolved"], "{done}");
+        assert_eq!(kinds, ["alert.firing", "alert.resolved", "deploy", "acknowledged", "deploy", "rollback", "note", "resolved"], "{done}");
         let stats = m.get(&format!("/teams/{}/incidents/stats", t.team)).await.ok(StatusCode::OK);
         assert_eq!((stats["incidents"].as_u64(), stats["open"].as_u64()), (Some(1), Some(0)), "{stats}");
         let (mtta, mttr) = (stats["mtta_seconds"]["median"].as_f64().unwrap(), stats["mttr_seconds"]["median"].as_f64().unwrap());

@@ -1,8 +1,10 @@
 //! Monitoring end to end on the Adult data: a model in production predicts the test split, its
 //! labels come later in shuffled order and give the evaluation's own figures back; a feature
 //! shifted in the traffic drifts, its alert fires after its `for`, opens an incident and
-//! reaches an Alertmanager receiver; restored traffic resolves it. The alert clock and the
-//! capture's flushes are driven by the test.
+//! reaches an Alertmanager receiver; restored traffic resolves it; wrong labels fire the SLA's
+//! accuracy rule, which joins the open incident. The SLA's rules bend to a team's settings
+//! unless the policy requires them, and the freshness rule follows the views a model reads.
+//! The alert clock and the capture's flushes are driven by the test.
 
 use std::time::Duration;
 
@@ -261,9 +263,58 @@ backend_tests! {
             assert_eq!(seen[0]["alerts"][0]["fingerprint"], seen[1]["alerts"][0]["fingerprint"]);
         }
 
-        // The CLI: labels from a CSV, performance, served drift, settings.
+        // Labels go wrong: every tenth one is flipped. The SLA's accuracy rule (2 points below
+        // the evaluation over the last day's labelled predictions) is pending, then fires after
+        // its 5 minutes; a coverage rule fires at once (the shifted traffic came unlabelled).
+        // Both join the deployment's incident, still open: people resolve incidents.
+        let mut with_coverage = settings.clone();
+        with_coverage["rules"].as_array_mut().unwrap().push(json!({"name": "labels", "series": "label_coverage", "threshold": 0.9, "for_seconds": 0}));
+        m.put(&format!("{base}/monitoring"), &with_coverage).await.ok(StatusCode::OK);
+        let relabel = |flip: bool| -> Vec<Value> {
+            (0..n).step_by(10).map(|i| { let mut k = keys[i].clone(); k["label"] = json!(if flip { 1 - labels[i] } else { labels[i] }); k }).collect()
+        };
+        let r = m.post(&feedback, &json!({"labels": relabel(true)})).await.ok(StatusCode::OK);
+        assert_eq!(r["replaced"].as_u64(), Some(n.div_ceil(10) as u64), "{r}");
+        let rule = |a: &Value, name: &str| a.as_array().unwrap().iter().find(|x| x["rule"] == name).cloned();
+        let t3 = t2 + 10 * MINUTE_US;
+        srv.core.evaluate_alerts(t3).await.unwrap();
+        let now = alerts().await;
+        let coverage = rule(&now, "labels").expect("the coverage rule");
+        assert_eq!(coverage["state"], "firing", "{now}");
+        let share = n as f64 / (n + 6000) as f64;
+        assert!((coverage["value"].as_f64().unwrap() - share).abs() < 1e-9, "{n} labelled of {} predicted: {coverage}", n + 6000);
+        let accuracy = rule(&now, "accuracy_drop").expect("the SLA's accuracy rule");
+        assert_eq!(accuracy["state"], "pending", "{accuracy}");
+        let live = m.get(&format!("{base}/performance")).await.ok(StatusCode::OK)["versions"][0]["metrics"]["accuracy"].as_f64().unwrap();
+        let drop = evaluation["result"]["metrics"]["accuracy"].as_f64().unwrap() - live;
+        assert!(drop > 0.02 && (accuracy["value"].as_f64().unwrap() - drop).abs() < 1e-12, "drop {drop}: {accuracy}");
+        srv.core.evaluate_alerts(t3 + 6 * MINUTE_US).await.unwrap();
+        assert_eq!(rule(&alerts().await, "accuracy_drop").unwrap()["state"], "firing");
+        // The labels are put right: the accuracy alert resolves.
+        m.post(&feedback, &json!({"labels": relabel(false)})).await.ok(StatusCode::OK);
+        srv.core.evaluate_alerts(t3 + 7 * MINUTE_US).await.unwrap();
+        assert_eq!(rule(&alerts().await, "accuracy_drop").unwrap()["state"], "resolved");
+        let incidents = m.get(&format!("/teams/{team}/incidents")).await.ok(StatusCode::OK);
+        assert_eq!(incidents.as_array().unwrap().len(), 1, "the later alerts joined the open incident: {incidents}");
+        let incident = incidents[0]["id"].as_str().unwrap().to_string();
+        let timeline = m.get(&format!("/teams/{team}/incidents/{incident}")).await.ok(StatusCode::OK)["timeline"].clone();
+        let firings: Vec<&str> = timeline.as_array().unwrap().iter().filter(|e| e["kind"] == "alert.firing").map(|e| e["text"].as_str().unwrap()).collect();
+        assert_eq!(firings.len(), 3, "{timeline}");
+        assert!(firings[1].contains("have a label") && firings[2].contains("accuracy"), "{firings:?}");
+
+        // The CLI: people work the incident.
         let cli = Cli::new();
         cli.ok(&["login", "--url", &srv.url, "--key", m.key()]);
+        assert!(cli.ok(&["incident", "list", &team]).contains(&incident));
+        cli.ok(&["incident", "ack", &team, &incident]);
+        cli.ok(&["incident", "note", &team, &incident, "labels from the vendor were shifted; re-sent"]);
+        cli.ok(&["incident", "resolve", &team, &incident]);
+        let shown = cli.ok(&["incident", "show", &team, &incident]);
+        assert!(shown.contains("re-sent") && shown.contains("resolved"), "{shown}");
+        let e = cli.fails(&["incident", "resolve", &team, &incident], 1);
+        assert!(e.contains("resolved"), "{e}");
+
+        // The CLI: labels from a CSV, performance, served drift, settings.
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("labels.csv");
         let req = keys.iter().find(|k| k.get("request_id").is_some()).unwrap();
@@ -338,6 +389,16 @@ backend_tests! {
 
         // A policy that requires the SLA's rules: no disabling, no loosening, monitoring on.
         m.put(&format!("/teams/{team}/policies/production"), &json!({"gated": false, "require_sla_alerts": true})).await.ok(StatusCode::OK);
+        // Settings saved before the policy cannot keep a rule off: the error-rate rule, still
+        // disabled in them, is evaluated again at the SLA's threshold.
+        let t2 = t0 + 30 * MINUTE_US;
+        m.post(&format!("{base}/predict"), &good).await.ok(StatusCode::OK);
+        assert_eq!(m.post(&format!("{base}/predict"), &bad).await.status, StatusCode::BAD_REQUEST);
+        srv.core.roll_up_health_at(t2 + 30_000_000).await.unwrap();
+        srv.core.evaluate_alerts(t2 + MINUTE_US).await.unwrap();
+        let alerts = m.get(&format!("/teams/{team}/alerts")).await.ok(StatusCode::OK);
+        let error_rate = alerts.as_array().unwrap().iter().find(|a| a["rule"] == "error_rate").cloned().unwrap();
+        assert_eq!((error_rate["state"].as_str(), error_rate["threshold"].as_f64()), (Some("pending"), Some(0.05)), "{alerts}");
         let e = m.put(&format!("{base}/monitoring"), &json!({"sla": {"error_rate": {"disabled": true}}})).await.err(StatusCode::BAD_REQUEST, "invalid_field");
         assert_eq!(e["field"], "sla.error_rate");
         assert!(e["message"].as_str().unwrap().contains("requires the SLA's alerts"), "{e}");
@@ -357,4 +418,94 @@ backend_tests! {
 fn rfc3339(micros: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).unwrap();
     t.format(&time::format_description::well_known::Rfc3339).unwrap()
+}
+
+/// A model reading a feature view: its freshness SLA rule fires when the view's newest value
+/// is older than the view's SLA (1 h by default), and resolves when a newer value is pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_freshness_rule_follows_the_newest_value_of_the_views_a_model_reads() {
+    let tasks = plinth_core::tasks::TaskOptions {
+        queues: vec![("default".into(), 2), ("webhooks".into(), 2)],
+        ..plinth_core::tasks::TaskOptions::default()
+    };
+    let srv = TestServer::start(ServerOptions {
+        figures_every: Duration::from_secs(86_400),
+        tasks,
+        ..ServerOptions::new(crate::harness::Backend::Sqlite)
+    })
+    .await;
+    let t = srv.team().await;
+    let (team, m) = (t.team.clone(), &t.maintainer.1);
+    // Values of an hour and a half ago, by the test's clock.
+    let t0 = now_us().div_euclid(MINUTE_US) * MINUTE_US;
+    let old = rfc3339(t0 - 90 * MINUTE_US);
+    let people = format!(
+        "person_id,event_timestamp,age,education_num,capital_gain,capital_loss,hours_per_week\n1,{old},39,13,2174,0,40\n2,{old},50,13,0,0,13\n"
+    );
+    let upload = m
+        .request(reqwest::Method::POST, &format!("/teams/{team}/datasets/people/versions"))
+        .body(people);
+    m.send(upload).await.ok(StatusCode::CREATED);
+    m.post(
+        &format!("/teams/{team}/entities"),
+        &json!({"name": "person", "join_keys": [{"name": "person_id", "type": "int64"}]}),
+    )
+    .await
+    .ok(StatusCode::CREATED);
+    let names = ["age", "education_num", "capital_gain", "capital_loss", "hours_per_week"];
+    let features: Vec<Value> =
+        names.iter().map(|n| json!({"name": n, "type": "float64"})).collect();
+    m.post(&format!("/teams/{team}/feature-views"), &json!({"name": "census", "entity": "person", "source": {"name": "people"}, "timestamp_field": "event_timestamp", "features": features})).await.ok(StatusCode::CREATED);
+    let refs: Vec<String> = names.iter().map(|n| format!("census:{n}")).collect();
+    m.post(
+        &format!("/teams/{team}/feature-services"),
+        &json!({"name": "income-all", "features": refs}),
+    )
+    .await
+    .ok(StatusCode::CREATED);
+    m.post(
+        &format!("/teams/{team}/models"),
+        &json!({"name": "income", "task": "binary_classification"}),
+    )
+    .await
+    .ok(StatusCode::CREATED);
+    let model = std::fs::read(eval_dir().join("adult_v2.txt")).unwrap();
+    m.upload(&team, "income", "m.txt", model, Some(json!({"feature_service": "income-all"})))
+        .await
+        .ok(StatusCode::CREATED);
+    let base = format!("/deployments/{team}/income/production");
+    m.put(&base, &json!({"versions": [{"version": 1, "weight": 100}]})).await.ok(StatusCode::OK);
+    let job = m
+        .post(&format!("/teams/{team}/feature-views/census/materialize"), &json!({}))
+        .await
+        .ok(StatusCode::ACCEPTED);
+    wait_for("the materialization", Duration::from_secs(30), async || {
+        let j = m
+            .get(&format!("/materializations/{}", job["id"].as_str().unwrap()))
+            .await
+            .ok(StatusCode::OK);
+        matches!(j["status"].as_str(), Some("succeeded" | "failed")).then_some(j)
+    })
+    .await;
+    let freshness = async |at: i64| {
+        srv.core.evaluate_alerts(at).await.unwrap();
+        let alerts = m.get(&format!("/teams/{team}/alerts")).await.ok(StatusCode::OK);
+        alerts.as_array().unwrap().iter().find(|a| a["rule"] == "freshness").cloned()
+    };
+    // Just materialized, yet its newest value is 90 minutes old: past the view's 1-hour SLA,
+    // pending for the rule's 5 minutes, then firing.
+    let a = freshness(t0).await.expect("the freshness rule");
+    assert_eq!(a["state"], "pending", "{a}");
+    assert!((a["value"].as_f64().unwrap() - 5400.0).abs() < 1.0, "the age in seconds: {a}");
+    assert_eq!(freshness(t0 + 6 * MINUTE_US).await.unwrap()["state"], "firing");
+    // A value pushed now: fresh again.
+    let now = rfc3339(t0 + 6 * MINUTE_US);
+    m.post(&format!("/teams/{team}/features/push"), &json!({"feature_view": "census", "rows": [{"person_id": 1, "event_timestamp": now, "age": 40, "education_num": 13, "capital_gain": 0, "capital_loss": 0, "hours_per_week": 40}]}))
+        .await
+        .ok(StatusCode::OK);
+    let a = freshness(t0 + 7 * MINUTE_US).await.unwrap();
+    assert_eq!(a["state"], "resolved", "{a}");
+    // The view itself says the same.
+    let view = m.get(&format!("/teams/{team}/feature-views/census")).await.ok(StatusCode::OK);
+    assert_eq!(view["freshness"]["last_event_at"], now, "{view}");
 }
