@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Starts the local services the test suite talks to, when they are installed but down:
-# PostgreSQL (127.0.0.1:5432), Redis (127.0.0.1:6379), NATS JetStream (127.0.0.1:4222) and an
-# S3 server (moto, 127.0.0.1:5999). Installs what is missing from the package registries: moto
-# from PyPI (in a private virtualenv), nginx from Debian's packages (the replica tests start
-# their own nginx in front of their servers) and Debian's chromium (the dashboard's browser
-# tests drive it with playwright-core). Tests never start these services themselves; they
-# fail with a clear message when one is missing.
+# Starts the local services the test suite talks to: PostgreSQL (127.0.0.1:5432), Redis
+# (127.0.0.1:6379), NATS JetStream (127.0.0.1:4222) and an S3 server (moto, 127.0.0.1:5999).
+# Installs what is missing from the package registries: PostgreSQL, Redis and NATS from Debian's
+# packages (a cluster installed here trusts loopback connections, as the tests connect as
+# `postgres` from 127.0.0.1), moto from PyPI (in a private virtualenv), nginx (the replica tests
+# start their own nginx in front of their servers) and chromium (the dashboard's browser tests
+# drive it with playwright-core) from Debian's packages. Tests never start these services
+# themselves; they fail with a clear message when one is missing.
 set -uo pipefail
 
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -15,6 +16,33 @@ wait_up() {
   echo "services: $2 did not come up on port $1" >&2
   return 1
 }
+
+# Debian's packages, installed when missing (apt-get only: elsewhere, install them yourself).
+deb_install() {
+  command -v apt-get >/dev/null || return 1
+  apt-get install -y -q "$@" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "$@" >/dev/null 2>&1; }
+}
+
+if ! up 5432 && ! command -v pg_ctlcluster >/dev/null; then
+  echo "services: installing PostgreSQL from Debian's packages"
+  if deb_install postgresql; then
+    for hba in /etc/postgresql/*/main/pg_hba.conf; do
+      sed -i -E 's/^(host[[:space:]]+all[[:space:]]+all[[:space:]]+(127\.0\.0\.1\/32|::1\/128)[[:space:]]+)[a-z0-9-]+$/\1trust/' "$hba"
+    done
+  else
+    echo "services: cannot install PostgreSQL" >&2
+  fi
+fi
+if ! up 6379 && ! command -v redis-server >/dev/null; then
+  echo "services: installing Redis from Debian's packages"
+  deb_install redis-server || echo "services: cannot install Redis" >&2
+  service redis-server stop >/dev/null 2>&1 || true
+fi
+if ! up 4222 && ! command -v nats-server >/dev/null; then
+  echo "services: installing NATS from Debian's packages"
+  deb_install nats-server || echo "services: cannot install NATS" >&2
+fi
 
 if ! up 5432; then
   if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
@@ -58,15 +86,13 @@ fi
 
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null; then
   echo "services: installing nginx from Debian's packages"
-  (apt-get install -y -q nginx >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nginx >/dev/null 2>&1; }) \
-    || echo "services: cannot install nginx" >&2
+  deb_install nginx || echo "services: cannot install nginx" >&2
   # Debian's package starts a server on port 80; the tests start their own.
   service nginx stop >/dev/null 2>&1 || true
 fi
 
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
   echo "services: installing chromium from Debian's packages"
-  (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }) \
-    || echo "services: cannot install chromium" >&2
+  deb_install chromium || echo "services: cannot install chromium" >&2
 fi
 exit 0

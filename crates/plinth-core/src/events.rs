@@ -56,6 +56,39 @@ impl Plinth {
         kind: &str,
         payload: &Value,
     ) -> Result<String> {
+        self.write_event(tx, team_id, kind, payload, new_id("evt")).await
+    }
+
+    /// Writes the event of a fact that may be reached twice (a task's attempt that finished
+    /// its work and then lost its lease, and ran again): its id is `evt_<key>`, written once,
+    /// so a second attempt adds nothing and receivers never see two ids for one fact.
+    pub(crate) async fn emit_event_once(
+        &self,
+        tx: &mut Tx,
+        team_id: Option<&str>,
+        kind: &str,
+        payload: &Value,
+        key: &str,
+    ) -> Result<String> {
+        let id = format!("evt_{key}");
+        if Sql::with("SELECT id FROM events WHERE id = $1", [id.clone().into()])
+            .fetch_optional_tx(tx)
+            .await?
+            .is_some()
+        {
+            return Ok(id);
+        }
+        self.write_event(tx, team_id, kind, payload, id).await
+    }
+
+    async fn write_event(
+        &self,
+        tx: &mut Tx,
+        team_id: Option<&str>,
+        kind: &str,
+        payload: &Value,
+        id: String,
+    ) -> Result<String> {
         // The counter's row lock serializes event writers until they commit: sequence order
         // is commit order.
         let row = Sql::new(
@@ -65,7 +98,6 @@ impl Plinth {
         .await?
         .ok_or_else(|| crate::Error::internal("the event counter is missing"))?;
         let seq: i64 = col(&row, "value")?;
-        let id = new_id("evt");
         Sql::with(
             "INSERT INTO events (seq, id, team_id, type, payload, at) VALUES ($1, $2, $3, $4, $5, $6)",
             [

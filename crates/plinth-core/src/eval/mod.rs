@@ -57,8 +57,16 @@ impl crate::tasks::TaskKind for EvaluationTask {
             let result = core.run_evaluation(&task.id, &task.args).await?;
             let mut tx = core.db.begin().await?;
             let payload = json!({"evaluation": task.id, "metrics": result.get("metrics")});
-            core.emit_event(&mut tx, task.team_id.as_deref(), "evaluation.finished", &payload)
-                .await?;
+            // Once per evaluation, however many attempts reach this point.
+            let key = format!("evaluation_finished_{}", task.id);
+            core.emit_event_once(
+                &mut tx,
+                task.team_id.as_deref(),
+                "evaluation.finished",
+                &payload,
+                &key,
+            )
+            .await?;
             tx.commit().await?;
             Ok(result)
         })

@@ -278,6 +278,65 @@ async fn a_running_task_stops_when_cancelled_and_a_waiting_one_at_once() {
         .err(StatusCode::CONFLICT, "conflict");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_tasks_are_its_own_through_the_api_and_the_cli() {
+    let probe = Probe::default();
+    let r = replicas(&probe, Duration::from_millis(600)).await;
+    let (t, other) = (r[0].team().await, r[0].team().await);
+    let id = r[0]
+        .core
+        .enqueue_task(Some(&t.team), "test.probe", &json!({"hold": "always"}), 2)
+        .await
+        .unwrap();
+    wait_for("the task to make progress", Duration::from_secs(10), async || {
+        let k = task(&r[1], &id).await;
+        (k["state"] == "running" && k["progress"].as_f64().unwrap_or(0.0) > 0.0).then_some(())
+    })
+    .await;
+    // Another team's maintainer finds nothing of it, by id or in lists; a viewer of the team
+    // sees it and cannot stop it.
+    let o = &other.maintainer.1;
+    o.get(&format!("/tasks/{id}")).await.err(StatusCode::NOT_FOUND, "not_found");
+    o.get(&format!("/tasks/{id}/logs")).await.err(StatusCode::NOT_FOUND, "not_found");
+    o.post(&format!("/tasks/{id}/cancel"), &json!({}))
+        .await
+        .err(StatusCode::NOT_FOUND, "not_found");
+    o.get(&format!("/tasks?team={}", t.team)).await.err(StatusCode::NOT_FOUND, "not_found");
+    let theirs = o.get("/tasks?limit=500").await.ok(StatusCode::OK);
+    assert!(!theirs.to_string().contains(&id), "{theirs}");
+    assert_eq!(
+        t.viewer.1.get(&format!("/tasks/{id}")).await.ok(StatusCode::OK)["kind"],
+        "test.probe"
+    );
+    t.viewer
+        .1
+        .post(&format!("/tasks/{id}/cancel"), &json!({}))
+        .await
+        .err(StatusCode::FORBIDDEN, "forbidden");
+    // The team's developer, through the CLI on another replica: list, show, logs, cancel.
+    let cli = crate::cli::Cli::new();
+    cli.ok(&["login", "--url", &r[2].url, "--key", t.developer.1.key()]);
+    let listed = cli.ok(&["task", "list", "--team", &t.team]);
+    assert!(listed.contains(&id) && listed.contains("running"), "{listed}");
+    let shown = cli.ok(&["task", "show", &id]);
+    assert!(
+        shown.contains("test.probe") && shown.contains("step 10") && shown.contains("50 %"),
+        "{shown}"
+    );
+    let logs = cli.ok(&["task", "logs", &id]);
+    assert!(logs.contains("attempt 1 starts") && logs.contains("attempt 1 step 10"), "{logs}");
+    // Many lease periods later, the runner that renews its lease still holds it: one attempt.
+    assert_eq!(task(&r[0], &id).await["attempt"], 1, "a live lease is never taken over");
+    assert_eq!(probe.runs.lock().unwrap()[&id], 1);
+    cli.ok(&["task", "cancel", &id]);
+    assert_eq!(finished(&r[0], &id).await["state"], "cancelled");
+    let e = cli.fails(&["task", "cancel", &id], 1);
+    assert!(e.contains("nothing to cancel"), "{e}");
+    cli.ok(&["login", "--url", &r[2].url, "--key", o.key()]);
+    let e = cli.fails(&["task", "show", &id], 1);
+    assert!(e.contains("not found"), "{e}");
+}
+
 /// A new team on `srv` with a binary model `income` whose versions are these fixtures, and
 /// its maintainer.
 async fn income(srv: &TestServer, versions: &[&str]) -> (String, crate::harness::Api) {

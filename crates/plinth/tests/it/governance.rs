@@ -430,9 +430,12 @@ backend_tests! {
         m.send(req).await.ok(StatusCode::CREATED);
         let e = m.post(&format!("/teams/{team}/models/income/evaluations"), &json!({"version": 1, "dataset": {"name": "adult"}, "label": "income_gt_50k"})).await.ok(StatusCode::ACCEPTED);
         let id = e["id"].as_str().unwrap().to_string();
+        // The first attempt does the work and announces it...
+        assert_eq!(wait_evaluation(&m, &id).await["status"], "succeeded");
         let (tmp, data_dir, database_url) = srv.stop().await;
-        // As if the process had died mid-run: the task is left running, held by a runner that
-        // will never renew its lease (already expired), with no result.
+        // ...and, as if the process had died before it could mark the task done, the task is
+        // left running, held by a runner that will never renew its lease (already expired),
+        // with no result.
         let url = database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("plinth.db").display()));
         sqlx::any::install_default_drivers();
         let pool = sqlx::AnyPool::connect(&url).await.unwrap();
@@ -449,6 +452,16 @@ backend_tests! {
         assert_eq!(done["status"], "succeeded", "{done}");
         close(&done["result"]["metrics"]["roc_auc"], &expected()["v2"]["metrics"]["roc_auc"], 1e-4, "roc_auc");
         srv.stop().await;
+        // Two attempts reached the end, one event announces it: receivers see one id.
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM events WHERE type = 'evaluation.finished' AND payload LIKE '%{id}%'"
+        )))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        assert_eq!(n, 1, "evaluation.finished written {n} times");
         drop(tmp);
     }
 }
