@@ -421,9 +421,23 @@ impl crate::tasks::TaskKind for EvaluateAlerts {
     fn run<'a>(
         &'a self,
         core: &'a Plinth,
-        _task: &'a crate::tasks::TaskRun,
+        task: &'a crate::tasks::TaskRun,
     ) -> futures_util::future::BoxFuture<'a, Result<serde_json::Value>> {
         Box::pin(async move {
+            // One evaluation at a time across replicas: each occurrence fires once, but one
+            // that ran past the next could overlap it. Task ids grow with time: the earlier
+            // evaluation (whose runner still holds its lease) goes on, this one stands down.
+            let earlier = core
+                .db
+                .fetch_optional(&Sql::with(
+                    "SELECT id FROM tasks WHERE kind = $1 AND state = 'running' AND id < $2 AND lease_expires_at > $3 LIMIT 1",
+                    [EVALUATE.into(), task.id.clone().into(), now_micros().into()],
+                ))
+                .await?;
+            if let Some(r) = earlier {
+                let other: String = col(&r, "id")?;
+                return Ok(json!({ "skipped": format!("evaluation {other} still runs") }));
+            }
             let changed = core.evaluate_alerts(now_micros()).await?;
             Ok(json!({ "changed": changed }))
         })

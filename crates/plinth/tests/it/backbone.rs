@@ -478,3 +478,85 @@ async fn the_prediction_log_of_all_replicas_reads_as_one_in_time_order() {
         "shipped segments leave the replica's disk"
     );
 }
+
+/// Records the order its tasks run in (`args.name`), in the queue it was made for.
+#[derive(Clone)]
+struct Order {
+    name: &'static str,
+    queue: &'static str,
+    ran: Arc<Mutex<Vec<String>>>,
+}
+
+impl TaskKind for Order {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn queue(&self) -> &'static str {
+        self.queue
+    }
+
+    fn run<'a>(
+        &'a self,
+        _: &'a Plinth,
+        task: &'a TaskRun,
+    ) -> BoxFuture<'a, plinth_core::Result<Value>> {
+        Box::pin(async move {
+            self.ran
+                .lock()
+                .unwrap()
+                .push(task.args["name"].as_str().unwrap_or_default().to_string());
+            Ok(json!({}))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_runs_at_most_its_limit_most_urgent_first_and_does_not_hold_up_another() {
+    let probe = Probe::default();
+    let ran: Arc<Mutex<Vec<String>>> = Arc::default();
+    let order = Order { name: "test.order", queue: "default", ran: ran.clone() };
+    let side = Order { name: "test.side", queue: "side", ran: ran.clone() };
+    let tasks = TaskOptions {
+        queues: vec![("default".into(), 1), ("side".into(), 1)],
+        backoff: Duration::from_millis(20),
+        poll: Duration::from_millis(50),
+        kinds: vec![Arc::new(probe.clone()), Arc::new(order), Arc::new(side)],
+        ..TaskOptions::default()
+    };
+    let srv =
+        TestServer::start(ServerOptions { tasks, ..ServerOptions::new(Backend::Sqlite) }).await;
+    // A long task takes the default queue's one place.
+    let long =
+        srv.core.enqueue_task(None, "test.probe", &json!({"hold": "always"}), 2).await.unwrap();
+    wait_for("the long task to run", Duration::from_secs(10), async || {
+        (task(&srv, &long).await["state"] == "running").then_some(())
+    })
+    .await;
+    // Three more wait behind it, queued least urgent first.
+    let mut waiting = Vec::new();
+    for (name, priority) in [("later", 4), ("urgent", 1), ("normal", 2)] {
+        waiting.push(
+            srv.core
+                .enqueue_task(None, "test.order", &json!({"name": name}), priority)
+                .await
+                .unwrap(),
+        );
+    }
+    // Another queue is not held up: its task runs while the default queue is full.
+    let s = srv.core.enqueue_task(None, "test.side", &json!({"name": "side"}), 2).await.unwrap();
+    assert_eq!(finished(&srv, &s).await["state"], "completed");
+    for id in &waiting {
+        assert_eq!(
+            task(&srv, id).await["state"],
+            "available",
+            "the default queue runs one at a time"
+        );
+    }
+    // The long task stops: the waiting ones run, most urgent first.
+    srv.admin().post(&format!("/tasks/{long}/cancel"), &json!({})).await.ok(StatusCode::OK);
+    for id in &waiting {
+        assert_eq!(finished(&srv, id).await["state"], "completed");
+    }
+    assert_eq!(*ran.lock().unwrap(), ["side", "urgent", "normal", "later"]);
+}

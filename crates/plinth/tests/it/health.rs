@@ -110,7 +110,77 @@ backend_tests! {
         assert_eq!(out["total"]["requests"], 6, "{out}");
         let table = cli.ok(&["metrics", &format!("{}/income", t.team), "--since", &rfc3339(t0), "--until", &rfc3339(t0 + 3 * MINUTE_US)]);
         assert!(table.contains("availability 100.000 % against the 99.9 % target: met"), "{table}");
+
+        // Kept across a restart: the rows are the metadata database's.
+        let key = m.key().to_string();
+        let (tmp, data_dir, database_url) = srv.stop().await;
+        let srv = TestServer::start(ServerOptions { data_dir: Some(data_dir), database_url, figures_every: Duration::from_secs(86_400), ..ServerOptions::new(backend) }).await;
+        let h = crate::harness::Api::new(&srv.url, &key).get(&format!("{base}/health?{range}")).await.ok(StatusCode::OK);
+        assert_eq!((h["total"]["requests"].as_u64(), h["points"].as_array().map(Vec::len)), (Some(6), Some(2)), "{h}");
+        srv.stop().await;
+        drop(tmp);
     }
+}
+
+/// The schedule fires the evaluation every minute, on the monitoring queue; the test fires the
+/// next occurrence itself (its clock a minute ahead) instead of waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_evaluates_the_rules_on_the_monitoring_queue() {
+    let srv = TestServer::start(ServerOptions {
+        figures_every: Duration::from_secs(86_400),
+        ..ServerOptions::new(crate::harness::Backend::Sqlite)
+    })
+    .await;
+    let t = srv.team().await;
+    let m = &t.maintainer.1;
+    m.post(
+        &format!("/teams/{}/models", t.team),
+        &json!({"name": "income", "task": "binary_classification"}),
+    )
+    .await
+    .ok(StatusCode::CREATED);
+    m.upload_fixture(&t.team, "income", "lightgbm_binary.txt").await.ok(StatusCode::CREATED);
+    let base = format!("/deployments/{}/income/production", t.team);
+    m.put(&base, &json!({"versions": [{"version": 1, "weight": 100}]})).await.ok(StatusCode::OK);
+    m.put(&format!("{base}/monitoring"), &json!({"sla": {"error_rate": {"for_seconds": 0}}}))
+        .await
+        .ok(StatusCode::OK);
+    m.post(&format!("{base}/predict"), &json!({"rows": [[39, 13, 2174, 0, 40, 1]]}))
+        .await
+        .ok(StatusCode::OK);
+    assert_eq!(
+        m.post(&format!("{base}/predict"), &json!({"rows": [[1, 2]]})).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()
+            as i64;
+    srv.core.roll_up_health_at(now).await.unwrap();
+    assert!(srv.core.fire_due_schedules(now + 61_000_000).await.unwrap() >= 1);
+    let firing = wait_for(
+        "the scheduled evaluation to fire the error-rate alert",
+        Duration::from_secs(20),
+        async || {
+            let alerts = m.get(&format!("/teams/{}/alerts", t.team)).await.ok(StatusCode::OK);
+            alerts
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["rule"] == "error_rate" && a["state"] == "firing")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(firing["value"], 0.5, "{firing}");
+    // It ran as the platform's task, in the monitoring queue.
+    let tasks = srv.admin().get("/tasks?kind=monitoring.alerts&limit=50").await.ok(StatusCode::OK);
+    let done: Vec<&Value> =
+        tasks.as_array().unwrap().iter().filter(|k| k["state"] == "completed").collect();
+    assert!(
+        done.iter()
+            .any(|k| k["queue"] == "monitoring" && k["result"]["changed"].as_u64() >= Some(1)),
+        "{tasks}"
+    );
 }
 
 backend_tests! {

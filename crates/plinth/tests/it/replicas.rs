@@ -254,6 +254,14 @@ async fn three_replicas_behind_nginx_agree_within_a_second_and_fail_no_predictio
         "replicas: the API counts {} requests over {} replicas",
         counted["requests"], counted["replicas"]
     );
+    // Health over time adds them up too: each replica writes its own rows of each minute.
+    wait_for("every replica's health rows", Duration::from_secs(15), async || {
+        let h = m_a.get(&format!("{deployment}/health")).await.ok(StatusCode::OK);
+        let requests = h["total"]["requests"].as_u64().unwrap_or(0);
+        assert!(requests <= sent, "{requests} in the health rows for {sent} sent: {h}");
+        (requests == sent).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
