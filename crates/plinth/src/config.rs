@@ -69,6 +69,10 @@ pub struct Config {
     /// How long a running task's lease lasts without its runner renewing it, in seconds: when a
     /// replica dies, another takes its tasks this long after its last renewal.
     pub task_lease_seconds: u64,
+    /// How many tasks of each queue this replica runs at once, as `queue=n,...` over the
+    /// defaults (default=2, webhooks=4, training=1, monitoring=1); 0 leaves a queue to other
+    /// replicas (a replica that never trains: `training=0`).
+    pub task_queues: String,
     /// A bearer token that may read `/metrics` (for a Prometheus scraper); keys with a
     /// platform role may read it too. Unset: platform keys only.
     pub metrics_token: Option<Secret>,
@@ -109,6 +113,7 @@ impl Default for Config {
             s3_access_key_id: None,
             s3_secret_access_key: None,
             task_lease_seconds: 30,
+            task_queues: String::new(),
             metrics_token: None,
             bootstrap_admin_key: None,
             log_format: "text".into(),
@@ -139,6 +144,7 @@ pub const KEYS: &[&str] = &[
     "s3_access_key_id",
     "s3_secret_access_key",
     "task_lease_seconds",
+    "task_queues",
     "metrics_token",
     "bootstrap_admin_key",
     "log_format",
@@ -221,6 +227,7 @@ pub fn load(
     if !(5..=3600).contains(&config.task_lease_seconds) {
         bail!("invalid configuration: task_lease_seconds must be 5-3600");
     }
+    task_queues(&config.task_queues)?;
     if let Some(url) = &config.object_store_url
         && !url.starts_with("s3://")
     {
@@ -240,6 +247,35 @@ pub fn load(
         );
     }
     Ok(config)
+}
+
+/// The queues this replica runs and how many tasks of each at once: the defaults, as
+/// `task_queues` (`queue=n,...`) changes them; a queue at 0 is left out.
+pub fn task_queues(text: &str) -> Result<Vec<(String, usize)>> {
+    let mut queues = plinth_core::tasks::TaskOptions::default().queues;
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, n) =
+            entry.split_once('=').map(|(q, n)| (q.trim(), n.trim())).with_context(|| {
+                format!("invalid configuration: task_queues takes queue=n entries, not '{entry}'")
+            })?;
+        let n: usize = n.parse().ok().filter(|n| *n <= 64).with_context(|| {
+            format!("invalid configuration: task_queues: {name} must be 0-64, not '{n}'")
+        })?;
+        let Some(slot) = queues.iter_mut().find(|(q, _)| q == name) else {
+            let known: Vec<String> = plinth_core::tasks::TaskOptions::default()
+                .queues
+                .into_iter()
+                .map(|q| q.0)
+                .collect();
+            bail!(
+                "invalid configuration: task_queues: no queue '{name}' (queues: {})",
+                known.join(", ")
+            );
+        };
+        slot.1 = n;
+    }
+    queues.retain(|(_, n)| *n > 0);
+    Ok(queues)
 }
 
 fn typed(key: &str, value: &str) -> Result<toml::Value> {
@@ -288,6 +324,29 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_queues_change_the_defaults_and_name_what_is_wrong() {
+        let q = |pairs: &[(&str, usize)]| -> Vec<(String, usize)> {
+            pairs.iter().map(|(n, k)| (n.to_string(), *k)).collect()
+        };
+        assert_eq!(
+            task_queues("").unwrap(),
+            q(&[("default", 2), ("webhooks", 4), ("training", 1), ("monitoring", 1)])
+        );
+        assert_eq!(
+            task_queues(" training=0, default=3 ").unwrap(),
+            q(&[("default", 3), ("webhooks", 4), ("monitoring", 1)])
+        );
+        let error = |text: &str| task_queues(text).unwrap_err().to_string();
+        assert!(
+            error("gpu=1").contains("no queue 'gpu' (queues: default, webhooks"),
+            "{}",
+            error("gpu=1")
+        );
+        assert!(error("default").contains("queue=n"));
+        assert!(error("default=65").contains("default must be 0-64"));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

@@ -33,6 +33,7 @@ pub async fn run(config: Config) -> Result<()> {
             },
             tasks: plinth_core::tasks::TaskOptions {
                 lease: Duration::from_secs(config.task_lease_seconds),
+                queues: crate::config::task_queues(&config.task_queues)?,
                 ..plinth_core::tasks::TaskOptions::default()
             },
             figures_every: plinth_core::serving::figures::PUBLISH_EVERY,
