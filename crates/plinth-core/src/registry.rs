@@ -125,8 +125,26 @@ const VERSION_SELECT: &str = "SELECT v.*, t.name AS team_name, m.name AS model_n
 
 /// Marks a version approved for production (freezing its card) inside `tx`, with its audit
 /// entry; a version approved already stays as it was.
+/// Locks a model's row until the transaction ends. Archiving (a version or the model) and
+/// changing a deployment of it both take the lock first, so neither decides on what the other
+/// is changing: a version archived meanwhile is not deployed, one deployed meanwhile is not
+/// archived.
+pub(crate) async fn lock_model(
+    tx: &mut crate::store::Tx,
+    db: &crate::store::Db,
+    model_id: &str,
+) -> Result<()> {
+    Sql::with(
+        &format!("SELECT id FROM models WHERE id = $1{}", db.for_update()),
+        [model_id.into()],
+    )
+    .fetch_optional_tx(tx)
+    .await?;
+    Ok(())
+}
+
 /// The environment where a version of the model (any version when `None`) serves or shadows
-/// now, read in the caller's transaction.
+/// now, read in the caller's transaction (which holds [`lock_model`]).
 async fn serves(
     tx: &mut crate::store::Tx,
     model_id: &str,
@@ -620,6 +638,7 @@ impl Plinth {
         if !m.archived {
             let now = now_micros();
             let mut tx = self.db.begin().await?;
+            lock_model(&mut tx, &self.db, &m.id).await?;
             if let Some(env) = serves(&mut tx, &m.id, None).await? {
                 return Err(Error::conflict(format!(
                     "model '{}' is deployed in {env}: remove its deployments before archiving it",
@@ -1000,6 +1019,7 @@ impl Plinth {
         let current = version_from_row(&self.version_row(&m, version).await?)?;
         if current.archived_at.is_none() {
             let mut tx = self.db.begin().await?;
+            lock_model(&mut tx, &self.db, &m.id).await?;
             if let Some(env) = serves(&mut tx, &m.id, Some(version)).await? {
                 return Err(Error::conflict(format!(
                     "version {version} serves in {env}: take it out of the deployment (traffic, rollback) before archiving it"

@@ -335,6 +335,23 @@ impl Plinth {
         let now = now_micros();
         let spec_json = serde_json::to_string(&spec)?;
         let mut tx = self.db.begin().await?;
+        // Under the model's lock, as archiving takes it: none of these was archived meanwhile.
+        crate::registry::lock_model(&mut tx, &self.db, &target.model_id).await?;
+        let archived = Sql::with(
+            "SELECT version FROM model_versions WHERE model_id = $1 AND archived_at IS NOT NULL",
+            [target.model_id.clone().into()],
+        )
+        .fetch_all_tx(&mut tx)
+        .await?;
+        for r in &archived {
+            let v = col::<i64>(r, "version")? as u32;
+            if spec.versions.iter().any(|s| s.version == v) || spec.shadows.contains(&v) {
+                return Err(Error::invalid(
+                    "versions",
+                    format!("version {v} was archived while the deployment changed"),
+                ));
+            }
+        }
         let revision: i64 = match &existing {
             Some(_) => {
                 let row = Sql::with(

@@ -113,6 +113,15 @@ impl Db {
         }
     }
 
+    /// What a read ends with to lock its rows until the transaction ends: PostgreSQL's
+    /// `FOR UPDATE`; nothing on SQLite, whose one writer holds every write transaction alone.
+    pub fn for_update(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        }
+    }
+
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         let guard = match &self.write_lock {
