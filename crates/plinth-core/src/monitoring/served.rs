@@ -142,12 +142,36 @@ impl Plinth {
                 source: "chosen by a maintainer",
             }));
         }
-        Ok(self.latest_evaluation(&m.model_id, version).await?.map(|(_, name, id, _)| {
-            BaselineRef {
+        if let Some((_, name, id, _)) = self.latest_evaluation(&m.model_id, version).await? {
+            return Ok(Some(BaselineRef {
                 dataset_version_id: id,
                 name,
                 source: "the dataset of the version's latest evaluation",
-            }
+            }));
+        }
+        // Not evaluated: the dataset its lineage says it was trained on, when that is one of
+        // the team's dataset versions (`name@version`).
+        let Some(row) = self
+            .db
+            .fetch_optional(&crate::store::Sql::with(
+                "SELECT lineage FROM model_versions WHERE model_id = $1 AND version = $2",
+                [m.model_id.clone().into(), i64::from(version).into()],
+            ))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let lineage: plinth_api::registry::Lineage =
+            serde_json::from_str(&crate::store::col::<String>(&row, "lineage")?)?;
+        let Some(r) = lineage.dataset_version.as_deref().and_then(|d| parse_dataset(d, "").ok())
+        else {
+            return Ok(None);
+        };
+        let team = TeamRef { id: m.team_id.clone(), name: m.team.clone() };
+        Ok(self.resolve_dataset(&team, &r, "baseline").await.ok().map(|v| BaselineRef {
+            dataset_version_id: v.id,
+            name: format!("{}@{}", v.info.dataset, v.info.version),
+            source: "the dataset the version was trained on (its lineage)",
         }))
     }
 

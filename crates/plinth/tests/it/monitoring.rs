@@ -470,9 +470,15 @@ async fn the_freshness_rule_follows_the_newest_value_of_the_views_a_model_reads(
     .await
     .ok(StatusCode::CREATED);
     let model = std::fs::read(eval_dir().join("adult_v2.txt")).unwrap();
-    m.upload(&team, "income", "m.txt", model, Some(json!({"feature_service": "income-all"})))
-        .await
-        .ok(StatusCode::CREATED);
+    m.upload(
+        &team,
+        "income",
+        "m.txt",
+        model,
+        Some(json!({"feature_service": "income-all", "lineage": {"dataset_version": "people@1"}})),
+    )
+    .await
+    .ok(StatusCode::CREATED);
     let base = format!("/deployments/{team}/income/production");
     m.put(&base, &json!({"versions": [{"version": 1, "weight": 100}]})).await.ok(StatusCode::OK);
     let job = m
@@ -508,4 +514,16 @@ async fn the_freshness_rule_follows_the_newest_value_of_the_views_a_model_reads(
     // The view itself says the same.
     let view = m.get(&format!("/teams/{team}/feature-views/census")).await.ok(StatusCode::OK);
     assert_eq!(view["freshness"]["last_event_at"], now, "{view}");
+    // Never evaluated, the version drifts against the dataset its lineage says it was trained
+    // on.
+    m.post(&format!("{base}/predict"), &json!({"entities": {"person_id": [1, 2]}}))
+        .await
+        .ok(StatusCode::OK);
+    srv.core.flush_monitoring_at(now_us()).await.unwrap();
+    let d = m.get(&format!("{base}/drift?since=2000-01-01T00%3A00%3A00Z")).await.ok(StatusCode::OK);
+    assert_eq!(d["versions"][0]["baseline"], "people@1", "{d}");
+    assert!(
+        d["versions"][0]["baseline_source"].as_str().unwrap_or_default().contains("trained on"),
+        "{d}"
+    );
 }
