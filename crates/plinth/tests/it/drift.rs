@@ -157,4 +157,29 @@ fn drift_refuses_what_it_cannot_compute_with_a_clear_error() {
     let table = cli.ok(&base);
     assert!(table.contains("cat4_shift") && table.contains("chisquare"), "{table}");
     assert!(table.contains("columns drifted"), "{table}");
+    // --out writes the harness's keys; a column's test and threshold can be chosen.
+    let out = tempfile::tempdir().unwrap().keep().join("drift.json");
+    let args: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--method", "cat4_shift=jensenshannon:0.9", "--out", out.to_str().unwrap()])
+        .collect();
+    cli.ok(&args);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let shift = &written["columns"]["cat4_shift"];
+    assert_eq!(
+        (shift["test"].as_str(), shift["threshold"].as_f64()),
+        (Some("jensenshannon"), Some(0.9)),
+        "{written}"
+    );
+    assert_eq!(shift["drifted"], false, "a score under 0.9 does not drift: {written}");
+    assert!(
+        written["rows_reference"].as_u64().unwrap() > 0
+            && written["rows_current"].as_u64().unwrap() > 0
+    );
+    for key in ["count", "share", "drift_share"] {
+        assert!(written["drifted_columns"][key].is_number(), "{key}: {written}");
+    }
+    let _ = std::fs::remove_file(&out);
 }

@@ -314,6 +314,14 @@ backend_tests! {
         let e = cli.fails(&["incident", "resolve", &team, &incident], 1);
         assert!(e.contains("resolved"), "{e}");
 
+        // A feature's test and threshold can be chosen for served traffic too.
+        let mut psi = with_coverage.clone();
+        psi["drift"] = json!({"age": {"method": "psi", "threshold": 0.05}});
+        m.put(&format!("{base}/monitoring"), &psi).await.ok(StatusCode::OK);
+        let d = m.get(&format!("{base}/drift?since={}&until={}", rfc3339(t1 - MINUTE_US), rfc3339(t1 + 10 * MINUTE_US))).await.ok(StatusCode::OK);
+        let age = &d["versions"][0]["columns"]["age"];
+        assert_eq!((age["method"].as_str(), age["threshold"].as_f64(), age["drifted"].as_bool()), (Some("psi"), Some(0.05), Some(true)), "{d}");
+
         // The CLI: labels from a CSV, performance, served drift, settings.
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("labels.csv");
@@ -325,8 +333,11 @@ backend_tests! {
         assert!(out.contains("accuracy") && out.contains("CBPE assumes"), "{out}");
         let out = cli.ok(&["drift", "--deployment", &format!("{team}/income"), "--since", "1d"]);
         assert!(out.contains("against adult@1"), "{out}");
+        let file = dir.path().join("monitoring.json");
+        std::fs::write(&file, serde_json::to_string(&settings).unwrap()).unwrap();
+        cli.ok(&["monitoring", "set", &format!("{team}/income"), "--file", file.to_str().unwrap()]);
         let out = cli.ok(&["monitoring", "get", &format!("{team}/income")]);
-        assert!(out.contains("age_drift"), "{out}");
+        assert!(out.contains("age_drift") && !out.contains("labels"), "the file's settings replaced the others: {out}");
 
         // Another team sees and touches none of it.
         let other = srv.team().await;
