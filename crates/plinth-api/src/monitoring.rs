@@ -444,4 +444,9 @@ pub struct AlertRule {
     /// `critical`, `warning` (default) or `info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
+    /// Labels of the rule's own (`service: checkout`, `owner: fraud-oncall`), added to the
+    /// alert's notifications (Alertmanager's labels, PagerDuty's details); they cannot
+    /// replace Plinth's own (alertname, severity, team, model, environment, deployment).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }

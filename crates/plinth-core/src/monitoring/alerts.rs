@@ -115,7 +115,13 @@ pub(crate) struct Rule {
     pub for_us: i64,
     pub metric: Option<String>,
     pub feature: Option<String>,
+    /// The rule's own labels, for its notifications.
+    pub labels: BTreeMap<String, String>,
 }
+
+/// Labels every alert carries, which a rule's own cannot replace.
+pub(crate) const RESERVED_LABELS: [&str; 6] =
+    ["alertname", "severity", "team", "model", "environment", "deployment"];
 
 /// One of the SLA's default rules.
 pub(crate) struct SlaRule {
@@ -255,6 +261,7 @@ pub(crate) fn rules_for(
                 for_us: secs(o.for_seconds).unwrap_or(d.series.default_for_us()),
                 metric: d.metric.map(str::to_string),
                 feature: None,
+                labels: BTreeMap::new(),
             };
             r.summary = summary_of(&r);
             out.push(r);
@@ -278,6 +285,7 @@ fn custom_rule(a: &AlertRule, series: Series) -> Rule {
         for_us: secs(a.for_seconds).unwrap_or(series.default_for_us()),
         metric: a.metric.clone(),
         feature: a.feature.clone(),
+        labels: a.labels.clone(),
     };
     r.summary = summary_of(&r);
     r
@@ -338,7 +346,7 @@ pub(crate) fn alertmanager_body(data: &serde_json::Value) -> serde_json::Value {
     let deployment = data["deployment"].as_str().unwrap_or_default();
     let (team, rest) = deployment.split_once('/').unwrap_or((deployment, ""));
     let (model, environment) = rest.split_once('@').unwrap_or((rest, ""));
-    let labels = json!({
+    let mut labels = json!({
         "alertname": data["rule"],
         "severity": data["severity"],
         "team": team,
@@ -346,6 +354,11 @@ pub(crate) fn alertmanager_body(data: &serde_json::Value) -> serde_json::Value {
         "environment": environment,
         "deployment": deployment,
     });
+    if let Some(own) = data["labels"].as_object() {
+        for (k, v) in own {
+            labels[k] = v.clone();
+        }
+    }
     let annotations = json!({
         "summary": data["summary"],
         "value": data["value"].to_string(),
@@ -391,7 +404,7 @@ pub(crate) fn pagerduty_body(data: &serde_json::Value, routing_key: &str) -> ser
             "timestamp": data["fired_at"],
             "component": data["deployment"],
             "class": data["rule"],
-            "custom_details": {"value": data["value"], "threshold": data["threshold"], "active_since": data["active_since"]},
+            "custom_details": {"value": data["value"], "threshold": data["threshold"], "active_since": data["active_since"], "labels": data["labels"]},
         });
     }
     body
@@ -551,6 +564,7 @@ impl Plinth {
                     for_us: 0,
                     metric: None,
                     feature: None,
+                    labels: BTreeMap::new(),
                 };
                 let silenced = self
                     .silenced(&live.team_id, &live.model, &live.environment, &name, now)
@@ -883,6 +897,7 @@ impl Plinth {
                 "rule": rule.name,
                 "summary": rule.summary,
                 "severity": rule.severity,
+                "labels": rule.labels,
                 "state": next,
                 "value": value,
                 "threshold": rule.threshold,

@@ -149,6 +149,26 @@ fn check(s: &MonitoringSettings) -> Result<()> {
     for (i, r) in s.rules.iter().enumerate() {
         let at = |f: &str| format!("rules[{i}].{f}");
         check_name(&at("name"), &r.name)?;
+        if r.labels.len() > 20 {
+            return Err(Error::invalid(at("labels"), "at most 20 labels"));
+        }
+        for (k, v) in &r.labels {
+            let field = format!("rules[{i}].labels.{}", crate::error::shown(k));
+            let valid = !k.is_empty()
+                && k.len() <= 64
+                && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(Error::invalid(
+                    field,
+                    "a label name is letters, digits and _ (not first), at most 64",
+                ));
+            }
+            if super::alerts::RESERVED_LABELS.contains(&k.as_str()) {
+                return Err(Error::invalid(field, "is one of Plinth's own labels"));
+            }
+            crate::util::check_text(&field, v, 200)?;
+        }
         if SLA_RULES.iter().any(|x| x.name == r.name) || !names.insert(r.name.as_str()) {
             return Err(Error::invalid(
                 at("name"),

@@ -177,11 +177,13 @@ backend_tests! {
         assert_eq!(v["baseline"]["dataset"], "adult@1");
 
         // Drift: a rule on the age feature, over an hour, firing after 5 minutes.
-        let settings = json!({"rules": [{"name": "age_drift", "series": "feature_drift", "feature": "age", "threshold": 0.1, "window_seconds": 3600, "for_seconds": 300, "severity": "critical"}]});
+        let settings = json!({"rules": [{"name": "age_drift", "series": "feature_drift", "feature": "age", "threshold": 0.1, "window_seconds": 3600, "for_seconds": 300, "severity": "critical", "labels": {"service": "income-api"}}]});
         let e = t.developer.1.put(&format!("{base}/monitoring"), &settings).await.err(StatusCode::FORBIDDEN, "forbidden");
         assert!(e["message"].as_str().unwrap().contains("maintainer"), "{e}");
         let bad = json!({"rules": [{"name": "x", "series": "feature_drift", "threshold": 0.1}]});
         assert_eq!(m.put(&format!("{base}/monitoring"), &bad).await.err(StatusCode::BAD_REQUEST, "invalid_field")["field"], "rules[0].feature");
+        let bad = json!({"rules": [{"name": "x", "series": "error_rate", "threshold": 0.1, "labels": {"severity": "low"}}]});
+        assert_eq!(m.put(&format!("{base}/monitoring"), &bad).await.err(StatusCode::BAD_REQUEST, "invalid_field")["field"], "rules[0].labels.severity");
         let bad = json!({"drift": {"age": {"method": "magic"}}});
         assert_eq!(m.put(&format!("{base}/monitoring"), &bad).await.err(StatusCode::BAD_REQUEST, "invalid_field")["field"], "drift.age.method");
         m.put(&format!("{base}/monitoring"), &settings).await.ok(StatusCode::OK);
@@ -260,6 +262,7 @@ backend_tests! {
             assert_eq!((seen[0]["status"].as_str(), seen[1]["status"].as_str()), (Some("firing"), Some("resolved")));
             assert_eq!(seen[0]["alerts"][0]["labels"]["alertname"], "age_drift");
             assert_eq!(seen[0]["alerts"][0]["labels"]["severity"], "critical");
+            assert_eq!(seen[0]["alerts"][0]["labels"]["service"], "income-api", "the rule's own label");
             assert_eq!(seen[0]["alerts"][0]["fingerprint"], seen[1]["alerts"][0]["fingerprint"]);
         }
 
@@ -337,7 +340,7 @@ backend_tests! {
         std::fs::write(&file, serde_json::to_string(&settings).unwrap()).unwrap();
         cli.ok(&["monitoring", "set", &format!("{team}/income"), "--file", file.to_str().unwrap()]);
         let out = cli.ok(&["monitoring", "get", &format!("{team}/income")]);
-        assert!(out.contains("age_drift") && !out.contains("labels"), "the file's settings replaced the others: {out}");
+        assert!(out.contains("age_drift") && !out.contains("label_coverage"), "the file's settings replaced the others: {out}");
 
         // Another team sees and touches none of it.
         let other = srv.team().await;
@@ -537,4 +540,81 @@ async fn the_freshness_rule_follows_the_newest_value_of_the_views_a_model_reads(
         d["versions"][0]["baseline_source"].as_str().unwrap_or_default().contains("trained on"),
         "{d}"
     );
+}
+
+/// A regressor's labels give RMSE, MAE and R² of its live predictions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regressors_labels_give_its_live_errors() {
+    let srv = TestServer::start(ServerOptions {
+        figures_every: Duration::from_secs(86_400),
+        ..ServerOptions::new(crate::harness::Backend::Sqlite)
+    })
+    .await;
+    let t = srv.team().await;
+    let (team, m) = (t.team.clone(), &t.maintainer.1);
+    m.post(&format!("/teams/{team}/models"), &json!({"name": "price", "task": "regression"}))
+        .await
+        .ok(StatusCode::CREATED);
+    m.upload_fixture(&team, "price", "lightgbm_regression.txt").await.ok(StatusCode::CREATED);
+    let base = format!("/deployments/{team}/price/production");
+    m.put(&base, &json!({"versions": [{"version": 1, "weight": 100}], "keep_predictions": true}))
+        .await
+        .ok(StatusCode::OK);
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            crate::harness::fixtures().join("lightgbm_regression.expected.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let n = exp["rows"].as_array().unwrap().len();
+    let ids: Vec<String> = (0..n).map(|i| format!("house-{i}")).collect();
+    let answer = m
+        .post(&format!("{base}/predict"), &json!({"rows": exp["rows"], "ids": ids}))
+        .await
+        .ok(StatusCode::OK);
+    srv.core.flush_monitoring_at(now_us()).await.unwrap();
+    // Each label is off the prediction by a known amount.
+    let predicted: Vec<f64> =
+        answer["predictions"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+    let off = |i: usize| (i % 5) as f64 * 0.1 - 0.2;
+    let labels: Vec<f64> = predicted.iter().enumerate().map(|(i, p)| p + off(i)).collect();
+    let body: Vec<Value> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, y)| json!({"prediction_id": ids[i], "label": y}))
+        .collect();
+    m.post(&format!("{base}/feedback"), &json!({"labels": body})).await.ok(StatusCode::OK);
+    // A class index is not a price's label, nor text.
+    let e = m
+        .post(
+            &format!("{base}/feedback"),
+            &json!({"labels": [{"prediction_id": ids[0], "label": "high"}]}),
+        )
+        .await
+        .err(StatusCode::BAD_REQUEST, "invalid_field");
+    assert_eq!(e["field"], "labels[0].label");
+
+    let p = m.get(&format!("{base}/performance")).await.ok(StatusCode::OK);
+    let v = &p["versions"][0];
+    assert_eq!(
+        (v["labelled"].as_u64(), v["label_coverage"].as_f64()),
+        (Some(n as u64), Some(1.0)),
+        "{p}"
+    );
+    let nf = n as f64;
+    let rmse = ((0..n).map(|i| off(i).powi(2)).sum::<f64>() / nf).sqrt();
+    let mae = (0..n).map(|i| off(i).abs()).sum::<f64>() / nf;
+    let mean = labels.iter().sum::<f64>() / nf;
+    let r2 = 1.0
+        - (0..n).map(|i| off(i).powi(2)).sum::<f64>()
+            / labels.iter().map(|y| (y - mean).powi(2)).sum::<f64>();
+    for (metric, want) in [("rmse", rmse), ("mae", mae), ("r2", r2)] {
+        let got = v["metrics"][metric].as_f64().unwrap_or(f64::NAN);
+        assert!((got - want).abs() < 1e-9, "{metric}: {got} vs {want}: {p}");
+    }
+    // No accuracy rule for a regressor, and no estimate without calibrated probabilities.
+    srv.core.evaluate_alerts(now_us() + MINUTE_US).await.unwrap();
+    let alerts = m.get(&format!("/teams/{team}/alerts")).await.ok(StatusCode::OK);
+    assert!(alerts.as_array().unwrap().iter().all(|a| a["rule"] != "accuracy_drop"), "{alerts}");
 }
