@@ -28,7 +28,11 @@ if ! up 5432 && ! command -v pg_ctlcluster >/dev/null; then
   echo "services: installing PostgreSQL from Debian's packages"
   if deb_install postgresql; then
     for hba in /etc/postgresql/*/main/pg_hba.conf; do
+      [ -f "$hba" ] || continue
       sed -i -E 's/^(host[[:space:]]+all[[:space:]]+all[[:space:]]+(127\.0\.0\.1\/32|::1\/128)[[:space:]]+)[a-z0-9-]+$/\1trust/' "$hba"
+      # The package may have started the cluster already: it reads the file again.
+      version="$(basename "$(dirname "$(dirname "$hba")")")"
+      pg_ctlcluster --skip-systemctl-redirect "$version" main reload >/dev/null 2>&1 || true
     done
   else
     echo "services: cannot install PostgreSQL" >&2
@@ -42,6 +46,8 @@ fi
 if ! up 4222 && ! command -v nats-server >/dev/null; then
   echo "services: installing NATS from Debian's packages"
   deb_install nats-server || echo "services: cannot install NATS" >&2
+  # The package's own service runs without JetStream; the tests need the one started below.
+  service nats-server stop >/dev/null 2>&1 || true
 fi
 
 if ! up 5432; then

@@ -56,7 +56,7 @@ impl Plinth {
         kind: &str,
         payload: &Value,
     ) -> Result<String> {
-        self.write_event(tx, team_id, kind, payload, new_id("evt")).await
+        self.write_event(tx, team_id, kind, payload, new_id("evt"), false).await
     }
 
     /// Writes the event of a fact that may be reached twice (a task's attempt that finished
@@ -78,7 +78,8 @@ impl Plinth {
         {
             return Ok(id);
         }
-        self.write_event(tx, team_id, kind, payload, id).await
+        // Two attempts may pass the look above together: the insert keeps the first.
+        self.write_event(tx, team_id, kind, payload, id, true).await
     }
 
     async fn write_event(
@@ -88,6 +89,7 @@ impl Plinth {
         kind: &str,
         payload: &Value,
         id: String,
+        once: bool,
     ) -> Result<String> {
         // The counter's row lock serializes event writers until they commit: sequence order
         // is commit order.
@@ -98,8 +100,13 @@ impl Plinth {
         .await?
         .ok_or_else(|| crate::Error::internal("the event counter is missing"))?;
         let seq: i64 = col(&row, "value")?;
+        let insert = if once {
+            "INSERT INTO events (seq, id, team_id, type, payload, at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING"
+        } else {
+            "INSERT INTO events (seq, id, team_id, type, payload, at) VALUES ($1, $2, $3, $4, $5, $6)"
+        };
         Sql::with(
-            "INSERT INTO events (seq, id, team_id, type, payload, at) VALUES ($1, $2, $3, $4, $5, $6)",
+            insert,
             [
                 seq.into(),
                 id.clone().into(),

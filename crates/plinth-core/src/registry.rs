@@ -123,24 +123,25 @@ const VERSION_SELECT: &str = "SELECT v.*, t.name AS team_name, m.name AS model_n
     FROM model_versions v JOIN models m ON m.id = v.model_id JOIN teams t ON t.id = v.team_id
     LEFT JOIN principals p ON p.id = v.created_by";
 
-/// Marks a version approved for production (freezing its card) inside `tx`, with its audit
-/// entry; a version approved already stays as it was.
-/// Locks a model's row until the transaction ends. Archiving (a version or the model) and
-/// changing a deployment of it both take the lock first, so neither decides on what the other
-/// is changing: a version archived meanwhile is not deployed, one deployed meanwhile is not
-/// archived.
+/// Locks a model's row until the transaction ends, and says whether the model is archived.
+/// Archiving (a version or the model) and changing a deployment of it both take the lock
+/// first, so neither decides on what the other is changing: a model or version archived
+/// meanwhile is not deployed, one deployed meanwhile is not archived.
 pub(crate) async fn lock_model(
     tx: &mut crate::store::Tx,
     db: &crate::store::Db,
     model_id: &str,
-) -> Result<()> {
-    Sql::with(
-        &format!("SELECT id FROM models WHERE id = $1{}", db.for_update()),
+) -> Result<bool> {
+    let row = Sql::with(
+        &format!("SELECT archived_at FROM models WHERE id = $1{}", db.for_update()),
         [model_id.into()],
     )
     .fetch_optional_tx(tx)
     .await?;
-    Ok(())
+    Ok(match row {
+        Some(r) => col::<Option<i64>>(&r, "archived_at")?.is_some(),
+        None => true,
+    })
 }
 
 /// The environment where a version of the model (any version when `None`) serves or shadows
@@ -167,6 +168,8 @@ async fn serves(
     Ok(None)
 }
 
+/// Marks a version approved for production (freezing its card) inside `tx`, with its audit
+/// entry; a version approved already stays as it was.
 pub(crate) async fn record_production_approval(
     tx: &mut crate::store::Tx,
     who: &Principal,

@@ -314,7 +314,8 @@ impl Plinth {
 
     /// The sources a team's query names: its own, and those granted to it (with the owner's
     /// name as schema).
-    /// A PostgreSQL source's copy must end `within` (the query's time limit).
+    /// The PostgreSQL sources' copies, one after another, must all end `within` (the query's
+    /// time limit): each gets what the ones before it left.
     pub(crate) async fn source_tables(
         &self,
         team_id: &str,
@@ -332,6 +333,7 @@ impl Plinth {
                 [team_id.into()],
             ))
             .await?;
+        let deadline = std::time::Instant::now() + within;
         let mut out = Vec::new();
         for r in &rows {
             let name: String = col(r, "name")?;
@@ -358,7 +360,10 @@ impl Plinth {
                         })
                         .collect()
                 }
-                SourceKind::Postgres => vec![self.postgres_file(&spec, &name, within).await?],
+                SourceKind::Postgres => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    vec![self.postgres_file(&spec, &name, left, within).await?]
+                }
             };
             out.push(QueryTable { schema: col(r, "owner")?, name, parts });
         }
@@ -366,17 +371,20 @@ impl Plinth {
     }
 
     /// A PostgreSQL table or query as a CSV file in staging, streamed there by `COPY`, within
-    /// `within` (the server stops the statement then too) and `max_bytes`.
+    /// `within` (the server stops the statement a moment later, so the caller's own clock
+    /// speaks first) and `max_bytes`; `limit` is the query's whole time limit, for the message.
     async fn postgres_file(
         &self,
         spec: &Spec,
         name: &str,
         within: std::time::Duration,
+        limit: std::time::Duration,
     ) -> Result<LocalFile> {
         use sqlx::Connection;
         let max_bytes = self.postgres.max_bytes;
         let copy = async {
-            let (mut conn, copy) = self.postgres_copy(spec, None, within).await?;
+            let server_side = within + std::time::Duration::from_millis(500);
+            let (mut conn, copy) = self.postgres_copy(spec, None, server_side).await?;
             let fail = |e: &dyn std::fmt::Display| pg_error(spec, e);
             let stream = conn.copy_out_raw(&copy).await.map_err(|e| fail(&e))?;
             let mut reader =
@@ -403,7 +411,7 @@ impl Plinth {
                 "sql",
                 format!(
                     "the query ran longer than its limit of {} ms reading the PostgreSQL source '{name}'",
-                    within.as_millis()
+                    limit.as_millis()
                 ),
             )
         })?

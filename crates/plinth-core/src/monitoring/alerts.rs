@@ -145,12 +145,16 @@ impl SlaRule {
     }
 
     /// Whether a team's override turns the rule off or makes it looser than the SLA: a higher
-    /// threshold (the freshness rule's 0 is each view's own SLA, which any threshold loosens
-    /// or keeps) or a `for` over five minutes.
+    /// threshold (for freshness, whose 0 means each view's own SLA, more than the platform's
+    /// default of an hour), a longer `for` than the rule's, or a lower severity.
     pub(crate) fn loosened_by(&self, o: &plinth_api::monitoring::RuleOverride) -> bool {
+        let limit = if self.threshold > 0.0 { self.threshold } else { 3600.0 };
+        let rank = |s: &str| ["info", "warning", "critical"].iter().position(|x| *x == s);
         o.disabled
-            || o.threshold.is_some_and(|t| self.threshold > 0.0 && t > self.threshold)
-            || o.for_seconds.is_some_and(|f| f > 300)
+            || o.threshold.is_some_and(|t| t > limit)
+            || o.for_seconds
+                .is_some_and(|f| i64::from(f) * SECOND_US > self.series.default_for_us())
+            || o.severity.as_deref().is_some_and(|s| rank(s) < rank(self.severity))
     }
 }
 
@@ -438,20 +442,28 @@ impl crate::tasks::TaskKind for EvaluateAlerts {
     ) -> futures_util::future::BoxFuture<'a, Result<serde_json::Value>> {
         Box::pin(async move {
             // One evaluation at a time across replicas: each occurrence fires once, but one
-            // that ran past the next could overlap it. Task ids grow with time: the earlier
-            // evaluation (whose runner still holds its lease) goes on, this one stands down.
+            // that ran past the next (or was taken again after its runner died) could overlap
+            // another. Of the evaluations running (their runners holding their leases), the
+            // one that started first goes on and the others stand down; one that started more
+            // than 5 minutes ago no longer holds the others back, so a hung evaluation cannot
+            // silence alerting.
+            let now = now_micros();
             let earlier = core
                 .db
                 .fetch_optional(&Sql::with(
-                    "SELECT id FROM tasks WHERE kind = $1 AND state = 'running' AND id < $2 AND lease_expires_at > $3 LIMIT 1",
-                    [EVALUATE.into(), task.id.clone().into(), now_micros().into()],
+                    "SELECT o.id FROM tasks o, tasks me
+                     WHERE me.id = $2 AND o.kind = $1 AND o.state = 'running' AND o.id <> me.id
+                       AND o.lease_expires_at > $3 AND o.started_at > $4
+                       AND (o.started_at < me.started_at OR (o.started_at = me.started_at AND o.id < me.id))
+                     LIMIT 1",
+                    [EVALUATE.into(), task.id.clone().into(), now.into(), (now - 5 * MINUTE_US).into()],
                 ))
                 .await?;
             if let Some(r) = earlier {
                 let other: String = col(&r, "id")?;
                 return Ok(json!({ "skipped": format!("evaluation {other} still runs") }));
             }
-            let changed = core.evaluate_alerts(now_micros()).await?;
+            let changed = core.evaluate_alerts(now).await?;
             Ok(json!({ "changed": changed }))
         })
     }

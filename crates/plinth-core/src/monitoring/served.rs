@@ -163,16 +163,32 @@ impl Plinth {
         };
         let lineage: plinth_api::registry::Lineage =
             serde_json::from_str(&crate::store::col::<String>(&row, "lineage")?)?;
-        let Some(r) = lineage.dataset_version.as_deref().and_then(|d| parse_dataset(d, "").ok())
+        let Some(r) = lineage
+            .dataset_version
+            .as_deref()
+            .and_then(|d| parse_dataset(d, "").ok())
+            .filter(|r| r.version.is_some())
         else {
             return Ok(None);
         };
         let team = TeamRef { id: m.team_id.clone(), name: m.team.clone() };
-        Ok(self.resolve_dataset(&team, &r, "baseline").await.ok().map(|v| BaselineRef {
-            dataset_version_id: v.id,
-            name: format!("{}@{}", v.info.dataset, v.info.version),
-            source: "the dataset the version was trained on (its lineage)",
-        }))
+        match self.resolve_dataset(&team, &r, "baseline").await {
+            Ok(v) => Ok(Some(BaselineRef {
+                dataset_version_id: v.id,
+                name: format!("{}@{}", v.info.dataset, v.info.version),
+                source: "the dataset the version was trained on (its lineage)",
+            })),
+            // Named, but not one of the team's dataset versions: no baseline.
+            Err(e)
+                if matches!(
+                    e.code,
+                    plinth_api::Code::NotFound | plinth_api::Code::InvalidField
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A version's baseline summarized: its features from the dataset, the prediction from

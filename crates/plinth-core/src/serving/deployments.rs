@@ -336,7 +336,12 @@ impl Plinth {
         let spec_json = serde_json::to_string(&spec)?;
         let mut tx = self.db.begin().await?;
         // Under the model's lock, as archiving takes it: none of these was archived meanwhile.
-        crate::registry::lock_model(&mut tx, &self.db, &target.model_id).await?;
+        if crate::registry::lock_model(&mut tx, &self.db, &target.model_id).await? {
+            return Err(Error::conflict(format!(
+                "model '{}' was archived while the deployment changed",
+                target.model
+            )));
+        }
         let archived = Sql::with(
             "SELECT version FROM model_versions WHERE model_id = $1 AND archived_at IS NOT NULL",
             [target.model_id.clone().into()],

@@ -633,9 +633,8 @@ impl Plinth {
         }
         let mut tx = self.db.begin().await?;
         let payload = json!({"run": task.id, "recipe": recipe_name, "version": version.version, "trigger": args.trigger, "promotion": result.promotion_status});
-        let key = format!("training_finished_{}", task.id);
-        self.emit_event_once(&mut tx, task.team_id.as_deref(), "training.finished", &payload, &key)
-            .await?;
+        // Each attempt that gets here registered its own version, and announces it.
+        self.emit_event(&mut tx, task.team_id.as_deref(), "training.finished", &payload).await?;
         tx.commit().await?;
         Ok(serde_json::to_value(result)?)
     }

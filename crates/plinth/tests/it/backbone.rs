@@ -281,7 +281,9 @@ async fn a_running_task_stops_when_cancelled_and_a_waiting_one_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_teams_tasks_are_its_own_through_the_api_and_the_cli() {
     let probe = Probe::default();
-    let r = replicas(&probe, Duration::from_millis(600)).await;
+    // A lease long enough that the CLI's processes, competing for the CPU, never cost the
+    // runner its heartbeat.
+    let r = replicas(&probe, Duration::from_secs(3)).await;
     let (t, other) = (r[0].team().await, r[0].team().await);
     let id = r[0]
         .core

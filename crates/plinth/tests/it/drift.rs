@@ -158,7 +158,8 @@ fn drift_refuses_what_it_cannot_compute_with_a_clear_error() {
     assert!(table.contains("cat4_shift") && table.contains("chisquare"), "{table}");
     assert!(table.contains("columns drifted"), "{table}");
     // --out writes the harness's keys; a column's test and threshold can be chosen.
-    let out = tempfile::tempdir().unwrap().keep().join("drift.json");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("drift.json");
     let args: Vec<&str> = base
         .iter()
         .copied()
@@ -181,5 +182,4 @@ fn drift_refuses_what_it_cannot_compute_with_a_clear_error() {
     for key in ["count", "share", "drift_share"] {
         assert!(written["drifted_columns"][key].is_number(), "{key}: {written}");
     }
-    let _ = std::fs::remove_file(&out);
 }

@@ -499,7 +499,7 @@ async fn the_freshness_rule_follows_the_newest_value_of_the_views_a_model_reads(
         .post(&format!("/teams/{team}/feature-views/census/materialize"), &json!({}))
         .await
         .ok(StatusCode::ACCEPTED);
-    wait_for("the materialization", Duration::from_secs(30), async || {
+    let done = wait_for("the materialization", Duration::from_secs(30), async || {
         let j = m
             .get(&format!("/materializations/{}", job["id"].as_str().unwrap()))
             .await
@@ -507,6 +507,7 @@ async fn the_freshness_rule_follows_the_newest_value_of_the_views_a_model_reads(
         matches!(j["status"].as_str(), Some("succeeded" | "failed")).then_some(j)
     })
     .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
     let freshness = async |at: i64| {
         srv.core.evaluate_alerts(at).await.unwrap();
         let alerts = m.get(&format!("/teams/{team}/alerts")).await.ok(StatusCode::OK);
