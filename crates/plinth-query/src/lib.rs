@@ -388,7 +388,7 @@ impl QueryEngine for DataFusion {
         limits: QueryLimits,
         format: ResultFormat,
     ) -> Result<mpsc::Receiver<QueryEvent>, String> {
-        let deadline = tokio::time::Instant::now() + limits.timeout;
+        let deadline = tokio::time::Instant::from_std(limits.started) + limits.timeout;
         let timed_out = move || {
             format!("the query ran longer than its limit of {} ms", limits.timeout.as_millis())
         };

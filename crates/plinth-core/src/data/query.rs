@@ -55,7 +55,10 @@ impl ResultFormat {
 #[derive(Debug, Clone, Copy)]
 pub struct QueryLimits {
     pub max_rows: usize,
+    /// How long the query may run, counted from `started` (the request's start: copying its
+    /// PostgreSQL sources counts too).
     pub timeout: Duration,
+    pub started: std::time::Instant,
     /// Memory the engine may use for operators (sorts, joins, aggregations).
     pub memory_bytes: usize,
 }
@@ -283,7 +286,8 @@ impl Plinth {
         tables.extend(self.source_tables(&t.id, &req.sql, timeout).await?);
         let limits = QueryLimits {
             max_rows: max_rows as usize,
-            timeout: timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1)),
+            timeout,
+            started,
             memory_bytes: 512 * 1024 * 1024,
         };
         let bad_sql = |e: String| Error::new(Code::InvalidField, e).with_field("sql");
