@@ -303,6 +303,11 @@ pub mod conformance {
         store.put(&big_key, staged(staging, &big).await).await.expect("put a large file");
         let back = read_all(store, &big_key).await;
         assert!(back == big, "the large file reads back as written");
+        // Create if absent holds for a large (multipart) put too.
+        let other: Vec<u8> = big.iter().map(|b| b ^ 0x5a).collect();
+        let e = store.put(&big_key, staged(staging, &other).await).await.unwrap_err();
+        assert_eq!(e.code, plinth_api::Code::Conflict, "{e}");
+        assert!(read_all(store, &big_key).await == big, "the first large file stays");
         let before = crate::util::now_micros() - 60_000_000;
         let listed = store.list(prefix).await.expect("list");
         assert!(
