@@ -2,8 +2,10 @@
 //! process state, pool and lease holder). Tasks run once each, whoever queued them; a schedule
 //! fires once per occurrence, its clock driven by the test; one event is delivered once; a task
 //! whose runner stops renewing its lease is finished by another replica, its log continuing;
-//! retries back off and end discarded; a running task sees its cancellation; what one replica
-//! changes (a deployment, a key) is in force on the others.
+//! retries back off and end discarded; a running task sees its cancellation; a queue runs at
+//! most its limit, most urgent first, without holding up another; a team's tasks are its own
+//! through the API and the CLI; what one replica changes (a deployment, a key, a policy) is in
+//! force on the others.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -260,7 +262,7 @@ async fn failing_attempts_back_off_then_the_task_is_discarded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_task_stops_when_cancelled_and_a_waiting_one_at_once() {
+async fn a_running_task_stops_when_cancelled_on_another_replica() {
     let probe = Probe::default();
     let r = replicas(&probe, Duration::from_millis(600)).await;
     let id =
