@@ -181,6 +181,52 @@ async fn the_schedule_evaluates_the_rules_on_the_monitoring_queue() {
             .any(|k| k["queue"] == "monitoring" && k["result"]["changed"].as_u64() >= Some(1)),
         "{tasks}"
     );
+
+    // Two evaluations never overlap: while another one runs (its runner, elsewhere, holding its
+    // lease), the next occurrence stands down; one that started over 5 minutes ago (hung) no
+    // longer holds the others back. The other one is forged in the database.
+    sqlx::any::install_default_drivers();
+    let pool =
+        sqlx::AnyPool::connect(&format!("sqlite://{}", srv.data_dir.join("plinth.db").display()))
+            .await
+            .unwrap();
+    let forged = done[0]["id"].as_str().unwrap().to_string();
+    let forge = async |started: i64| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET state = 'running', lease_owner = 'rep_elsewhere', lease_expires_at = {}, started_at = {started}, finished_at = NULL WHERE id = '{forged}'",
+            now + 3_600_000_000
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+    };
+    let next = async |at: i64, seen: usize| {
+        assert!(srv.core.fire_due_schedules(at).await.unwrap() >= 1);
+        wait_for("the next evaluation", Duration::from_secs(20), async || {
+            let tasks = srv
+                .admin()
+                .get("/tasks?kind=monitoring.alerts&state=completed&limit=50")
+                .await
+                .ok(StatusCode::OK);
+            let list = tasks.as_array().unwrap().clone();
+            (list.len() > seen).then(|| list[0]["result"].clone())
+        })
+        .await
+    };
+    let completed = |v: &Value| v.as_array().map_or(0, Vec::len);
+    forge(now - 60_000_000).await;
+    let seen = completed(
+        &srv.admin()
+            .get("/tasks?kind=monitoring.alerts&state=completed&limit=50")
+            .await
+            .ok(StatusCode::OK),
+    );
+    let result = next(now + 121_000_000, seen).await;
+    assert_eq!(result["skipped"], format!("evaluation {forged} still runs"), "{result}");
+    forge(now - 6 * 60_000_000).await;
+    let result = next(now + 181_000_000, seen + 1).await;
+    assert!(result["changed"].is_number() && result.get("skipped").is_none(), "{result}");
+    pool.close().await;
 }
 
 backend_tests! {
