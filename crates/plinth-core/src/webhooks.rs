@@ -275,11 +275,11 @@ impl Consumer for WebhookConsumer {
                             json!({"id": id, "event_id": e.id, "event": e.kind, "created_at": micros_to_time(e.at).unix_timestamp(), "data": e.payload})
                         }
                         WebhookFormat::Alertmanager => {
-                            crate::monitoring::alerts::alertmanager_body(&e.payload)
+                            crate::monitoring::notify::alertmanager_body(&e.payload)
                         }
                         WebhookFormat::Pagerduty => {
                             let key: Option<String> = col(&h, "routing_key")?;
-                            crate::monitoring::alerts::pagerduty_body(
+                            crate::monitoring::notify::pagerduty_body(
                                 &e.payload,
                                 key.as_deref().unwrap_or_default(),
                             )

@@ -9,8 +9,8 @@ use plinth_api::identity::TeamRole;
 use plinth_api::monitoring::MonitoringSettings;
 use serde_json::json;
 
-use super::alerts::{SLA_RULES, Series};
 use super::drift::Method;
+use super::rules::{SLA_RULES, Series};
 use super::served::parse_dataset;
 use crate::Plinth;
 use crate::audit::{self, Target};
@@ -164,7 +164,7 @@ fn check(s: &MonitoringSettings) -> Result<()> {
                     "a label name is letters, digits and _ (not first), at most 64",
                 ));
             }
-            if super::alerts::RESERVED_LABELS.contains(&k.as_str()) {
+            if super::rules::RESERVED_LABELS.contains(&k.as_str()) {
                 return Err(Error::invalid(field, "is one of Plinth's own labels"));
             }
             crate::util::check_text(&field, v, 200)?;
