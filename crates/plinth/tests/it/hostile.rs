@@ -90,16 +90,14 @@ fn nested(inner: &[u8], levels: usize, outer: &[u32]) -> Vec<u8> {
 
 shared_server_tests! {
     async fn a_file_five_thousand_columns_wide_is_stored_profiled_and_queried(srv: &TestServer) {
-        // (It took 15-25 s in a release build when a batch was 65,536 rows of any width; the
-        // time is printed, the rest asserted.)
+        // (It took 15-25 s in a release build when a batch was 65,536 rows of any width; a
+        // batch is now about a million cells, which plinth-data's unit test holds.)
         let (team, m) = public_model(srv).await;
         let names: Vec<String> = (0..5000).map(|i| format!("c{i}")).collect();
         let row = |k: usize| (0..5000).map(|i| (i * k).to_string()).collect::<Vec<_>>().join(",");
         let csv = format!("{}\n{}\n{}\n", names.join(","), row(1), row(2));
-        let started = std::time::Instant::now();
         let upload = m.request(reqwest::Method::POST, &format!("/teams/{team}/datasets/wide/versions")).body(csv);
         let v = m.send(upload).await.ok(StatusCode::CREATED);
-        eprintln!("hostile: a 5,000-column CSV uploaded and profiled in {:?}", started.elapsed());
         assert_eq!((v["rows"].as_u64(), v["columns"].as_array().map(Vec::len)), (Some(2), Some(5000)), "{}", v["rows"]);
         assert_eq!(v["columns"][4999]["name"], "c4999");
         let (status, body) = sql(&m, &team, "SELECT SUM(c4999) AS s FROM wide").await;
