@@ -4,6 +4,8 @@
 # keeping its predictions for labels (KEEP_PREDICTIONS=1), and not monitored (NO_MONITOR=1), in
 # one run, alternating ROUNDS times (default 2), then the server's CPU time
 # per request of each (bench/serving_cpu.sh's method). Compare the ratios within this run.
+# MODES picks the deployments (default "monitored keeping unmonitored"); CONCURRENCY passes to
+# the harness (default "1 8 32").
 #
 #   usage: bench/monitoring_overhead.sh [PLINTH_BINARY]     (default: the release build)
 set -euo pipefail
@@ -15,7 +17,7 @@ BIN="${1:-${CARGO_TARGET_DIR:-target}/release/plinth}"
 export TARGET_READY_URL=http://127.0.0.1:8200/v2/models/bench.lgbm/ready
 export TARGET_URL=http://127.0.0.1:8200/v2/models/bench.lgbm/infer
 for round in $(seq 1 "${ROUNDS:-2}"); do
-  for mode in monitored keeping unmonitored; do
+  for mode in ${MODES:-monitored keeping unmonitored}; do
     flag=""
     [ "$mode" = keeping ] && flag="KEEP_PREDICTIONS=1"
     [ "$mode" = unmonitored ] && flag="NO_MONITOR=1"
@@ -25,7 +27,7 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
   done
 done
 # CPU per request, both modes in turn.
-for mode in monitored keeping unmonitored; do
+for mode in ${MODES:-monitored keeping unmonitored}; do
   unset NO_MONITOR KEEP_PREDICTIONS
   [ "$mode" = keeping ] && export KEEP_PREDICTIONS=1
   [ "$mode" = unmonitored ] && export NO_MONITOR=1
